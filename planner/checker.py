@@ -1,0 +1,184 @@
+"""Independent feasibility and cost checker: the instance and the plan, nothing else.
+
+It rebuilds the option table from the instance (the one place figures come from) and recomputes
+every constraint family and cost term of the spec from the plan's deployments, routing and
+unserved fractions. It imports no solver code. Violations carry the family name used in the MILP
+(``planner.solvers.milp``) and in the spec: coverage, max_unserved, eligibility, capacity,
+accuracy, availability, budget, plus the plan's own bookkeeping (reference, integrality, gpus,
+cost, objective, bound, status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.options import OptionTable, build_option_table
+from planner.plan import Cost, Plan, plan_cost, plan_solution
+from planner.problem import Instance
+
+ABS_TOL = 1e-6
+REL_TOL = 1e-6
+
+
+def _close(a: float, b: float, rel: float = REL_TOL, abs_: float = ABS_TOL) -> bool:
+    return abs(a - b) <= abs_ + rel * max(abs(a), abs(b))
+
+
+@dataclass
+class Violation:
+    family: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.family}: {self.detail}"
+
+
+@dataclass
+class CheckReport:
+    violations: list[Violation] = field(default_factory=list)
+    cost: Cost | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def add(self, family: str, detail: str) -> None:
+        self.violations.append(Violation(family, detail))
+
+
+def check_plan(inst: Instance, plan: Plan, table: OptionTable | None = None) -> CheckReport:
+    """Every violation of ``plan`` against ``inst``; ``report.cost`` is the recomputed cost."""
+    table = table or build_option_table(inst)
+    rep = CheckReport()
+    if plan.instance != inst.name:
+        rep.add("reference", f"plan is for instance {plan.instance!r}, not {inst.name!r}")
+    if not plan.has_solution:
+        rep.add("status", f"plan has status {plan.status!r}: it holds no solution to check")
+        return rep
+
+    y, x, u = plan_solution(plan)
+    types = {q.id: q for q in inst.query_types}
+    _check_deployments(inst, table, plan, rep)
+    _check_routing_refs(table, x, u, types, rep)
+    _check_coverage(inst, x, u, rep)
+    _check_capacity(inst, table, y, x, rep)
+    _check_accuracy(inst, x, rep)
+    _check_availability(inst, y, rep)
+    cost = plan_cost(table, y, x, u)
+    rep.cost = cost
+    _check_budget(inst, cost, rep)
+    _check_costs(plan, cost, rep)
+    return rep
+
+
+def _check_deployments(inst: Instance, table: OptionTable, plan: Plan, rep: CheckReport) -> None:
+    seen = set()
+    gpu_ids = {g.id for g in inst.gpus}
+    model_ids = {m.id for m in inst.models}
+    for d in plan.deployments:
+        o = d.option
+        if o in seen:
+            rep.add("reference", f"deployment {o.key} is listed twice")
+        seen.add(o)
+        if d.model not in model_ids or d.gpu not in gpu_ids:
+            rep.add("reference", f"deployment {o.key} names an unknown model or gpu")
+            continue
+        why = table.deployable(o)
+        if why:
+            rep.add("eligibility", f"deployment {o.key} cannot be deployed: {why}")
+        if d.gpus != d.replicas * o.gpus_per_replica:
+            rep.add("gpus", f"deployment {o.key}: gpus {d.gpus} != replicas {d.replicas} × tp·pp {o.gpus_per_replica}")
+
+
+def _check_routing_refs(table, x, u, types, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+    for t in list(x) + list(u):
+        if t not in types:
+            rep.add("reference", f"unknown query type {t!r} in routing/unserved")
+    for t, shares in x.items():
+        for o, v in shares.items():
+            if v < -ABS_TOL:
+                rep.add("coverage", f"{t} → {o.key}: negative fraction {v:.6g}")
+            row = table.row(o, t)
+            if v > ABS_TOL and (row is None or not row.eligible):
+                why = "not in the option table" if row is None else (row.reason or "not eligible")
+                rep.add("eligibility", f"{t} routed to {o.key} ({v:.4g}), which is not eligible: {why}")
+
+
+def _check_coverage(inst: Instance, x, u, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+    """Σ_k x[i,k] + u[i] = 1 and 0 ≤ u[i] ≤ ζ_i for every type i."""
+    for q in inst.query_types:
+        served = sum(x.get(q.id, {}).values())
+        un = u.get(q.id, 0.0)
+        if not _close(served + un, 1.0):
+            rep.add("coverage", f"{q.id}: routed {served:.6g} + unserved {un:.6g} != 1")
+        if un < -ABS_TOL:
+            rep.add("max_unserved", f"{q.id}: negative unserved fraction {un:.6g}")
+        if un > q.max_unserved + ABS_TOL:
+            rep.add("max_unserved", f"{q.id}: unserved {un:.6g} > max_unserved {q.max_unserved:.6g}")
+
+
+def _check_capacity(inst: Instance, table: OptionTable, y, x, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+    """Σ_i λ_i·x[i,k] / throughput_rps[i,k] ≤ max_utilization · y[k] for every option k."""
+    load: dict = {}
+    types = {q.id: q for q in inst.query_types}
+    for t, shares in x.items():
+        for o, v in shares.items():
+            row = table.row(o, t)
+            if row is None or not row.throughput_rps or t not in types:
+                continue
+            load[o] = load.get(o, 0.0) + types[t].arrival_rate * v / row.throughput_rps
+    for o, need in load.items():
+        have = inst.max_utilization * y.get(o, 0)
+        if need > have * (1 + REL_TOL) + ABS_TOL:
+            rep.add(
+                "capacity",
+                f"{o.key}: load {need:.6g} replicas > max_utilization {inst.max_utilization} × {y.get(o, 0)} replicas",
+            )
+
+
+def _check_accuracy(inst: Instance, x, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+    """Σ_k e[model(k)][i]·x[i,k] ≤ ε_i for every type i with an accuracy limit."""
+    for q in inst.query_types:
+        if q.max_error is None:
+            continue
+        err = sum(inst.error(o.model, q.id) * v for o, v in x.get(q.id, {}).items())
+        if err > q.max_error + ABS_TOL:
+            rep.add("accuracy", f"{q.id}: routed error {err:.6g} > max_error {q.max_error:.6g}")
+
+
+def _check_availability(inst: Instance, y, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+    """Σ_{k on tier g} tp_k·pp_k·y[k] ≤ available_g for every tier with a limit."""
+    for g in inst.gpus:
+        used = sum(o.gpus_per_replica * n for o, n in y.items() if o.gpu == g.id)
+        if g.available is not None and used > g.available:
+            rep.add("availability", f"{g.id}: {used} GPUs > available {g.available}")
+
+
+def _check_budget(inst: Instance, cost: Cost, rep: CheckReport) -> None:
+    """rental + storage ≤ budget."""
+    if inst.budget is None:
+        return
+    spend = cost.rental + cost.storage
+    if spend > inst.budget * (1 + REL_TOL) + ABS_TOL:
+        rep.add("budget", f"rental + storage {spend:.6g} > budget {inst.budget:.6g}")
+
+
+def _check_costs(plan: Plan, cost: Cost, rep: CheckReport) -> None:
+    if plan.cost is None:
+        rep.add("cost", "plan has a solution but no cost")
+    else:
+        for term in ("rental", "storage", "delay_penalty", "unserved_penalty", "total"):
+            stated, actual = getattr(plan.cost, term), getattr(cost, term)
+            if not _close(stated, actual):
+                rep.add("cost", f"{term}: plan says {stated:.8g}, recomputed {actual:.8g}")
+    if plan.objective is None or not _close(plan.objective, cost.total):
+        rep.add("objective", f"objective {plan.objective} != recomputed total {cost.total:.8g}")
+    if plan.bound is not None and plan.objective is not None:
+        if plan.bound > plan.objective * (1 + REL_TOL) + ABS_TOL:
+            rep.add("bound", f"bound {plan.bound:.8g} exceeds objective {plan.objective:.8g}")
+        if plan.gap is not None and plan.objective > 0:
+            gap = max(0.0, (plan.objective - plan.bound) / plan.objective)
+            if abs(gap - plan.gap) > 1e-6:
+                rep.add("bound", f"gap {plan.gap:.6g} != (objective − bound)/objective = {gap:.6g}")
+    if plan.status == "optimal" and plan.bound is None:
+        rep.add("status", "status 'optimal' without a proven bound")

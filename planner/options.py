@@ -1,0 +1,228 @@
+"""The option table: every candidate (option, query type) with its figures, computed once.
+
+Every solver and the checker read this table; no other module predicts performance or prices an
+option. Coefficients (all per period H, $ unless stated):
+
+=================  ==========================================================================
+rental[k]          H · price_per_hour(g) · tp · pp                     $ per replica
+storage[k]         H · storage_price_per_gb_hour · params_b · weight_bytes   $ when option k is used
+gpus[k]            tp · pp                                             GPUs per replica
+load[i,k]          λ_i / throughput_rps[i,k]                           replicas of capacity per unit x
+delay[i,k]         3600 · H · λ_i · delay_penalty_i · e2e_s[i,k]       $ per unit x
+unserved[i]        3600 · H · λ_i · unserved_penalty_i                 $ per unit u
+error[i,k]         e[model(k)][i]                                      error rate
+=================  ==========================================================================
+
+A pair is *eligible* when it is a candidate and its ttft_s, tpot_s and e2e_s meet type i's SLO.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.perf import ReplicaModel, structural_reason
+from planner.problem import SLO, Instance, PerformanceEntry, QueryType
+
+SLO_TOL = 1e-9
+
+
+@dataclass(frozen=True, order=True)
+class Option:
+    """One deployable configuration: a model on a GPU tier with tp × pp GPUs per replica."""
+
+    model: str
+    gpu: str
+    tp: int
+    pp: int
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.gpu}/tp{self.tp}/pp{self.pp}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (option, query type): its figures and whether (and why not) it is eligible."""
+
+    option: Option
+    query_type: str
+    candidate: bool
+    eligible: bool
+    reason: str
+    source: str  # "model", "table", or "measured" (a performance entry overriding the model)
+    throughput_rps: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+    batch: int | None = None
+    kv_capacity_tokens: int | None = None
+
+
+def slo_violations(slo: SLO, ttft: float | None, tpot: float | None, e2e: float | None) -> list[str]:
+    """The SLO keys a set of figures misses (an unknown figure misses any limit set on it)."""
+    out = []
+    for name, val, lim in (("ttft", ttft, slo.ttft_s), ("tpot", tpot, slo.tpot_s), ("e2e", e2e, slo.e2e_s)):
+        if lim is None:
+            continue
+        if val is None:
+            out.append(f"no {name}_s figure for SLO {lim:.3g} s")
+        elif val > lim * (1 + SLO_TOL):
+            out.append(f"{name} {val:.3g} s > SLO {lim:.3g} s")
+    return out
+
+
+def _measured_row(option: Option, q: QueryType, e: PerformanceEntry, base: Row | None, source: str) -> Row:
+    """A row from a performance entry; figures it omits keep the model's (model mode only)."""
+    ttft = e.ttft_s if e.ttft_s is not None else (base.ttft_s if base else None)
+    tpot = e.tpot_s if e.tpot_s is not None else (base.tpot_s if base else None)
+    e2e = e.e2e_s if e.e2e_s is not None else (base.e2e_s if base else None)
+    if e2e is None and ttft is not None and tpot is not None:
+        e2e = ttft + max(q.output_tokens - 1.0, 0.0) * tpot
+    missed = slo_violations(q.slo, ttft, tpot, e2e)
+    if e2e is None and q.delay_penalty > 0:
+        missed.append("no e2e_s figure to price the delay penalty")
+    return Row(
+        option, q.id, True, not missed, "; ".join(missed), source,
+        e.throughput_rps, ttft, tpot, e2e,
+        base.batch if base else None, base.kv_capacity_tokens if base else None,
+    )
+
+
+def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
+    rows: dict[tuple[Option, str], Row] = {}
+    types = inst.query_types
+    inf = math.inf
+    I = np.array([q.input_tokens for q in types])  # noqa: E741
+    O = np.array([q.output_tokens for q in types])
+    slo = {
+        name: np.array([getattr(q.slo, name) if getattr(q.slo, name) is not None else inf for q in types])
+        for name in ("ttft_s", "tpot_s", "e2e_s")
+    }
+    for m in inst.models:
+        for g in inst.gpus:
+            for tp in inst.parallelism.tp:
+                for pp in inst.parallelism.pp:
+                    opt = Option(m.id, g.id, tp, pp)
+                    why = structural_reason(m, g, tp, pp)
+                    if why:
+                        for q in types:
+                            rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
+                        continue
+                    rm = ReplicaModel(m, g, tp, pp, inst.performance_params)
+                    f = rm.figures(I, O, slo["ttft_s"], slo["tpot_s"], slo["e2e_s"], inst.max_utilization, m.max_context_tokens)
+                    kv = rm.fit().kv_capacity_tokens
+                    for j, q in enumerate(types):
+                        rows[opt, q.id] = Row(
+                            opt, q.id, bool(f.candidate[j]), bool(f.eligible[j]), f.reason[j], "model",
+                            float(f.throughput_rps[j]), float(f.ttft_s[j]), float(f.tpot_s[j]), float(f.e2e_s[j]),
+                            int(f.batch[j]), kv,
+                        )
+    return rows
+
+
+@dataclass
+class OptionTable:
+    """All rows, plus dense coefficients over the options K that have an eligible row."""
+
+    instance: Instance
+    rows: list[Row]
+    options: list[Option] = field(default_factory=list)
+    type_ids: list[str] = field(default_factory=list)
+    rental: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    storage: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gpus: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    tier: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    arrival: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unserved: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    load: dict[tuple[int, int], float] = field(default_factory=dict)
+    delay: dict[tuple[int, int], float] = field(default_factory=dict)
+    error: dict[tuple[int, int], float] = field(default_factory=dict)
+    by_key: dict[tuple[Option, str], Row] = field(default_factory=dict)
+    by_option: dict[Option, list[Row]] = field(default_factory=dict)
+
+    def row(self, option: Option, type_id: str) -> Row | None:
+        return self.by_key.get((option, type_id))
+
+    def option_index(self, option: Option) -> int | None:
+        try:
+            return self.options.index(option)
+        except ValueError:
+            return None
+
+    def deployable(self, option: Option) -> str:
+        """"" when ``option`` can be deployed at all, else why not (used by the checker)."""
+        rows = self.by_option.get(option)
+        if not rows:
+            return f"option {option.key} is not in the option table"
+        if any(r.candidate for r in rows):
+            return ""
+        return rows[0].reason
+
+    def eligible_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.eligible]
+
+
+def rental_per_replica(inst: Instance, option: Option) -> float:
+    return inst.period_hours * inst.gpu(option.gpu).price_per_hour * option.gpus_per_replica
+
+
+def storage_per_option(inst: Instance, option: Option) -> float:
+    return inst.period_hours * inst.storage_price_per_gb_hour * inst.model(option.model).weights_gb
+
+
+def delay_cost(inst: Instance, q: QueryType, e2e_s: float | None) -> float:
+    """$ per period for routing all of type q to an option whose e2e is ``e2e_s``."""
+    if q.delay_penalty == 0:
+        return 0.0
+    return 3600.0 * inst.period_hours * q.arrival_rate * q.delay_penalty * (e2e_s or 0.0)
+
+
+def unserved_cost(inst: Instance, q: QueryType) -> float:
+    """$ per period for leaving all of type q unserved."""
+    return 3600.0 * inst.period_hours * q.arrival_rate * q.unserved_penalty
+
+
+def build_option_table(inst: Instance) -> OptionTable:
+    """Compute every row (model or table mode, with performance overrides) and the coefficients."""
+    types = {q.id: q for q in inst.query_types}
+    rows: dict[tuple[Option, str], Row] = {} if inst.performance_mode == "table" else _model_rows(inst)
+    for e in inst.performance:
+        opt = Option(e.model, e.gpu, e.tp, e.pp)
+        base = rows.get((opt, e.query_type))
+        source = "table" if inst.performance_mode == "table" else "measured"
+        rows[opt, e.query_type] = _measured_row(opt, types[e.query_type], e, base, source)
+
+    ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
+    table = OptionTable(instance=inst, rows=ordered, by_key=rows)
+    for r in ordered:
+        table.by_option.setdefault(r.option, []).append(r)
+    table.type_ids = [q.id for q in inst.query_types]
+    type_index = {t: i for i, t in enumerate(table.type_ids)}
+    table.options = sorted({r.option for r in ordered if r.eligible})
+    k_index = {o: k for k, o in enumerate(table.options)}
+    tier_index = {g.id: n for n, g in enumerate(inst.gpus)}
+    table.rental = np.array([rental_per_replica(inst, o) for o in table.options])
+    table.storage = np.array([storage_per_option(inst, o) for o in table.options])
+    table.gpus = np.array([o.gpus_per_replica for o in table.options], dtype=int)
+    table.tier = np.array([tier_index[o.gpu] for o in table.options], dtype=int)
+    table.arrival = np.array([q.arrival_rate for q in inst.query_types])
+    table.unserved = np.array([unserved_cost(inst, q) for q in inst.query_types])
+    for r in ordered:
+        if not r.eligible:
+            continue
+        i, k = type_index[r.query_type], k_index[r.option]
+        q = types[r.query_type]
+        assert r.throughput_rps is not None
+        table.pairs.append((i, k))
+        table.load[i, k] = q.arrival_rate / r.throughput_rps
+        table.delay[i, k] = delay_cost(inst, q, r.e2e_s)
+        table.error[i, k] = inst.error(r.option.model, q.id)
+    return table

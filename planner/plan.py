@@ -1,0 +1,235 @@
+"""The plan: what every solver returns and what ``planner solve`` writes (spec, section Plan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.errors import InputError
+from planner.fileio import read_document, write_document
+from planner.options import Option, OptionTable, delay_cost, rental_per_replica, storage_per_option, unserved_cost
+from planner.problem import Instance
+
+Status = Literal["optimal", "feasible", "infeasible", "no_solution"]
+ZERO = 1e-9
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Cost(_Out):
+    rental: float
+    storage: float
+    delay_penalty: float
+    unserved_penalty: float
+    total: float
+
+
+class Deployment(_Out):
+    model: str
+    gpu: str
+    tp: Annotated[int, Field(ge=1)]
+    pp: Annotated[int, Field(ge=1)]
+    replicas: Annotated[int, Field(ge=0)]
+    gpus: Annotated[int, Field(ge=0)]
+    max_num_seqs: int | None = Field(None, description="largest planned micro-batch of the types routed here")
+
+    @property
+    def option(self) -> Option:
+        return Option(self.model, self.gpu, self.tp, self.pp)
+
+
+class Share(_Out):
+    model: str
+    gpu: str
+    tp: Annotated[int, Field(ge=1)]
+    pp: Annotated[int, Field(ge=1)]
+    fraction: float
+
+    @property
+    def option(self) -> Option:
+        return Option(self.model, self.gpu, self.tp, self.pp)
+
+
+class Blocker(_Out):
+    """One reason a query type cannot be served (an infeasible plan's diagnosis)."""
+
+    query_type: str
+    constraint: str
+    detail: str
+
+
+class Plan(_Out):
+    instance: str
+    method: str
+    status: Status
+    objective: float | None = None
+    bound: float | None = None
+    gap: float | None = None
+    solve_seconds: float = 0.0
+    cost: Cost | None = None
+    deployments: list[Deployment] = Field(default_factory=list)
+    routing: dict[str, list[Share]] = Field(default_factory=dict)
+    unserved: dict[str, float] = Field(default_factory=dict)
+    diagnosis: list[Blocker] | None = None
+    backend: str | None = None
+    seed: int | None = None
+    message: str | None = None
+    gpus_by_tier: dict[str, int] | None = None
+
+    @property
+    def has_solution(self) -> bool:
+        return self.status in ("optimal", "feasible")
+
+
+def plan_cost(
+    table: OptionTable,
+    replicas: dict[Option, int],
+    routing: dict[str, dict[Option, float]],
+    unserved: dict[str, float],
+) -> Cost:
+    """The four cost terms of the spec's objective for a concrete solution.
+
+    rental  = Σ_k rental[k]·y[k]; storage = Σ_{k: y[k] ≥ 1} storage[k];
+    delay   = Σ_i Σ_k 3600·H·λ_i·ρ_i·e2e_s[i,k]·x[i,k]; unserved = Σ_i 3600·H·λ_i·φ_i·u[i].
+    A routed pair without a row contributes no delay (the checker flags it separately).
+    """
+    inst = table.instance
+    rental = sum(rental_per_replica(inst, o) * y for o, y in replicas.items())
+    storage = sum(storage_per_option(inst, o) for o, y in replicas.items() if y > 0)
+    delay = 0.0
+    for q in inst.query_types:
+        for o, x in routing.get(q.id, {}).items():
+            row = table.row(o, q.id)
+            delay += delay_cost(inst, q, row.e2e_s if row is not None else None) * x
+    unserved_pen = sum(unserved_cost(inst, q) * unserved.get(q.id, 0.0) for q in inst.query_types)
+    total = rental + storage + delay + unserved_pen
+    return Cost(rental=rental, storage=storage, delay_penalty=delay, unserved_penalty=unserved_pen, total=total)
+
+
+def build_plan(
+    table: OptionTable,
+    *,
+    method: str,
+    status: Status,
+    replicas: dict[Option, int] | None = None,
+    routing: dict[str, dict[Option, float]] | None = None,
+    unserved: dict[str, float] | None = None,
+    objective: float | None = None,
+    bound: float | None = None,
+    solve_seconds: float = 0.0,
+    backend: str | None = None,
+    seed: int | None = None,
+    message: str | None = None,
+    diagnosis: list[Blocker] | None = None,
+) -> Plan:
+    """Assemble a :class:`Plan` from a solution (y, x, u), cleaning solver round-off.
+
+    ``objective`` defaults to the recomputed total; a solver passes its own objective value so
+    the checker can compare the two. The gap is (objective − bound) / objective.
+    """
+    inst = table.instance
+    if replicas is None or status in ("infeasible", "no_solution"):
+        return Plan(
+            instance=inst.name, method=method, status=status, bound=bound, solve_seconds=round(solve_seconds, 4),
+            backend=backend, seed=seed, message=message, diagnosis=diagnosis,
+        )
+    y = {o: int(round(v)) for o, v in replicas.items() if round(v) >= 1}
+    x: dict[str, dict[Option, float]] = {}
+    u: dict[str, float] = {}
+    for q in inst.query_types:
+        shares = {o: float(v) for o, v in (routing or {}).get(q.id, {}).items() if v > ZERO}
+        un = max(0.0, float((unserved or {}).get(q.id, 0.0)))
+        un = 0.0 if un < ZERO else un
+        total = sum(shares.values()) + un
+        if shares and abs(total - 1.0) < 1e-6:  # solver round-off: make coverage exact
+            scale = (1.0 - un) / sum(shares.values())
+            shares = {o: v * scale for o, v in shares.items()}
+        x[q.id] = shares
+        u[q.id] = un
+    cost = plan_cost(table, y, x, u)
+    obj = cost.total if objective is None else float(objective)
+    gap = None
+    if bound is not None:
+        gap = 0.0 if abs(obj) < 1e-12 else max(0.0, (obj - bound) / abs(obj))
+    deployments = []
+    for o in sorted(y):
+        batches = [r.batch for t in x if o in x[t] and (r := table.row(o, t)) is not None and r.batch]
+        deployments.append(
+            Deployment(
+                model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, replicas=y[o], gpus=y[o] * o.gpus_per_replica,
+                max_num_seqs=max(batches) if batches else None,
+            )
+        )
+    by_tier: dict[str, int] = {}
+    for d in deployments:
+        by_tier[d.gpu] = by_tier.get(d.gpu, 0) + d.gpus
+    return Plan(
+        instance=inst.name,
+        method=method,
+        status=status,
+        objective=obj,
+        bound=bound,
+        gap=gap,
+        solve_seconds=round(solve_seconds, 4),
+        cost=cost,
+        deployments=deployments,
+        routing={
+            t: [Share(model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, fraction=v) for o, v in sorted(s.items())]
+            for t, s in x.items()
+        },
+        unserved=u,
+        diagnosis=diagnosis,
+        backend=backend,
+        seed=seed,
+        message=message,
+        gpus_by_tier=by_tier,
+    )
+
+
+def plan_solution(plan: Plan) -> tuple[dict[Option, int], dict[str, dict[Option, float]], dict[str, float]]:
+    """(y, x, u) of a plan, summing duplicate entries so nothing is silently dropped."""
+    y: dict[Option, int] = {}
+    for d in plan.deployments:
+        y[d.option] = y.get(d.option, 0) + d.replicas
+    x: dict[str, dict[Option, float]] = {}
+    for t, shares in plan.routing.items():
+        row = x.setdefault(t, {})
+        for s in shares:
+            row[s.option] = row.get(s.option, 0.0) + s.fraction
+    return y, x, dict(plan.unserved)
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as a plain mapping in the spec's key order.
+
+    The spec's keys are always present (``bound: null`` says "no bound"); optional extras are
+    written only when set.
+    """
+    doc = plan.model_dump(mode="json")
+    for key in ("diagnosis", "backend", "seed", "message", "gpus_by_tier", "cost"):
+        if doc.get(key) is None:
+            doc.pop(key, None)
+    for d in doc.get("deployments", []):
+        if d.get("max_num_seqs") is None:
+            d.pop("max_num_seqs", None)
+    return doc
+
+
+def write_plan(path: str | Path, plan: Plan) -> None:
+    write_document(path, plan_document(plan))
+
+
+def read_plan(path: str | Path) -> Plan:
+    doc = read_document(path)
+    if not isinstance(doc, dict):
+        raise InputError(str(path), "-", "a plan must be a mapping at the top level")
+    try:
+        return Plan.model_validate(doc)
+    except ValidationError as exc:
+        from planner.loader import validation_error
+
+        raise validation_error(str(path), exc) from None

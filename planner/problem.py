@@ -1,0 +1,318 @@
+"""The problem model: what an instance file means, validated once, never mutated.
+
+Symbols used throughout the package (see ``../shared/spec/formats.md``):
+
+=========  ===============================================================
+i          a query type (``QueryType``)
+m          a base LLM (``LLM``)
+g          a GPU tier (``GPU``)
+k          an option: one (model, gpu, tp, pp); a replica uses tp·pp GPUs of tier g
+λ_i        arrival rate of type i, requests/s
+H          period_hours, the rental period; every cost is $ per period
+ε_i, ζ_i   max_error and max_unserved of type i (fractions)
+φ_i, ρ_i   unserved_penalty ($/request) and delay_penalty ($/request/s)
+=========  ===============================================================
+
+Field-level rules (positivity, ranges, unknown keys) live on the models below. Rules that relate
+fields to each other (unknown ids, duplicates, missing error entries) live in
+:func:`check_consistency`, one ``_check_*`` per rule, so each failure names one field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from planner.errors import InputError
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+\-]*$")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+Degree = Annotated[int, Field(ge=1, le=1024)]
+
+
+class Strict(BaseModel):
+    """Base of every input model: immutable, unknown keys rejected, strings not coerced to numbers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, populate_by_name=True)
+
+
+class LLM(Strict):
+    """A base LLM. Architecture fields are needed only by the performance model (``model`` mode)."""
+
+    id: Id
+    hf_id: str | None = Field(None, description="Hugging Face repository that vLLM serves")
+    params_b: Positive = Field(description="total parameters, billions")
+    weight_bytes: Positive = Field(2.0, description="bytes per parameter: 2 bf16/fp16, 1 fp8/int8, 0.5 int4")
+    layers: Annotated[int, Field(ge=1)] | None = None
+    hidden_size: Annotated[int, Field(ge=1)] | None = None
+    intermediate_size: Annotated[int, Field(ge=1)] | None = Field(None, description="FFN size (per expert)")
+    attention_heads: Annotated[int, Field(ge=1)] | None = None
+    kv_heads: Annotated[int, Field(ge=1)] | None = None
+    head_dim: Annotated[int, Field(ge=1)] | None = None
+    vocab_size: Annotated[int, Field(ge=1)] | None = None
+    max_context_tokens: Annotated[int, Field(ge=1)] | None = None
+    active_params_b: Positive | None = Field(None, description="parameters used per token (MoE), billions")
+    num_experts: Annotated[int, Field(ge=1)] | None = None
+    experts_per_token: Annotated[int, Field(ge=1)] | None = None
+    quantization: str | None = Field(None, description="fp8 | awq | gptq ... (informational, for export)")
+    task_errors: dict[str, Fraction] = Field(default_factory=dict, description="error rate per public task")
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def weights_gb(self) -> float:
+        """Stored weight size in GB (spec: weights_gb = params_b · weight_bytes)."""
+        return self.params_b * self.weight_bytes
+
+    @property
+    def is_moe(self) -> bool:
+        return (self.num_experts or 1) > 1
+
+
+ARCHITECTURE_FIELDS: tuple[str, ...] = (
+    "layers",
+    "hidden_size",
+    "intermediate_size",
+    "attention_heads",
+    "kv_heads",
+    "head_dim",
+    "vocab_size",
+)
+
+
+class GPU(Strict):
+    """A GPU tier: hardware figures (needed in ``model`` mode), a price and an optional limit."""
+
+    id: Id
+    name: str | None = None
+    memory_gb: Positive | None = None
+    tflops: Positive | None = Field(None, description="dense bf16/fp16 tensor TFLOP/s")
+    tflops_fp8: Positive | None = Field(None, description="dense fp8 tensor TFLOP/s, if supported")
+    bandwidth_tbs: Positive | None = Field(None, description="memory bandwidth, TB/s")
+    interconnect_gbs: Positive | None = Field(
+        None, description="per-GPU bandwidth between GPUs of one node, GB/s (vendor headline, bidirectional)"
+    )
+    internode_gbs: Positive | None = Field(None, description="per-GPU network bandwidth between nodes, GB/s")
+    gpus_per_node: Annotated[int, Field(ge=1)] = 8
+    price_per_hour: NonNegative = Field(description="$ per GPU-hour")
+    price_source: str | None = None
+    available: Annotated[int, Field(ge=0)] | None = Field(None, description="most GPUs of this tier to rent")
+    k8s_node_selector: dict[str, str] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+HARDWARE_FIELDS: tuple[str, ...] = ("memory_gb", "tflops", "bandwidth_tbs", "interconnect_gbs")
+
+
+class Parallelism(Strict):
+    """Allowed tensor- and pipeline-parallel degrees (model mode enumerates their product)."""
+
+    tp: tuple[Degree, ...] = (1, 2, 4, 8)
+    pp: tuple[Degree, ...] = (1,)
+
+    @field_validator("tp", "pp")
+    @classmethod
+    def _non_empty_unique(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("must list at least one degree")
+        return tuple(sorted(set(v)))
+
+
+class SLO(Strict):
+    """Latency objectives; a missing key is no limit."""
+
+    ttft_s: Positive | None = None
+    tpot_s: Positive | None = None
+    e2e_s: Positive | None = None
+
+
+class QueryType(Strict):
+    id: Id
+    arrival_rate: Positive = Field(description="requests per second")
+    input_tokens: Positive = Field(description="mean prompt tokens")
+    output_tokens: Positive = Field(description="mean generated tokens")
+    slo: SLO = SLO()
+    max_error: Fraction | None = Field(None, description="ε: routed-load-weighted error rate limit")
+    max_unserved: Fraction = Field(0.0, description="ζ: fraction that may go unserved")
+    unserved_penalty: NonNegative = Field(0.0, description="φ: $ per unserved request")
+    delay_penalty: NonNegative = Field(0.0, description="ρ: $ per request per second of e2e delay")
+    task: str | None = Field(None, description="catalog task whose error rates fill missing `errors` entries")
+
+
+class PerformanceEntry(Strict):
+    """Measured figures for one (option, query type); see the spec for table vs model mode."""
+
+    model: Id
+    gpu: Id
+    tp: Degree = 1
+    pp: Degree = 1
+    query_type: Id
+    throughput_rps: Positive
+    ttft_s: NonNegative | None = None
+    tpot_s: NonNegative | None = None
+    e2e_s: NonNegative | None = None
+
+
+class PerfParams(Strict):
+    """Named efficiency factors of the performance model (``planner.perf``).
+
+    Defaults are engineering priors (vLLM defaults where vLLM has one); a later calibration
+    replaces them per GPU tier. Every factor is dimensionless unless its name carries a unit.
+    """
+
+    compute_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.60
+    attention_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.40
+    memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.80
+    network_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.70
+    collective_latency_s: NonNegative = 1.5e-5
+    layer_overhead_s: NonNegative = 1.0e-5
+    iteration_overhead_s: NonNegative = 2.0e-3
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.90
+    runtime_reserve_gb: NonNegative = 1.5
+    kv_cache_bytes: Positive = 2.0
+    max_num_seqs: Annotated[int, Field(ge=1)] = 256
+    prefill_chunk_tokens: Annotated[int, Field(ge=16)] = 2048
+    default_internode_gbs: Positive = 25.0
+
+
+class Instance(Strict):
+    """A complete, validated problem. Models and GPUs are resolved (catalog ids already expanded)."""
+
+    name: str = Field(min_length=1)
+    period_hours: Positive = 24.0
+    budget: NonNegative | None = Field(None, description="$ per period: rental + storage may not exceed it")
+    include: tuple[str, ...] = Field((), description="catalog files, relative to the instance file")
+    models: tuple[LLM, ...] = Field(min_length=1)
+    gpus: tuple[GPU, ...] = Field(min_length=1)
+    parallelism: Parallelism = Parallelism()
+    storage_price_per_gb_hour: NonNegative = 0.0
+    max_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    query_types: tuple[QueryType, ...] = Field(min_length=1)
+    errors: dict[str, dict[str, Fraction]] = Field(default_factory=dict)
+    performance_mode: Literal["model", "table"] = "model"
+    performance: tuple[PerformanceEntry, ...] = ()
+    performance_params: PerfParams = PerfParams()
+    notes: str | None = None
+
+    def model(self, model_id: str) -> LLM:
+        return next(m for m in self.models if m.id == model_id)
+
+    def gpu(self, gpu_id: str) -> GPU:
+        return next(g for g in self.gpus if g.id == gpu_id)
+
+    def error(self, model_id: str, type_id: str) -> float:
+        """e[m][i]; 0 when the type sets no accuracy limit and the entry is absent."""
+        return self.errors.get(model_id, {}).get(type_id, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Consistency: rules across fields. Each raises InputError(None, field, message).
+# --------------------------------------------------------------------------------------------
+
+
+def _duplicates(ids: list[str]) -> str | None:
+    seen: set[str] = set()
+    for x in ids:
+        if x in seen:
+            return x
+        seen.add(x)
+    return None
+
+
+def _check_unique_ids(inst: Instance) -> None:
+    for key, items in (("models", inst.models), ("gpus", inst.gpus), ("query_types", inst.query_types)):
+        ids = [it.id for it in items]
+        dup = _duplicates(ids)
+        if dup is not None:
+            raise InputError(None, f"{key}[{len(ids) - 1 - ids[::-1].index(dup)}].id", f"duplicate id {dup!r}")
+
+
+def _check_errors_refs(inst: Instance) -> None:
+    model_ids = {m.id for m in inst.models}
+    type_ids = {q.id for q in inst.query_types}
+    for m, row in inst.errors.items():
+        if m not in model_ids:
+            raise InputError(None, f"errors.{m}", f"unknown model id {m!r}")
+        for t in row:
+            if t not in type_ids:
+                raise InputError(None, f"errors.{m}.{t}", f"unknown query type id {t!r}")
+
+
+def _check_errors_complete(inst: Instance) -> None:
+    """Every (model, type) needs e[m][i] when type i has an accuracy limit."""
+    for idx, q in enumerate(inst.query_types):
+        if q.max_error is None:
+            continue
+        for m in inst.models:
+            if q.id not in inst.errors.get(m.id, {}):
+                raise InputError(
+                    None,
+                    f"errors.{m.id}.{q.id}",
+                    f"missing error rate of model {m.id!r} on query type {q.id!r} "
+                    f"(query_types[{idx}].max_error is set)",
+                )
+
+
+def _check_performance_refs(inst: Instance) -> None:
+    model_ids = {m.id for m in inst.models}
+    gpu_ids = {g.id for g in inst.gpus}
+    type_ids = {q.id for q in inst.query_types}
+    seen: set[tuple[str, str, int, int, str]] = set()
+    for n, e in enumerate(inst.performance):
+        if e.model not in model_ids:
+            raise InputError(None, f"performance[{n}].model", f"unknown model id {e.model!r}")
+        if e.gpu not in gpu_ids:
+            raise InputError(None, f"performance[{n}].gpu", f"unknown gpu id {e.gpu!r}")
+        if e.query_type not in type_ids:
+            raise InputError(None, f"performance[{n}].query_type", f"unknown query type id {e.query_type!r}")
+        key = (e.model, e.gpu, e.tp, e.pp, e.query_type)
+        if key in seen:
+            raise InputError(None, f"performance[{n}]", "duplicate entry for this (model, gpu, tp, pp, query_type)")
+        seen.add(key)
+    if inst.performance_mode == "table" and not inst.performance:
+        raise InputError(None, "performance", "performance_mode is 'table' but no performance entries are given")
+
+
+def _check_model_mode_fields(inst: Instance) -> None:
+    """The performance model needs architecture and hardware figures; table mode does not."""
+    if inst.performance_mode != "model":
+        return
+    for n, m in enumerate(inst.models):
+        for f in ARCHITECTURE_FIELDS:
+            if getattr(m, f) is None:
+                raise InputError(None, f"models[{n}].{f}", "required when performance_mode is 'model'")
+        assert m.attention_heads is not None and m.kv_heads is not None
+        if m.attention_heads % m.kv_heads != 0:
+            raise InputError(None, f"models[{n}].kv_heads", "must divide attention_heads")
+        if m.active_params_b is not None and m.active_params_b > m.params_b:
+            raise InputError(None, f"models[{n}].active_params_b", "exceeds params_b")
+    for n, g in enumerate(inst.gpus):
+        for f in HARDWARE_FIELDS:
+            if getattr(g, f) is None:
+                raise InputError(None, f"gpus[{n}].{f}", "required when performance_mode is 'model'")
+
+
+def check_consistency(inst: Instance) -> None:
+    """Run every cross-field rule; the first failure is raised as an :class:`InputError`."""
+    _check_unique_ids(inst)
+    _check_errors_refs(inst)
+    _check_errors_complete(inst)
+    _check_performance_refs(inst)
+    _check_model_mode_fields(inst)
+
+
+def instance_json_schema() -> dict[str, Any]:
+    """JSON Schema of the instance *file*: models and gpus may also be catalog id strings."""
+    schema = Instance.model_json_schema()
+    props = schema["properties"]
+    for key, ref in (("models", "#/$defs/LLM"), ("gpus", "#/$defs/GPU")):
+        props[key]["items"] = {
+            "anyOf": [
+                {"type": "string", "description": "a catalog id"},
+                {"$ref": ref},
+            ]
+        }
+    schema["title"] = "planner instance"
+    return schema

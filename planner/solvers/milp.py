@@ -1,0 +1,174 @@
+r"""The exact model of ``../shared/spec/formats.md`` as a Pyomo MILP.
+
+Sets (capitals) and data, all read from the :class:`~planner.options.OptionTable`:
+
+=============  ===========================================================================
+I              query types
+K              options with at least one eligible (type, option) pair
+P ⊆ I × K      eligible pairs (candidate and every SLO met)
+G              GPU tiers with an ``available`` limit
+rental[k]      $ per replica per period;  storage[k] $ per period when k is used
+load[i,k]      λ_i / throughput_rps[i,k]   (replicas of capacity per unit of x)
+delay[i,k]     $ per period per unit of x; unserved[i] $ per period per unit of u
+=============  ===========================================================================
+
+Variables: y[k] ∈ {0..M_k} replicas; z[k] ∈ {0,1} option used; x[i,k] ∈ [0,1] routed fraction
+(only on P); u[i] ∈ [0, ζ_i] unserved fraction. The big-M of each option is derived from data:
+
+    M_k = min( ⌈Σ_{i:(i,k)∈P} load[i,k] / max_utilization⌉,  ⌊available_g / (tp·pp)⌋,
+               ⌊budget / rental[k]⌋ )
+
+No optimal solution needs more replicas than the full load of every type it can serve, and the
+availability and budget limits cap y[k] anyway, so the bound cuts off no optimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyomo.environ as pyo
+
+from planner.options import OptionTable
+
+FAMILIES = ("coverage", "capacity", "accuracy", "availability", "budget", "linking")
+
+
+@dataclass(frozen=True)
+class ModelScope:
+    """Which types and constraint families to build (the diagnosis builds restricted models)."""
+
+    types: tuple[int, ...] | None = None
+    availability: bool = True
+    budget: bool = True
+
+
+def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
+    inst = table.instance
+    types = set(scope_types)
+    demand = [0.0] * len(table.options)
+    for (i, k), a in table.load.items():
+        if i in types:
+            demand[k] += a
+    out = []
+    for k, o in enumerate(table.options):
+        m = math.ceil(demand[k] / inst.max_utilization - 1e-9)
+        avail = inst.gpu(o.gpu).available
+        if avail is not None:
+            m = min(m, avail // o.gpus_per_replica)
+        if inst.budget is not None and table.rental[k] > 0:
+            m = min(m, math.floor(inst.budget / table.rental[k] + 1e-9))
+        out.append(max(0, m))
+    return out
+
+
+def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.ConcreteModel:
+    """Variables → constraints → objective, reading top to bottom."""
+    inst = table.instance
+    types = tuple(range(len(table.type_ids))) if scope.types is None else scope.types
+    pairs = [(i, k) for (i, k) in table.pairs if i in set(types)]
+    used = sorted({k for _, k in pairs})
+
+    m = pyo.ConcreteModel(name=inst.name)
+    m.I = pyo.Set(initialize=types, ordered=True)
+    m.K = pyo.Set(initialize=used, ordered=True)
+    m.P = pyo.Set(initialize=pairs, dimen=2, ordered=True)
+    m.scope = scope
+    m.table = table
+    bigm = big_m(table, types)
+    m.M = {k: bigm[k] for k in used}
+
+    m.y = pyo.Var(m.K, domain=pyo.NonNegativeIntegers, bounds=lambda _, k: (0, m.M[k]))
+    m.z = pyo.Var(m.K, domain=pyo.Binary)
+    m.x = pyo.Var(m.P, domain=pyo.NonNegativeReals, bounds=(0.0, 1.0))
+    m.u = pyo.Var(m.I, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0.0, inst.query_types[i].max_unserved))
+
+    _coverage(m)
+    _capacity(m)
+    _accuracy(m)
+    if scope.availability:
+        _availability(m)
+    if scope.budget:
+        _budget(m)
+    _linking(m)
+    _objective(m)
+    return m
+
+
+def _pairs_of_type(m: pyo.ConcreteModel, i: int) -> list[int]:
+    return [k for (j, k) in m.P if j == i]
+
+
+def _coverage(m: pyo.ConcreteModel) -> None:
+    """coverage[i]:  Σ_{k:(i,k)∈P} x[i,k] + u[i] = 1        ∀ i ∈ I   (fractions of type i's requests)."""
+    by_type: dict[int, list[int]] = {i: [] for i in m.I}
+    for i, k in m.P:
+        by_type[i].append(k)
+    m.coverage = pyo.Constraint(m.I, rule=lambda _, i: sum(m.x[i, k] for k in by_type[i]) + m.u[i] == 1)
+
+
+def _capacity(m: pyo.ConcreteModel) -> None:
+    """capacity[k]:  Σ_{i:(i,k)∈P} load[i,k]·x[i,k] ≤ max_utilization·y[k]    ∀ k ∈ K   (replicas)."""
+    t = m.table
+    by_opt: dict[int, list[int]] = {k: [] for k in m.K}
+    for i, k in m.P:
+        by_opt[k].append(i)
+    u = t.instance.max_utilization
+    m.capacity = pyo.Constraint(
+        m.K, rule=lambda _, k: sum(t.load[i, k] * m.x[i, k] for i in by_opt[k]) <= u * m.y[k]
+    )
+
+
+def _accuracy(m: pyo.ConcreteModel) -> None:
+    """accuracy[i]:  Σ_k e[model(k)][i]·x[i,k] ≤ ε_i     ∀ i ∈ I with max_error set   (error rate)."""
+    t = m.table
+    limited = [i for i in m.I if t.instance.query_types[i].max_error is not None]
+    m.accuracy = pyo.Constraint(
+        limited,
+        rule=lambda _, i: sum(t.error[i, k] * m.x[i, k] for k in _pairs_of_type(m, i))
+        <= t.instance.query_types[i].max_error,
+    )
+
+
+def _availability(m: pyo.ConcreteModel) -> None:
+    """availability[g]:  Σ_{k on tier g} tp_k·pp_k·y[k] ≤ available_g     ∀ g ∈ G   (GPUs)."""
+    t = m.table
+    tiers = [n for n, g in enumerate(t.instance.gpus) if g.available is not None]
+    on_tier = {n: [k for k in m.K if t.tier[k] == n] for n in tiers}
+    tiers = [n for n in tiers if on_tier[n]]
+    m.availability = pyo.Constraint(
+        tiers,
+        rule=lambda _, n: sum(int(t.gpus[k]) * m.y[k] for k in on_tier[n]) <= t.instance.gpus[n].available,
+    )
+
+
+def _budget(m: pyo.ConcreteModel) -> None:
+    """budget:  Σ_k rental[k]·y[k] + Σ_k storage[k]·z[k] ≤ budget     ($ per period)."""
+    t = m.table
+    if t.instance.budget is None:
+        return
+    m.budget = pyo.Constraint(
+        expr=sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K) <= t.instance.budget
+    )
+
+
+def _linking(m: pyo.ConcreteModel) -> None:
+    """linking:  z[k] ≤ y[k] ≤ M_k·z[k]  ∀ k ∈ K;   x[i,k] ≤ z[k]  ∀ (i,k) ∈ P   (z = 1 ⇔ y ≥ 1).
+
+    x ≤ z is implied by capacity at integrality but tightens the LP relaxation of the storage term.
+    """
+    m.link_upper = pyo.Constraint(m.K, rule=lambda _, k: m.y[k] <= m.M[k] * m.z[k])
+    m.link_lower = pyo.Constraint(m.K, rule=lambda _, k: m.z[k] <= m.y[k])
+    m.link_route = pyo.Constraint(m.P, rule=lambda _, i, k: m.x[i, k] <= m.z[k])
+
+
+def _objective(m: pyo.ConcreteModel) -> None:
+    """total = Σ rental[k]·y[k] + Σ storage[k]·z[k] + Σ delay[i,k]·x[i,k] + Σ unserved[i]·u[i]   ($)."""
+    t = m.table
+    m.total = pyo.Objective(
+        expr=sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K)
+        + sum(t.delay[i, k] * m.x[i, k] for (i, k) in m.P)
+        + sum(float(t.unserved[i]) * m.u[i] for i in m.I),
+        sense=pyo.minimize,
+    )
