@@ -1,0 +1,272 @@
+"""The ``planner`` command line (see the spec's command-line conventions).
+
+Exit codes: 0 success; 1 ``check`` found violations; 2 bad input (one line on stderr naming the
+file and the field, nothing written); 3 proven infeasible (the plan with its diagnosis is still
+written); 4 the method stopped without a solution (time limit, say).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from planner import __version__
+from planner.errors import InputError
+from planner.fileio import JSON_SUFFIXES, YAML_SUFFIXES, dump_document, write_atomic
+from planner.loader import load_instance
+from planner.options import OptionTable, build_option_table
+from planner.plan import Plan, plan_document, read_plan
+
+EXIT_OK, EXIT_VIOLATIONS, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_NO_SOLUTION = 0, 1, 2, 3, 4
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Capacity planner for LLM inference serving: which GPUs, models, TP/PP and routing, at least cost.",
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except InputError as exc:
+        err.print(f"error: {exc.line()}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT) from None
+
+
+def _output_path(path: Path | None, option: str) -> None:
+    if path is not None and path.suffix.lower() not in YAML_SUFFIXES + JSON_SUFFIXES:
+        raise InputError(str(path), option, "output must end in .yaml, .yml or .json")
+
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.2f}"
+
+
+def print_plan_summary(plan: Plan, table: OptionTable) -> None:
+    inst = table.instance
+    head = (
+        f"[bold]{inst.name}[/] · method {plan.method}"
+        + (f" ({plan.backend})" if plan.backend else "")
+        + f" · status [bold]{plan.status}[/] · {plan.solve_seconds:.2f} s"
+    )
+    out.print(head)
+    if plan.objective is not None:
+        gap = "-" if plan.gap is None else f"{100 * plan.gap:.4f}%"
+        out.print(f"objective ${_money(plan.objective)} per {inst.period_hours:g} h · bound {_money(plan.bound)} · gap {gap}")
+    if plan.cost is not None:
+        c = plan.cost
+        out.print(
+            f"rental {_money(c.rental)} · storage {_money(c.storage)} · delay penalty {_money(c.delay_penalty)}"
+            f" · unserved penalty {_money(c.unserved_penalty)}"
+        )
+    if plan.deployments:
+        t = Table(title="deployments", show_lines=False)
+        for col in ("model", "gpu", "tp", "pp", "replicas", "gpus", "$/period"):
+            t.add_column(col, justify="right" if col in ("tp", "pp", "replicas", "gpus", "$/period") else "left")
+        for d in plan.deployments:
+            cost = inst.period_hours * inst.gpu(d.gpu).price_per_hour * d.gpus
+            t.add_row(d.model, d.gpu, str(d.tp), str(d.pp), str(d.replicas), str(d.gpus), _money(cost))
+        out.print(t)
+        r = Table(title="routing")
+        for col in ("query type", "option", "fraction", "ttft s", "tpot s", "e2e s"):
+            r.add_column(col)
+        for q in inst.query_types:
+            for s in plan.routing.get(q.id, []):
+                row = table.row(s.option, q.id)
+                fig = [("-" if row is None or v is None else f"{v:.3g}") for v in
+                       ((row.ttft_s, row.tpot_s, row.e2e_s) if row else (None, None, None))]
+                r.add_row(q.id, s.option.key, f"{s.fraction:.4f}", *fig)
+            un = plan.unserved.get(q.id, 0.0)
+            if un > 0:
+                r.add_row(q.id, "[italic]unserved[/]", f"{un:.4f}", "", "", "")
+        out.print(r)
+    if plan.diagnosis:
+        d = Table(title="diagnosis: what blocks each query type")
+        for col in ("query type", "constraint", "detail"):
+            d.add_column(col)
+        for b in plan.diagnosis:
+            d.add_row(b.query_type, b.constraint, b.detail)
+        out.print(d)
+    if plan.message and plan.status == "no_solution":
+        out.print(f"[yellow]{plan.message}[/]")
+
+
+@app.command()
+def solve(
+    instance: Annotated[Path, typer.Argument(help="instance file (.yaml/.yml/.json)")],
+    method: Annotated[str, typer.Option(help="solution method: milp")] = "milp",
+    out_path: Annotated[Path | None, typer.Option("--out", help="write the plan here (.yaml/.json)")] = None,
+    backend: Annotated[str, typer.Option(help="exact backend for milp: highs | ortools")] = "highs",
+    time_limit: Annotated[float | None, typer.Option(help="seconds")] = None,
+    gap: Annotated[float, typer.Option(help="relative MIP gap at which to stop")] = 1e-6,
+    threads: Annotated[int, typer.Option(help="solver threads")] = 1,
+    seed: Annotated[int, typer.Option(help="random seed (heuristics)")] = 0,
+    quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
+) -> None:
+    """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
+    from planner.solvers import METHODS, solve as run
+    from planner.solvers.backends import BACKENDS
+
+    def prepare() -> OptionTable:
+        _output_path(out_path, "--out")
+        if method not in METHODS:
+            raise InputError(None, "--method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+        if backend not in BACKENDS:
+            raise InputError(None, "--backend", f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        if time_limit is not None and time_limit <= 0:
+            raise InputError(None, "--time-limit", "must be > 0 seconds")
+        if not 0 <= gap < 1:
+            raise InputError(None, "--gap", "must be in [0, 1)")
+        if threads < 1:
+            raise InputError(None, "--threads", "must be >= 1")
+        return build_option_table(load_instance(instance))
+
+    table = _guard(prepare)
+    options: dict[str, Any] = {"seed": seed}
+    if method == "milp":
+        options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads)
+    plan = run(table.instance, method, table=table, **options)
+    if not quiet:
+        print_plan_summary(plan, table)
+    if out_path is not None:
+        write_atomic(out_path, dump_document(plan_document(plan), out_path.suffix))
+        if not quiet:
+            out.print(f"plan written to {out_path}")
+    elif not quiet:
+        out.print(dump_document(plan_document(plan), ".yaml"), markup=False, highlight=False)
+    if plan.status == "infeasible":
+        raise typer.Exit(EXIT_INFEASIBLE)
+    if plan.status == "no_solution":
+        raise typer.Exit(EXIT_NO_SOLUTION)
+
+
+@app.command()
+def check(
+    instance: Annotated[Path, typer.Argument(help="instance file")],
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan file written by `planner solve`")],
+) -> None:
+    """Recompute every constraint and cost of PLAN from the two files alone (exit 0 ok, 1 violations)."""
+    from planner.checker import check_plan
+
+    inst, plan = _guard(lambda: (load_instance(instance), read_plan(plan_file)))
+    report = check_plan(inst, plan)
+    if report.ok:
+        c = report.cost
+        assert c is not None
+        out.print(
+            f"OK: plan satisfies every constraint · total ${_money(c.total)} (rental {_money(c.rental)}, "
+            f"storage {_money(c.storage)}, delay penalty {_money(c.delay_penalty)}, "
+            f"unserved penalty {_money(c.unserved_penalty)})"
+        )
+        return
+    for v in report.violations:
+        out.print(f"violation: {v}", markup=False, highlight=False)
+    out.print(f"{len(report.violations)} violation(s)")
+    raise typer.Exit(EXIT_VIOLATIONS)
+
+
+OPTION_COLUMNS = (
+    "model", "gpu", "tp", "pp", "query_type", "candidate", "eligible", "source", "throughput_rps",
+    "ttft_s", "tpot_s", "e2e_s", "batch", "kv_capacity_tokens", "reason",
+)
+
+
+def option_records(table: OptionTable) -> list[dict[str, Any]]:
+    recs = []
+    for r in table.rows:
+        recs.append(
+            {
+                "model": r.option.model, "gpu": r.option.gpu, "tp": r.option.tp, "pp": r.option.pp,
+                "query_type": r.query_type, "candidate": r.candidate, "eligible": r.eligible, "source": r.source,
+                "throughput_rps": r.throughput_rps, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s, "e2e_s": r.e2e_s,
+                "batch": r.batch, "kv_capacity_tokens": r.kv_capacity_tokens, "reason": r.reason,
+            }
+        )
+    return recs
+
+
+@app.command()
+def options(
+    instance: Annotated[Path, typer.Argument(help="instance file")],
+    csv: Annotated[Path | None, typer.Option(help="write every row to this CSV file")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="also show rows that are not candidates")] = False,
+    query_type: Annotated[str | None, typer.Option("--type", help="only this query type")] = None,
+) -> None:
+    """Show every (option, query type) with its figures and why it is or is not eligible."""
+    import pandas as pd
+
+    def prepare() -> OptionTable:
+        if csv is not None and csv.suffix.lower() != ".csv":
+            raise InputError(str(csv), "--csv", "output must end in .csv")
+        table = build_option_table(load_instance(instance))
+        if query_type is not None and query_type not in table.type_ids:
+            raise InputError(None, "--type", f"unknown query type {query_type!r}")
+        return table
+
+    table = _guard(prepare)
+    recs = [r for r in option_records(table) if query_type is None or r["query_type"] == query_type]
+    if csv is not None:
+        write_atomic(csv, pd.DataFrame(recs, columns=list(OPTION_COLUMNS)).to_csv(index=False))
+        out.print(f"{len(recs)} rows written to {csv}")
+        return
+    shown = [r for r in recs if show_all or r["candidate"]]
+    t = Table(title=f"options of {table.instance.name}: {sum(r['eligible'] for r in recs)} eligible of {len(recs)} rows")
+    for col in ("option", "type", "ok", "rps", "ttft s", "tpot s", "e2e s", "batch", "why not"):
+        t.add_column(col, overflow="fold")
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
+    for r in shown:
+        t.add_row(
+            f"{r['model']}/{r['gpu']}/tp{r['tp']}/pp{r['pp']}", r["query_type"], "yes" if r["eligible"] else "no",
+            f(r["throughput_rps"]), f(r["ttft_s"]), f(r["tpot_s"]), f(r["e2e_s"]),
+            "-" if r["batch"] is None else str(r["batch"]), r["reason"],
+        )
+    out.print(t)
+    hidden = len(recs) - len(shown)
+    if hidden:
+        out.print(f"({hidden} rows that are not candidates hidden; --all shows them, --csv writes everything)")
+
+
+@app.command()
+def schema(plan: Annotated[bool, typer.Option("--plan", help="the plan's schema instead")] = False) -> None:
+    """Print the JSON Schema of the instance file (or of the plan file with --plan)."""
+    from planner.problem import instance_json_schema
+
+    doc = Plan.model_json_schema() if plan else instance_json_schema()
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"planner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")] = False,
+) -> None:
+    """Capacity planner for LLM inference serving."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
