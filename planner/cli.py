@@ -32,8 +32,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Capacity planner for LLM inference serving: which GPUs, models, TP/PP and routing, at least cost.",
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output gets a fixed, wide layout instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 T = TypeVar("T")
 
 
@@ -46,9 +47,14 @@ def _guard(fn: Callable[[], T]) -> T:
         raise typer.Exit(EXIT_INPUT) from None
 
 
-def _output_path(path: Path | None, option: str) -> None:
-    if path is not None and path.suffix.lower() not in YAML_SUFFIXES + JSON_SUFFIXES:
-        raise InputError(str(path), option, "output must end in .yaml, .yml or .json")
+def _output_path(path: Path | None, option: str, suffixes: tuple[str, ...] = YAML_SUFFIXES + JSON_SUFFIXES) -> None:
+    """Refuse an output path before any work is done, so a bad one never costs a solve."""
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        raise InputError(str(path), option, f"output must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(str(path), option, "is a directory; give a file path")
 
 
 def _money(v: float | None) -> str:
@@ -65,7 +71,9 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
     out.print(head)
     if plan.objective is not None:
         gap = "-" if plan.gap is None else f"{100 * plan.gap:.4f}%"
-        out.print(f"objective ${_money(plan.objective)} per {inst.period_hours:g} h · bound {_money(plan.bound)} · gap {gap}")
+        out.print(
+            f"objective ${_money(plan.objective)} per {inst.period_hours:g} h · bound {_money(plan.bound)} · gap {gap}"
+        )
     if plan.cost is not None:
         c = plan.cost
         out.print(
@@ -86,8 +94,10 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
         for q in inst.query_types:
             for s in plan.routing.get(q.id, []):
                 row = table.row(s.option, q.id)
-                fig = [("-" if row is None or v is None else f"{v:.3g}") for v in
-                       ((row.ttft_s, row.tpot_s, row.e2e_s) if row else (None, None, None))]
+                fig = [
+                    ("-" if row is None or v is None else f"{v:.3g}")
+                    for v in ((row.ttft_s, row.tpot_s, row.e2e_s) if row else (None, None, None))
+                ]
                 r.add_row(q.id, s.option.key, f"{s.fraction:.4f}", *fig)
             un = plan.unserved.get(q.id, 0.0)
             if un > 0:
@@ -117,7 +127,8 @@ def solve(
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
     """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
-    from planner.solvers import METHODS, solve as run
+    from planner.solvers import METHODS
+    from planner.solvers import solve as run
     from planner.solvers.backends import BACKENDS
 
     def prepare() -> OptionTable:
@@ -179,8 +190,21 @@ def check(
 
 
 OPTION_COLUMNS = (
-    "model", "gpu", "tp", "pp", "query_type", "candidate", "eligible", "source", "throughput_rps",
-    "ttft_s", "tpot_s", "e2e_s", "batch", "kv_capacity_tokens", "reason",
+    "model",
+    "gpu",
+    "tp",
+    "pp",
+    "query_type",
+    "candidate",
+    "eligible",
+    "source",
+    "throughput_rps",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "batch",
+    "kv_capacity_tokens",
+    "reason",
 )
 
 
@@ -189,10 +213,21 @@ def option_records(table: OptionTable) -> list[dict[str, Any]]:
     for r in table.rows:
         recs.append(
             {
-                "model": r.option.model, "gpu": r.option.gpu, "tp": r.option.tp, "pp": r.option.pp,
-                "query_type": r.query_type, "candidate": r.candidate, "eligible": r.eligible, "source": r.source,
-                "throughput_rps": r.throughput_rps, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s, "e2e_s": r.e2e_s,
-                "batch": r.batch, "kv_capacity_tokens": r.kv_capacity_tokens, "reason": r.reason,
+                "model": r.option.model,
+                "gpu": r.option.gpu,
+                "tp": r.option.tp,
+                "pp": r.option.pp,
+                "query_type": r.query_type,
+                "candidate": r.candidate,
+                "eligible": r.eligible,
+                "source": r.source,
+                "throughput_rps": r.throughput_rps,
+                "ttft_s": r.ttft_s,
+                "tpot_s": r.tpot_s,
+                "e2e_s": r.e2e_s,
+                "batch": r.batch,
+                "kv_capacity_tokens": r.kv_capacity_tokens,
+                "reason": r.reason,
             }
         )
     return recs
@@ -209,8 +244,7 @@ def options(
     import pandas as pd
 
     def prepare() -> OptionTable:
-        if csv is not None and csv.suffix.lower() != ".csv":
-            raise InputError(str(csv), "--csv", "output must end in .csv")
+        _output_path(csv, "--csv", (".csv",))
         table = build_option_table(load_instance(instance))
         if query_type is not None and query_type not in table.type_ids:
             raise InputError(None, "--type", f"unknown query type {query_type!r}")
@@ -223,7 +257,9 @@ def options(
         out.print(f"{len(recs)} rows written to {csv}")
         return
     shown = [r for r in recs if show_all or r["candidate"]]
-    t = Table(title=f"options of {table.instance.name}: {sum(r['eligible'] for r in recs)} eligible of {len(recs)} rows")
+    t = Table(
+        title=f"options of {table.instance.name}: {sum(r['eligible'] for r in recs)} eligible of {len(recs)} rows"
+    )
     for col in ("option", "type", "ok", "rps", "ttft s", "tpot s", "e2e s", "batch", "why not"):
         t.add_column(col, overflow="fold")
 
@@ -232,9 +268,15 @@ def options(
 
     for r in shown:
         t.add_row(
-            f"{r['model']}/{r['gpu']}/tp{r['tp']}/pp{r['pp']}", r["query_type"], "yes" if r["eligible"] else "no",
-            f(r["throughput_rps"]), f(r["ttft_s"]), f(r["tpot_s"]), f(r["e2e_s"]),
-            "-" if r["batch"] is None else str(r["batch"]), r["reason"],
+            f"{r['model']}/{r['gpu']}/tp{r['tp']}/pp{r['pp']}",
+            r["query_type"],
+            "yes" if r["eligible"] else "no",
+            f(r["throughput_rps"]),
+            f(r["ttft_s"]),
+            f(r["tpot_s"]),
+            f(r["e2e_s"]),
+            "-" if r["batch"] is None else str(r["batch"]),
+            r["reason"],
         )
     out.print(t)
     hidden = len(recs) - len(shown)
@@ -259,7 +301,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
 ) -> None:
     """Capacity planner for LLM inference serving."""
 

@@ -21,6 +21,23 @@ YAML_SUFFIXES = (".yaml", ".yml")
 JSON_SUFFIXES = (".json",)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate mapping keys (YAML requires keys to be unique)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_document(path: str | Path) -> Any:
     """Parse a YAML or JSON file chosen by its suffix; any failure is an :class:`InputError`."""
     p = Path(path)
@@ -41,8 +58,10 @@ def read_document(path: str | Path) -> Any:
     try:
         if suffix in JSON_SUFFIXES:
             return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except (json.JSONDecodeError, ValueError) as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            raise InputError(name, "-", f"not valid JSON: {exc}") from None
         raise InputError(name, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

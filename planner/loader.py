@@ -112,9 +112,7 @@ def builtin_catalog() -> Catalog:
     return cat
 
 
-def _resolve(
-    entries: Any, key: str, cls: type[BaseModel], table: dict[str, dict[str, Any]], file: str
-) -> list[Any]:
+def _resolve(entries: Any, key: str, cls: type[BaseModel], table: dict[str, dict[str, Any]], file: str) -> list[Any]:
     if not isinstance(entries, list):
         raise InputError(file, key, "must be a list of catalog ids or specs")
     out = []
@@ -122,7 +120,9 @@ def _resolve(
         field = f"{key}[{n}]"
         if isinstance(entry, str):
             if entry not in table:
-                raise InputError(file, field, f"unknown {key[:-1]} id {entry!r} (not in the included or built-in catalog)")
+                raise InputError(
+                    file, field, f"unknown {key[:-1]} id {entry!r} (not in the included or built-in catalog)"
+                )
             data = table[entry]
         elif isinstance(entry, dict):
             base = table.get(entry.get("id")) if isinstance(entry.get("id"), str) else None
@@ -142,7 +142,7 @@ def _fill_task_errors(doc: dict[str, Any], models: list[LLM], file: str) -> dict
     for m, row in errors.items():
         if not isinstance(row, dict):
             raise InputError(file, f"errors.{m}", "must be a mapping query type -> error rate")
-        filled[m] = dict(row)
+        filled[str(m)] = {str(t): v for t, v in row.items()}
     types = doc.get("query_types") or []
     for q in types if isinstance(types, list) else []:
         if not isinstance(q, dict) or not isinstance(q.get("task"), str) or not isinstance(q.get("id"), str):
@@ -167,8 +167,10 @@ def load_instance_data(doc: Any, file: str, base_dir: Path | None = None) -> Ins
     local = Catalog()
     for n, rel in enumerate(include):
         path = (base_dir / rel).resolve()
-        if not path.is_file():
+        if not path.exists():
             raise InputError(file, f"include[{n}]", f"catalog file {rel!r} not found (relative to the instance)")
+        if not path.is_file():
+            raise InputError(file, f"include[{n}]", f"{rel!r} is not a file")
         local.add_file(path, str(path))
     catalog = local.merged(catalog)
 

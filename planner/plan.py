@@ -9,15 +9,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.errors import InputError
 from planner.fileio import read_document, write_document
-from planner.options import Option, OptionTable, delay_cost, rental_per_replica, storage_per_option, unserved_cost
-from planner.problem import Instance
+from planner.options import (
+    Option,
+    OptionTable,
+    delay_cost,
+    rental_per_replica,
+    storage_per_option,
+    unserved_cost,
+)
 
 Status = Literal["optimal", "feasible", "infeasible", "no_solution"]
+Replicas = dict[Option, int]  # y[k]
+Routing = dict[str, dict[Option, float]]  # x[i,k] by query type id
+Unserved = dict[str, float]  # u[i] by query type id
 ZERO = 1e-9
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Cost(_Out):
@@ -134,10 +143,17 @@ def build_plan(
     inst = table.instance
     if replicas is None or status in ("infeasible", "no_solution"):
         return Plan(
-            instance=inst.name, method=method, status=status, bound=bound, solve_seconds=round(solve_seconds, 4),
-            backend=backend, seed=seed, message=message, diagnosis=diagnosis,
+            instance=inst.name,
+            method=method,
+            status=status,
+            bound=bound,
+            solve_seconds=round(solve_seconds, 4),
+            backend=backend,
+            seed=seed,
+            message=message,
+            diagnosis=diagnosis,
         )
-    y = {o: int(round(v)) for o, v in replicas.items() if round(v) >= 1}
+    y = {o: round(v) for o, v in replicas.items() if round(v) >= 1}
     x: dict[str, dict[Option, float]] = {}
     u: dict[str, float] = {}
     for q in inst.query_types:
@@ -160,7 +176,12 @@ def build_plan(
         batches = [r.batch for t in x if o in x[t] and (r := table.row(o, t)) is not None and r.batch]
         deployments.append(
             Deployment(
-                model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, replicas=y[o], gpus=y[o] * o.gpus_per_replica,
+                model=o.model,
+                gpu=o.gpu,
+                tp=o.tp,
+                pp=o.pp,
+                replicas=y[o],
+                gpus=y[o] * o.gpus_per_replica,
                 max_num_seqs=max(batches) if batches else None,
             )
         )
@@ -190,7 +211,7 @@ def build_plan(
     )
 
 
-def plan_solution(plan: Plan) -> tuple[dict[Option, int], dict[str, dict[Option, float]], dict[str, float]]:
+def plan_solution(plan: Plan) -> tuple[Replicas, Routing, Unserved]:
     """(y, x, u) of a plan, summing duplicate entries so nothing is silently dropped."""
     y: dict[Option, int] = {}
     for d in plan.deployments:

@@ -23,20 +23,26 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Strict as StrictType
 
 from planner.errors import InputError
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+\-]*$")]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Positive = Annotated[float, Field(gt=0.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Degree = Annotated[int, Field(ge=1, le=1024)]
+# Numbers are strict: a bool or a numeric string is the wrong shape, and infinities are refused
+# (config below), so every figure that reaches a solver is a finite number.
+Fraction = Annotated[float, StrictType(), Field(ge=0.0, le=1.0)]
+Positive = Annotated[float, StrictType(), Field(gt=0.0)]
+NonNegative = Annotated[float, StrictType(), Field(ge=0.0)]
+Degree = Annotated[int, StrictType(), Field(ge=1, le=1024)]
+Count = Annotated[int, StrictType(), Field(ge=1)]
+Count0 = Annotated[int, StrictType(), Field(ge=0)]
+Share = Annotated[float, StrictType(), Field(gt=0.0, le=1.0)]
 
 
 class Strict(BaseModel):
     """Base of every input model: immutable, unknown keys rejected, strings not coerced to numbers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
 
 class LLM(Strict):
@@ -46,17 +52,17 @@ class LLM(Strict):
     hf_id: str | None = Field(None, description="Hugging Face repository that vLLM serves")
     params_b: Positive = Field(description="total parameters, billions")
     weight_bytes: Positive = Field(2.0, description="bytes per parameter: 2 bf16/fp16, 1 fp8/int8, 0.5 int4")
-    layers: Annotated[int, Field(ge=1)] | None = None
-    hidden_size: Annotated[int, Field(ge=1)] | None = None
-    intermediate_size: Annotated[int, Field(ge=1)] | None = Field(None, description="FFN size (per expert)")
-    attention_heads: Annotated[int, Field(ge=1)] | None = None
-    kv_heads: Annotated[int, Field(ge=1)] | None = None
-    head_dim: Annotated[int, Field(ge=1)] | None = None
-    vocab_size: Annotated[int, Field(ge=1)] | None = None
-    max_context_tokens: Annotated[int, Field(ge=1)] | None = None
+    layers: Count | None = None
+    hidden_size: Count | None = None
+    intermediate_size: Count | None = Field(None, description="FFN size (per expert)")
+    attention_heads: Count | None = None
+    kv_heads: Count | None = None
+    head_dim: Count | None = None
+    vocab_size: Count | None = None
+    max_context_tokens: Count | None = None
     active_params_b: Positive | None = Field(None, description="parameters used per token (MoE), billions")
-    num_experts: Annotated[int, Field(ge=1)] | None = None
-    experts_per_token: Annotated[int, Field(ge=1)] | None = None
+    num_experts: Count | None = None
+    experts_per_token: Count | None = None
     quantization: str | None = Field(None, description="fp8 | awq | gptq ... (informational, for export)")
     task_errors: dict[str, Fraction] = Field(default_factory=dict, description="error rate per public task")
     sources: dict[str, str] = Field(default_factory=dict)
@@ -95,10 +101,10 @@ class GPU(Strict):
         None, description="per-GPU bandwidth between GPUs of one node, GB/s (vendor headline, bidirectional)"
     )
     internode_gbs: Positive | None = Field(None, description="per-GPU network bandwidth between nodes, GB/s")
-    gpus_per_node: Annotated[int, Field(ge=1)] = 8
+    gpus_per_node: Count = 8
     price_per_hour: NonNegative = Field(description="$ per GPU-hour")
     price_source: str | None = None
-    available: Annotated[int, Field(ge=0)] | None = Field(None, description="most GPUs of this tier to rent")
+    available: Count0 | None = Field(None, description="most GPUs of this tier to rent")
     k8s_node_selector: dict[str, str] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -162,18 +168,18 @@ class PerfParams(Strict):
     replaces them per GPU tier. Every factor is dimensionless unless its name carries a unit.
     """
 
-    compute_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.60
-    attention_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.40
-    memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.80
-    network_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.70
+    compute_efficiency: Share = 0.60
+    attention_efficiency: Share = 0.40
+    memory_efficiency: Share = 0.80
+    network_efficiency: Share = 0.70
     collective_latency_s: NonNegative = 1.5e-5
     layer_overhead_s: NonNegative = 1.0e-5
     iteration_overhead_s: NonNegative = 2.0e-3
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.90
+    gpu_memory_utilization: Share = 0.90
     runtime_reserve_gb: NonNegative = 1.5
     kv_cache_bytes: Positive = 2.0
-    max_num_seqs: Annotated[int, Field(ge=1)] = 256
-    prefill_chunk_tokens: Annotated[int, Field(ge=16)] = 2048
+    max_num_seqs: Count = 256
+    prefill_chunk_tokens: Annotated[int, StrictType(), Field(ge=16)] = 2048
     default_internode_gbs: Positive = 25.0
 
 
@@ -188,7 +194,7 @@ class Instance(Strict):
     gpus: tuple[GPU, ...] = Field(min_length=1)
     parallelism: Parallelism = Parallelism()
     storage_price_per_gb_hour: NonNegative = 0.0
-    max_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    max_utilization: Share = 1.0
     query_types: tuple[QueryType, ...] = Field(min_length=1)
     errors: dict[str, dict[str, Fraction]] = Field(default_factory=dict)
     performance_mode: Literal["model", "table"] = "model"

@@ -115,19 +115,19 @@ def _capacity(m: pyo.ConcreteModel) -> None:
     for i, k in m.P:
         by_opt[k].append(i)
     u = t.instance.max_utilization
-    m.capacity = pyo.Constraint(
-        m.K, rule=lambda _, k: sum(t.load[i, k] * m.x[i, k] for i in by_opt[k]) <= u * m.y[k]
-    )
+    m.capacity = pyo.Constraint(m.K, rule=lambda _, k: sum(t.load[i, k] * m.x[i, k] for i in by_opt[k]) <= u * m.y[k])
 
 
 def _accuracy(m: pyo.ConcreteModel) -> None:
     """accuracy[i]:  Σ_k e[model(k)][i]·x[i,k] ≤ ε_i     ∀ i ∈ I with max_error set   (error rate)."""
     t = m.table
-    limited = [i for i in m.I if t.instance.query_types[i].max_error is not None]
+    # A type with no eligible pair has an empty row (0 ≤ ε): nothing to constrain.
+    limited = [i for i in m.I if t.instance.query_types[i].max_error is not None and _pairs_of_type(m, i)]
     m.accuracy = pyo.Constraint(
         limited,
-        rule=lambda _, i: sum(t.error[i, k] * m.x[i, k] for k in _pairs_of_type(m, i))
-        <= t.instance.query_types[i].max_error,
+        rule=lambda _, i: (
+            sum(t.error[i, k] * m.x[i, k] for k in _pairs_of_type(m, i)) <= t.instance.query_types[i].max_error
+        ),
     )
 
 
@@ -146,7 +146,7 @@ def _availability(m: pyo.ConcreteModel) -> None:
 def _budget(m: pyo.ConcreteModel) -> None:
     """budget:  Σ_k rental[k]·y[k] + Σ_k storage[k]·z[k] ≤ budget     ($ per period)."""
     t = m.table
-    if t.instance.budget is None:
+    if t.instance.budget is None or not len(m.K):
         return
     m.budget = pyo.Constraint(
         expr=sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K) <= t.instance.budget
