@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.options import OptionTable, build_option_table
-from planner.plan import Cost, Plan, plan_cost, plan_solution
-from planner.problem import Instance
+from planner.options import Option, OptionTable, build_option_table
+from planner.plan import Cost, Plan, Replicas, Routing, Unserved, plan_cost, plan_solution
+from planner.problem import Instance, QueryType
 
 ABS_TOL = 1e-6
 REL_TOL = 1e-6
@@ -87,10 +87,15 @@ def _check_deployments(inst: Instance, table: OptionTable, plan: Plan, rep: Chec
         if why:
             rep.add("eligibility", f"deployment {o.key} cannot be deployed: {why}")
         if d.gpus != d.replicas * o.gpus_per_replica:
-            rep.add("gpus", f"deployment {o.key}: gpus {d.gpus} != replicas {d.replicas} × tp·pp {o.gpus_per_replica}")
+            rep.add(
+                "gpus",
+                f"deployment {o.key}: gpus {d.gpus} != replicas {d.replicas} × tp·pp {o.gpus_per_replica}",
+            )
 
 
-def _check_routing_refs(table, x, u, types, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+def _check_routing_refs(
+    table: OptionTable, x: Routing, u: Unserved, types: dict[str, QueryType], rep: CheckReport
+) -> None:
     for t in list(x) + list(u):
         if t not in types:
             rep.add("reference", f"unknown query type {t!r} in routing/unserved")
@@ -104,7 +109,7 @@ def _check_routing_refs(table, x, u, types, rep: CheckReport) -> None:  # type: 
                 rep.add("eligibility", f"{t} routed to {o.key} ({v:.4g}), which is not eligible: {why}")
 
 
-def _check_coverage(inst: Instance, x, u, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+def _check_coverage(inst: Instance, x: Routing, u: Unserved, rep: CheckReport) -> None:
     """Σ_k x[i,k] + u[i] = 1 and 0 ≤ u[i] ≤ ζ_i for every type i."""
     for q in inst.query_types:
         served = sum(x.get(q.id, {}).values())
@@ -117,9 +122,9 @@ def _check_coverage(inst: Instance, x, u, rep: CheckReport) -> None:  # type: ig
             rep.add("max_unserved", f"{q.id}: unserved {un:.6g} > max_unserved {q.max_unserved:.6g}")
 
 
-def _check_capacity(inst: Instance, table: OptionTable, y, x, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+def _check_capacity(inst: Instance, table: OptionTable, y: Replicas, x: Routing, rep: CheckReport) -> None:
     """Σ_i λ_i·x[i,k] / throughput_rps[i,k] ≤ max_utilization · y[k] for every option k."""
-    load: dict = {}
+    load: dict[Option, float] = {}
     types = {q.id: q for q in inst.query_types}
     for t, shares in x.items():
         for o, v in shares.items():
@@ -136,7 +141,7 @@ def _check_capacity(inst: Instance, table: OptionTable, y, x, rep: CheckReport) 
             )
 
 
-def _check_accuracy(inst: Instance, x, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+def _check_accuracy(inst: Instance, x: Routing, rep: CheckReport) -> None:
     """Σ_k e[model(k)][i]·x[i,k] ≤ ε_i for every type i with an accuracy limit."""
     for q in inst.query_types:
         if q.max_error is None:
@@ -146,7 +151,7 @@ def _check_accuracy(inst: Instance, x, rep: CheckReport) -> None:  # type: ignor
             rep.add("accuracy", f"{q.id}: routed error {err:.6g} > max_error {q.max_error:.6g}")
 
 
-def _check_availability(inst: Instance, y, rep: CheckReport) -> None:  # type: ignore[no-untyped-def]
+def _check_availability(inst: Instance, y: Replicas, rep: CheckReport) -> None:
     """Σ_{k on tier g} tp_k·pp_k·y[k] ≤ available_g for every tier with a limit."""
     for g in inst.gpus:
         used = sum(o.gpus_per_replica * n for o, n in y.items() if o.gpu == g.id)

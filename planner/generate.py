@@ -44,7 +44,10 @@ def random_table_instance(
             "arrival_rate": round(float(rng.uniform(0.2, 12.0)), 3),
             "input_tokens": int(rng.integers(100, 4000)),
             "output_tokens": int(rng.integers(10, 800)),
-            "slo": {"ttft_s": round(float(rng.uniform(0.5, 3.0)), 3), "tpot_s": round(float(rng.uniform(0.03, 0.15)), 4)},
+            "slo": {
+                "ttft_s": round(float(rng.uniform(0.5, 3.0)), 3),
+                "tpot_s": round(float(rng.uniform(0.03, 0.15)), 4),
+            },
         }
         if rng.random() < 0.7:
             q["max_error"] = round(float(rng.uniform(0.18, 0.40)), 3)
@@ -54,9 +57,7 @@ def random_table_instance(
         if rng.random() < 0.3:
             q["delay_penalty"] = round(float(rng.uniform(1e-6, 1e-4)), 7)
         types.append(q)
-    errors = {
-        m["id"]: {q["id"]: round(float(rng.uniform(0.08, 0.45)), 3) for q in types} for m in models
-    }
+    errors = {m["id"]: {q["id"]: round(float(rng.uniform(0.08, 0.45)), 3) for q in types} for m in models}
     perf = []
     for m in models:
         for g in gpus:
@@ -69,9 +70,14 @@ def random_table_instance(
                     tpot = float(rng.uniform(0.3, 1.1)) * q["slo"]["tpot_s"]
                     perf.append(
                         {
-                            "model": m["id"], "gpu": g["id"], "tp": tp, "pp": 1, "query_type": q["id"],
+                            "model": m["id"],
+                            "gpu": g["id"],
+                            "tp": tp,
+                            "pp": 1,
+                            "query_type": q["id"],
                             "throughput_rps": round(max(0.05, speed), 4),
-                            "ttft_s": round(ttft, 4), "tpot_s": round(tpot, 5),
+                            "ttft_s": round(ttft, 4),
+                            "tpot_s": round(tpot, 5),
                             "e2e_s": round(ttft + q["output_tokens"] * tpot, 4),
                         }
                     )

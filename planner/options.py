@@ -89,9 +89,18 @@ def _measured_row(option: Option, q: QueryType, e: PerformanceEntry, base: Row |
     if e2e is None and q.delay_penalty > 0:
         missed.append("no e2e_s figure to price the delay penalty")
     return Row(
-        option, q.id, True, not missed, "; ".join(missed), source,
-        e.throughput_rps, ttft, tpot, e2e,
-        base.batch if base else None, base.kv_capacity_tokens if base else None,
+        option,
+        q.id,
+        True,
+        not missed,
+        "; ".join(missed),
+        source,
+        e.throughput_rps,
+        ttft,
+        tpot,
+        e2e,
+        base.batch if base else None,
+        base.kv_capacity_tokens if base else None,
     )
 
 
@@ -100,7 +109,7 @@ def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
     types = inst.query_types
     inf = math.inf
     I = np.array([q.input_tokens for q in types])  # noqa: E741
-    O = np.array([q.output_tokens for q in types])
+    O = np.array([q.output_tokens for q in types])  # noqa: E741
     slo = {
         name: np.array([getattr(q.slo, name) if getattr(q.slo, name) is not None else inf for q in types])
         for name in ("ttft_s", "tpot_s", "e2e_s")
@@ -116,13 +125,33 @@ def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
                             rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
                         continue
                     rm = ReplicaModel(m, g, tp, pp, inst.performance_params)
-                    f = rm.figures(I, O, slo["ttft_s"], slo["tpot_s"], slo["e2e_s"], inst.max_utilization, m.max_context_tokens)
+                    f = rm.figures(
+                        I,
+                        O,
+                        slo["ttft_s"],
+                        slo["tpot_s"],
+                        slo["e2e_s"],
+                        inst.max_utilization,
+                        m.max_context_tokens,
+                    )
                     kv = rm.fit().kv_capacity_tokens
                     for j, q in enumerate(types):
+                        if not f.candidate[j]:  # figures of a replica that cannot run mean nothing
+                            rows[opt, q.id] = Row(opt, q.id, False, False, f.reason[j], "model", kv_capacity_tokens=kv)
+                            continue
                         rows[opt, q.id] = Row(
-                            opt, q.id, bool(f.candidate[j]), bool(f.eligible[j]), f.reason[j], "model",
-                            float(f.throughput_rps[j]), float(f.ttft_s[j]), float(f.tpot_s[j]), float(f.e2e_s[j]),
-                            int(f.batch[j]), kv,
+                            opt,
+                            q.id,
+                            True,
+                            bool(f.eligible[j]),
+                            f.reason[j],
+                            "model",
+                            float(f.throughput_rps[j]),
+                            float(f.ttft_s[j]),
+                            float(f.tpot_s[j]),
+                            float(f.e2e_s[j]),
+                            int(f.batch[j]),
+                            kv,
                         )
     return rows
 
@@ -158,7 +187,7 @@ class OptionTable:
             return None
 
     def deployable(self, option: Option) -> str:
-        """"" when ``option`` can be deployed at all, else why not (used by the checker)."""
+        """ "" when ``option`` can be deployed at all, else why not (used by the checker)."""
         rows = self.by_option.get(option)
         if not rows:
             return f"option {option.key} is not in the option table"

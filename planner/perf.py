@@ -135,7 +135,11 @@ class ReplicaModel:
         kv_gb = usable - weights - act
         if kv_gb <= 0:
             return Fit(
-                False, weights, act, usable, 0,
+                False,
+                weights,
+                act,
+                usable,
+                0,
                 f"does not fit: weights {weights:.1f} GB + reserve {act:.1f} GB per GPU > {usable:.1f} GB usable",
             )
         return Fit(True, weights, act, usable, int(kv_gb * GB / self.kv_tok))
@@ -164,7 +168,10 @@ class ReplicaModel:
     ) -> np.ndarray:
         """τ_stage: one iteration of the slowest (last) stage, seconds."""
         q = self.q
-        lin = np.maximum(n_tokens * self.flops_tok_l / self.f_lin, self._weights_touched_l(n_tokens) * self.wb / self.tp / self.bw)
+        lin = np.maximum(
+            n_tokens * self.flops_tok_l / self.f_lin,
+            self._weights_touched_l(n_tokens) * self.wb / self.tp / self.bw,
+        )
         att = attn_flops_l / self.f_att + kv_read_tokens * self.kv_tok_l / self.bw
         per_layer = lin + att + 2 * self._allreduce(n_tokens) + q.layer_overhead_s
         head = np.maximum(rows * self.head_flops_row / self.f_lin, self.head_bytes / self.bw)
@@ -215,7 +222,7 @@ class ReplicaModel:
         n = len(input_tokens)
         fit = self.fit()
         I = np.asarray(input_tokens, float)[:, None]  # noqa: E741 - I is the symbol of the docstring
-        O = np.asarray(output_tokens, float)[:, None]
+        O = np.asarray(output_tokens, float)[:, None]  # noqa: E741
         C = I + O / 2
         grid = batch_grid(self.q.max_num_seqs)[None, :]
         kv_room = fit.kv_capacity_tokens / (self.pp * (I + O))
@@ -254,12 +261,18 @@ class ReplicaModel:
                 reasons.append(f"input+output {total:.0f} tokens > max context {max_context}")
                 candidate[j] = False
             elif not allowed[j, 0]:
-                reasons.append(f"KV cache holds {fit.kv_capacity_tokens} tokens < {self.pp}×{total:.0f} for one request per stage")
+                reasons.append(
+                    f"KV cache holds {fit.kv_capacity_tokens} tokens < {self.pp}×{total:.0f} for one request per stage"
+                )
                 candidate[j] = False
             elif not any_ok[j]:
                 missed = [
                     f"{name} {val[j, 0]:.3g} s > SLO {slo[j]:.3g} s"
-                    for name, val, slo in (("ttft", ttft, ttft_slo), ("tpot", tpot, tpot_slo), ("e2e", e2e, e2e_slo))
+                    for name, val, slo in (
+                        ("ttft", ttft, ttft_slo),
+                        ("tpot", tpot, tpot_slo),
+                        ("e2e", e2e, e2e_slo),
+                    )
                     if val[j, 0] > slo[j]
                 ]
                 reasons.append("misses SLO at batch 1: " + ", ".join(missed))

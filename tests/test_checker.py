@@ -20,8 +20,18 @@ def solved() -> tuple[Any, Any, Plan]:
     doc = base(
         budget=10.0,
         gpus=[{"id": "g1", "price_per_hour": 1.0, "available": 4}, {"id": "g2", "price_per_hour": 2.5}],
-        query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100,
-                      "slo": {"ttft_s": 1.0}, "max_error": 0.3, "max_unserved": 0.1, "unserved_penalty": 0.0001}],
+        query_types=[
+            {
+                "id": "t",
+                "arrival_rate": 10,
+                "input_tokens": 100,
+                "output_tokens": 100,
+                "slo": {"ttft_s": 1.0},
+                "max_error": 0.3,
+                "max_unserved": 0.1,
+                "unserved_penalty": 0.0001,
+            }
+        ],
         errors={"m": {"t": 0.2}},
     )
     inst = make_instance(doc)
@@ -58,13 +68,17 @@ def test_gpus_bookkeeping(solved) -> None:  # type: ignore[no-untyped-def]
 
 def test_coverage(solved) -> None:  # type: ignore[no-untyped-def]
     inst, table, plan = solved
-    routing = {t: [{**s.model_dump(), "fraction": s.fraction * 0.5} for s in shares] for t, shares in plan.routing.items()}
+    routing = {
+        t: [{**s.model_dump(), "fraction": s.fraction * 0.5} for s in shares] for t, shares in plan.routing.items()
+    }
     assert "coverage" in families(inst, table, tamper(plan, routing=routing))
 
 
 def test_max_unserved(solved) -> None:  # type: ignore[no-untyped-def]
     inst, table, plan = solved
-    routing = {t: [{**s.model_dump(), "fraction": s.fraction * 0.5} for s in shares] for t, shares in plan.routing.items()}
+    routing = {
+        t: [{**s.model_dump(), "fraction": s.fraction * 0.5} for s in shares] for t, shares in plan.routing.items()
+    }
     fams = families(inst, table, tamper(plan, routing=routing, unserved={"t": 0.5}))
     assert "max_unserved" in fams
 
@@ -76,8 +90,10 @@ def test_eligibility_unknown_option(solved) -> None:  # type: ignore[no-untyped-
 
 
 def test_accuracy() -> None:
-    doc = base(query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100,
-                             "max_error": 0.1}], errors={"m": {"t": 0.2}})
+    doc = base(
+        query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100, "max_error": 0.1}],
+        errors={"m": {"t": 0.2}},
+    )
     inst = make_instance({**doc, "query_types": [{**doc["query_types"][0], "max_error": 0.5}]})
     plan = solve(inst, "milp")
     strict = make_instance(doc)

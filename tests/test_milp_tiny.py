@@ -18,12 +18,27 @@ def base(**over: Any) -> dict[str, Any]:
         "period_hours": 1,
         "models": [{"id": "m", "params_b": 10}],
         "gpus": [{"id": "g1", "price_per_hour": 1.0}, {"id": "g2", "price_per_hour": 2.5}],
-        "query_types": [{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100,
-                         "slo": {"ttft_s": 1.0}}],
+        "query_types": [
+            {"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100, "slo": {"ttft_s": 1.0}}
+        ],
         "performance_mode": "table",
         "performance": [
-            {"model": "m", "gpu": "g1", "query_type": "t", "throughput_rps": 3, "ttft_s": 0.5, "tpot_s": 0.05},
-            {"model": "m", "gpu": "g2", "query_type": "t", "throughput_rps": 8, "ttft_s": 0.2, "tpot_s": 0.02},
+            {
+                "model": "m",
+                "gpu": "g1",
+                "query_type": "t",
+                "throughput_rps": 3,
+                "ttft_s": 0.5,
+                "tpot_s": 0.05,
+            },
+            {
+                "model": "m",
+                "gpu": "g2",
+                "query_type": "t",
+                "throughput_rps": 8,
+                "ttft_s": 0.2,
+                "tpot_s": 0.02,
+            },
         ],
     }
     doc.update(over)
@@ -51,7 +66,10 @@ def test_mixed_tiers(backend: str) -> None:
 
 def test_availability_binds(backend: str) -> None:
     # g2 unavailable: ⌈10/3⌉ = 4 replicas of g1 = $4.
-    plan = run(base(gpus=[{"id": "g1", "price_per_hour": 1.0}, {"id": "g2", "price_per_hour": 2.5, "available": 0}]), backend)
+    plan = run(
+        base(gpus=[{"id": "g1", "price_per_hour": 1.0}, {"id": "g2", "price_per_hour": 2.5, "available": 0}]),
+        backend,
+    )
     assert plan.objective == pytest.approx(4.0, rel=1e-9)
 
 
@@ -116,8 +134,16 @@ def test_unserved_is_cheaper_than_a_replica(backend: str) -> None:
             "period_hours": 1,
             "models": [{"id": "m", "params_b": 1}],
             "gpus": [{"id": "g", "price_per_hour": 5.0}],
-            "query_types": [{"id": "t", "arrival_rate": 1, "input_tokens": 10, "output_tokens": 10,
-                             "max_unserved": zeta, "unserved_penalty": 0.001}],
+            "query_types": [
+                {
+                    "id": "t",
+                    "arrival_rate": 1,
+                    "input_tokens": 10,
+                    "output_tokens": 10,
+                    "max_unserved": zeta,
+                    "unserved_penalty": 0.001,
+                }
+            ],
             "performance_mode": "table",
             "performance": [{"model": "m", "gpu": "g", "query_type": "t", "throughput_rps": 2}],
         }
@@ -135,7 +161,9 @@ def test_delay_penalty_prefers_fast_option(backend: str) -> None:
         "period_hours": 1,
         "models": [{"id": "m", "params_b": 1}],
         "gpus": [{"id": "fast", "price_per_hour": 2.0}, {"id": "slow", "price_per_hour": 1.0}],
-        "query_types": [{"id": "t", "arrival_rate": 1, "input_tokens": 10, "output_tokens": 10, "delay_penalty": 0.001}],
+        "query_types": [
+            {"id": "t", "arrival_rate": 1, "input_tokens": 10, "output_tokens": 10, "delay_penalty": 0.001}
+        ],
         "performance_mode": "table",
         "performance": [
             {"model": "m", "gpu": "fast", "query_type": "t", "throughput_rps": 1, "e2e_s": 2},
@@ -150,13 +178,15 @@ def test_delay_penalty_prefers_fast_option(backend: str) -> None:
 def test_slo_makes_entry_ineligible(backend: str) -> None:
     # g2's ttft 0.2 s misses a 0.1 s SLO, g1's 0.5 s too: nothing eligible, max_unserved 0 ⇒ infeasible
     # with an `slo` diagnosis; with ttft SLO 0.3 s only g2 is eligible ⇒ ⌈10/8⌉ = 2 × $2.5 = $5.
-    tight = base(query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100,
-                               "slo": {"ttft_s": 0.1}}])
+    tight = base(
+        query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100, "slo": {"ttft_s": 0.1}}]
+    )
     plan = run(tight, backend)
     assert plan.status == "infeasible"
     assert plan.diagnosis and {(b.query_type, b.constraint) for b in plan.diagnosis} >= {("t", "slo")}
-    mid = base(query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100,
-                             "slo": {"ttft_s": 0.3}}])
+    mid = base(
+        query_types=[{"id": "t", "arrival_rate": 10, "input_tokens": 100, "output_tokens": 100, "slo": {"ttft_s": 0.3}}]
+    )
     assert run(mid, backend).objective == pytest.approx(5.0, rel=1e-9)
 
 

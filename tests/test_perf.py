@@ -89,8 +89,15 @@ def quick_doc(**over: object) -> dict:
         "gpus": ["l4", "h100-80gb"],
         "parallelism": {"tp": [1, 2, 8], "pp": [1]},
         "max_utilization": 0.85,
-        "query_types": [{"id": "chat", "arrival_rate": 5, "input_tokens": 1000, "output_tokens": 200,
-                         "slo": {"ttft_s": 2.0, "tpot_s": 0.08, "e2e_s": 25}}],
+        "query_types": [
+            {
+                "id": "chat",
+                "arrival_rate": 5,
+                "input_tokens": 1000,
+                "output_tokens": 200,
+                "slo": {"ttft_s": 2.0, "tpot_s": 0.08, "e2e_s": 25},
+            }
+        ],
     }
     doc.update(over)
     return doc
@@ -121,8 +128,15 @@ def test_tighter_slo_lowers_throughput() -> None:
 
 
 def test_performance_entry_overrides_prediction() -> None:
-    entry = {"model": "llama-3.1-8b", "gpu": "l4", "tp": 1, "pp": 1, "query_type": "chat",
-             "throughput_rps": 0.123, "ttft_s": 0.5}
+    entry = {
+        "model": "llama-3.1-8b",
+        "gpu": "l4",
+        "tp": 1,
+        "pp": 1,
+        "query_type": "chat",
+        "throughput_rps": 0.123,
+        "ttft_s": 0.5,
+    }
     table = build_option_table(make_instance(quick_doc(performance=[entry])))
     row = next(r for r in table.rows if r.option.key == "llama-3.1-8b/l4/tp1/pp1")
     assert row.source == "measured" and row.throughput_rps == 0.123 and row.ttft_s == 0.5
@@ -131,7 +145,14 @@ def test_performance_entry_overrides_prediction() -> None:
 
 
 def test_table_mode_uses_only_the_table() -> None:
-    entry = {"model": "llama-3.1-8b", "gpu": "l4", "query_type": "chat", "throughput_rps": 2.0,
-             "ttft_s": 0.5, "tpot_s": 0.05, "e2e_s": 10.5}
+    entry = {
+        "model": "llama-3.1-8b",
+        "gpu": "l4",
+        "query_type": "chat",
+        "throughput_rps": 2.0,
+        "ttft_s": 0.5,
+        "tpot_s": 0.05,
+        "e2e_s": 10.5,
+    }
     table = build_option_table(make_instance(quick_doc(performance_mode="table", performance=[entry])))
     assert [(r.option.key, r.eligible) for r in table.rows] == [("llama-3.1-8b/l4/tp1/pp1", True)]

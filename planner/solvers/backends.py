@@ -14,9 +14,9 @@ import pickle
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyomo.environ as pyo
@@ -105,12 +105,19 @@ def solve_ortools(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult
     pyo_vars, payload = _linear_form(model)
     payload["opts"] = {"time_limit": opts.time_limit, "gap": opts.gap, "threads": opts.threads}
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
     timeout = None if opts.time_limit is None else opts.time_limit + 120.0
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "planner.ortools_worker"],
-            input=pickle.dumps(payload), capture_output=True, env=env, timeout=timeout, check=False,
+            input=pickle.dumps(payload),
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return BackendResult("no_solution", None, None, time.perf_counter() - t0, "OR-Tools worker timed out")

@@ -101,21 +101,24 @@ def diagnose(table: OptionTable, backend: str, opts: SolveOptions) -> list[Block
                     tiers = sorted({r.option.gpu for r in elig})
                     found.append(
                         Blocker(
-                            query_type=q.id, constraint="availability",
+                            query_type=q.id,
+                            constraint="availability",
                             detail=f"too few GPUs available on its eligible tiers ({', '.join(tiers)})",
                         )
                     )
                 elif not _infeasible(table, ModelScope(types=(i,), budget=False), backend, opts):
                     found.append(
                         Blocker(
-                            query_type=q.id, constraint="budget",
+                            query_type=q.id,
+                            constraint="budget",
                             detail=f"serving it alone costs more than the budget {inst.budget:g}",
                         )
                     )
                 else:
                     found.append(
                         Blocker(
-                            query_type=q.id, constraint="availability",
+                            query_type=q.id,
+                            constraint="availability",
                             detail="availability and budget together leave too little capacity",
                         )
                     )
@@ -124,7 +127,8 @@ def diagnose(table: OptionTable, backend: str, opts: SolveOptions) -> list[Block
             blockers.extend(found)
             blockers.append(
                 Blocker(
-                    query_type=q.id, constraint="max_unserved",
+                    query_type=q.id,
+                    constraint="max_unserved",
                     detail=f"max_unserved {q.max_unserved:g} forbids leaving the rest of it unserved",
                 )
             )
@@ -132,14 +136,25 @@ def diagnose(table: OptionTable, backend: str, opts: SolveOptions) -> list[Block
         return blockers
     # Every type is feasible alone: shared limits stop them together.
     joint = [q.id for q in inst.query_types if q.max_unserved < 1.0]
-    for family, scope in (("budget", ModelScope(budget=False)), ("availability", ModelScope(availability=False))):
+    for family, scope in (
+        ("budget", ModelScope(budget=False)),
+        ("availability", ModelScope(availability=False)),
+    ):
         if not _infeasible(table, scope, backend, opts):
             for t in joint:
                 blockers.append(
-                    Blocker(query_type=t, constraint=family, detail=f"types served together exceed the {family} limit")
+                    Blocker(
+                        query_type=t,
+                        constraint=family,
+                        detail=f"types served together exceed the {family} limit",
+                    )
                 )
             return blockers
     return [
-        Blocker(query_type=t, constraint="budget", detail="budget and availability together leave too little capacity")
+        Blocker(
+            query_type=t,
+            constraint="budget",
+            detail="budget and availability together leave too little capacity",
+        )
         for t in joint
     ]

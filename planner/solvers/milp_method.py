@@ -34,13 +34,25 @@ def solve_milp(
     if result.status == "infeasible":
         blockers = diagnose(table, backend, opts) if diagnose_infeasible else None
         return build_plan(
-            table, method="milp", status="infeasible", solve_seconds=seconds, backend=backend, seed=seed,
-            message="proven infeasible", diagnosis=blockers,
+            table,
+            method="milp",
+            status="infeasible",
+            solve_seconds=seconds,
+            backend=backend,
+            seed=seed,
+            message="proven infeasible",
+            diagnosis=blockers,
         )
     if result.status == "no_solution":
         return build_plan(
-            table, method="milp", status="no_solution", bound=result.bound, solve_seconds=seconds,
-            backend=backend, seed=seed, message=f"no solution found ({result.message})",
+            table,
+            method="milp",
+            status="no_solution",
+            bound=result.bound,
+            solve_seconds=seconds,
+            backend=backend,
+            seed=seed,
+            message=f"no solution found ({result.message})",
         )
     replicas = {table.options[k]: pyo.value(model.y[k]) for k in model.K}
     routing: dict[str, dict] = {t: {} for t in table.type_ids}
@@ -51,7 +63,16 @@ def solve_milp(
     if bound is not None and result.objective is not None:
         bound = min(bound, result.objective)  # a bound above the incumbent is round-off
     return build_plan(
-        table, method="milp", status=result.status, replicas=replicas, routing=routing, unserved=unserved,
-        objective=result.objective, bound=bound, solve_seconds=seconds, backend=backend, seed=seed,
+        table,
+        method="milp",
+        status=result.status,
+        replicas=replicas,
+        routing=routing,
+        unserved=unserved,
+        objective=result.objective,
+        bound=bound,
+        solve_seconds=seconds,
+        backend=backend,
+        seed=seed,
         message=result.message,
     )

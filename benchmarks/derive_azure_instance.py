@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Derive the query types of ``instances/azure-2023.yaml`` from the Azure LLM inference traces.
+
+Reads ``AzureLLMInferenceTrace_conv.csv`` and ``AzureLLMInferenceTrace_code.csv`` (Azure
+Public Dataset, 2023 sample, CC-BY 4.0; Patel et al., Splitwise, ISCA 2024) and prints, per query
+type, the figures the instance uses:
+
+* arrival rate = rows / span, span = last TIMESTAMP - first TIMESTAMP of the *whole trace* the
+  type comes from (so the conv buckets' rates add up to the conv rate);
+* mean input (ContextTokens) and output (GeneratedTokens) tokens, plus p50 / p90 for the notes.
+
+Types: ``conv`` and ``code`` (whole traces), and ``conv-short`` / ``conv-long``: conv split at
+``ContextTokens <= --split`` (default 1024) vs above.
+
+Usage (from the repo root)::
+
+    python benchmarks/derive_azure_instance.py [--data ../shared/data/azure] [--split 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+FILES = {"conv": "AzureLLMInferenceTrace_conv.csv", "code": "AzureLLMInferenceTrace_code.csv"}
+
+
+def read_trace(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    # TIMESTAMP has 7 fractional digits; pandas parses nanoseconds, so no truncation is needed.
+    df["TIMESTAMP"] = pd.to_datetime(df["TIMESTAMP"], format="%Y-%m-%d %H:%M:%S.%f")
+    return df
+
+
+def span_seconds(df: pd.DataFrame) -> float:
+    return (df["TIMESTAMP"].max() - df["TIMESTAMP"].min()).total_seconds()
+
+
+def describe(name: str, part: pd.DataFrame, span_s: float) -> dict[str, float | int | str]:
+    inp, out = part["ContextTokens"], part["GeneratedTokens"]
+    return {
+        "type": name,
+        "rows": len(part),
+        "span_s": round(span_s, 1),
+        "rate_rps": len(part) / span_s,
+        "in_mean": inp.mean(),
+        "in_p50": inp.quantile(0.5),
+        "in_p90": inp.quantile(0.9),
+        "out_mean": out.mean(),
+        "out_p50": out.quantile(0.5),
+        "out_p90": out.quantile(0.9),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="../shared/data/azure", help="directory holding the two CSVs")
+    ap.add_argument("--split", type=int, default=1024, help="conv-short: ContextTokens <= this")
+    args = ap.parse_args()
+    data = Path(args.data)
+
+    conv = read_trace(data / FILES["conv"])
+    code = read_trace(data / FILES["code"])
+    conv_span, code_span = span_seconds(conv), span_seconds(code)
+    short = conv[conv["ContextTokens"] <= args.split]
+    long_ = conv[conv["ContextTokens"] > args.split]
+
+    rows = [
+        describe("conv", conv, conv_span),
+        describe("code", code, code_span),
+        describe("conv-short", short, conv_span),
+        describe("conv-long", long_, conv_span),
+    ]
+    table = pd.DataFrame(rows).set_index("type")
+    pd.set_option("display.width", 200)
+    print(f"data: {data.resolve()}")
+    print(f"conv span {conv['TIMESTAMP'].min()} -> {conv['TIMESTAMP'].max()} ({conv_span:.1f} s)")
+    print(f"code span {code['TIMESTAMP'].min()} -> {code['TIMESTAMP'].max()} ({code_span:.1f} s)")
+    print(
+        f"conv split at ContextTokens <= {args.split}: {len(short)} short, {len(long_)} long "
+        f"({len(short) / len(conv):.1%} short)"
+    )
+    print()
+    print(
+        table.round(
+            {"rate_rps": 3, "in_mean": 1, "out_mean": 1, "in_p50": 0, "in_p90": 0, "out_p50": 0, "out_p90": 0}
+        ).to_string()
+    )
+    print()
+    print("# query_types figures (arrival_rate rounded to 3 decimals, tokens to integers):")
+    for r in rows:
+        print(
+            f"  {r['type']:<11} arrival_rate: {r['rate_rps']:.3f}  input_tokens: {round(r['in_mean'])}"
+            f"  output_tokens: {round(r['out_mean'])}"
+            f"   # p50/p90 in {r['in_p50']:.0f}/{r['in_p90']:.0f}, out {r['out_p50']:.0f}/{r['out_p90']:.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Every shipped instance: solves as recorded (golden objective), passes the checker, backends agree.
+
+Golden plans live in ``tests/golden/<instance>.yaml``. After an intended change of the model or
+the catalogs, regenerate them with ``UPDATE_GOLDEN=1 pytest tests/test_instances.py`` and review
+the diff like code.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.checker import check_plan
+from planner.loader import load_instance
+from planner.options import build_option_table
+from planner.plan import read_plan, write_plan
+from planner.solvers import solve
+from tests.conftest import INSTANCES, ROOT
+
+GOLDEN = Path(__file__).parent / "golden"
+SHIPPED = sorted(p.stem for p in INSTANCES.glob("*.yaml"))
+EXPECTED_STATUS = {"infeasible-demo": "infeasible"}
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def test_the_issue_instances_are_shipped() -> None:
+    assert {"quickstart", "azure-2023", "paper-6x6x10", "table-demo", "infeasible-demo"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_golden(name: str) -> None:
+    inst = load_instance(INSTANCES / f"{name}.yaml")
+    table = build_option_table(inst)
+    plan = solve(inst, "milp", table=table, backend="highs")
+    assert plan.status == EXPECTED_STATUS.get(name, "optimal")
+    golden_path = GOLDEN / f"{name}.yaml"
+    if UPDATE:
+        write_plan(golden_path, plan.model_copy(update={"solve_seconds": 0.0}))
+    golden = read_plan(golden_path)
+    assert plan.status == golden.status
+    if plan.status == "infeasible":
+        assert plan.diagnosis and golden.diagnosis
+        assert {(b.query_type, b.constraint) for b in plan.diagnosis} == {
+            (b.query_type, b.constraint) for b in golden.diagnosis
+        }
+        return
+    assert plan.objective == pytest.approx(golden.objective, rel=1e-6)
+    assert check_plan(inst, plan, table).ok
+    # The recorded plan is still a feasible plan of the instance as it stands today.
+    assert check_plan(inst, golden, table).ok, check_plan(inst, golden, table).violations
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in EXPECTED_STATUS])
+def test_backends_agree_on_shipped(name: str) -> None:
+    inst = load_instance(INSTANCES / f"{name}.yaml")
+    table = build_option_table(inst)
+    a = solve(inst, "milp", table=table, backend="highs")
+    b = solve(inst, "milp", table=table, backend="ortools")
+    assert a.status == b.status == "optimal"
+    assert a.objective == pytest.approx(b.objective, rel=1e-6)
+    assert check_plan(inst, b, table).ok
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_cli_solve_then_check(name: str, tmp_path: Path) -> None:
+    """The README flow: `planner solve ... --out plan.yaml` then `planner check` (exit 0; 3 if infeasible)."""
+    out = tmp_path / "plan.yaml"
+    solved = cli("solve", f"instances/{name}.yaml", "--method", "milp", "--out", str(out))
+    infeasible = EXPECTED_STATUS.get(name) == "infeasible"
+    assert solved.returncode == (3 if infeasible else 0), solved.stderr
+    assert out.is_file()
+    checked = cli("check", f"instances/{name}.yaml", str(out))
+    if infeasible:
+        assert checked.returncode == 1 and "no solution" in checked.stdout
+    else:
+        assert checked.returncode == 0, checked.stdout
+        assert checked.stdout.startswith("OK")
+
+
+def test_solve_prints_plan_without_out() -> None:
+    res = cli("solve", "instances/quickstart.yaml", "--method", "milp")
+    assert res.returncode == 0
+    assert "status: optimal" in res.stdout and "deployments:" in res.stdout
+
+
+def test_json_plan_round_trip(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    assert cli("solve", "instances/table-demo.yaml", "--out", str(out), "--quiet").returncode == 0
+    assert cli("check", "instances/table-demo.yaml", str(out)).returncode == 0
+
+
+def test_options_csv(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "options.csv"
+    assert cli("options", "instances/quickstart.yaml", "--csv", str(out)).returncode == 0
+    df = pd.read_csv(out)
+    assert {"model", "gpu", "tp", "pp", "query_type", "eligible", "throughput_rps", "reason"} <= set(df.columns)
+    assert df["eligible"].any() and (~df["eligible"]).any()
+
+
+def test_schema_is_json() -> None:
+    import json
+
+    res = cli("schema")
+    doc = json.loads(res.stdout)
+    assert "query_types" in doc["properties"] and "performance" in doc["properties"]
+    assert json.loads(cli("schema", "--plan").stdout)["title"] == "Plan"
