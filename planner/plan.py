@@ -37,30 +37,27 @@ class Cost(_Out):
     total: float
 
 
-class Deployment(_Out):
+class _OptionRef(_Out):
+    """The four keys that name an option in a plan's deployments and routing."""
+
     model: str
     gpu: str
     tp: Annotated[int, Field(ge=1)]
     pp: Annotated[int, Field(ge=1)]
+
+    @property
+    def option(self) -> Option:
+        return Option(self.model, self.gpu, self.tp, self.pp)
+
+
+class Deployment(_OptionRef):
     replicas: Annotated[int, Field(ge=0)]
     gpus: Annotated[int, Field(ge=0)]
     max_num_seqs: int | None = Field(None, description="largest planned micro-batch of the types routed here")
 
-    @property
-    def option(self) -> Option:
-        return Option(self.model, self.gpu, self.tp, self.pp)
 
-
-class Share(_Out):
-    model: str
-    gpu: str
-    tp: Annotated[int, Field(ge=1)]
-    pp: Annotated[int, Field(ge=1)]
+class Share(_OptionRef):
     fraction: float
-
-    @property
-    def option(self) -> Option:
-        return Option(self.model, self.gpu, self.tp, self.pp)
 
 
 class Blocker(_Out):
