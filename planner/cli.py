@@ -308,6 +308,31 @@ def _root(
     """Capacity planner for LLM inference serving."""
 
 
+# Feature packages add their commands from their own modules: each listed module defines
+# ``register(app: typer.Typer) -> None``. A module that is not there yet is skipped.
+EXTENSIONS: tuple[str, ...] = (
+    "planner.export.cli",
+    "planner.perf_cli",
+    "planner.heuristics.cli",
+)
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # the feature is not installed in this tree
+            raise
+        module.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     app()
 
