@@ -1,0 +1,718 @@
+"""``planner export``: vLLM scripts, Kubernetes manifests, Helm values and router weights.
+
+What is shown here:
+
+* every emitted Kubernetes object validates against the Kubernetes OpenAPI schemas
+  (kubernetes-validate, strict); the CRDs are checked by their embedded pod templates
+  (LeaderWorkerSet) or a structural check of the Gateway API v1 fields (HTTPRoute);
+* round trip: parsing the files back gives the plan's deployments and routing weights, for the
+  plan of every shipped instance and for a synthetic plan whose replicas span two nodes (LWS);
+* a plan the checker rejects, a plan and an instance that do not belong together, or a refused
+  output directory end in one ``error:`` line, exit code 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from planner.errors import InputError
+from planner.export import FORMATS, IMAGE_TAG, VLLM_VERSION, export_plan, render_plan
+from planner.export import tree as export_tree
+from planner.export.resolve import _names, dns_label, label_value, nodes_per_replica
+from planner.export.router import WEIGHT_SCALE, integer_weights
+from planner.export.vllm import VERIFIED_FLAGS
+from planner.loader import load_instance, load_instance_data
+from planner.options import Option, OptionTable, build_option_table
+from planner.plan import Plan, write_plan
+from planner.problem import Instance
+from planner.solvers import solve
+from tests.conftest import INSTANCES, ROOT
+
+K8S_VERSION = "1.31"
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+
+
+# --------------------------------------------------------------------------------------------
+# Plans: every shipped instance solved once, plus a synthetic plan with two-node replicas.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """A solved instance with its option table (built once: rendering reuses it)."""
+
+    inst: Instance
+    plan: Plan
+    table: OptionTable
+
+    def render(self, fmt: str) -> dict[str, str]:
+        return render_plan(self.plan, self.inst, fmt, table=self.table)
+
+
+def _solved(inst: Instance) -> Case:
+    table = build_option_table(inst)
+    return Case(inst, solve(inst, "milp", table=table), table)
+
+
+def _with_hf_ids(inst: Instance) -> Instance:
+    """table-demo's inline models have no hf_id; give them one so every format can export."""
+    models = tuple(m if m.hf_id else m.model_copy(update={"hf_id": f"example/{m.id}"}) for m in inst.models)
+    return inst.model_copy(update={"models": models})
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, Case]:
+    out = {}
+    for path in sorted(INSTANCES.glob("*.yaml")):
+        case = _solved(load_instance(path))
+        if case.plan.has_solution:
+            out[path.stem] = case
+    return out
+
+
+@pytest.fixture(scope="module")
+def multi_node() -> Case:
+    """llama-3.1-405b at tp 8 × pp 2 on 8-GPU H100 nodes: each of several replicas spans two nodes."""
+    doc = {
+        "name": "big-405b",
+        "models": ["llama-3.1-405b"],
+        "gpus": ["h100-80gb"],
+        "parallelism": {"tp": [8], "pp": [2]},
+        "query_types": [
+            {
+                "id": "chat",
+                "arrival_rate": 6.0,
+                "input_tokens": 1000,
+                "output_tokens": 200,
+                "slo": {"ttft_s": 10.0, "tpot_s": 0.2},
+            }
+        ],
+    }
+    case = _solved(load_instance_data(doc, "big-405b.yaml", INSTANCES))
+    assert case.plan.has_solution
+    assert {(d.tp, d.pp) for d in case.plan.deployments} == {(8, 2)}
+    assert sum(d.replicas for d in case.plan.deployments) >= 2
+    return case
+
+
+@pytest.fixture(scope="module")
+def amd() -> Case:
+    """An AMD tier (mi300x): amd.com/gpu, the ROCm image, the AMD node label."""
+    doc = {
+        "name": "amd-demo",
+        "models": ["qwen2.5-7b"],
+        "gpus": ["mi300x"],
+        "parallelism": {"tp": [1], "pp": [1]},
+        "query_types": [
+            {"id": "chat", "arrival_rate": 20.0, "input_tokens": 1155, "output_tokens": 211, "slo": {"tpot_s": 0.1}}
+        ],
+    }
+    case = _solved(load_instance_data(doc, "amd-demo.yaml", INSTANCES))
+    assert case.plan.has_solution and {d.gpu for d in case.plan.deployments} == {"mi300x"}
+    return case
+
+
+@pytest.fixture(scope="module")
+def cases(shipped: dict[str, Case], multi_node: Case, amd: Case) -> list[Case]:
+    out = []
+    for c in shipped.values():
+        inst = _with_hf_ids(c.inst)
+        out.append(c if inst is c.inst else Case(inst, c.plan, build_option_table(inst)))
+    return [*out, multi_node, amd]
+
+
+def test_every_shipped_feasible_instance_is_covered(shipped: dict[str, Case]) -> None:
+    """Which shipped instances are feasible depends on the catalogs; the quick start always is."""
+    assert "quickstart" in shipped
+    assert "infeasible-demo" not in shipped
+
+
+# --------------------------------------------------------------------------------------------
+# Checks: Kubernetes schemas, CRD structure, label values.
+# --------------------------------------------------------------------------------------------
+
+
+def _docs(files: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, d) for name, text in files.items() if name.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def _check_labels(meta: dict[str, Any], where: str) -> None:
+    for key, value in (meta.get("labels") or {}).items():
+        prefix, _, name = key.rpartition("/")
+        assert not prefix or (len(prefix) <= 253 and DNS_SUBDOMAIN.match(prefix)), f"{where}: label key {key!r}"
+        assert 0 < len(name) <= 63 and LABEL_NAME.match(name), f"{where}: label key {key!r}"
+        assert isinstance(value, str) and len(value) <= 63 and LABEL_NAME.match(value), f"{where}: {key}={value!r}"
+    for key, value in (meta.get("annotations") or {}).items():
+        assert isinstance(value, str), f"{where}: annotation {key} must be a string"
+
+
+def _validate(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _wrap_template(name: str, template: dict[str, Any]) -> dict[str, Any]:
+    """An LWS pod template inside a Deployment, so the Kubernetes schema checks all of it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": template["metadata"]["labels"]}, "template": template},
+    }
+
+
+def _check_lws(obj: dict[str, Any]) -> None:
+    """LeaderWorkerSet v1 fields (kubernetes-sigs/lws api/leaderworkerset/v1/leaderworkerset_types.go)."""
+    assert obj["apiVersion"] == "leaderworkerset.x-k8s.io/v1" and obj["kind"] == "LeaderWorkerSet"
+    assert DNS_1035.match(obj["metadata"]["name"])
+    spec = obj["spec"]
+    assert set(spec) <= {"replicas", "leaderWorkerTemplate", "rolloutStrategy", "startupPolicy", "networkConfig"}
+    assert isinstance(spec["replicas"], int) and spec["replicas"] >= 1
+    assert spec.get("startupPolicy", "LeaderCreated") in {"LeaderCreated", "LeaderReady"}
+    lwt = spec["leaderWorkerTemplate"]
+    allowed = {"leaderTemplate", "workerTemplate", "size", "restartPolicy", "subGroupPolicy", "volumeClaimTemplates"}
+    assert set(lwt) <= allowed | {"persistentVolumeClaimRetentionPolicy"}
+    assert isinstance(lwt["size"], int) and lwt["size"] >= 2
+    assert lwt["restartPolicy"] in {"Default", "RecreateGroupOnPodRestart", "RecreateGroupAfterStart", "None"}
+    for role in ("leaderTemplate", "workerTemplate"):
+        _check_labels(lwt[role]["metadata"], f"{obj['metadata']['name']}.{role}")
+        _validate(_wrap_template(obj["metadata"]["name"], lwt[role]))
+
+
+def _check_http_route(obj: dict[str, Any]) -> None:
+    """Gateway API v1 HTTPRoute fields and limits (kubernetes-sigs/gateway-api apis/v1/httproute_types.go)."""
+    assert obj["apiVersion"] == "gateway.networking.k8s.io/v1" and obj["kind"] == "HTTPRoute"
+    assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+    name = obj["metadata"]["name"]
+    assert len(name) <= 253 and DNS_SUBDOMAIN.match(name)
+    _check_labels(obj["metadata"], name)
+    spec = obj["spec"]
+    assert set(spec) <= {"parentRefs", "hostnames", "rules"}
+    for ref in spec["parentRefs"]:
+        assert set(ref) <= {"group", "kind", "namespace", "name", "sectionName", "port"}
+        assert 1 <= len(ref["name"]) <= 253
+    rules = spec["rules"]
+    assert 1 <= len(rules) <= 16
+    assert sum(len(r.get("matches", [])) for r in rules) <= 128
+    names = [r["name"] for r in rules]
+    assert len(set(names)) == len(names)
+    for rule in rules:
+        assert set(rule) <= {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"}
+        assert len(rule["name"]) <= 253 and DNS_SUBDOMAIN.match(rule["name"])
+        assert 1 <= len(rule["matches"]) <= 64
+        for m in rule["matches"]:
+            assert set(m) <= {"path", "headers", "queryParams", "method"}
+            assert m["path"]["type"] in {"Exact", "PathPrefix", "RegularExpression"}
+            assert m["path"]["value"].startswith("/")
+            for h in m["headers"]:
+                assert set(h) <= {"type", "name", "value"}
+                assert h["type"] in {"Exact", "RegularExpression"}
+                assert 1 <= len(h["name"]) <= 256 and HEADER_NAME.match(h["name"])
+                assert 1 <= len(h["value"]) <= 4096
+        assert 1 <= len(rule["backendRefs"]) <= 16
+        for b in rule["backendRefs"]:
+            assert set(b) <= {"group", "kind", "name", "namespace", "port", "weight", "filters"}
+            assert b["group"] == "" and b["kind"] == "Service"
+            assert 1 <= len(b["name"]) <= 253
+            assert isinstance(b["port"], int) and 1 <= b["port"] <= 65535
+            assert isinstance(b["weight"], int) and 0 < b["weight"] <= 1_000_000
+
+
+def _check_k8s_object(name: str, obj: dict[str, Any]) -> None:
+    kind = obj["kind"]
+    if kind == "Kustomization":
+        return
+    _check_labels(obj["metadata"], name)
+    if kind in {"Deployment", "Service"}:
+        assert DNS_1035.match(obj["metadata"]["name"]) and len(obj["metadata"]["name"]) <= 63
+        _validate(obj)
+        if kind == "Deployment":
+            _check_labels(obj["spec"]["template"]["metadata"], name)
+    elif kind == "LeaderWorkerSet":
+        _check_lws(obj)
+    elif kind == "HTTPRoute":
+        _check_http_route(obj)
+    else:
+        raise AssertionError(f"unexpected kind {kind} in {name}")
+
+
+def test_k8s_objects_validate(cases: list[Case]) -> None:
+    kinds = set()
+    for c in cases:
+        files = c.render("k8s")
+        docs = _docs(files)
+        for name, obj in docs:
+            _check_k8s_object(name, obj)
+            kinds.add(obj["kind"])
+        kustomization = yaml.safe_load(files["kustomization.yaml"])
+        assert kustomization["kind"] == "Kustomization"
+        assert sorted(kustomization["resources"]) == sorted(n for n in files if n != "kustomization.yaml")
+    assert {"Deployment", "Service", "LeaderWorkerSet"} <= kinds
+
+
+def test_http_routes_validate(cases: list[Case]) -> None:
+    for c in cases:
+        for name, obj in _docs(c.render("router")):
+            _check_k8s_object(name, obj)
+
+
+def test_deployment_details(shipped: dict[str, Case], multi_node: Case, amd: Case) -> None:
+    """Image pin, GPU resource, node selector, probes, /dev/shm; AMD tiers use amd.com/gpu."""
+    seen_amd = False
+    docs = [(c.inst, o) for c in (shipped["quickstart"], amd) for _, o in _docs(c.render("k8s"))]
+    for inst, obj in docs:
+        if obj["kind"] != "Deployment":
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        (box,) = pod["containers"]
+        gpu = inst.gpu(obj["metadata"]["annotations"]["planner.io/gpu"])
+        on_amd = gpu.id == "mi300x"
+        seen_amd |= on_amd
+        key = "amd.com/gpu" if on_amd else "nvidia.com/gpu"
+        assert set(box["resources"]["limits"]) == {key}
+        assert box["image"].endswith(f":{IMAGE_TAG}")
+        assert box["image"].startswith("vllm/vllm-openai-rocm:" if on_amd else "vllm/vllm-openai:")
+        assert pod["nodeSelector"] == gpu.k8s_node_selector
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert box[probe]["httpGet"] == {"path": "/health", "port": 8000}
+        assert box["startupProbe"]["failureThreshold"] * box["startupProbe"]["periodSeconds"] >= 600
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in box["volumeMounts"]
+    assert seen_amd
+    # Multi-node: the leader starts Ray and serves with the Ray executor; workers join the head.
+    k8s_docs = [o for _, o in _docs(multi_node.render("k8s"))]
+    (lws,) = [o for o in k8s_docs if o["kind"] == "LeaderWorkerSet"]
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    leader = lwt["leaderTemplate"]["spec"]["containers"][0]["command"][2]
+    worker = lwt["workerTemplate"]["spec"]["containers"][0]["command"][2]
+    assert "ray start --head" in leader and "--distributed-executor-backend ray" in leader
+    assert "ray start --address=${LWS_LEADER_ADDRESS}:6379" in worker
+    assert "$(" not in leader + worker  # Kubernetes would try to expand $(...) itself
+    (svc,) = [o for o in k8s_docs if o["kind"] == "Service"]
+    assert svc["spec"]["selector"]["planner.io/role"] == "leader"
+
+
+# --------------------------------------------------------------------------------------------
+# Round trip: parse every format back and compare with the plan.
+# --------------------------------------------------------------------------------------------
+
+Deployed = dict[Option, tuple[int, int]]  # option -> (replicas, GPUs)
+
+
+def _plan_deployments(plan: Plan) -> Deployed:
+    return {d.option: (d.replicas, d.gpus) for d in plan.deployments if d.replicas > 0}
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    """``--flag value`` pairs of a vllm serve argument list (after the positional model)."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        assert args[i].startswith("--"), args[i]
+        out[args[i]] = args[i + 1]
+        i += 2
+    return out
+
+
+def _serve_line(script: str) -> list[str]:
+    """The ``vllm serve`` command of a script (continuation lines joined), split like a shell."""
+    joined = script.replace("\\\n", " ")
+    (line,) = [ln for ln in joined.splitlines() if ln.strip().startswith("exec vllm serve")]
+    argv = shlex.split(line)
+    assert argv[:3] == ["exec", "vllm", "serve"]
+    return argv[3:]
+
+
+def _vllm_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
+    got: Deployed = {}
+    for name, text in files.items():
+        assert name.endswith(".sh") and text.startswith("#!/usr/bin/env bash\n")
+        argv = _serve_line(text)
+        model, flags = argv[0], _flags(argv[1:])
+        assert set(flags) <= VERIFIED_FLAGS
+        (meta,) = [ln for ln in text.splitlines() if ln.startswith("# planner: ")]
+        info = dict(kv.split("=") for kv in meta.removeprefix("# planner: ").split())
+        o = Option(
+            flags["--served-model-name"],
+            info["gpu"],
+            int(flags["--tensor-parallel-size"]),
+            int(flags["--pipeline-parallel-size"]),
+        )
+        assert inst.model(o.model).hf_id == model
+        assert float(flags["--gpu-memory-utilization"]) == inst.performance_params.gpu_memory_utilization
+        got[o] = (int(info["replicas"]), int(info["gpus"]))
+    return got
+
+
+def _k8s_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
+    got: Deployed = {}
+    for _, obj in _docs(files):
+        if obj["kind"] == "Deployment":
+            pods, template = 1, obj["spec"]["template"]
+            (c,) = template["spec"]["containers"]
+            assert c["command"] == ["vllm", "serve"]
+            argv = c["args"]
+        elif obj["kind"] == "LeaderWorkerSet":
+            lwt = obj["spec"]["leaderWorkerTemplate"]
+            pods, template = lwt["size"], lwt["leaderTemplate"]
+            (c,) = template["spec"]["containers"]
+            argv = _serve_line(c["command"][2])
+        else:
+            continue
+        model, flags = argv[0], _flags(argv[1:])
+        assert set(flags) <= VERIFIED_FLAGS
+        gpu = template["metadata"]["annotations"]["planner.io/gpu"]
+        assert template["spec"].get("nodeSelector", {}) == inst.gpu(gpu).k8s_node_selector
+        o = Option(
+            flags["--served-model-name"],
+            gpu,
+            int(flags["--tensor-parallel-size"]),
+            int(flags["--pipeline-parallel-size"]),
+        )
+        assert inst.model(o.model).hf_id == model
+        per_pod = int(next(v for k, v in c["resources"]["limits"].items() if k.endswith("/gpu")))
+        replicas = obj["spec"]["replicas"]
+        got[o] = (replicas, replicas * pods * per_pod)
+    return got
+
+
+def _helm_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
+    values = yaml.safe_load(files["values.yaml"])
+    assert set(values) == {"servingEngineSpec"} and set(values["servingEngineSpec"]) == {"modelSpec"}
+    got: Deployed = {}
+    for spec in values["servingEngineSpec"]["modelSpec"]:
+        cfg = spec["vllmConfig"]
+        extra = _flags(cfg["extraArgs"])
+        o = Option(
+            extra["--served-model-name"],
+            spec["annotations"]["planner.io/gpu"],
+            cfg["tensorParallelSize"],
+            int(extra["--pipeline-parallel-size"]),
+        )
+        assert spec["modelURL"] == inst.model(o.model).hf_id and spec["tag"] == IMAGE_TAG
+        if "raySpec" in spec:  # one RayCluster = one replica: a head and replicaCount workers
+            assert spec["raySpec"]["enabled"] and spec["raySpec"]["headNode"]["requestGPU"] == spec["requestGPU"]
+            replicas, gpus = 1, (spec["replicaCount"] + 1) * spec["requestGPU"]
+        else:
+            replicas, gpus = spec["replicaCount"], spec["replicaCount"] * spec["requestGPU"]
+        before = got.get(o, (0, 0))
+        got[o] = (before[0] + replicas, before[1] + gpus)
+    return got
+
+
+def test_roundtrip_deployments(cases: list[Case]) -> None:
+    parsers = {"vllm": _vllm_roundtrip, "k8s": _k8s_roundtrip, "helm": _helm_roundtrip}
+    for c in cases:
+        want = _plan_deployments(c.plan)
+        for fmt, parse in parsers.items():
+            assert parse(c.render(fmt), c.inst) == want, (c.plan.instance, fmt)
+
+
+def _script_option(text: str) -> Option:
+    (meta,) = [ln for ln in text.splitlines() if ln.startswith("# planner: ")]
+    info = dict(kv.split("=") for kv in meta.removeprefix("# planner: ").split())
+    return Option(info["model"], info["gpu"], int(info["tp"]), int(info["pp"]))
+
+
+def test_max_num_seqs_is_the_planned_batch(cases: list[Case]) -> None:
+    for c in cases:
+        planned = {d.option: d.max_num_seqs for d in c.plan.deployments}
+        for text in c.render("vllm").values():
+            flags = _flags(_serve_line(text)[1:])
+            want = planned[_script_option(text)]
+            assert int(flags["--max-num-seqs"]) == (
+                want if want is not None else c.inst.performance_params.max_num_seqs
+            )
+
+
+def test_max_num_seqs_recomputed_without_plan_value(shipped: dict[str, Case]) -> None:
+    """A plan written without max_num_seqs gets the batch back from the option table."""
+    c = shipped["quickstart"]
+    stripped = c.plan.model_copy(
+        update={"deployments": [d.model_copy(update={"max_num_seqs": None}) for d in c.plan.deployments]}
+    )
+    want = {(d.model, d.gpu): d.max_num_seqs for d in c.plan.deployments}
+    for text in render_plan(stripped, c.inst, "vllm", table=c.table).values():
+        flags = _flags(_serve_line(text)[1:])
+        o = _script_option(text)
+        assert int(flags["--max-num-seqs"]) == want[(o.model, o.gpu)]
+
+
+def test_max_model_len_fits_the_planned_kv_cache(shipped: dict[str, Case]) -> None:
+    c = shipped["quickstart"]
+    inst, table = c.inst, c.table
+    for text in c.render("vllm").values():
+        flags = _flags(_serve_line(text)[1:])
+        o = _script_option(text)
+        kv = min(r.kv_capacity_tokens for r in table.by_option[o] if r.kv_capacity_tokens)
+        ctx = inst.model(o.model).max_context_tokens
+        assert int(flags["--max-model-len"]) <= max(min(kv, ctx or kv), 1)
+
+
+def _router_check(files: dict[str, str], plan: Plan, names: dict[str, Option]) -> None:
+    table = json.loads(files["router.json"])
+    assert set(table) == set(plan.routing) | set(plan.unserved)
+    routes = [o for _, o in _docs(files) if o["kind"] == "HTTPRoute"]
+    refs = {
+        r["matches"][0]["headers"][0]["value"]: {b["name"]: b["weight"] for b in r["backendRefs"]}
+        for route in routes
+        for r in route["spec"]["rules"]
+    }
+    for qt, shares in plan.routing.items():
+        want = {s.option: s.fraction for s in shares if s.fraction > 0}
+        got = {names[e["service"]]: e for e in table[qt]}
+        assert set(got) <= set(want)
+        for o, frac in want.items():
+            e = got.get(o)
+            if e is None:  # dropped: its weight rounded to 0
+                assert frac * WEIGHT_SCALE < 1
+                continue
+            assert e["fraction"] == pytest.approx(frac, abs=1e-12)
+            assert e["weight"] / WEIGHT_SCALE == pytest.approx(frac, abs=1.0 / WEIGHT_SCALE)
+            assert e["model"] == o.model and e["port"] == 8000
+        assert sum(e["weight"] for e in table[qt]) == round(sum(want.values()) * WEIGHT_SCALE)
+        if table[qt]:
+            assert refs[qt] == {e["service"]: e["weight"] for e in table[qt]}
+        else:
+            assert qt not in refs
+
+
+def test_roundtrip_routing(cases: list[Case]) -> None:
+    for c in cases:
+        plan = c.plan
+        k8s_files = c.render("k8s")
+        names = {
+            obj["metadata"]["name"]: Option(*_option_from_key(obj["metadata"]["annotations"]["planner.io/option"]))
+            for _, obj in _docs(k8s_files)
+            if obj["kind"] == "Service"
+        }
+        with_instance = c.render("router")
+        _router_check(with_instance, plan, names)
+        assert render_plan(plan, None, "router") == with_instance  # the plan alone gives the same routes
+
+
+def _option_from_key(key: str) -> tuple[str, str, int, int]:
+    model, gpu, tp, pp = key.split("/")
+    return model, gpu, int(tp.removeprefix("tp")), int(pp.removeprefix("pp"))
+
+
+def test_unserved_share_is_not_routed(shipped: dict[str, Case]) -> None:
+    plan = shipped["quickstart"].plan
+    (qt, shares), *_ = plan.routing.items()
+    cut = [s.model_copy(update={"fraction": s.fraction * 0.75}) for s in shares]
+    partial = plan.model_copy(update={"routing": {**plan.routing, qt: cut}, "unserved": {**plan.unserved, qt: 0.25}})
+    files = render_plan(partial, None, "router")
+    table = json.loads(files["router.json"])
+    assert sum(e["weight"] for e in table[qt]) == round(0.75 * WEIGHT_SCALE)
+    (route,) = [o for _, o in _docs(files)]
+    assert json.loads(route["metadata"]["annotations"]["planner.io/unserved"])[qt] == pytest.approx(0.25)
+
+
+def test_integer_weights_preserve_fractions() -> None:
+    assert integer_weights([1 / 3, 1 / 3, 1 / 3]) == [333334, 333333, 333333]
+    assert sum(integer_weights([0.2, 0.3, 0.4])) == 900_000
+    assert integer_weights([1.0]) == [WEIGHT_SCALE]
+    assert integer_weights([1e-9, 1 - 1e-9]) == [0, WEIGHT_SCALE]
+
+
+# --------------------------------------------------------------------------------------------
+# Names, flags, versions.
+# --------------------------------------------------------------------------------------------
+
+
+def test_names_and_label_values_are_sanitized() -> None:
+    assert dns_label("vllm-qwen2.5-7b-h100-80gb-tp4-pp1") == "vllm-qwen2-5-7b-h100-80gb-tp4-pp1"
+    long = dns_label("vllm-" + "x" * 80)
+    assert len(long) <= 45 and DNS_1035.match(long)
+    assert dns_label("7b") == "x-7b"
+    assert label_value("qwen2.5-7b") == "qwen2.5-7b"
+    assert label_value("tp4") == "tp4"
+    assert label_value("a/b c_") == "a-b-c"
+    v = label_value("m" * 100)
+    assert len(v) <= 63 and LABEL_NAME.match(v) and v != label_value("m" * 99)
+    assert nodes_per_replica(16, 8) == 2 and nodes_per_replica(9, 8) == 3 and nodes_per_replica(4, 8) == 1
+    # ids that sanitize to the same name (a.b, a-b) still get distinct object names
+    k8s_names, helm_names = _names([Option("a.b", "g", 1, 1), Option("a-b", "g", 1, 1)])
+    assert len(set(k8s_names.values())) == 2 and len(set(helm_names.values())) == 2
+
+
+def test_version_is_pinned_everywhere(shipped: dict[str, Case]) -> None:
+    c = shipped["quickstart"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", VLLM_VERSION) and f"v{VLLM_VERSION}" == IMAGE_TAG
+    assert f"vllm/vllm-openai:{IMAGE_TAG}" in "".join(c.render("k8s").values())
+    assert f"tag: {IMAGE_TAG}" in c.render("helm")["values.yaml"]
+    assert VLLM_VERSION in "".join(c.render("vllm").values())
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: one line, exit 2, nothing written.
+# --------------------------------------------------------------------------------------------
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_export_plan_refuses_rejected_and_mismatched(shipped: dict[str, Case], amd: Case, tmp_path: Path) -> None:
+    c = shipped["quickstart"]
+    inst, plan = c.inst, c.plan
+    starved = plan.model_copy(
+        update={"deployments": [d.model_copy(update={"replicas": 0, "gpus": 0}) for d in plan.deployments]}
+    )
+    refused = [
+        (starved, inst, "-", "check_plan rejects"),
+        (plan, amd.inst, "instance", "do not belong together"),
+        (plan.model_copy(update={"status": "infeasible"}), inst, "status", "infeasible"),
+    ]
+    for bad, instance, field, words in refused:
+        for fmt in FORMATS:
+            with pytest.raises(InputError) as exc:
+                export_plan(bad, instance, fmt, tmp_path / "out", plan_label="plan.yaml", table=c.table)
+            assert exc.value.field == field and words in exc.value.message
+            assert exc.value.file == "plan.yaml"
+    with pytest.raises(InputError, match="--instance"):
+        export_plan(plan, None, "k8s", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_model_without_hf_id_is_refused(shipped: dict[str, Case], tmp_path: Path) -> None:
+    inst, plan = shipped["table-demo"].inst, shipped["table-demo"].plan
+    with pytest.raises(InputError) as exc:
+        export_plan(plan, inst, "k8s", tmp_path / "out", instance_label="table-demo.yaml")
+    assert exc.value.file == "table-demo.yaml" and re.fullmatch(r"models\[\d\]\.hf_id", exc.value.field)
+    export_plan(plan, inst, "router", tmp_path / "out")  # the router needs no hf_id
+    assert (tmp_path / "out" / "router.json").is_file()
+
+
+def test_directory_is_replaced_atomically(
+    shipped: dict[str, Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inst, plan = shipped["quickstart"].inst, shipped["quickstart"].plan
+    out = tmp_path / "deploy"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(InputError, match="--force"):
+        export_plan(plan, inst, "k8s", out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+    calls = {"n": 0}
+    real = export_tree._write_file
+
+    def failing(path: Path, text: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        real(path, text)
+
+    monkeypatch.setattr(export_tree, "_write_file", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export_plan(plan, inst, "k8s", out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # old tree intact
+    assert _leftovers(tmp_path) == []  # no temporary directory left behind
+    monkeypatch.undo()
+
+    written = export_plan(plan, inst, "k8s", out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+    assert "keep.txt" not in {p.name for p in written} and _leftovers(tmp_path) == []
+
+
+def _cli(args: list[str]) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture()
+def plan_files(shipped: dict[str, Case], tmp_path: Path) -> dict[str, Path]:
+    plan = shipped["quickstart"].plan
+    good = tmp_path / "plan.yaml"
+    write_plan(good, plan)
+    bad = tmp_path / "bad-plan.yaml"
+    first = plan.deployments[0]
+    write_plan(
+        bad,
+        plan.model_copy(
+            update={"deployments": [first.model_copy(update={"replicas": 0, "gpus": 0}), *plan.deployments[1:]]}
+        ),
+    )
+    return {"good": good, "bad": bad, "instance": INSTANCES / "quickstart.yaml", "other": INSTANCES / "table-demo.yaml"}
+
+
+def test_cli_runner_refusals(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    refusals = [
+        (
+            [str(plan_files["bad"]), "--format", "k8s", "--instance", str(plan_files["instance"])],
+            "bad-plan.yaml: -: check_plan rejects",
+        ),
+        (
+            [str(plan_files["good"]), "--format", "helm", "--instance", str(plan_files["other"])],
+            "plan.yaml: instance: plan is for",
+        ),
+        ([str(plan_files["good"]), "--format", "vllm"], "--instance: required"),
+        (
+            [str(plan_files["good"]), "--format", "yaml", "--instance", str(plan_files["instance"])],
+            "--format: unknown format",
+        ),
+        ([str(plan_files["good"]), "--instance", str(plan_files["instance"])], "--format: required"),
+    ]
+    for args, words in refusals:
+        code, stdout, stderr = _cli(["export", *args, "--out", str(out)])
+        assert code == 2, (args, stdout, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], stderr
+        assert "Traceback" not in stderr and not out.exists()
+    code, stdout, _ = _cli(["export", str(plan_files["good"]), "--format", "router", "--out", str(out)])
+    assert code == 0 and (out / "router.json").is_file() and "router.json" in stdout
+
+
+def test_cli_subprocess(plan_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(plan: Path, fmt: str) -> subprocess.CompletedProcess[str]:
+        args = [str(plan), "--format", fmt, "--instance", str(plan_files["instance"]), "--out", str(out)]
+        cmd = [sys.executable, "-m", "planner.cli", "export", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+    bad = run(plan_files["bad"], "k8s")
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith(f"error: {plan_files['bad']}: -: check_plan rejects")
+    assert not out.exists() and _leftovers(tmp_path) == []
+    ok = run(plan_files["good"], "k8s")
+    assert ok.returncode == 0, ok.stderr
+    assert (out / "kustomization.yaml").is_file()
+    again = run(plan_files["good"], "vllm")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+    assert (out / "kustomization.yaml").is_file()  # untouched
+
+
+# --------------------------------------------------------------------------------------------
+# README: the export section shows the quickstart export and what to run with it.
+# --------------------------------------------------------------------------------------------
+
+
+def test_readme_export_section() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("<!-- export:begin -->")[1].split("<!-- export:end -->")[0]
+    musts = ["planner export", "kubectl apply -k", "helm install", "values.yaml", "bash deploy/vllm/", "x-query-type"]
+    musts += ["kustomization.yaml", "router.json", "httproute.yaml", "LeaderWorkerSet", f"vllm/vllm-openai:{IMAGE_TAG}"]
+    for words in musts:
+        assert words in section, words
