@@ -117,21 +117,31 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
 @app.command()
 def solve(
     instance: Annotated[Path, typer.Argument(help="instance file (.yaml/.yml/.json)")],
-    method: Annotated[str, typer.Option(help="solution method: milp")] = "milp",
+    method: Annotated[str, typer.Option(help="milp | gh | agh (and the baselines: see README)")] = "milp",
     out_path: Annotated[Path | None, typer.Option("--out", help="write the plan here (.yaml/.json)")] = None,
     backend: Annotated[str, typer.Option(help="exact backend for milp: highs | ortools")] = "highs",
     time_limit: Annotated[float | None, typer.Option(help="seconds")] = None,
     gap: Annotated[float, typer.Option(help="relative MIP gap at which to stop")] = 1e-6,
     threads: Annotated[int, typer.Option(help="solver threads")] = 1,
     seed: Annotated[int, typer.Option(help="random seed (heuristics)")] = 0,
+    bound: Annotated[bool, typer.Option("--bound", help="heuristics: also report the LP-relaxation bound")] = False,
+    warm_start: Annotated[
+        str | None, typer.Option("--warm-start", help="milp: start from gh, agh, or a PLAN file")
+    ] = None,
+    headroom: Annotated[
+        float, typer.Option(help="plan for SLOs and error limits tightened by 1 + HEADROOM (robustness)")
+    ] = 0.0,
+    export: Annotated[str | None, typer.Option(help="also export the plan: vllm | k8s | helm | router")] = None,
+    export_dir: Annotated[Path | None, typer.Option(help="directory for --export")] = None,
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
     """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
+    from planner.robustness import on_original, tightened
     from planner.solvers import METHODS
     from planner.solvers import solve as run
     from planner.solvers.backends import BACKENDS
 
-    def prepare() -> OptionTable:
+    def prepare() -> tuple[OptionTable, Plan | None]:
         _output_path(out_path, "--out")
         if method not in METHODS:
             raise InputError(None, "--method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
@@ -143,13 +153,44 @@ def solve(
             raise InputError(None, "--gap", "must be in [0, 1)")
         if threads < 1:
             raise InputError(None, "--threads", "must be >= 1")
-        return build_option_table(load_instance(instance))
+        if not 0 <= headroom < 10:
+            raise InputError(None, "--headroom", "must be in [0, 10)")
+        if (export is None) != (export_dir is None):
+            raise InputError(None, "--export", "--export and --export-dir go together")
+        if export is not None and export_dir is not None:
+            from planner.export import FORMATS, check_target
 
-    table = _guard(prepare)
+            if export not in FORMATS:
+                raise InputError(None, "--export", f"unknown format {export!r}; known: {', '.join(FORMATS)}")
+            check_target(export_dir, False, "--export-dir")
+        table = build_option_table(load_instance(instance))
+        start = None
+        if warm_start is not None:
+            if method != "milp":
+                raise InputError(None, "--warm-start", "only the milp method takes a warm start")
+            if warm_start not in ("gh", "agh"):
+                start = read_plan(Path(warm_start))
+                if start.instance != table.instance.name:
+                    raise InputError(
+                        warm_start, "instance", f"plan is for {start.instance!r}, not {table.instance.name!r}"
+                    )
+        return table, start
+
+    table, start = _guard(prepare)
+    if warm_start in ("gh", "agh"):
+        start = run(table.instance, warm_start, table=table, seed=seed)
     options: dict[str, Any] = {"seed": seed}
     if method == "milp":
-        options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads)
-    plan = run(table.instance, method, table=table, **options)
+        options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads, warm_start=start)
+    else:
+        options.update(bound=bound)
+        if method == "agh" and time_limit is not None:
+            options.update(time_limit=time_limit)
+    if headroom > 0:
+        tight = tightened(table.instance, headroom)
+        plan = on_original(table, run(tight, method, **options), headroom)
+    else:
+        plan = run(table.instance, method, table=table, **options)
     if not quiet:
         print_plan_summary(plan, table)
     if out_path is not None:
@@ -158,6 +199,12 @@ def solve(
             out.print(f"plan written to {out_path}")
     elif not quiet:
         out.print(dump_document(plan_document(plan), ".yaml"), markup=False, highlight=False)
+    if export is not None and export_dir is not None and plan.has_solution:
+        from planner.export import export_plan
+
+        written = _guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
+        if not quiet:
+            out.print(f"{export} export: {len(written)} files in {export_dir}")
     if plan.status == "infeasible":
         raise typer.Exit(EXIT_INFEASIBLE)
     if plan.status == "no_solution":

@@ -88,7 +88,7 @@ def dump_document(doc: Any, suffix: str) -> str:
     plain = _plain(doc)
     if suffix.lower() in JSON_SUFFIXES:
         return json.dumps(plain, indent=2) + "\n"
-    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=120)
+    return yaml.safe_dump(plain, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
 
 
 def write_atomic(path: str | Path, text: str) -> None:

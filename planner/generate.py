@@ -8,9 +8,12 @@ larger models meet, an SLO some entries miss, an allowance to leave demand unser
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 
 def random_table_instance(
@@ -98,4 +101,232 @@ def random_table_instance(
         # A budget between "barely enough" and "plenty", in $ per period, from a rough lower bound.
         per_hour = sum(q["arrival_rate"] for q in types) * 0.5
         doc["budget"] = round(per_hour * doc["period_hours"] * float(rng.uniform(1.0, 4.0)), 2)
+    return doc
+
+
+# Query-type archetypes for paper-shaped instances. Mean lengths are the trace statistics in
+# ../shared/data/traces/README.md and ../shared/data/azure/README.md (named per row); SLO ranges
+# and error tasks are assumptions of the generator, stated here.
+ARCHETYPES: tuple[dict[str, Any], ...] = (
+    # id, input, output tokens (source), ttft s, tpot s, e2e s ranges, task for errors
+    {
+        "id": "chat",
+        "in": 2340,
+        "out": 439,
+        "src": "sharegpt_8k",
+        "ttft": (1.0, 3.0),
+        "tpot": (0.05, 0.12),
+        "task": "mmlu",
+    },
+    {
+        "id": "conv",
+        "in": 1155,
+        "out": 211,
+        "src": "azure conv 2023",
+        "ttft": (1.0, 2.5),
+        "tpot": (0.05, 0.12),
+        "task": "mmlu",
+    },
+    {
+        "id": "code",
+        "in": 2048,
+        "out": 28,
+        "src": "azure code 2023",
+        "ttft": (1.5, 4.0),
+        "tpot": (0.04, 0.10),
+        "task": "humaneval",
+    },
+    {
+        "id": "summarize",
+        "in": 2588,
+        "out": 291,
+        "src": "arxiv_summarization",
+        "ttft": (2.0, 6.0),
+        "tpot": (0.05, 0.15),
+        "task": "mmlu",
+    },
+    {
+        "id": "translate",
+        "in": 1067,
+        "out": 1613,
+        "src": "bwb",
+        "ttft": (1.5, 5.0),
+        "tpot": (0.04, 0.12),
+        "task": "mmlu",
+    },
+    {
+        "id": "math",
+        "in": 600,
+        "out": 250,
+        "src": "assumption",
+        "ttft": (1.0, 3.0),
+        "tpot": (0.05, 0.15),
+        "task": "gsm8k",
+    },
+    {
+        "id": "longqa",
+        "in": 8667,
+        "out": 338,
+        "src": "mooncake conversation, input <= 32k",
+        "ttft": (4.0, 12.0),
+        "tpot": (0.06, 0.15),
+        "task": "mmlu",
+    },
+)
+
+
+def _catalog_dir() -> Path:
+    from planner.loader import builtin_catalog_dir
+
+    return builtin_catalog_dir()
+
+
+def provider_prices() -> dict[str, dict[str, float]]:
+    """$ per GPU-hour by GPU id and provider, from ``models/prices.yaml`` (sources there)."""
+    with open(_catalog_dir() / "prices.yaml", encoding="utf-8") as fh:
+        return {g: dict(p) for g, p in yaml.safe_load(fh)["prices"].items()}
+
+
+def paper_instance(
+    n_types: int, n_models: int, n_tiers: int, seed: int, mode: str = "table", tp: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict[str, Any]:
+    """A paper-shaped instance (Cheng & Nguyen's setting) from the catalogs, as a document.
+
+    Types are archetypes of the public traces with jittered lengths, rates and SLOs; models are
+    catalog LLMs (beyond the catalog's size, fine-tuned variants with shifted task errors); tiers are
+    (GPU, provider) pairs at that provider's listed price. Budgets, availability limits and unserved
+    allowances bind on some seeds. In ``table`` mode the performance entries are the performance
+    model's figures for every option that fits, perturbed by ±10% as measurements would be.
+    """
+    from planner.loader import builtin_catalog, load_instance_data
+    from planner.options import build_option_table
+
+    rng = np.random.default_rng(seed)
+    cat = builtin_catalog()
+    base_models = sorted(cat.models)
+    chosen = [base_models[j] for j in rng.permutation(len(base_models))[: min(n_models, len(base_models))]]
+    models: list[Any] = list(chosen)
+    for v in range(n_models - len(chosen)):
+        base = base_models[int(rng.integers(len(base_models)))]
+        spec = dict(cat.models[base])
+        spec["id"] = f"{base}-ft{v + 1}"
+        spec["task_errors"] = {
+            t: float(np.clip(e * rng.uniform(0.8, 1.15), 0.01, 0.99)) for t, e in spec.get("task_errors", {}).items()
+        }
+        spec.pop("sources", None)
+        models.append(spec)
+
+    pairs = [(g, p, price) for g, by in provider_prices().items() if g in cat.gpus for p, price in by.items()]
+    pick = rng.permutation(len(pairs))[: min(n_tiers, len(pairs))]
+    gpus: list[dict[str, Any]] = []
+    for j in pick:
+        g, p, price = pairs[int(j)]
+        tier: dict[str, Any] = {
+            "id": f"{g}-{p}",
+            **{k: v for k, v in cat.gpus[g].items() if k not in ("id", "sources")},
+        }
+        tier["price_per_hour"] = price
+        tier["price_source"] = f"models/prices.yaml: {g} at {p}"
+        if rng.random() < 0.3:
+            tier["available"] = int(rng.choice([8, 16, 24, 32, 64]))
+        gpus.append(tier)
+
+    types = []
+    for i in range(n_types):
+        a = ARCHETYPES[i % len(ARCHETYPES)] if i < len(ARCHETYPES) else ARCHETYPES[int(rng.integers(len(ARCHETYPES)))]
+        scale = float(rng.uniform(0.6, 1.4))
+        q: dict[str, Any] = {
+            "id": f"{a['id']}-{i}",
+            "arrival_rate": round(float(rng.lognormal(math.log(2.0), 0.8)), 3),
+            "input_tokens": max(16, round(a["in"] * scale)),
+            "output_tokens": max(4, round(a["out"] * float(rng.uniform(0.6, 1.4)))),
+            "slo": {
+                "ttft_s": round(float(rng.uniform(*a["ttft"])), 2),
+                "tpot_s": round(float(rng.uniform(*a["tpot"])), 3),
+            },
+            "task": a["task"],
+        }
+        if rng.random() < 0.25:
+            q["max_unserved"] = round(float(rng.uniform(0.01, 0.05)), 3)
+            q["unserved_penalty"] = round(float(rng.uniform(0.001, 0.01)), 4)
+        types.append(q)
+
+    def task_error(spec: Any, task: str) -> float:
+        te = (cat.models[spec] if isinstance(spec, str) else spec).get("task_errors", {})
+        return float(te.get(task, te.get("mmlu", 0.5)))
+
+    errors = {}
+    for spec in models:
+        mid = spec if isinstance(spec, str) else spec["id"]
+        errors[mid] = {
+            q["id"]: round(float(np.clip(task_error(spec, q["task"]) + rng.normal(0, 0.01), 0.0, 1.0)), 4)
+            for q in types
+        }
+    for q in types:
+        column = sorted(errors[m][q["id"]] for m in errors)
+        # Between the best and the median model: accuracy binds without being out of reach.
+        q["max_error"] = round(float(rng.uniform(column[0] + 0.01, column[len(column) // 2] + 0.02)), 4)
+        q.pop("task")
+
+    doc: dict[str, Any] = {
+        "name": f"paper-{n_types}x{n_models}x{n_tiers}-s{seed}",
+        "period_hours": 24.0,
+        "models": models,
+        "gpus": gpus,
+        "parallelism": {"tp": list(tp), "pp": [1]},
+        "max_utilization": 0.85,
+        "storage_price_per_gb_hour": 0.0001,
+        "query_types": types,
+        "errors": errors,
+        "performance_mode": "model",
+    }
+    inst = load_instance_data(doc, f"{doc['name']}.yaml")
+    table = build_option_table(inst)
+    if mode == "table":
+        entries = []
+        for r in table.rows:
+            if not r.candidate or r.throughput_rps is None:
+                continue
+            noise = rng.uniform(0.9, 1.1, size=4)
+            entries.append(
+                {
+                    "model": r.option.model,
+                    "gpu": r.option.gpu,
+                    "tp": r.option.tp,
+                    "pp": r.option.pp,
+                    "query_type": r.query_type,
+                    "throughput_rps": round(float(r.throughput_rps * noise[0]), 5),
+                    "ttft_s": round(float(r.ttft_s * noise[1]), 5),
+                    "tpot_s": round(float(r.tpot_s * noise[2]), 6),
+                    "e2e_s": round(float(r.e2e_s * noise[3]), 4),
+                }
+            )
+        doc["performance_mode"] = "table"
+        doc["performance"] = entries
+        # Table mode needs no hardware figures; keep the documents small and self-contained.
+        doc["models"] = [
+            {
+                "id": m if isinstance(m, str) else m["id"],
+                "params_b": (cat.models[m] if isinstance(m, str) else m)["params_b"],
+                "weight_bytes": (cat.models[m] if isinstance(m, str) else m).get("weight_bytes", 2),
+            }
+            for m in models
+        ]
+        doc["gpus"] = [
+            {
+                "id": g["id"],
+                "price_per_hour": g["price_per_hour"],
+                **({"available": g["available"]} if "available" in g else {}),
+            }
+            for g in gpus
+        ]
+    if rng.random() < 0.4 and table.pairs:
+        # A budget from a per-type lower bound (cheapest eligible $ per unit of load), scaled so that
+        # it sometimes binds.
+        per_type = {}
+        for (i, k), a in table.load.items():
+            c = table.rental[k] * a / inst.max_utilization
+            per_type[i] = min(per_type.get(i, math.inf), c)
+        lower = sum(per_type.values())
+        doc["budget"] = round(lower * float(rng.uniform(1.05, 2.5)), 2)
     return doc

@@ -6,6 +6,7 @@ but OR-Tools; ``planner.solvers.backends`` sends the model as a pickled mapping 
 
     vars:  [(lb, ub, is_integer)]           rows: [(lo, hi, [var index], [coef])]
     obj:   ([var index], [coef], offset)     opts: {time_limit, gap, threads}
+    hint:  {var index: value} (optional starting solution)
 
 and receives {status, objective, bound, values}.
 """
@@ -39,6 +40,9 @@ def solve(payload: dict[str, Any]) -> dict[str, Any]:
     objective.SetOffset(offset)
     objective.SetMinimization()
     opts = payload["opts"]
+    if payload.get("hint"):
+        hint = payload["hint"]
+        solver.SetHint([xs[j] for j in hint], [hint[j] for j in hint])
     params = pywraplp.MPSolverParameters()
     params.SetDoubleParam(params.RELATIVE_MIP_GAP, opts["gap"])
     if opts.get("time_limit") is not None:

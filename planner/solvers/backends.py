@@ -28,6 +28,8 @@ class SolveOptions:
     time_limit: float | None = None  # seconds
     gap: float = 1e-6  # relative MIP gap at which a solution counts as optimal
     threads: int = 1
+    node_limit: int | None = None  # branch-and-bound nodes: a deterministic work limit (HiGHS)
+    improving_limit: int | None = None  # stop after this many improving solutions (HiGHS, deterministic)
 
 
 @dataclass
@@ -52,6 +54,8 @@ def solve_highs(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult:
         "threads": opts.threads,
         "solver_options": {"random_seed": 0, "output_flag": False},
     }
+    if opts.node_limit is not None:
+        kwargs["solver_options"]["mip_max_nodes"] = opts.node_limit
     if opts.time_limit is not None:
         kwargs["time_limit"] = opts.time_limit
     res = solver.solve(model, **kwargs)
@@ -99,11 +103,80 @@ def _linear_form(model: pyo.ConcreteModel) -> tuple[list[Any], dict[str, Any]]:
     return pyo_vars, payload
 
 
-def solve_ortools(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult:
-    """SCIP through OR-Tools' pywraplp, in a child process (see ``planner.ortools_worker``)."""
+def solve_highs_start(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[int, float]) -> BackendResult:
+    """HiGHS on the model's standard form with a starting solution (``id(var) -> value``).
+
+    Pyomo's HiGHS interface takes no starting point, so a warm start goes through highspy
+    directly, from the same linear rows the OR-Tools backend sends (the model is written once).
+    """
+    import highspy
+    import numpy as np
+
+    t0 = time.perf_counter()
+    pyo_vars, payload = _linear_form(model)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("mip_rel_gap", opts.gap)
+    h.setOptionValue("threads", opts.threads)
+    if opts.time_limit is not None:
+        h.setOptionValue("time_limit", float(opts.time_limit))
+    if opts.node_limit is not None:
+        h.setOptionValue("mip_max_nodes", int(opts.node_limit))
+    if opts.improving_limit is not None:
+        h.setOptionValue("mip_max_improving_sols", int(opts.improving_limit))
+    inf = highspy.kHighsInf
+    n = len(pyo_vars)
+    idx, coef, offset = payload["obj"]
+    cost = np.zeros(n)
+    np.add.at(cost, np.asarray(idx, dtype=int), np.asarray(coef, dtype=float))
+    lb = np.array([-inf if v[0] is None else v[0] for v in payload["vars"]], dtype=float)
+    ub = np.array([inf if v[1] is None else v[1] for v in payload["vars"]], dtype=float)
+    h.addCols(n, cost, lb, ub, 0, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
+    rows = payload["rows"]
+    starts = np.cumsum([0] + [len(r[2]) for r in rows[:-1]]).astype(np.int32) if rows else np.zeros(0, np.int32)
+    index = np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
+    value = np.concatenate([np.asarray(r[3], dtype=float) for r in rows]) if rows else np.zeros(0)
+    lo = np.array([-inf if r[0] is None else r[0] for r in rows], dtype=float)
+    hi = np.array([inf if r[1] is None else r[1] for r in rows], dtype=float)
+    h.addRows(len(rows), lo, hi, len(index), starts, index, value)
+    integer = np.array([j for j, v in enumerate(payload["vars"]) if v[2]], dtype=np.int32)
+    if len(integer):
+        h.changeColsIntegrality(len(integer), integer, np.full(len(integer), highspy.HighsVarType.kInteger))
+    sol = highspy.HighsSolution()
+    sol.col_value = [float(start.get(id(v), 0.0)) for v in pyo_vars]
+    sol.value_valid = True
+    h.setSolution(sol)
+    h.run()
+    secs = time.perf_counter() - t0
+    status = h.getModelStatus()
+    info = h.getInfo()
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return BackendResult("infeasible", None, None, secs, "INFEASIBLE")
+    if not has_sol:
+        return BackendResult("no_solution", None, None, secs, h.modelStatusToString(status))
+    values = h.getSolution().col_value
+    for v, val in zip(pyo_vars, values, strict=True):
+        v.set_value(float(val), skip_validation=True)
+    bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e300 else None
+    objective = float(info.objective_function_value) + float(offset)
+    done = "optimal" if status == highspy.HighsModelStatus.kOptimal else "feasible"
+    return BackendResult(
+        done, objective, None if bound is None else bound + float(offset), secs, h.modelStatusToString(status)
+    )
+
+
+def solve_ortools(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[int, float] | None = None) -> BackendResult:
+    """SCIP through OR-Tools' pywraplp, in a child process (see ``planner.ortools_worker``).
+
+    ``start`` (``id(var) -> value``) is passed to SCIP as a solution hint.
+    """
     t0 = time.perf_counter()
     pyo_vars, payload = _linear_form(model)
     payload["opts"] = {"time_limit": opts.time_limit, "gap": opts.gap, "threads": opts.threads}
+    if start:
+        payload["hint"] = {j: float(start[id(v)]) for j, v in enumerate(pyo_vars) if id(v) in start}
     package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
@@ -135,7 +208,14 @@ def solve_ortools(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult
     return BackendResult(out["status"], out["objective"], out["bound"], secs, out["status"].upper())
 
 
-BACKENDS: dict[str, Callable[[pyo.ConcreteModel, SolveOptions], BackendResult]] = {
-    "highs": solve_highs,
+def _highs(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[int, float] | None = None) -> BackendResult:
+    """HiGHS: through Pyomo, or through highspy directly when there is a starting solution."""
+    return solve_highs(model, opts) if not start else solve_highs_start(model, opts, start)
+
+
+Backend = Callable[..., BackendResult]  # (model, SolveOptions, start=None) -> BackendResult
+
+BACKENDS: dict[str, Backend] = {
+    "highs": _highs,
     "ortools": solve_ortools,
 }

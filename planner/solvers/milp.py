@@ -40,6 +40,9 @@ class ModelScope:
     """Which types and constraint families to build (the diagnosis builds restricted models)."""
 
     types: tuple[int, ...] | None = None
+    options: frozenset[int] | None = None  # restrict K (a heuristic's polish); None = all
+    pairs: frozenset[tuple[int, int]] | None = None  # restrict P (baselines); None = all eligible
+    whole: bool = False  # x binary: each type goes wholly to one option (Mélange-style buckets)
     availability: bool = True
     budget: bool = True
 
@@ -67,7 +70,14 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     """Variables → constraints → objective, reading top to bottom."""
     inst = table.instance
     types = tuple(range(len(table.type_ids))) if scope.types is None else scope.types
-    pairs = [(i, k) for (i, k) in table.pairs if i in set(types)]
+    in_scope = set(types)
+    pairs = [
+        (i, k)
+        for (i, k) in table.pairs
+        if i in in_scope
+        and (scope.options is None or k in scope.options)
+        and (scope.pairs is None or (i, k) in scope.pairs)
+    ]
     used = sorted({k for _, k in pairs})
 
     m = pyo.ConcreteModel(name=inst.name)
@@ -81,7 +91,7 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
 
     m.y = pyo.Var(m.K, domain=pyo.NonNegativeIntegers, bounds=lambda _, k: (0, m.M[k]))
     m.z = pyo.Var(m.K, domain=pyo.Binary)
-    m.x = pyo.Var(m.P, domain=pyo.NonNegativeReals, bounds=(0.0, 1.0))
+    m.x = pyo.Var(m.P, domain=pyo.Binary if scope.whole else pyo.NonNegativeReals, bounds=(0.0, 1.0))
     m.u = pyo.Var(m.I, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0.0, inst.query_types[i].max_unserved))
 
     _coverage(m)

@@ -7,7 +7,7 @@ import time
 import pyomo.environ as pyo
 
 from planner.options import OptionTable
-from planner.plan import Plan, build_plan
+from planner.plan import Plan, build_plan, plan_solution
 from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.diagnosis import diagnose
 from planner.solvers.milp import ModelScope, build_model
@@ -22,14 +22,20 @@ def solve_milp(
     threads: int = 1,
     seed: int | None = None,
     diagnose_infeasible: bool = True,
+    warm_start: Plan | None = None,
 ) -> Plan:
-    """Solve the spec's MILP; statuses are the backend's own, never upgraded."""
+    """Solve the spec's MILP; statuses are the backend's own, never upgraded.
+
+    ``warm_start`` is a plan of the same instance (a heuristic's, say) given to the solver as its
+    first incumbent (HiGHS) or hint (SCIP).
+    """
     if backend not in BACKENDS:
         raise KeyError(f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
     t0 = time.perf_counter()
     opts = SolveOptions(time_limit=time_limit, gap=gap, threads=threads)
     model = build_model(table, ModelScope())
-    result = BACKENDS[backend](model, opts)
+    start = _start_from_plan(model, table, warm_start) if warm_start is not None and warm_start.has_solution else None
+    result = BACKENDS[backend](model, opts, start)
     seconds = time.perf_counter() - t0
     if result.status == "infeasible":
         blockers = diagnose(table, backend, opts) if diagnose_infeasible else None
@@ -76,3 +82,24 @@ def solve_milp(
         seed=seed,
         message=result.message,
     )
+
+
+def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -> dict[int, float]:
+    """The plan's y, z, x and u as values of the model's variables (``id(var) -> value``)."""
+    y, x, u = plan_solution(plan)
+    index = {o: k for k, o in enumerate(table.options)}
+    types = {t: i for i, t in enumerate(table.type_ids)}
+    start: dict[int, float] = {}
+    for k in model.K:
+        n = y.get(table.options[k], 0)
+        start[id(model.y[k])] = float(n)
+        start[id(model.z[k])] = float(n > 0)
+    for t, shares in x.items():
+        for o, v in shares.items():
+            k = index.get(o)
+            if k is not None and t in types and (types[t], k) in model.P:
+                start[id(model.x[types[t], k])] = float(v)
+    for t, v in u.items():
+        if t in types and types[t] in model.I:
+            start[id(model.u[types[t]])] = float(v)
+    return start

@@ -1,0 +1,33 @@
+"""Driver for `planner bench`: the issue's families, 10 seeds, all methods.
+
+    python benchmarks/bench.py [--families table-20x20x20,table-50x20x20] [--seeds 10]
+
+Writes benchmarks/results/bench.{csv,md} and the plots (see planner/bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from planner.bench import DEFAULT_METHODS, run, summary, write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--families", default="table-5x5x5,table-10x10x10,table-20x20x20,table-50x20x20,model-6x6x10")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--milp-time-limit", type=float, default=60.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    df = run(args.families.split(","), args.methods.split(","), range(args.seeds), args.milp_time_limit)
+    for p in write(df, args.out):
+        print("wrote", p)
+    print(summary(df).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

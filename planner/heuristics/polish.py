@@ -1,0 +1,65 @@
+"""AGH's last step: the exact model restricted to the deployments the starts found.
+
+The union of options that the best local optima open is a small set (tens of options, where the
+full table has thousands). The spec's MILP over only those options (``milp.build_model`` with an
+options scope: the same constraint families, written once) solves in a fraction of a second and
+re-balances replicas and routing jointly across types, which single-type moves cannot. Its answer
+is feasible for the full problem; being restricted, it proves nothing about the full optimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyomo.environ as pyo
+
+from planner.heuristics.state import Data, State
+from planner.solvers.backends import SolveOptions, solve_highs_start
+from planner.solvers.milp import ModelScope, build_model
+
+
+def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
+    """The state as a starting point for the model's variables (``id(var) -> value``)."""
+    d = state.d
+    start: dict[int, float] = {}
+    for k in model.K:
+        start[id(model.y[k])] = float(state.y[k])
+        start[id(model.z[k])] = float(state.y[k] > 0)
+    for i, k in model.P:
+        start[id(model.x[i, k])] = float(state.X[i, k])
+    for i in model.I:
+        start[id(model.u[i])] = float(state.X[i, d.K])
+    return start
+
+
+def polish(
+    data: Data,
+    states: list[State],
+    extra: set[int] | None = None,
+    improving_limit: int = 2,
+    time_limit: float = 10.0,
+) -> State | None:
+    """The restricted MILP's best solution as a state, or None if it found none.
+
+    The scope is every option open in ``states`` plus ``extra`` (options the fluid rounds used);
+    the search starts from the best of ``states`` and stops after ``improving_limit`` improving
+    solutions (a deterministic work limit; ``time_limit`` is only a safety net).
+    """
+    union: set[int] = set(extra or ())
+    for s in states:
+        union.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
+    if not union or not states:
+        return None
+    model = build_model(data.table, ModelScope(options=frozenset(union)))
+    opts = SolveOptions(time_limit=time_limit, gap=2e-3, improving_limit=improving_limit)
+    res = solve_highs_start(model, opts, start_values(model, min(states, key=lambda s: s.cost)))
+    if res.status not in ("optimal", "feasible"):
+        return None
+    X = np.zeros((data.n, data.K + 1))
+    for i, k in model.P:
+        X[i, k] = max(0.0, float(pyo.value(model.x[i, k])))
+    for i in model.I:
+        X[i, data.K] = max(0.0, float(pyo.value(model.u[i])))
+    X[X < 1e-12] = 0.0
+    X /= X.sum(axis=1, keepdims=True)  # solver round-off: rows sum to exactly 1
+    state = State(data, X)
+    return state if state.feasible() else None
