@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from planner.calibration import resolve_reference
 from planner.errors import InputError
 from planner.fileio import read_document
 from planner.problem import GPU, LLM, Instance, check_consistency
@@ -185,6 +186,8 @@ def load_instance_data(doc: Any, file: str, base_dir: Path | None = None) -> Ins
     data["include"] = include
     data["errors"] = _fill_task_errors(doc, models, file)
     data.setdefault("name", Path(file).stem)
+    if data.get("calibration") is not None:  # a path relative to the instance becomes absolute
+        data["calibration"] = resolve_reference(data["calibration"], base_dir, file)
     try:
         inst = Instance.model_validate(data)
     except ValidationError as exc:

@@ -124,7 +124,7 @@ def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
                         for q in types:
                             rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
                         continue
-                    rm = ReplicaModel(m, g, tp, pp, inst.performance_params)
+                    rm = ReplicaModel(m, g, tp, pp, inst.performance_params, inst.calibration)
                     f = rm.figures(
                         I,
                         O,

@@ -1,41 +1,60 @@
-r"""Two-phase (prefill / decode) performance model of one vLLM replica.
+r"""Calibrated operator-level performance model of one vLLM replica.
 
 One replica of option k = (model m, gpu g, tp t, pp p) runs on t·p GPUs: t-way tensor parallel
-within a node, p pipeline stages of ⌈L/p⌉ layers each. Units: seconds, bytes, FLOP, tokens.
-Named efficiency factors come from :class:`planner.problem.PerfParams` (η_c compute, η_a
-attention, η_m memory, η_n network; α collective latency; o_l per-layer and o_it per-iteration
-overheads); calibration against measurements replaces them per tier.
+within a node, p pipeline stages of L = ⌈layers/p⌉ layers each. Units: seconds, bytes, FLOP,
+tokens. Hardware figures are the catalog's datasheet values (F dense bf16 TFLOP/s, F8 fp8,
+B memory bandwidth, I interconnect, N inter-node); every efficiency η and latency below is a
+field of :class:`planner.problem.PerfParams`, set per GPU tier by the calibration
+(:mod:`planner.calibration`, fitted by :mod:`planner.perf_fit` to measured operator, collective
+and serving timings). Nothing is keyed on a model name: every time follows from the architecture
+(h hidden, n_q / n_kv heads, d head_dim, f FFN, V vocab, w weight bytes, E / k experts).
 
 Memory (per GPU, GB = 1e9 bytes)
-    W_gpu   = params_b · weight_bytes / (t·p)                                   weights
-    A_gpu   = runtime_reserve + C_chunk·(4h + 2·h_ff·k_e/t)·2 / 1e9 + S_max·V/t·4 / 1e9
-                                                                                activations, logits
+    W_gpu   = params_b · w / (t·p)                                              weights
+    A_gpu   = runtime_reserve + C_chunk·(4h + 2·f·k/t)·2/1e9 + S_max·V/t·4/1e9  activations, logits
     KV_gpu  = memory_gb · gmu − W_gpu − A_gpu                                   KV budget; fits ⇔ KV_gpu > 0
-    b_kv    = 2 · ⌈L/p⌉ · max(1, n_kv/t) · d · kv_bytes                          KV bytes per token per GPU
+    b_kv    = 2 · L · max(1, n_kv/t) · d · kv_bytes                              KV bytes per token per GPU
     N_kv    = ⌊KV_gpu·1e9 / b_kv⌋                                               KV capacity, tokens/replica
 
-Time of one pipeline stage for an iteration that processes n new tokens, attention FLOPs f_a and
-reads κ cached tokens (per layer, then ⌈L/p⌉ layers, the LM head and one stage hop):
-    τ_lin   = max(n · 2·P_act,l/t / (F·η_c),  P_l(n)·weight_bytes/t / (B·η_m))   roofline of the GEMMs
-    τ_att   = f_a / (F_16·η_a) + κ · b_kv,l / (B·η_m)
-    τ_ar    = 2 · [α + 2(t−1)/t · n·h·2 / (B_ic·η_n)]                             two all-reduces (t > 1)
-    τ_stage = ⌈L/p⌉·(τ_lin + τ_att + τ_ar + o_l) + τ_head + [p > 1]·(α + n·h·2/(B_link·η_n)) + o_it
-P_l(n) counts MoE experts touched by n tokens: E·(1 − (1 − k_e/E)^n). F is the fp8 rate for fp8
-weights on a GPU that has one; B_ic is half the headline (bidirectional) interconnect figure;
-B_link is B_ic inside a node and the inter-node figure across nodes.
+GEMM (each linear layer, per GPU, for n token rows, K×N weight shard of W bytes):
+    Tc      = 2·n·K·N / (F·η_c) · (1 + w½·128² / (n·N))    compute; η ramps with output tiles n·N/128²
+    Tm      = (W + 2·n·(K + N)) / (B·η_m)                  weights + activations streamed once
+    t_gemm  = t0 + (Tc^p + Tm^p)^(1/p)                     smooth roofline (p = gemm_overlap)
+  per layer: QKV (K=h, N=(n_q/t + 2·max(1, n_kv/t))·d), O (n_q·d/t, h), gate+up (h, 2f/t),
+  down (f/t, h); MoE gate+up/down run n·k rows over E·(1 − (1 − k/E)^n) experts' weights;
+  LM head (h, V/t) on one row per sequence. F is the fp8 rate for fp8 weights on a GPU that has
+  one; embedding and LM head stay 16-bit.
+Element-wise (bandwidth-bound on activations), t = t0_op + bytes / (B·η_op):
+    norm ×2: 4·n·h   rope: 4·n·(n_q/t + n_kv,gpu)·d   act: 2·n·k·3f/t   add: 6·n·h   embed: 2·n·h
+Attention, per layer, for a prefill chunk of c tokens over k cached ones plus D decodes at mean
+context C (n_q,gpu = n_q/t, b = attention_half_blocks):
+    t_att   = α_a + 4d/F · [ (n_q,gpu·c²/2 + 64·b·c)/η_a + k·(n_q,gpu·c + 128·b·[c>0])/η_ctx
+                            + n_q,gpu·D·C/η_ctx ] + D·C·b_kv,l / (B·η_kv)
+  (causal self-attention of the chunk with a block-count ramp; the chunk against its cache and the
+  decodes against theirs at the context efficiency; decode reads every cached K/V once)
+Collectives: all-reduce of s bytes over t GPUs, and one pipeline hop (intra- or inter-node)
+    t_ar    = α_n + 2(t−1)/t · s / (η_n · I/2)         two per layer + one for the vocab-parallel embedding
+    t_hop   = α_p2p + s / (η_p2p · I/2)   or   α_in + s / (η_in · N)       s = n·h·2
+Host: o_it + o_seq·(sequences in the batch) per iteration (engine time that does not overlap).
 
-Prefill of one request of I tokens, in chunks of c = C_chunk tokens (n_c = ⌈I/c⌉ chunks):
-    T_pf    = Σ_chunks τ_stage(chunk)         stage-time of work (what throughput pays), causal
-                                               attention 2·(n_q/t)·d·I² FLOP in all
+Stage time of one iteration (the last stage; n = c + D tokens):
+    τ(c, k, D, C) = L·(Σ_gemm + Σ_elementwise + t_att + 2·t_ar + o_l) + head + embed + t_ar
+                    + [p > 1]·t_hop + o_it + o_seq·(D + [c > 0])
+Prefill of I tokens in n_c = ⌈I/c⌉ chunks of c = I/n_c (chunk j sees j·c cached tokens; attention is
+linear in k, so the mean chunk is exact):
+    T_pf    = n_c · τ(c, (n_c − 1)·c/2, 0, 0)          stage-time of work (what throughput pays)
+  Both T_pf and the TTFT's chunk term are floored at their value where n_c − 1 full chunks end:
+  attention over cached tokens is measured cheaper per FLOP than causal self-attention, so an extra
+  chunk could otherwise make a longer prompt a hair faster.
 Decode step of a micro-batch of B requests with mean context C = I + O/2:
-    t_s(B)  = τ_stage(n = B, f_a = 4·(n_q/t)·d·B·C, κ = B·C)
+    t_s(B)  = τ(0, 0, B, C)
 Continuous batching with p micro-batches in flight (vLLM's virtual engines), B each:
     r_max(B) = 1 / (T_pf + O·t_s(B)/B)        requests/s a replica sustains at batch B
 At the planned load r = max_utilization · r_max(B), the running batch B' solves Little's law
     B'·(1 − r·T_pf) = r·O·t_s(B')             (fixed point; B' ≤ B)
 and a request sees
     TPOT = p·t_s(B') / (1 − r·T_pf)           decode steps slowed by the prefill share r·T_pf
-    TTFT = t_s(B')/2 + ρ·T_pf/(2(1 − ρ)) + (n_c + p − 1)·τ_stage(c + B')     ρ = r·T_pf
+    TTFT = t_s(B')/2 + ρ·T_pf/(2(1 − ρ)) + (n_c + p − 1)·τ(c, k̄, B', C)     ρ = r·T_pf
            (residual of the running step, M/D/1 wait for the prefill server, then the chunks
            mixed with the running decodes, plus pipeline fill)
     E2E  = TTFT + (O − 1)·TPOT
@@ -43,6 +62,10 @@ KV: p·B·(I + O) ≤ N_kv (every request may grow to its full length), and B �
 
 The option's figures for type i are taken at the largest batch B (most r_max) whose TTFT, TPOT and
 E2E at load max_utilization·r_max(B) meet the type's SLO: ``throughput_rps`` = r_max(B).
+
+Iteration model (for simulators, Aladdin's linear form): over a grid of mixed batches,
+    p·τ ≈ c0 + c1·(prefill tokens) + c2·(decode requests) + c3·(Σ decode context tokens)
+fitted by least relative squares (:meth:`ReplicaModel.iteration_model`).
 """
 
 from __future__ import annotations
@@ -54,8 +77,105 @@ import numpy as np
 
 from planner.problem import GPU, LLM, PerfParams
 
-ACT_BYTES = 2.0  # activations are bf16/fp16
+ACT_BYTES = 2.0  # activations, embedding and LM head are bf16/fp16
 GB = 1e9
+TILE = 128.0  # GEMM output tile edge used by the efficiency ramp (cuBLAS/CUTLASS tiles are 64-256)
+PCIE_GEN4_GBS = 64.0  # PCIe Gen4 x16, bidirectional headline (reference for PCIe collectives)
+
+
+# ------------------------------------------------------------------------------------------------
+# Operator formulas. Pure functions of arrays and scalars: the calibration fits exactly these.
+# ------------------------------------------------------------------------------------------------
+def gemm_time(
+    rows: np.ndarray,
+    k: np.ndarray | float,
+    n_out: np.ndarray | float,
+    weight_bytes: np.ndarray | float,
+    flops_per_s: np.ndarray | float,
+    bytes_per_s: float,
+    eff_c: float,
+    half_tiles: float,
+    overlap: float,
+    eff_m: float,
+    latency: float,
+) -> np.ndarray:
+    """t0 + (Tc^p + Tm^p)^(1/p) of a GEMM with ``rows`` token rows and a K×N weight shard."""
+    tc = 2.0 * k * (rows * n_out + half_tiles * TILE * TILE) / (flops_per_s * eff_c)
+    tm = (weight_bytes + ACT_BYTES * rows * (k + n_out)) / (bytes_per_s * eff_m)
+    hi = np.maximum(tc, tm)
+    # Scaled smooth max hi·(1 + (lo/hi)^p)^(1/p): exact, overflow-free for any p in [1, 16].
+    return latency + hi * np.power(1.0 + np.power(np.minimum(tc, tm) / hi, overlap), 1.0 / overlap)
+
+
+def elementwise_time(
+    nbytes: np.ndarray, bytes_per_s: float, eff: np.ndarray | float, latency: np.ndarray | float
+) -> np.ndarray:
+    """A bandwidth-bound op: fixed kernel time plus its bytes at a fraction of memory bandwidth."""
+    return latency + nbytes / (bytes_per_s * eff)
+
+
+def attention_time(
+    chunk: np.ndarray,
+    cached: np.ndarray,
+    decodes: np.ndarray,
+    context: np.ndarray,
+    nq_gpu: float,
+    head_dim: float,
+    kv_bytes_tok_l: float,
+    flops_per_s: float,
+    bytes_per_s: float,
+    eff_self: float,
+    eff_ctx: float,
+    half_blocks: float,
+    eff_kv: float,
+    latency: float,
+) -> np.ndarray:
+    """One layer's attention kernel(s) for one prefill chunk over its cache plus decodes (seconds)."""
+    has_chunk = (chunk > 0).astype(float)
+    self_flops = nq_gpu * chunk * chunk / 2.0 + 0.5 * half_blocks * TILE * chunk
+    ctx_flops = cached * (nq_gpu * chunk + half_blocks * TILE * has_chunk) + nq_gpu * decodes * context
+    compute = 4.0 * head_dim / flops_per_s * (self_flops / eff_self + ctx_flops / eff_ctx)
+    return latency + compute + decodes * context * kv_bytes_tok_l / (bytes_per_s * eff_kv)
+
+
+def allreduce_time(nbytes: np.ndarray, workers: int, bus_bytes_per_s: float, latency: float) -> np.ndarray:
+    """Ring all-reduce: α + 2(t−1)/t · bytes / bus bandwidth; zero on one GPU."""
+    if workers <= 1:
+        return np.zeros_like(nbytes)
+    return latency + 2.0 * (workers - 1) / workers * nbytes / bus_bytes_per_s
+
+
+def layer_shapes(
+    hidden: np.ndarray | float,
+    q_heads: np.ndarray | float,
+    kv_heads: np.ndarray | float,
+    head_dim: np.ndarray | float,
+    ffn: np.ndarray | float,
+    tp: np.ndarray | float,
+    gated: np.ndarray | bool = True,
+    top_k: np.ndarray | float = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-GPU shapes of one layer (arguments may be arrays of one shape S): GEMM K and N of
+    (QKV, O, gate+up, down), shape S+(4,), and the element-wise bytes per token of (norm, rope, act,
+    add, embed), shape S+(5,). KV heads are replicated when tp > n_kv."""
+    hidden, q_heads, kv_heads, head_dim, ffn, tp, top_k = (
+        np.asarray(x, float) for x in (hidden, q_heads, kv_heads, head_dim, ffn, tp, top_k)
+    )
+    nq, nkv = q_heads / tp, np.maximum(1.0, kv_heads / tp)
+    up = np.where(gated, 2.0, 1.0) * ffn / tp
+    k = np.stack(np.broadcast_arrays(hidden, nq * head_dim, hidden, ffn / tp), axis=-1)
+    n = np.stack(np.broadcast_arrays((nq + 2 * nkv) * head_dim, hidden, up, hidden), axis=-1)
+    ew = ACT_BYTES * np.stack(
+        np.broadcast_arrays(
+            2.0 * hidden,  # rmsnorm: read and write the hidden state
+            2.0 * (nq + nkv) * head_dim,  # rope: read and write q and k
+            (up + ffn / tp) * top_k,  # activation: read gate (and up), write one
+            3.0 * hidden,  # residual add: two reads, one write
+            1.0 * hidden,  # embedding gather: one row per token
+        ),
+        axis=-1,
+    )
+    return k, n, ew
 
 
 @dataclass(frozen=True)
@@ -86,41 +206,85 @@ class TypeFigures:
     decode_step_s: np.ndarray  # pipeline traverse of one decode step at the planned batch
 
 
-class ReplicaModel:
-    """Closed-form timing of one replica of (model, gpu, tp, pp); see the module docstring."""
+@dataclass(frozen=True)
+class IterationModel:
+    """Aladdin's linear iteration time: c0 + c1·prefill tokens + c2·decodes + c3·Σ decode context."""
 
-    def __init__(self, model: LLM, gpu: GPU, tp: int, pp: int, params: PerfParams) -> None:
+    c0: float
+    c1: float
+    c2: float
+    c3: float
+    max_rel_error: float  # over the grid it was fitted on
+    grid_points: int
+
+    def time(
+        self,
+        prefill_tokens: np.ndarray | float,
+        decode_requests: np.ndarray | float,
+        decode_context_tokens: np.ndarray | float,
+    ) -> np.ndarray | float:
+        """Predicted iteration time, seconds (``decode_context_tokens`` = Σ context of the decodes)."""
+        return self.c0 + self.c1 * prefill_tokens + self.c2 * decode_requests + self.c3 * decode_context_tokens
+
+
+class ReplicaModel:
+    """Timing and memory of one replica of (model, gpu, tp, pp); see the module docstring.
+
+    ``params`` are the instance's :class:`PerfParams`; ``calibration`` is the instance's
+    ``calibration`` reference (None: the shipped default). The tier's calibrated factors apply
+    unless ``params`` sets them explicitly (:func:`planner.calibration.effective_params`).
+    """
+
+    def __init__(
+        self, model: LLM, gpu: GPU, tp: int, pp: int, params: PerfParams, calibration: str | None = None
+    ) -> None:
+        from planner.calibration import effective_params
+
         assert model.layers and model.hidden_size and model.intermediate_size and model.attention_heads
         assert model.kv_heads and model.head_dim and model.vocab_size
         assert gpu.memory_gb and gpu.tflops and gpu.bandwidth_tbs and gpu.interconnect_gbs
-        self.m, self.g, self.tp, self.pp, self.q = model, gpu, tp, pp, params
-        h, d = model.hidden_size, model.head_dim
-        self.h = h
+        q = effective_params(gpu.id, params, calibration)
+        self.m, self.g, self.tp, self.pp, self.q = model, gpu, tp, pp, q
+        h, d, ff, vocab = model.hidden_size, model.head_dim, model.intermediate_size, model.vocab_size
+        self.h, self.d = h, d
         self.layers_per_stage = math.ceil(model.layers / pp)
         self.nq_gpu = model.attention_heads / tp
-        self.nkv_gpu = max(1.0, model.kv_heads / tp)
-        self.d = d
+        self.nkv_gpu = max(1.0, model.kv_heads / tp)  # KV heads are replicated when tp > n_kv
         self.experts = model.num_experts or 1
         self.top_k = min(model.experts_per_token or 1, self.experts)
-        attn = h * model.attention_heads * d * 2 + h * model.kv_heads * d * 2  # Q, O and K, V
-        mlp = 3 * h * model.intermediate_size  # gated MLP: gate, up, down
-        self.attn_params_l = attn
-        self.mlp_params_l = mlp
-        self.flops_tok_l = 2.0 * (attn + self.top_k * mlp) / tp
         self.wb = model.weight_bytes
         fp8 = model.weight_bytes <= 1.0 and (model.quantization or "fp8").lower().startswith("fp8")
-        self.f_lin = (gpu.tflops_fp8 if (fp8 and gpu.tflops_fp8) else gpu.tflops) * 1e12 * params.compute_efficiency
-        self.f_att = gpu.tflops * 1e12 * params.attention_efficiency
-        self.bw = gpu.bandwidth_tbs * 1e12 * params.memory_efficiency
-        self.ic = gpu.interconnect_gbs / 2 * GB * params.network_efficiency
-        internode = gpu.internode_gbs or params.default_internode_gbs
-        self.net = internode * GB * params.network_efficiency
-        self.kv_tok_l = 2.0 * self.nkv_gpu * d * params.kv_cache_bytes  # bytes per token per layer per GPU
-        self.kv_tok = self.kv_tok_l * self.layers_per_stage
-        self.head_bytes = model.vocab_size * h * self.wb / tp
-        self.head_flops_row = 2.0 * model.vocab_size * h / tp
-        gpus = tp * pp
-        self.nodes = math.ceil(gpus / gpu.gpus_per_node)
+        f16 = gpu.tflops * 1e12
+        f_lin = (gpu.tflops_fp8 if (fp8 and gpu.tflops_fp8) else gpu.tflops) * 1e12
+        self.f16 = f16
+        self.bw = gpu.bandwidth_tbs * 1e12
+        L = self.layers_per_stage
+        # GEMM stack: QKV, O, gate+up, down (per layer, × L) and the LM head (× 1).
+        k_l, n_l, self.e_bytes = layer_shapes(h, model.attention_heads, model.kv_heads, d, ff, tp, True, self.top_k)
+        self.g_k = np.append(k_l, h)
+        self.g_n = np.append(n_l, vocab / tp)
+        bytes_w = np.array([self.wb] * 4 + [ACT_BYTES])
+        self.g_w = self.g_k * self.g_n * bytes_w
+        self.g_f = np.array([f_lin] * 4 + [f16])
+        self.g_mult = np.array([L, L, L, L, 1], float)
+        self.g_layer = np.array([1, 1, 1, 1, 0], float)
+        self.g_head = 1.0 - self.g_layer
+        self.g_moe = np.array([False, False, True, True, False]) if self.experts > 1 else None
+        # Element-wise stack: multiplicity per stage (two norms per layer; one embedding).
+        self.e_mult = np.array([2 * L, L, L, L, 1], float)
+        self.e_eff = np.array(
+            [q.norm_efficiency, q.rope_efficiency, q.act_efficiency, q.add_efficiency, q.embed_efficiency]
+        )
+        self.e_lat = np.array([q.norm_latency_s, q.rope_latency_s, q.act_latency_s, q.add_latency_s, q.embed_latency_s])
+        self.kv_tok_l = 2.0 * self.nkv_gpu * d * q.kv_cache_bytes  # bytes per token per layer per GPU
+        self.kv_tok = self.kv_tok_l * L
+        self.ar_bus = gpu.interconnect_gbs / 2 * GB * q.network_efficiency
+        self.nodes = math.ceil(tp * pp / gpu.gpus_per_node)
+        if self.nodes > 1:
+            internode = gpu.internode_gbs or q.default_internode_gbs
+            self.hop_bw, self.hop_lat = internode * GB * q.internode_efficiency, q.internode_latency_s
+        else:
+            self.hop_bw, self.hop_lat = gpu.interconnect_gbs / 2 * GB * q.p2p_efficiency, q.p2p_latency_s
 
     # ---------------------------------------------------------------- memory
     def fit(self) -> Fit:
@@ -145,67 +309,223 @@ class ReplicaModel:
         return Fit(True, weights, act, usable, int(kv_gb * GB / self.kv_tok))
 
     # ---------------------------------------------------------------- timing
+    def _gemms(self, tokens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Σ over the stage's GEMMs (L layers + LM head) for ``tokens`` new tokens, ``rows`` logits rows."""
+        q = self.q
+        t = tokens[..., None]
+        n = t * self.g_layer + rows[..., None] * self.g_head  # rows of each GEMM: tokens, or sequences
+        w = self.g_w
+        if self.g_moe is not None:  # experts: k rows per token, weights of the experts touched
+            frac = 1.0 - np.power(1.0 - self.top_k / self.experts, np.maximum(t, 1.0))
+            n = np.where(self.g_moe, n * self.top_k, n)
+            w = np.where(self.g_moe, self.experts * frac * w, w)
+        per = gemm_time(
+            n,
+            self.g_k,
+            self.g_n,
+            w,
+            self.g_f,
+            self.bw,
+            q.compute_efficiency,
+            q.gemm_half_tiles,
+            q.gemm_overlap,
+            q.memory_efficiency,
+            q.kernel_latency_s,
+        )
+        # A GEMM with no rows is not launched (a stage with no sequences has no LM head).
+        return np.sum(np.where(n > 0, per, 0.0) * self.g_mult, axis=-1)
+
+    def _elementwise(self, tokens: np.ndarray) -> np.ndarray:
+        per = elementwise_time(tokens[..., None] * self.e_bytes, self.bw, self.e_eff, self.e_lat)
+        return np.sum(per * self.e_mult, axis=-1)
+
+    def _attention(self, chunk: np.ndarray, cached: np.ndarray, decodes: np.ndarray, context: np.ndarray) -> np.ndarray:
+        q = self.q
+        return attention_time(
+            chunk,
+            cached,
+            decodes,
+            context,
+            self.nq_gpu,
+            self.d,
+            self.kv_tok_l,
+            self.f16,
+            self.bw,
+            q.attention_efficiency,
+            q.context_attention_efficiency,
+            q.attention_half_blocks,
+            q.kv_efficiency,
+            q.attention_latency_s,
+        )
+
     def _allreduce(self, n_tokens: np.ndarray) -> np.ndarray:
-        if self.tp == 1:
-            return np.zeros_like(n_tokens)
-        size = n_tokens * self.h * ACT_BYTES
-        return self.q.collective_latency_s + 2 * (self.tp - 1) / self.tp * size / self.ic
+        return allreduce_time(n_tokens * self.h * ACT_BYTES, self.tp, self.ar_bus, self.q.collective_latency_s)
 
     def _hop(self, n_tokens: np.ndarray) -> np.ndarray:
         if self.pp == 1:
             return np.zeros_like(n_tokens)
-        link = self.net if self.nodes > 1 else self.ic
-        return self.q.collective_latency_s + n_tokens * self.h * ACT_BYTES / link
+        return self.hop_lat + n_tokens * self.h * ACT_BYTES / self.hop_bw
 
-    def _weights_touched_l(self, n_tokens: np.ndarray) -> np.ndarray:
-        if self.experts == 1:
-            return np.full_like(n_tokens, self.attn_params_l + self.mlp_params_l)
-        frac = 1.0 - np.power(1.0 - self.top_k / self.experts, np.maximum(n_tokens, 1.0))
-        return self.attn_params_l + self.experts * frac * self.mlp_params_l
+    def components(
+        self,
+        chunk: np.ndarray | float,
+        cached: np.ndarray | float,
+        decodes: np.ndarray | float,
+        context: np.ndarray | float,
+    ) -> dict[str, np.ndarray]:
+        """τ split by kind (gemm, elementwise, attention, communication, host), seconds per stage."""
+        c, k, b, ctx = (np.asarray(x, float) for x in (chunk, cached, decodes, context))
+        shape = np.broadcast_shapes(c.shape, k.shape, b.shape, ctx.shape)
+        q = self.q
+        tokens = np.broadcast_to(c + b, shape)
+        seqs = np.broadcast_to(b + (c > 0), shape)
+        L = self.layers_per_stage
+        return {
+            "gemm": self._gemms(tokens, seqs),
+            "elementwise": self._elementwise(tokens) + L * q.layer_overhead_s,
+            "attention": L * self._attention(c, k, b, ctx),
+            # two all-reduces per layer, one for the vocab-parallel embedding, and the stage hop
+            "communication": (2 * L + 1) * self._allreduce(tokens) + self._hop(tokens),
+            "host": q.iteration_overhead_s + q.sequence_overhead_s * seqs,
+        }
 
     def stage_time(
-        self, n_tokens: np.ndarray, attn_flops_l: np.ndarray, kv_read_tokens: np.ndarray, rows: np.ndarray
+        self,
+        chunk: np.ndarray | float,
+        cached: np.ndarray | float,
+        decodes: np.ndarray | float,
+        context: np.ndarray | float,
     ) -> np.ndarray:
-        """τ_stage: one iteration of the slowest (last) stage, seconds."""
-        q = self.q
-        lin = np.maximum(
-            n_tokens * self.flops_tok_l / self.f_lin,
-            self._weights_touched_l(n_tokens) * self.wb / self.tp / self.bw,
-        )
-        att = attn_flops_l / self.f_att + kv_read_tokens * self.kv_tok_l / self.bw
-        per_layer = lin + att + 2 * self._allreduce(n_tokens) + q.layer_overhead_s
-        head = np.maximum(rows * self.head_flops_row / self.f_lin, self.head_bytes / self.bw)
-        return self.layers_per_stage * per_layer + head + self._hop(n_tokens) + q.iteration_overhead_s
+        """τ: one iteration of the slowest (last) stage for one prefill chunk of ``chunk`` tokens over
+        ``cached`` cached ones plus ``decodes`` decode requests at mean context ``context``, seconds."""
+        parts = self.components(chunk, cached, decodes, context)
+        return parts["gemm"] + parts["elementwise"] + parts["attention"] + parts["communication"] + parts["host"]
 
     def decode_stage_time(self, batch: np.ndarray, context: np.ndarray) -> np.ndarray:
         """t_s(B): one decode step of a micro-batch of B requests at mean context C, one stage."""
-        attn = 4.0 * self.nq_gpu * self.d * batch * context
-        return self.stage_time(batch, attn, batch * context, batch)
+        return self.stage_time(0.0, 0.0, batch, context)
 
     def decode_step_time(self, batch: np.ndarray, context: np.ndarray) -> np.ndarray:
         """Latency of one decode step through all p stages (what a token waits), seconds."""
         return self.pp * self.decode_stage_time(batch, context)
 
-    def _chunks(self, prompt: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _chunks(self, prompt: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(number of chunks, chunk size, mean cached tokens per chunk) under the token budget."""
         budget = self.q.prefill_chunk_tokens - np.minimum(mixed, self.q.prefill_chunk_tokens / 2)
         n_chunks = np.maximum(1.0, np.ceil(prompt / budget))
-        return n_chunks, prompt / n_chunks
+        size = prompt / n_chunks
+        return n_chunks, size, (n_chunks - 1.0) * size / 2.0
+
+    def _chunked(self, prompt: np.ndarray, running: np.ndarray, context: np.ndarray, fill: int) -> np.ndarray:
+        """(n_c + fill)·τ(c, k̄, B', C), floored at its value where the previous chunk count ends, so a
+        longer prompt is never faster: with the measured kernels attention over cached tokens costs
+        less per FLOP than causal self-attention, and one more chunk can shave a hair off the total."""
+        prompt, running, context = np.broadcast_arrays(*(np.asarray(x, float) for x in (prompt, running, context)))
+        n_chunks, size, cached = self._chunks(prompt, running)
+        budget = self.q.prefill_chunk_tokens - np.minimum(running, self.q.prefill_chunk_tokens / 2)
+        prev = np.maximum(n_chunks - 1.0, 1.0)
+        both = self.stage_time(
+            np.stack([size, budget]), np.stack([cached, (prev - 1.0) * budget / 2.0]), running[None], context[None]
+        )
+        now = (n_chunks + fill) * both[0]
+        return np.maximum(now, np.where(n_chunks > 1, (prev + fill) * both[1], 0.0))
 
     def prefill_work(self, prompt: np.ndarray) -> np.ndarray:
         """T_pf: stage-time one prompt of I tokens costs on an otherwise idle replica, seconds."""
-        n_chunks, size = self._chunks(prompt, np.zeros_like(prompt))
-        attn_total = 2.0 * self.nq_gpu * self.d * prompt * prompt
-        kv_read = prompt * (n_chunks + 1) / 2
-        per_chunk = self.stage_time(size, attn_total / n_chunks, kv_read / n_chunks, np.ones_like(prompt))
-        return n_chunks * per_chunk
+        prompt = np.asarray(prompt, float)
+        return self._chunked(prompt, np.zeros_like(prompt), np.zeros_like(prompt), 0)
 
     def prefill_latency(self, prompt: np.ndarray, running: np.ndarray, context: np.ndarray) -> np.ndarray:
         """Time from admission to first token for I tokens, mixed with B' running decodes."""
-        n_chunks, size = self._chunks(prompt, running)
-        attn = 2.0 * self.nq_gpu * self.d * prompt * prompt / n_chunks + 4.0 * self.nq_gpu * self.d * running * context
-        kv_read = prompt * (n_chunks + 1) / 2 / n_chunks + running * context
-        step = self.stage_time(size + running, attn, kv_read, 1.0 + running)
-        return (n_chunks + self.pp - 1) * step
+        return self._chunked(prompt, running, context, self.pp - 1)
+
+    def max_rate(self, prompt: np.ndarray, output: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """r_max(B) = 1 / (T_pf + O·t_s(B)/B): requests/s at micro-batch B (context I + O/2)."""
+        prompt, output, batch = (np.asarray(x, float) for x in (prompt, output, batch))
+        t_s = self.decode_stage_time(batch, prompt + output / 2)
+        return 1.0 / (self.prefill_work(prompt) + output * t_s / batch)
+
+    def running_batch(
+        self, a: np.ndarray, context: np.ndarray, cap: np.ndarray, t_cap: np.ndarray | None = None
+    ) -> np.ndarray:
+        """B' ∈ (0, cap] solving Little's law B' = a·t_s(B') (a = r·O/(1 − r·T_pf)); cap when
+        a·t_s(cap) ≥ cap. Illinois regula falsi on the bracket (0, cap]: t_s is nearly affine in B,
+        so a few evaluations reach 1e-8 where plain fixed-point iteration needs a dozen."""
+        a, context, cap = np.broadcast_arrays(*(np.asarray(x, float) for x in (a, context, cap)))
+        t_cap = self.decode_stage_time(cap, context) if t_cap is None else t_cap
+        g_hi = a * t_cap - cap
+        saturated = g_hi >= 0
+        lo, hi = np.zeros_like(cap), cap.copy()
+        g_lo = a * self.decode_stage_time(lo, context)
+        g_hi = np.where(saturated, -1.0, g_hi)
+        x, side = hi, np.zeros(cap.shape, int)
+        for _ in range(10):
+            x = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
+            gx = a * self.decode_stage_time(x, context) - x
+            if np.all(saturated | (np.abs(gx) <= 1e-8 * np.maximum(x, 1e-9))):
+                break
+            right = gx > 0  # the root lies in (x, hi]
+            lo, g_lo_new = np.where(right, x, lo), np.where(right, gx, g_lo)
+            hi, g_hi_new = np.where(right, hi, x), np.where(right, g_hi, gx)
+            g_hi = np.where(right & (side == 1), 0.5 * g_hi_new, g_hi_new)  # Illinois: halve a kept end
+            g_lo = np.where(~right & (side == -1), 0.5 * g_lo_new, g_lo_new)
+            side = np.where(right, 1, -1)
+        return np.where(saturated, cap, x)
+
+    def load_point(
+        self,
+        prompt: np.ndarray,
+        output: np.ndarray,
+        rate: np.ndarray,
+        cap: np.ndarray,
+        t_pf: np.ndarray | None = None,
+        t_cap: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(running batch B', TPOT, TTFT) at arrival rate r, the running batch capped at ``cap``
+        (``t_pf`` = T_pf(I) and ``t_cap`` = t_s(cap) when the caller has them)."""
+        I, O, r = (np.asarray(x, float) for x in (prompt, output, rate))  # noqa: E741
+        C = I + O / 2
+        t_pf = self.prefill_work(I) if t_pf is None else t_pf
+        share = np.clip(r * t_pf, 0.0, 0.999999)
+        running = self.running_batch(r * O / (1.0 - share), C, cap, t_cap)
+        t_run = self.decode_stage_time(running, C)
+        tpot = self.pp * t_run / (1.0 - share)
+        wait = t_run / 2 + share * t_pf / (2 * (1.0 - share))
+        ttft = wait + self.prefill_latency(I, running, C)
+        return running, tpot, ttft
+
+    # ---------------------------------------------------------------- simulator interface
+    def iteration_time(
+        self,
+        prefill_tokens: np.ndarray | float,
+        decode_requests: np.ndarray | float,
+        decode_context_tokens: np.ndarray | float,
+    ) -> np.ndarray:
+        """Latency of one iteration through all stages: one fresh prefill chunk of ``prefill_tokens``
+        plus ``decode_requests`` decodes whose contexts sum to ``decode_context_tokens``."""
+        d = np.asarray(decode_requests, float)
+        ctx = np.where(d > 0, np.asarray(decode_context_tokens, float) / np.maximum(d, 1.0), 0.0)
+        return self.pp * self.stage_time(prefill_tokens, 0.0, d, ctx)
+
+    def iteration_model(self) -> IterationModel:
+        """Least-relative-squares fit of c0 + c1·P + c2·D + c3·ΣC over a grid of mixed batches."""
+        q = self.q
+        chunks = np.array([0, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192], float)
+        chunks = chunks[chunks <= q.prefill_chunk_tokens]
+        dec = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512], float)
+        dec = dec[dec <= q.max_num_seqs]
+        ctx = np.array([128, 512, 1024, 2048, 4096, 8192], float)
+        P, D, C = (a.ravel() for a in np.meshgrid(chunks, dec, ctx, indexing="ij"))
+        keep = (P + D > 0) & ~((D == 0) & (ctx[0] != C))  # context is irrelevant without decodes
+        kv = self.fit().kv_capacity_tokens
+        keep &= max(kv, 1) * self.pp >= D * C  # only batches whose KV fits
+        P, D, C = P[keep], D[keep], C[keep]
+        y = self.iteration_time(P, D, D * C)
+        X = np.stack([np.ones_like(P), P, D, D * C], axis=1)
+        coef = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)[0]
+        coef = np.maximum(coef, 0.0)  # a negative slope would make bigger batches faster
+        err = np.abs(X @ coef / y - 1.0)
+        return IterationModel(*(float(c) for c in coef), float(err.max()), len(y))
 
     # ---------------------------------------------------------------- per query type
     def figures(
@@ -231,15 +551,7 @@ class ReplicaModel:
         t_pf = self.prefill_work(I)
         t_s = self.decode_stage_time(grid, C)
         r_max = 1.0 / (t_pf + O * t_s / grid)
-        r = max_utilization * r_max
-        share = np.clip(r * t_pf, 0.0, 0.999999)
-        running = grid * max_utilization
-        for _ in range(12):  # B' = r·O·t_s(B')/(1 − r·T_pf): a contraction for these magnitudes
-            running = np.minimum(grid, r * O * self.decode_stage_time(running, C) / (1.0 - share))
-        t_run = self.decode_stage_time(running, C)
-        tpot = self.pp * t_run / (1.0 - share)
-        wait = t_run / 2 + share * t_pf / (2 * (1.0 - share))
-        ttft = wait + self.prefill_latency(I, running, C)
+        _, tpot, ttft = self.load_point(I, O, max_utilization * r_max, grid, t_pf, t_s)
         e2e = ttft + np.maximum(O - 1, 0) * tpot
 
         meets = (ttft <= ttft_slo[:, None]) & (tpot <= tpot_slo[:, None]) & (e2e <= e2e_slo[:, None])
@@ -279,7 +591,8 @@ class ReplicaModel:
             else:
                 reasons.append("")
         eligible = candidate & any_ok
-        idle = self.prefill_latency(I, np.zeros_like(I), C)[:, 0]
+        # Idle replica: no decodes ride along, so with one stage this is T_pf itself.
+        idle = (t_pf if self.pp == 1 else self.prefill_latency(I, np.zeros_like(I), C))[:, 0]
         return TypeFigures(
             candidate=candidate,
             eligible=eligible,

@@ -162,19 +162,52 @@ class PerformanceEntry(Strict):
 
 
 class PerfParams(Strict):
-    """Named efficiency factors of the performance model (``planner.perf``).
+    """Named factors of the performance model (``planner.perf``; equations in its docstring).
 
-    Defaults are engineering priors (vLLM defaults where vLLM has one); a later calibration
-    replaces them per GPU tier. Every factor is dimensionless unless its name carries a unit.
+    Resolution, per GPU tier (``planner.calibration.effective_params``): these defaults (priors:
+    rounded medians of the A100/H100/A40 fits) < the tier's entry in the calibration file (the
+    instance's ``calibration:``, else the shipped ``models/calibration/default.yaml``) < the keys
+    the instance sets explicitly under ``performance_params`` (those apply to every tier).
+    Efficiencies are fractions of the catalog's datasheet figure; ``*_s`` are seconds.
     """
 
-    compute_efficiency: Share = 0.60
-    attention_efficiency: Share = 0.40
-    memory_efficiency: Share = 0.80
-    network_efficiency: Share = 0.70
-    collective_latency_s: NonNegative = 1.5e-5
-    layer_overhead_s: NonNegative = 1.0e-5
-    iteration_overhead_s: NonNegative = 2.0e-3
+    # Linear layers (GEMMs, LM head): t = t0 + (Tc^p + Tm^p)^(1/p), Tc with a tile-count ramp.
+    compute_efficiency: Share = Field(0.74, description="large-GEMM fraction of dense tensor TFLOP/s")
+    gemm_half_tiles: Positive = Field(6.0, description="GEMM size (128x128 output tiles) at half efficiency")
+    gemm_overlap: Annotated[float, StrictType(), Field(ge=1.0, le=16.0)] = Field(
+        1.5, description="p of the smooth max of compute and memory time (1 = no overlap)"
+    )
+    memory_efficiency: Share = Field(0.85, description="weight-streaming fraction of memory bandwidth")
+    kernel_latency_s: NonNegative = Field(4.7e-6, description="fixed time of one GEMM kernel")
+    # Token-parallel element-wise ops, bandwidth-bound on activations: t = t0 + bytes / (B·η).
+    norm_efficiency: Share = 0.44
+    norm_latency_s: NonNegative = 2.6e-6
+    rope_efficiency: Share = 0.52
+    rope_latency_s: NonNegative = 1.9e-6
+    act_efficiency: Share = 0.59
+    act_latency_s: NonNegative = 1.6e-6
+    add_efficiency: Share = 1.0
+    add_latency_s: NonNegative = 8.0e-7
+    embed_efficiency: Share = 0.094
+    embed_latency_s: NonNegative = 2.5e-6
+    # Attention kernel: prefill FLOPs at a fraction of peak, decode KV reads at a fraction of bandwidth.
+    attention_efficiency: Share = Field(0.17, description="causal prefill attention: fraction of dense TFLOP/s")
+    context_attention_efficiency: Share = Field(0.47, description="attention over cached tokens: fraction")
+    attention_half_blocks: NonNegative = Field(16.0, description="query blocks (128 tokens x heads) at half efficiency")
+    kv_efficiency: Share = Field(0.84, description="decode KV-cache read fraction of memory bandwidth")
+    attention_latency_s: NonNegative = 1.6e-5
+    # Collectives: all-reduce α + 2(t−1)/t · bytes / (η_n · interconnect/2); send/recv α + bytes / β.
+    network_efficiency: Share = Field(0.74, description="all-reduce bus bandwidth / (interconnect_gbs / 2)")
+    collective_latency_s: NonNegative = Field(4.2e-5, description="all-reduce latency α")
+    p2p_efficiency: Share = Field(0.79, description="intra-node send/recv / (interconnect_gbs / 2)")
+    p2p_latency_s: NonNegative = 7.7e-6
+    internode_efficiency: Share = Field(0.31, description="inter-node send/recv / internode_gbs")
+    internode_latency_s: NonNegative = 3.1e-5
+    # Host (engine) time per iteration that does not overlap the GPU: c0 + c1·(sequences in the batch).
+    iteration_overhead_s: NonNegative = 7.3e-4
+    sequence_overhead_s: NonNegative = 1.1e-5
+    layer_overhead_s: NonNegative = Field(0.0, description="extra time per layer (kernel latencies are per op)")
+    # Serving configuration (vLLM's settings; never calibrated).
     gpu_memory_utilization: Share = 0.90
     runtime_reserve_gb: NonNegative = 1.5
     kv_cache_bytes: Positive = 2.0
@@ -200,6 +233,9 @@ class Instance(Strict):
     performance_mode: Literal["model", "table"] = "model"
     performance: tuple[PerformanceEntry, ...] = ()
     performance_params: PerfParams = PerfParams()
+    calibration: str | None = Field(
+        None, description="calibration file (path relative to the instance) or shipped id; default: the shipped one"
+    )
     notes: str | None = None
 
     def model(self, model_id: str) -> LLM:

@@ -1,0 +1,844 @@
+r"""Fitting the performance model's factors to measurements (what ``planner calibrate`` runs).
+
+Sources and what each fits, per GPU tier (formulas: :mod:`planner.perf`):
+
+=========================================  =====================================================
+Vidur ``compute/<gpu>/<org>/<model>/       GEMM factors (η_c, w½, p, η_m, t0) by Levenberg–Marquardt
+mlp.csv`` (per-layer op medians, ms)       on log(predicted/measured) of QKV, O, gate+up and down over
+                                           every model, TP degree and token count ≤ 4096; each
+                                           element-wise op's (t0, η) by least relative squares
+Vidur ``legacy-2024-05/a100/attention.csv``  attention factors (η_a, η_ctx, b, η_kv, α_a) on the
+                                           prefill and decode rows; other tiers take A100's fractions
+Vidur ``network/<node>/all_reduce.csv``    α_n and η_n jointly over the intra-node TP degrees
+(``num_workers == devices_per_node``)       (ring: α + 2(t−1)/t·s/(η_n·I/2))
+Vidur ``network/<node>/send_recv.csv``     intra-node (devices_per_node 2) α_p2p, η_p2p and
+                                           inter-node (devices_per_node 1) α_in, η_in
+Vidur ``legacy-2024-05/<gpu>/cpu_overheads.csv``  host time o_it + o_seq·B from the engine's
+                                           prepare_inputs + sampler medians (scheduling and output
+                                           processing overlap the GPU in current vLLM: left out)
+vLLM serving benchmark result (JSON)       two scale factors on a tier's compute-side and memory-side
+                                           efficiencies so the model's mean TTFT and TPOT at the
+                                           measured request rate match the measured ones
+=========================================  =====================================================
+
+Node types: A100-80GB ← ``a100_dgx``, H100-80GB ← ``h100_dgx``, A40 ← ``a40_pairwise_nvlink``
+(send/recv only). A40 has no all-reduce file: its all-reduce is the PCIe fit of
+``a100_pairwise_nvlink`` at 4 GPUs (a 4-way ring there crosses PCIe Gen4), relative to the PCIe
+Gen4 x16 figure. Every fit is deterministic: same files, same bytes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from planner.calibration import CALIBRATED_FIELDS, Calibration, TierCalibration, extrapolate
+from planner.errors import InputError
+from planner.fileio import read_document
+from planner.perf import PCIE_GEN4_GBS, ReplicaModel, attention_time, elementwise_time, gemm_time, layer_shapes
+from planner.problem import GPU, LLM, PerfParams
+
+MS = 1e-3
+VIDUR_GPUS: dict[str, str] = {"a100": "a100-80gb", "h100": "h100-80gb", "a40": "a40"}
+VIDUR_NODES: dict[str, str] = {"a100-80gb": "a100_dgx", "h100-80gb": "h100_dgx", "a40": "a40_pairwise_nvlink"}
+PCIE_NODE, PCIE_WORKERS = "a100_pairwise_nvlink", 4
+ATTENTION_FILE, ATTENTION_TIER = "legacy-2024-05/a100/attention.csv", "a100-80gb"
+CPU_FILES: dict[str, str] = {
+    "a100-80gb": "legacy-2024-05/a100/cpu_overheads.csv",
+    "a40": "legacy-2024-05/a40/cpu_overheads.csv",
+}
+HOST_DONOR = "a100-80gb"  # host (CPU) time is a property of the serving host, not of the GPU
+MAX_FIT_TOKENS = 4096
+# Streaming weights never reaches the datasheet bandwidth (copy kernels top out near 90-93%). Left
+# free, the H100 fit trades kernel latency for 100% bandwidth: small GEMMs pull t0 up and the
+# bandwidth with it, and decode of large models comes out ~10% fast. The cap keeps the fit physical.
+MAX_STREAM_EFFICIENCY = 0.92
+
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "mlp_act", "add", "emb")  # order of layer_shapes' ew
+LAYER_OPS = (  # the nine per-layer ops Vidur measures (the embedding is once per forward pass)
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_rope",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+)
+EW_FIELDS = {  # Vidur op -> the PerfParams prefix of its efficiency and latency
+    "input_layernorm": "norm",
+    "post_attention_layernorm": "norm",
+    "attn_rope": "rope",
+    "mlp_act": "act",
+    "add": "add",
+    "emb": "embed",
+}
+EW_INDEX = {"input_layernorm": 0, "post_attention_layernorm": 0, "attn_rope": 1, "mlp_act": 2, "add": 3, "emb": 4}
+SHAPE_COLS = (
+    "n_head",
+    "n_kv_head",
+    "n_embd",
+    "n_expanded_embd",
+    "vocab_size",
+    "num_tokens",
+    "num_tensor_parallel_workers",
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Least squares (numpy only, deterministic)
+# ------------------------------------------------------------------------------------------------
+def levenberg_marquardt(
+    residual: Callable[[np.ndarray], np.ndarray], x0: Sequence[float], max_iter: int = 200, tol: float = 1e-12
+) -> np.ndarray:
+    """Minimise ‖residual(x)‖² from ``x0`` (forward-difference Jacobian, Marquardt scaling)."""
+    x = np.asarray(x0, float).copy()
+    r = residual(x)
+    cost = float(r @ r)
+    lam = 1e-3
+    for _ in range(max_iter):
+        jac = np.empty((r.size, x.size))
+        for j in range(x.size):
+            step = 1e-6 * max(1.0, abs(x[j]))
+            xs = x.copy()
+            xs[j] += step
+            jac[:, j] = (residual(xs) - r) / step
+        a = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        while lam < 1e12:
+            dx = np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), -g)
+            r_new = residual(x + dx)
+            cost_new = float(r_new @ r_new)
+            if np.isfinite(cost_new) and cost_new < cost:
+                improved = True
+                break
+            lam *= 4.0
+        if not improved:
+            break
+        x, r = x + dx, r_new
+        done = cost - cost_new <= tol * max(cost, 1e-30)
+        cost = cost_new
+        lam = max(lam / 3.0, 1e-9)
+        if done:
+            break
+    return x
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading measurement files (every failure: one InputError naming the file and the column)
+# ------------------------------------------------------------------------------------------------
+def read_table(
+    path: Path, required: Sequence[str], label: str | None = None, may_be_empty: Sequence[str] = ()
+) -> pd.DataFrame:
+    """A CSV whose ``required`` columns exist, are numeric and finite; at least one row. Cells of the
+    ``may_be_empty`` columns may be empty (NaN), never text."""
+    name = label or str(path)
+    if not path.is_file():
+        raise InputError(name, "-", "file not found" if not path.exists() else "is not a file")
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(name, "-", "empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(name, "-", f"not a valid CSV file: {str(exc).splitlines()[0]}") from None
+    for col in required:
+        if col not in df.columns:
+            raise InputError(name, col, "required column is missing")
+    if df.empty:
+        raise InputError(name, "-", "no data rows")
+    for col in required:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(float, na_value=np.nan))
+        if col in may_be_empty:
+            bad &= df[col].notna()
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise InputError(name, col, f"non-numeric value {df[col].iloc[row]!r} in data row {row + 1}")
+        df[col] = values.astype(float)
+    return df
+
+
+def _bool_column(df: pd.DataFrame, col: str, name: str) -> np.ndarray:
+    raw = df[col].astype(str).str.strip().str.lower()
+    ok = raw.isin(["true", "false", "1", "0", "1.0", "0.0"])
+    if not ok.all():
+        row = int(np.argmax(~ok.to_numpy()))
+        raise InputError(name, col, f"not a boolean: {df[col].iloc[row]!r} in data row {row + 1}")
+    return raw.isin(["true", "1", "1.0"]).to_numpy()
+
+
+def read_vidur_compute(path: Path, label: str | None = None) -> pd.DataFrame:
+    """One ``mlp.csv``: shape columns plus one column per op (median seconds), duplicates merged."""
+    name = label or str(path)
+    read_table(path, (), name)  # existence, emptiness and CSV syntax first
+    ops = (*LAYER_OPS, "emb")
+    # The GEMMs are required; an architecture may lack an element-wise op (phi-2 has one norm).
+    present = ("emb", *(op for op in LAYER_OPS if f"time_stats.{op}.median" in pd.read_csv(path, nrows=0).columns))
+    df = read_table(path, (*SHAPE_COLS, *(f"time_stats.{op}.median" for op in (*GEMM_OPS, *present))), name)
+    if "use_gated_mlp" not in df.columns:
+        raise InputError(name, "use_gated_mlp", "required column is missing")
+    out = pd.DataFrame({c: df[c] for c in SHAPE_COLS})
+    out["gated"] = _bool_column(df, "use_gated_mlp", name)
+    for op in ops:
+        out[op] = df[f"time_stats.{op}.median"] * MS if op in present else np.nan
+    if (out[list(ops)] <= 0).any().any():
+        raise InputError(name, "-", "operator times must be > 0 ms")
+    keys = [*SHAPE_COLS, "gated"]
+    return out.groupby(keys, as_index=False, sort=True).median()
+
+
+def vidur_compute_files(data_dir: Path) -> dict[str, list[Path]]:
+    """``compute/<gpu>/<org>/<model>/mlp.csv`` files by GPU directory, sorted."""
+    out: dict[str, list[Path]] = {}
+    for p in sorted((data_dir / "compute").glob("*/*/*/mlp.csv")):
+        out.setdefault(p.parts[-4], []).append(p)
+    return out
+
+
+def load_vidur_gpu(data_dir: Path, gpu_dir: str) -> pd.DataFrame:
+    """Every model of one GPU directory, with a ``model`` column (the file's model directory)."""
+    frames = []
+    for p in vidur_compute_files(data_dir).get(gpu_dir, []):
+        df = read_vidur_compute(p, str(p.relative_to(data_dir)))
+        df.insert(0, "model", p.parts[-2])
+        frames.append(df)
+    if not frames:
+        raise InputError(str(data_dir), "-", f"no compute/{gpu_dir}/*/*/mlp.csv files")
+    df = pd.concat(frames, ignore_index=True)
+    return df[df.num_tokens <= MAX_FIT_TOKENS].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Operator predictions for Vidur rows (the same formulas ReplicaModel uses)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hardware:
+    flops: float  # dense bf16 FLOP/s
+    bandwidth: float  # bytes/s
+
+    @classmethod
+    def of(cls, gpu: GPU) -> Hardware:
+        assert gpu.tflops and gpu.bandwidth_tbs
+        return cls(gpu.tflops * 1e12, gpu.bandwidth_tbs * 1e12)
+
+
+def _shapes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h = df.n_embd.to_numpy(float)
+    return layer_shapes(
+        h,
+        df.n_head.to_numpy(float),
+        df.n_kv_head.to_numpy(float),
+        h / df.n_head.to_numpy(float),
+        df.n_expanded_embd.to_numpy(float),
+        df.num_tensor_parallel_workers.to_numpy(float),
+        df.gated.to_numpy(bool),
+    )
+
+
+def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+    """Seconds of QKV, O, gate+up, down per row (shape rows × 4); weights in bf16."""
+    k, n, _ = _shapes(df)
+    rows = df.num_tokens.to_numpy(float)[:, None]
+    return gemm_time(
+        rows,
+        k,
+        n,
+        k * n * 2.0,
+        hw.flops,
+        hw.bandwidth,
+        q["compute_efficiency"],
+        q["gemm_half_tiles"],
+        q["gemm_overlap"],
+        q["memory_efficiency"],
+        q["kernel_latency_s"],
+    )
+
+
+def predict_ops(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> dict[str, np.ndarray]:
+    """Seconds of every Vidur op per row, predicted from the shapes and the factors ``q``."""
+    g = predict_gemms(df, q, hw)
+    out = {op: g[:, j] for j, op in enumerate(GEMM_OPS)}
+    _, _, ew = _shapes(df)
+    n = df.num_tokens.to_numpy(float)
+    for op, prefix in EW_FIELDS.items():
+        nbytes = n * ew[:, EW_INDEX[op]]
+        out[op] = elementwise_time(nbytes, hw.bandwidth, q[f"{prefix}_efficiency"], q[f"{prefix}_latency_s"])
+    return out
+
+
+def layer_total(ops: Mapping[str, np.ndarray], measured: pd.DataFrame) -> np.ndarray:
+    """Σ of the nine per-layer ops, over the ops the measurement has (NaN columns are absent ops)."""
+    return np.sum([np.where(measured[op].notna(), ops[op], 0.0) for op in LAYER_OPS], axis=0)
+
+
+def measured_layer_total(df: pd.DataFrame) -> np.ndarray:
+    return np.nansum([df[op].to_numpy(float) for op in LAYER_OPS], axis=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fits
+# ------------------------------------------------------------------------------------------------
+GEMM_START = {
+    "compute_efficiency": 0.7,
+    "gemm_half_tiles": 6.0,
+    "gemm_overlap": 1.5,
+    "memory_efficiency": 0.8,
+    "kernel_latency_s": 5e-6,
+}
+
+
+def _gemm_params(x: np.ndarray) -> dict[str, float]:
+    return {
+        "compute_efficiency": _sigmoid(x[0]),
+        "gemm_half_tiles": math.exp(x[1]),
+        "gemm_overlap": 1.0 + min(math.exp(x[2]), 15.0),
+        "memory_efficiency": MAX_STREAM_EFFICIENCY * _sigmoid(x[3]),
+        "kernel_latency_s": math.exp(x[4]),
+    }
+
+
+def fit_gemm(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
+    """GEMM factors minimising Σ log²(predicted/measured) over the four GEMM ops of every row."""
+    measured = np.log(df[list(GEMM_OPS)].to_numpy(float)).ravel()
+    k, n, _ = _shapes(df)
+    rows = df.num_tokens.to_numpy(float)[:, None]
+    w = k * n * 2.0
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        q = _gemm_params(x)
+        pred = gemm_time(
+            rows,
+            k,
+            n,
+            w,
+            hw.flops,
+            hw.bandwidth,
+            q["compute_efficiency"],
+            q["gemm_half_tiles"],
+            q["gemm_overlap"],
+            q["memory_efficiency"],
+            q["kernel_latency_s"],
+        )
+        return np.log(pred).ravel() - measured
+
+    s = GEMM_START
+    x0 = [
+        _logit(s["compute_efficiency"]),
+        math.log(s["gemm_half_tiles"]),
+        math.log(s["gemm_overlap"] - 1.0),
+        _logit(s["memory_efficiency"] / MAX_STREAM_EFFICIENCY),
+        math.log(s["kernel_latency_s"]),
+    ]
+    return _gemm_params(levenberg_marquardt(residual, x0))
+
+
+def _fit_latency_bandwidth(nbytes: np.ndarray, seconds: np.ndarray, bandwidth: float) -> tuple[float, float]:
+    """(t0, η) of t = t0 + bytes/(B·η) by least relative squares, with t0 ≥ 0 and η ≤ 1."""
+    x = np.stack([1.0 / seconds, nbytes / seconds], axis=1)
+    t0, slope = np.linalg.lstsq(x, np.ones_like(seconds), rcond=None)[0]
+    floor = 1.0 / bandwidth  # η = 1
+    if slope < floor:
+        slope = floor
+        t0 = float(np.sum((1.0 - slope * nbytes / seconds) / seconds) / np.sum(1.0 / seconds**2))
+    if t0 < 0:
+        t0 = 0.0
+        slope = max(float(np.sum(nbytes / seconds) / np.sum((nbytes / seconds) ** 2)), floor)
+    return float(t0), float(1.0 / (slope * bandwidth))
+
+
+def fit_elementwise(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
+    """(latency, efficiency) per element-wise op kind; both layer norms share one pair."""
+    _, _, ew = _shapes(df)
+    n = df.num_tokens.to_numpy(float)
+    out: dict[str, float] = {}
+    for prefix in ("norm", "rope", "act", "add", "embed"):
+        ops = [op for op, p in EW_FIELDS.items() if p == prefix]
+        nbytes = np.concatenate([n * ew[:, EW_INDEX[op]] for op in ops])
+        secs = np.concatenate([df[op].to_numpy(float) for op in ops])
+        nbytes, secs = nbytes[np.isfinite(secs)], secs[np.isfinite(secs)]
+        t0, eff = _fit_latency_bandwidth(nbytes, secs, hw.bandwidth)
+        out[f"{prefix}_latency_s"], out[f"{prefix}_efficiency"] = t0, eff
+    return out
+
+
+def fit_compute(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
+    """GEMM and element-wise factors from Vidur ``mlp.csv`` rows of one GPU."""
+    return {**fit_gemm(df, hw), **fit_elementwise(df, hw)}
+
+
+@dataclass(frozen=True)
+class AttentionData:
+    """Legacy Vidur attention rows as model inputs (per GPU: n_q/t heads, n_kv/t KV heads)."""
+
+    chunk: np.ndarray
+    cached: np.ndarray
+    decodes: np.ndarray
+    context: np.ndarray
+    seconds: np.ndarray
+    is_prefill: np.ndarray
+    nq_gpu: float
+    head_dim: float
+    kv_bytes_tok_l: float
+
+
+def read_attention(path: Path, label: str | None = None) -> AttentionData:
+    name = label or str(path)
+    cols = (
+        "time_stats.attn_prefill.median",
+        "time_stats.attn_decode.median",
+        "n_embd",
+        "n_q_head",
+        "n_kv_head",
+        "num_tensor_parallel_workers",
+        "batch_size",
+        "prefill_chunk_size",
+        "kv_cache_size",
+    )
+    df = read_table(path, cols, name, may_be_empty=cols[:2])
+    if "is_prefill" not in df.columns:
+        raise InputError(name, "is_prefill", "required column is missing")
+    pre = _bool_column(df, "is_prefill", name)
+    shape = df[["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers"]].drop_duplicates()
+    if len(shape) != 1:
+        raise InputError(name, "n_embd", "expected one attention shape per file")
+    h, nq, nkv, tp = (float(v) for v in shape.iloc[0])
+    d = h / nq
+    secs = np.where(pre, df["time_stats.attn_prefill.median"], df["time_stats.attn_decode.median"]) * MS
+    keep = np.isfinite(secs) & (secs > 0)
+    f = df[keep]
+    p = pre[keep]
+    return AttentionData(
+        chunk=np.where(p, f.prefill_chunk_size, 0.0),
+        cached=np.where(p, f.kv_cache_size, 0.0),
+        decodes=np.where(p, 0.0, f.batch_size),
+        context=np.where(p, 0.0, f.kv_cache_size),
+        seconds=secs[keep],
+        is_prefill=p,
+        nq_gpu=nq / tp,
+        head_dim=d,
+        kv_bytes_tok_l=2.0 * max(1.0, nkv / tp) * d * 2.0,
+    )
+
+
+def predict_attention(a: AttentionData, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+    return attention_time(
+        a.chunk,
+        a.cached,
+        a.decodes,
+        a.context,
+        a.nq_gpu,
+        a.head_dim,
+        a.kv_bytes_tok_l,
+        hw.flops,
+        hw.bandwidth,
+        q["attention_efficiency"],
+        q["context_attention_efficiency"],
+        q["attention_half_blocks"],
+        q["kv_efficiency"],
+        q["attention_latency_s"],
+    )
+
+
+def _attention_params(x: np.ndarray) -> dict[str, float]:
+    return {
+        "attention_efficiency": _sigmoid(x[0]),
+        "context_attention_efficiency": _sigmoid(x[1]),
+        "attention_half_blocks": math.exp(x[2]),
+        "kv_efficiency": _sigmoid(x[3]),
+        "attention_latency_s": math.exp(x[4]),
+    }
+
+
+def fit_attention(a: AttentionData, hw: Hardware) -> dict[str, float]:
+    target = np.log(a.seconds)
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        return np.log(predict_attention(a, _attention_params(x), hw)) - target
+
+    x0 = [_logit(0.3), _logit(0.4), math.log(10.0), _logit(0.7), math.log(1e-5)]
+    return _attention_params(levenberg_marquardt(residual, x0))
+
+
+@dataclass(frozen=True)
+class Collective:
+    """Measured collective times: bytes, workers, seconds."""
+
+    size: np.ndarray
+    workers: np.ndarray
+    seconds: np.ndarray
+
+
+def read_collective(path: Path, kind: str, devices_per_node: int | None, label: str | None = None) -> Collective:
+    """Rows of ``all_reduce.csv`` (intra-node: workers == devices_per_node) or ``send_recv.csv``."""
+    name = label or str(path)
+    df = read_table(path, (f"time_stats.{kind}.median", "num_workers", "size", "devices_per_node"), name)
+    if devices_per_node is None:
+        df = df[(df.num_workers == df.devices_per_node) & (df.num_workers > 1)]
+    else:
+        df = df[(df.devices_per_node == devices_per_node) & (df.num_workers == 2)]
+    df = df.groupby(["num_workers", "size"], as_index=False, sort=True)[f"time_stats.{kind}.median"].median()
+    secs = df[f"time_stats.{kind}.median"].to_numpy(float) * MS
+    keep = (secs > 0) & (df["size"].to_numpy(float) > 0)
+    return Collective(df["size"].to_numpy(float)[keep], df.num_workers.to_numpy(float)[keep], secs[keep])
+
+
+def predict_collective(c: Collective, latency: float, bytes_per_s: float, ring: bool) -> np.ndarray:
+    factor = 2.0 * (c.workers - 1.0) / c.workers if ring else 1.0
+    return latency + factor * c.size / bytes_per_s
+
+
+def fit_collective(c: Collective, reference_bytes_per_s: float, ring: bool) -> tuple[float, float]:
+    """(α, η): latency and the fraction of ``reference_bytes_per_s`` reached, by log least squares."""
+    target = np.log(c.seconds)
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        return np.log(predict_collective(c, math.exp(x[0]), reference_bytes_per_s * _sigmoid(x[1]), ring)) - target
+
+    x = levenberg_marquardt(residual, [math.log(2e-5), _logit(0.5)])
+    return math.exp(x[0]), _sigmoid(x[1])
+
+
+def fit_host(path: Path, label: str | None = None) -> dict[str, float]:
+    """o_it + o_seq·B from the prepare_inputs + sampler medians (ms) by least squares.
+
+    Input preparation and sampling sit on every step's critical path. Scheduling and output
+    processing are left out: vLLM overlaps them with the GPU (async output processing since 0.6,
+    the V1 engine's scheduler); the legacy file measured an engine that did not. Only TP-1 rows are
+    used: with several GPUs the sampler's timer also waits for the model's collectives (A40 TP8
+    rows show 7 ms "sampling" at batch 8), which is GPU time the model counts elsewhere."""
+    cols = ("sampler_e2e_median", "prepare_inputs_e2e_median", "batch_size", "tensor_parallel_degree")
+    df = read_table(path, cols, label)
+    df = df[df.tensor_parallel_degree == 1]
+    if df.empty:
+        raise InputError(label or str(path), "tensor_parallel_degree", "no rows with tensor_parallel_degree 1")
+    y = (df.sampler_e2e_median + df.prepare_inputs_e2e_median).to_numpy(float) * MS
+    x = np.stack([np.ones(len(df)), df.batch_size.to_numpy(float)], axis=1)
+    c0, c1 = np.linalg.lstsq(x, y, rcond=None)[0]
+    return {"iteration_overhead_s": max(float(c0), 0.0), "sequence_overhead_s": max(float(c1), 0.0)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Error statistics
+# ------------------------------------------------------------------------------------------------
+def ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
+    """Absolute percentage error, in %."""
+    return 100.0 * np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)
+
+
+def stats(errors: np.ndarray) -> tuple[float, float]:
+    """(median, p90) of absolute percentage errors."""
+    if errors.size == 0:
+        return float("nan"), float("nan")
+    return float(np.median(errors)), float(np.quantile(errors, 0.9))
+
+
+# ------------------------------------------------------------------------------------------------
+# The Vidur calibration
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class _Inputs:
+    root: Path
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def use(self, rel: str) -> Path:
+        p = self.root / rel
+        if p.is_file():
+            self.hashes[rel] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        return p
+
+
+def calibrate_vidur(data_dir: Path, gpus: Mapping[str, GPU], all_tiers: Sequence[str] = ()) -> Calibration:
+    """Fit every tier the Vidur data measures, then extrapolate to ``all_tiers`` (see DONORS)."""
+    if not data_dir.is_dir():
+        raise InputError(str(data_dir), "-", "Vidur profiling directory not found")
+    inputs = _Inputs(data_dir)
+    files = vidur_compute_files(data_dir)
+    measured = [g for g in sorted(files) if g in VIDUR_GPUS and VIDUR_GPUS[g] in gpus]
+    if not measured:
+        raise InputError(str(data_dir), "-", "no compute/{a100,h100,a40}/*/*/mlp.csv files to calibrate from")
+    tiers: dict[str, TierCalibration] = {}
+    params: dict[str, dict[str, float]] = {}
+    quality: dict[str, dict[str, float]] = {}
+    notes: dict[str, list[str]] = {}
+    for gdir in measured:
+        tier = VIDUR_GPUS[gdir]
+        for p in files[gdir]:
+            inputs.use(str(p.relative_to(data_dir)))
+        df = load_vidur_gpu(data_dir, gdir)
+        hw = Hardware.of(gpus[tier])
+        q = fit_compute(df, hw)
+        tot_pred, tot_meas = layer_total(predict_ops(df, q, hw), df), measured_layer_total(df)
+        n = df.num_tokens.to_numpy()
+        err = ape(tot_pred, tot_meas)
+        quality[tier] = {
+            "layer_ape_median_prefill": stats(err[n >= 128])[0],
+            "layer_ape_p90_prefill": stats(err[n >= 128])[1],
+            "layer_ape_median_decode": stats(err[n <= 64])[0],
+            "layer_ape_p90_decode": stats(err[n <= 64])[1],
+        }
+        params[tier] = q
+        notes[tier] = [f"GEMM and element-wise ops from compute/{gdir} ({df.model.nunique()} models, TP 1-8)"]
+
+    # Attention: one measured shape on A100; other tiers take A100's fractions of their own peak.
+    att_path = inputs.use(ATTENTION_FILE)
+    att: dict[str, float] | None = None
+    if att_path.is_file() and ATTENTION_TIER in params:
+        data = read_attention(att_path, ATTENTION_FILE)
+        hw = Hardware.of(gpus[ATTENTION_TIER])
+        att = fit_attention(data, hw)
+        err = ape(predict_attention(data, att, hw), data.seconds)
+        quality[ATTENTION_TIER]["attention_ape_median"] = stats(err)[0]
+        quality[ATTENTION_TIER]["attention_ape_p90"] = stats(err)[1]
+    for tier in params:
+        if att is not None:
+            params[tier].update(att)
+            notes[tier].append(
+                "attention from legacy a100/attention.csv"
+                + ("" if tier == ATTENTION_TIER else " (A100's fractions of peak, not measured here)")
+            )
+
+    # Collectives.
+    pcie_path = inputs.use(f"network/{PCIE_NODE}/all_reduce.csv")
+    pcie: tuple[float, float] | None = None
+    if pcie_path.is_file():
+        c = read_collective(pcie_path, "all_reduce", None, f"network/{PCIE_NODE}/all_reduce.csv")
+        c = Collective(*(a[c.workers == PCIE_WORKERS] for a in (c.size, c.workers, c.seconds)))
+        if c.size.size:
+            pcie = fit_collective(c, PCIE_GEN4_GBS / 2 * 1e9, ring=True)
+    for tier in params:
+        g = gpus[tier]
+        assert g.interconnect_gbs
+        node = VIDUR_NODES.get(tier)
+        ar_rel, sr_rel = f"network/{node}/all_reduce.csv", f"network/{node}/send_recv.csv"
+        ar_path, sr_path = inputs.use(ar_rel), inputs.use(sr_rel)
+        if node and ar_path.is_file():
+            c = read_collective(ar_path, "all_reduce", None, ar_rel)
+            alpha, eta = fit_collective(c, g.interconnect_gbs / 2 * 1e9, ring=True)
+            err = ape(predict_collective(c, alpha, eta * g.interconnect_gbs / 2 * 1e9, True), c.seconds)
+            quality[tier]["allreduce_ape_median"], quality[tier]["allreduce_ape_p90"] = stats(err)
+            params[tier].update(collective_latency_s=alpha, network_efficiency=eta)
+            notes[tier].append(f"all-reduce from {node}")
+        elif pcie is not None:
+            params[tier].update(collective_latency_s=pcie[0], network_efficiency=pcie[1])
+            notes[tier].append(f"all-reduce: PCIe fit of {PCIE_NODE} at {PCIE_WORKERS} GPUs (no all-reduce data)")
+        if node and sr_path.is_file():
+            for dpn, (lat, eff), ref in (
+                (2, ("p2p_latency_s", "p2p_efficiency"), g.interconnect_gbs / 2),
+                (
+                    1,
+                    ("internode_latency_s", "internode_efficiency"),
+                    g.internode_gbs or PerfParams().default_internode_gbs,
+                ),
+            ):
+                c = read_collective(sr_path, "send_recv", dpn, sr_rel)
+                if c.size.size:
+                    alpha, eta = fit_collective(c, ref * 1e9, ring=False)
+                    params[tier].update({lat: alpha, eff: eta})
+                    if dpn == 2:
+                        err = ape(predict_collective(c, alpha, eta * ref * 1e9, False), c.seconds)
+                        quality[tier]["send_recv_ape_median"], quality[tier]["send_recv_ape_p90"] = stats(err)
+            notes[tier].append(f"send/recv from {node}")
+
+    # Host overheads.
+    host: dict[str, dict[str, float]] = {}
+    for tier, rel in sorted(CPU_FILES.items()):
+        path = inputs.use(rel)
+        if path.is_file() and tier in params:
+            host[tier] = fit_host(path, rel)
+    for tier in params:
+        src = tier if tier in host else HOST_DONOR if HOST_DONOR in host else None
+        if src is not None:
+            params[tier].update(host[src])
+            notes[tier].append(f"host time from {CPU_FILES[src]}")
+
+    for tier in sorted(params):
+        tiers[tier] = TierCalibration(
+            source="measured: " + "; ".join(notes[tier]), params=params[tier], quality=quality[tier]
+        )
+    cal = Calibration(
+        description=(
+            "Fitted by `planner calibrate --vidur` from the Vidur profiling data (microsoft/vidur, MIT): "
+            "per-operator GPU times, NCCL collectives, legacy A100 attention and CPU overheads. "
+            "Efficiencies are fractions of each tier's catalog datasheet figures."
+        ),
+        inputs=inputs.hashes,
+        tiers=tiers,
+    )
+    return extrapolate(cal, list(all_tiers))
+
+
+# ------------------------------------------------------------------------------------------------
+# vLLM serving benchmark results
+# ------------------------------------------------------------------------------------------------
+SERVING_FIELDS = (
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "mean_ttft_ms",
+    "mean_tpot_ms",
+)
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """The fields ``planner calibrate --serving`` reads from a ``vllm bench serve --save-result`` file."""
+
+    file: str
+    completed: int
+    mean_input_tokens: float
+    mean_output_tokens: float
+    request_throughput: float
+    mean_ttft_s: float
+    mean_tpot_s: float
+    max_concurrency: int | None
+    metadata: dict[str, str]
+
+
+def _number(doc: Mapping[str, Any], key: str, file: str) -> float:
+    v = doc.get(key)
+    if v is None:
+        raise InputError(file, key, "required field is missing (expected a `vllm bench serve --save-result` file)")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise InputError(file, key, f"must be a finite number >= 0 (got {v!r})")
+    return float(v)
+
+
+def read_serving_result(path: Path) -> ServingResult:
+    file = str(path)
+    if path.suffix.lower() != ".json":
+        raise InputError(file, "-", "a vLLM serving benchmark result must be a .json file")
+    doc = read_document(path)
+    if not isinstance(doc, dict):
+        raise InputError(file, "-", "must be a JSON object (a `vllm bench serve --save-result` file)")
+    vals = {k: _number(doc, k, file) for k in SERVING_FIELDS}
+    if vals["completed"] < 1 or vals["completed"] != int(vals["completed"]):
+        raise InputError(file, "completed", f"must be a whole number >= 1 (got {doc['completed']!r})")
+    for key in ("request_throughput", "mean_ttft_ms", "mean_tpot_ms", "total_input_tokens", "total_output_tokens"):
+        if vals[key] <= 0:
+            raise InputError(file, key, f"must be > 0 (got {doc[key]!r})")
+    mc = doc.get("max_concurrency")
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+        raise InputError(file, "max_concurrency", f"must be a whole number >= 1 or null (got {mc!r})")
+    meta = {k: str(doc[k]) for k in ("model_id", "gpu", "tp", "pp", "model") if doc.get(k) is not None}
+    n = vals["completed"]
+    return ServingResult(
+        file=file,
+        completed=int(n),
+        mean_input_tokens=vals["total_input_tokens"] / n,
+        mean_output_tokens=vals["total_output_tokens"] / n,
+        request_throughput=vals["request_throughput"],
+        mean_ttft_s=vals["mean_ttft_ms"] * MS,
+        mean_tpot_s=vals["mean_tpot_ms"] * MS,
+        max_concurrency=mc,
+        metadata=meta,
+    )
+
+
+@dataclass(frozen=True)
+class ServingRun:
+    """A serving result with the deployment it measured."""
+
+    result: ServingResult
+    model: LLM
+    gpu: GPU
+    tp: int
+    pp: int
+
+
+COMPUTE_SIDE = ("compute_efficiency", "attention_efficiency", "context_attention_efficiency")
+MEMORY_SIDE = (
+    "memory_efficiency",
+    "kv_efficiency",
+    "norm_efficiency",
+    "rope_efficiency",
+    "act_efficiency",
+    "add_efficiency",
+    "embed_efficiency",
+)
+
+
+def _scaled(base: Mapping[str, float], s_compute: float, s_memory: float) -> dict[str, float]:
+    out = dict(base)
+    for k in COMPUTE_SIDE:
+        out[k] = min(base[k] * s_compute, 1.0)
+    for k in MEMORY_SIDE:
+        out[k] = min(base[k] * s_memory, 1.0)
+    return out
+
+
+def serving_predictions(run: ServingRun, q: Mapping[str, float]) -> tuple[float, float]:
+    """(TTFT, TPOT) the model predicts for the run's mean request at its measured request rate."""
+    params = PerfParams.model_validate(dict(q))
+    rm = ReplicaModel(run.model, run.gpu, run.tp, run.pp, params, "none")
+    r = run.result
+    cap = float(min(r.max_concurrency or params.max_num_seqs, params.max_num_seqs * run.pp)) / run.pp
+    one = np.ones(1)
+    _, tpot, ttft = rm.load_point(
+        one * r.mean_input_tokens, one * r.mean_output_tokens, one * r.request_throughput, one * cap
+    )
+    return float(ttft[0]), float(tpot[0])
+
+
+def calibrate_serving(base: Calibration | None, runs: Sequence[ServingRun], source: str) -> Calibration:
+    """Scale each measured tier's compute- and memory-side efficiencies to match TTFT and TPOT."""
+    cal = base or Calibration(description="")
+    tiers = dict(cal.tiers)
+    for tier in sorted({r.gpu.id for r in runs}):
+        mine = [r for r in runs if r.gpu.id == tier]
+        start = PerfParams().model_dump()
+        if tier in tiers:
+            start.update(tiers[tier].params)
+        meas = np.log([[r.result.mean_ttft_s, r.result.mean_tpot_s] for r in mine]).ravel()
+
+        def residual(
+            x: np.ndarray, start: dict[str, Any] = start, mine: list[ServingRun] = mine, meas: np.ndarray = meas
+        ) -> np.ndarray:
+            q = _scaled(start, math.exp(x[0]), math.exp(x[1]))
+            return np.log([serving_predictions(r, q) for r in mine]).ravel() - meas
+
+        before = residual(np.zeros(2))
+        x = levenberg_marquardt(residual, [0.0, 0.0], max_iter=50)
+        after = residual(x)
+        fitted = _scaled(start, math.exp(x[0]), math.exp(x[1]))
+        keep = {k: float(fitted[k]) for k in CALIBRATED_FIELDS}
+        files = ", ".join(Path(r.result.file).name for r in mine)
+        prior = tiers[tier].source if tier in tiers else "PerfParams defaults"
+        tiers[tier] = TierCalibration(
+            source=f"serving benchmark ({files}): compute-side ×{math.exp(x[0]):.3g}, memory-side "
+            f"×{math.exp(x[1]):.3g} on [{prior}]",
+            params=keep,
+            quality={
+                "serving_ape_max_before": float(np.max(100 * np.abs(np.exp(before) - 1))),
+                "serving_ape_max_after": float(np.max(100 * np.abs(np.exp(after) - 1))),
+            },
+        )
+    inputs = dict(cal.inputs)
+    for r in runs:
+        inputs[Path(r.result.file).name] = hashlib.sha256(Path(r.result.file).read_bytes()).hexdigest()[:16]
+    desc = (cal.description + " " if cal.description else "") + source
+    return cal.model_copy(update={"tiers": tiers, "inputs": inputs, "description": desc.strip()})
+
+
+def result_json(cal: Calibration) -> str:
+    """A compact JSON summary (tests and the CLI's --json)."""
+    return json.dumps({t: tc.params for t, tc in sorted(cal.tiers.items())}, sort_keys=True)
