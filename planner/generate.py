@@ -321,12 +321,13 @@ def paper_instance(
             for g in gpus
         ]
     if rng.random() < 0.4 and table.pairs:
-        # A budget from a per-type lower bound (cheapest eligible $ per unit of load), scaled so that
-        # it sometimes binds.
-        per_type = {}
-        for (i, k), a in table.load.items():
-            c = table.rental[k] * a / inst.max_utilization
-            per_type[i] = min(per_type.get(i, math.inf), c)
-        lower = sum(per_type.values())
-        doc["budget"] = round(lower * float(rng.uniform(1.05, 2.5)), 2)
+        # A budget around what a good plan spends (rental + storage of a slope-scaling plan), so it
+        # sometimes binds (forcing unserved allowances or dearer-but-smaller plans) and rarely
+        # makes the instance infeasible.
+        from planner.heuristics.fluid import slope_scaling
+        from planner.heuristics.state import Data
+
+        plan = slope_scaling(Data.from_table(table))
+        if plan is not None:
+            doc["budget"] = round(plan.spend * float(rng.uniform(0.95, 1.6)), 2)
     return doc

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -124,11 +125,12 @@ def route(data: Data, slope: np.ndarray, order: np.ndarray | None = None) -> np.
 
 
 def slope_scaling(
-    data: Data, rounds: int = 25, jitter: float = 0.0, seed: int = 0, touched: set[int] | None = None
+    data: Data, rounds: int = 25, jitter: float = 0.0, seed: int = 0, touched: Counter[int] | None = None
 ) -> State | None:
     """The best integer state met over ``rounds`` of slope scaling (None if no round routes).
 
-    ``touched``, when given, collects every option any round routed demand to (polish uses them).
+    ``touched``, when given, counts the rounds that routed demand to each option (polish uses the
+    most used ones).
     """
     d = data
     K = d.K
@@ -147,7 +149,7 @@ def slope_scaling(
         key = np.round(X, 9).tobytes()
         s = State(d, X)
         if touched is not None:
-            touched.update(int(k) for k in np.flatnonzero(s.y[:K] > 0))
+            touched.update(int(k) for k in np.flatnonzero(s.y[:K] > 0))  # Counter: one per round
         if s.feasible() and (best is None or s.cost < best.cost - 1e-9):
             best = s
         if key in seen:

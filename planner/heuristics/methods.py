@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -14,6 +15,24 @@ from planner.heuristics.state import Data, State
 from planner.heuristics.stopping import AnyOf, MaxIterations, MaxRuntime, StoppingCriterion
 from planner.options import OptionTable
 from planner.plan import Plan, build_plan
+
+POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
+POLISH_PER_TYPE = 0  # per type, its cheapest options at full-replica prices (0: measured to hurt)
+
+
+def cheapest_per_type(data: Data, n: int) -> set[int]:
+    """Per type, the ``n`` options cheapest per unit of its demand when replicas run full."""
+    K = data.K
+    price = np.where(
+        data.ok[:, :K],
+        (data.rental[:K] + data.storage[:K])[None, :] / data.umax * data.L[:, :K] + data.D[:, :K],
+        np.inf,
+    )
+    out: set[int] = set()
+    for i in range(data.n):
+        finite = np.flatnonzero(np.isfinite(price[i]))
+        out.update(int(k) for k in finite[np.lexsort((finite, price[i, finite]))][:n])
+    return out
 
 
 def orders(data: Data, seed: int, random_starts: int) -> list[list[int]]:
@@ -115,7 +134,7 @@ def solve_agh(
         criteria.append(MaxRuntime(time_limit))
     halt = AnyOf(criteria)
     built: list[tuple[str, State]] = []
-    touched: set[int] = set()
+    touched: Counter[int] = Counter()
     why = ""
     for n, (kind, order, jitter) in enumerate(builders):
         if kind == "gh":
@@ -135,7 +154,10 @@ def solve_agh(
     best = found[0] if found else None
     if polish and found:
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
-        polished = polish_restricted(data, found[:4], extra=touched, time_limit=10.0 if left is None else left)
+        # The options the fluid rounds used most, ties by index: a bounded, deterministic scope.
+        extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
+        extra |= cheapest_per_type(data, POLISH_PER_TYPE)
+        polished = polish_restricted(data, found[:4], extra=extra, time_limit=10.0 if left is None else left)
         if polished is not None:
             polished = local_search(polished)
             if best is None or polished.cost < best.cost - 1e-9:
