@@ -17,6 +17,7 @@ from planner.options import OptionTable
 from planner.plan import Plan, build_plan
 
 POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
+POLISH_ROUNDS = 2  # polishes in a row while each improves
 POLISH_PER_TYPE = 0  # per type, its cheapest options at full-replica prices (0: measured to hurt)
 
 
@@ -111,7 +112,7 @@ def solve_agh(
     seed: int = 0,
     bound: bool = False,
     random_starts: int = 1,
-    slope_starts: int = 3,
+    slope_starts: int = 2,
     polish: bool = True,
     stop: StoppingCriterion | None = None,
     time_limit: float | None = None,
@@ -148,8 +149,12 @@ def solve_agh(
             built.append((kind, state))
         if halt(min((s.cost for _, s in built), default=float("inf"))):
             break
-    # Local search on every fluid start and on the best greedy one (the others rarely win).
-    greedy = sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1]
+    # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
+    # start by more than 20% (then it rarely wins after the search, and the time is better spent).
+    fluid_best = min((s.cost for k, s in built if k == "slope"), default=float("inf"))
+    greedy = [
+        s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
+    ]
     found = sorted((local_search(s) for s in [*greedy, *(s for k, s in built if k == "slope")]), key=lambda s: s.cost)
     best = found[0] if found else None
     if polish and found:
@@ -158,6 +163,15 @@ def solve_agh(
         extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
         extra |= cheapest_per_type(data, POLISH_PER_TYPE)
         polished = polish_restricted(data, found[:4], extra=extra, time_limit=10.0 if left is None else left)
+        for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
+            if polished is None:
+                break
+            again = polish_restricted(
+                data, [polished], extra=cheapest_per_type(data, 2), time_limit=10.0 if left is None else left
+            )
+            if again is None or again.cost >= polished.cost - 1e-9:
+                break
+            polished = again
         if polished is not None:
             polished = local_search(polished)
             if best is None or polished.cost < best.cost - 1e-9:
