@@ -42,7 +42,8 @@ def orders(data: Data, seed: int, random_starts: int) -> list[list[int]]:
     idx = np.arange(n)
     lam = data.lam
     e_best = np.array([data.E[i, : data.K][data.ok[i, : data.K]].min(initial=np.inf) for i in range(n)])
-    tightness = np.where(np.isfinite(data.eps), data.eps - e_best, np.inf)
+    with np.errstate(invalid="ignore"):  # a type with no eligible option has e_best = inf
+        tightness = np.where(np.isfinite(data.eps) & np.isfinite(e_best), data.eps - e_best, np.inf)
     min_load = np.array([data.L[i, : data.K][data.ok[i, : data.K]].min(initial=np.inf) for i in range(n)])
     footprint = np.where(np.isfinite(min_load), lam * min_load, 0.0)
     out = [
