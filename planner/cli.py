@@ -128,9 +128,8 @@ def solve(
     warm_start: Annotated[
         str | None, typer.Option("--warm-start", help="milp: start from gh, agh, or a PLAN file")
     ] = None,
-    headroom: Annotated[
-        float, typer.Option(help="plan for SLOs and error limits tightened by 1 + HEADROOM (robustness)")
-    ] = 0.0,
+    headroom: Annotated[float, typer.Option(help="plan for latency SLOs tightened by 1 + HEADROOM")] = 0.0,
+    error_headroom: Annotated[float, typer.Option(help="plan for max_error tightened by 1 + ERROR_HEADROOM")] = 0.0,
     export: Annotated[str | None, typer.Option(help="also export the plan: vllm | k8s | helm | router")] = None,
     export_dir: Annotated[Path | None, typer.Option(help="directory for --export")] = None,
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
@@ -155,6 +154,8 @@ def solve(
             raise InputError(None, "--threads", "must be >= 1")
         if not 0 <= headroom < 10:
             raise InputError(None, "--headroom", "must be in [0, 10)")
+        if not 0 <= error_headroom < 10:
+            raise InputError(None, "--error-headroom", "must be in [0, 10)")
         if (export is None) != (export_dir is None):
             raise InputError(None, "--export", "--export and --export-dir go together")
         if export is not None and export_dir is not None:
@@ -186,9 +187,9 @@ def solve(
         options.update(bound=bound)
         if method == "agh" and time_limit is not None:
             options.update(time_limit=time_limit)
-    if headroom > 0:
-        tight = tightened(table.instance, headroom)
-        plan = on_original(table, run(tight, method, **options), headroom)
+    if headroom > 0 or error_headroom > 0:
+        tight = tightened(table.instance, headroom, error_headroom)
+        plan = on_original(table, run(tight, method, **options), headroom, error_headroom)
     else:
         plan = run(table.instance, method, table=table, **options)
     if not quiet:

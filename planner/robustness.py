@@ -14,9 +14,12 @@ query type
   answers push the type past its error limit, as a share of the type;
 * the plan's cost at that factor: rental and storage are frozen; the delay penalty scales with f.
 
-**Headroom** h: solve against a tightened instance (every SLO and max_error divided by 1 + h), so
-the plan survives inflation up to 1 + h, then price and check it on the original instance. The
-result is reported ``feasible``: it is optimal only for the tightened problem.
+**Headroom** h: solve against a tightened instance (every SLO divided by 1 + h, and every
+max_error by 1 + h_e with a separate error headroom h_e), so the plan survives latency inflation up
+to 1 + h (and error inflation up to 1 + h_e), then price and check it on the original instance. The
+two are separate because an error limit within h of the best model's error makes any error
+headroom infeasible, while latency headroom only costs replicas. The result is reported
+``feasible``: it is optimal only for the tightened problem.
 """
 
 from __future__ import annotations
@@ -110,24 +113,26 @@ def _misses(slo: SLO, ttft: float | None, tpot: float | None, e2e: float | None)
     )
 
 
-def tightened(inst: Instance, headroom: float) -> Instance:
-    """The instance with every SLO and max_error divided by 1 + headroom."""
+def tightened(inst: Instance, headroom: float, error_headroom: float = 0.0) -> Instance:
+    """The instance with every SLO divided by 1 + headroom, every max_error by 1 + error_headroom."""
     g = 1.0 + headroom
+    ge = 1.0 + error_headroom
 
     def slo(s: SLO) -> SLO:
         return SLO(**{k: (None if v is None else v / g) for k, v in s.model_dump().items()})
 
     types = tuple(
-        q.model_copy(update={"slo": slo(q.slo), "max_error": None if q.max_error is None else q.max_error / g})
+        q.model_copy(update={"slo": slo(q.slo), "max_error": None if q.max_error is None else q.max_error / ge})
         for q in inst.query_types
     )
     return inst.model_copy(update={"query_types": types})
 
 
-def on_original(table: OptionTable, plan: Plan, headroom: float) -> Plan:
+def on_original(table: OptionTable, plan: Plan, headroom: float, error_headroom: float = 0.0) -> Plan:
     """A plan solved on the tightened instance, priced on the original one (``table``)."""
     if not plan.has_solution:
-        return plan.model_copy(update={"message": f"{plan.message or ''} (headroom {headroom:g})".strip()})
+        note = f"headroom {headroom:g}, error headroom {error_headroom:g}"
+        return plan.model_copy(update={"message": f"{plan.message or ''} ({note})".strip()})
     y, x, u = plan_solution(plan)
     return build_plan(
         table,
@@ -139,5 +144,6 @@ def on_original(table: OptionTable, plan: Plan, headroom: float) -> Plan:
         solve_seconds=plan.solve_seconds,
         backend=plan.backend,
         seed=plan.seed,
-        message=f"planned with headroom {headroom:g}: optimal only for the tightened problem",
+        message=f"planned with headroom {headroom:g} (errors {error_headroom:g}): optimal only for the tightened "
+        "problem",
     )

@@ -98,11 +98,11 @@ def test_headroom_plans_survive_their_inflation() -> None:
     # Seed 6: the instance stays feasible with SLOs and error limits tightened by 1.2.
     inst = make_instance(paper_instance(6, 6, 6, seed=6), name="p")
     table = build_option_table(inst)
-    tight = tightened(inst, 0.2)
+    tight = tightened(inst, 0.2, 0.2)
     plan = solve(tight, "agh", table=build_option_table(tight))
     from planner.robustness import on_original
 
-    plan = on_original(table, plan, 0.2)
+    plan = on_original(table, plan, 0.2, 0.2)
     assert plan.status == "feasible" and check_plan(inst, plan, table).ok
     (at12,) = stress(table, plan, [1.2])
     assert at12.violating_demand_share == 0.0

@@ -114,3 +114,13 @@ def test_schema_is_json() -> None:
     doc = json.loads(res.stdout)
     assert "query_types" in doc["properties"] and "performance" in doc["properties"]
     assert json.loads(cli("schema", "--plan").stdout)["title"] == "Plan"
+
+
+def test_solve_with_export(tmp_path: Path) -> None:
+    out = tmp_path / "plan.yaml"
+    deploy = tmp_path / "deploy"
+    res = cli("solve", "instances/quickstart.yaml", "--out", str(out), "--export", "k8s", "--export-dir", str(deploy))
+    assert res.returncode == 0, res.stderr
+    assert (deploy / "kustomization.yaml").is_file()
+    again = cli("solve", "instances/quickstart.yaml", "--export", "k8s", "--export-dir", str(deploy))
+    assert again.returncode == 2 and "--export-dir" in again.stderr  # a non-empty directory is refused first

@@ -180,10 +180,17 @@ def _why_stuck(s: State, i: int, remaining: float) -> str:
         return f"{q.id}: no eligible option (memory or SLO), and max_unserved {q.max_unserved:g} < 1"
     if accuracy_caps(s, i, remaining)[: d.K].max() <= MIN_SHARE:
         return f"{q.id}: its accuracy limit {q.max_error} cannot be met with the capacity left"
-    tiers = {d.tier[k] for k in np.flatnonzero(d.ok[i, : d.K])}
+    eligible = np.flatnonzero(d.ok[i, : d.K])
+    tiers = {d.tier[k] for k in eligible}
     if all(d.avail[g] - s.used[g] < 1 for g in tiers):
         return f"{q.id}: GPU availability exhausted on every eligible tier"
-    return f"{q.id}: budget or availability leave no room for {remaining:.3g} of its demand"
+    cheapest = float(min(d.rental[k] + (d.storage[k] if s.y[k] == 0 else 0.0) for k in eligible))
+    if d.budget - s.spend < cheapest:
+        return (
+            f"{q.id}: budget exhausted (${d.budget - s.spend:,.2f} left of ${d.budget:,.2f}; the cheapest eligible "
+            f"replica costs ${cheapest:,.2f}) with {remaining:.3g} of its demand unplaced"
+        )
+    return f"{q.id}: budget and availability together leave no room for {remaining:.3g} of its demand"
 
 
 def construct(data: Data, order: Sequence[int]) -> tuple[State | None, str]:

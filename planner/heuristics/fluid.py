@@ -152,12 +152,12 @@ def slope_scaling(
             touched.update(int(k) for k in np.flatnonzero(s.y[:K] > 0))  # Counter: one per round
         if s.feasible() and (best is None or s.cost < best.cost - 1e-9):
             best = s
-        if key in seen:
+        over = s.used > d.avail + 1e-9
+        if key in seen and not over.any():  # a repeat is convergence only once no tier's price moves
             break
         seen.add(key)
         load = s.load[:K]
         actual = np.where(load > 0, (d.rental[:K] * s.y[:K] + d.storage[:K]) / np.maximum(load, 1e-300), slope)
         slope = actual
-        over = s.used > d.avail + 1e-9
         tier_price = np.where(over, tier_price * 1.5, tier_price)
     return best

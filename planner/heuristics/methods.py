@@ -36,8 +36,17 @@ def cheapest_per_type(data: Data, n: int) -> set[int]:
     return out
 
 
+def fewest_choices_first(data: Data) -> list[int]:
+    """Types with the fewest eligible options first (then by arrival rate): scarce GPUs go to
+    the types that cannot do without them."""
+    idx = np.arange(data.n)
+    choices = data.ok[:, : data.K].sum(axis=1)
+    return [int(i) for i in np.lexsort((idx, -data.lam, choices))]
+
+
 def orders(data: Data, seed: int, random_starts: int) -> list[list[int]]:
-    """Start orderings: by arrival rate, by error tightness, by footprint, then seeded permutations."""
+    """Start orderings: by arrival rate, by error tightness, by footprint, by fewest eligible
+    options, then seeded permutations."""
     n = data.n
     idx = np.arange(n)
     lam = data.lam
@@ -50,6 +59,7 @@ def orders(data: Data, seed: int, random_starts: int) -> list[list[int]]:
         list(np.lexsort((idx, -lam))),
         list(np.lexsort((idx, tightness))),
         list(np.lexsort((idx, -footprint))),
+        fewest_choices_first(data),
     ]
     rng = np.random.default_rng(seed)
     out += [list(rng.permutation(n)) for _ in range(random_starts)]
@@ -100,10 +110,16 @@ def _plan(
 
 
 def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False) -> Plan:
-    """One greedy pass, types by descending arrival rate (the paper's GH)."""
+    """One greedy pass, types by descending arrival rate (the paper's GH).
+
+    Where that pass gets stuck (scarce GPUs taken by earlier types), one more pass takes the types
+    with the fewest eligible options first; that fallback is ours, not the paper's.
+    """
     t0 = time.perf_counter()
     data = Data.from_table(table)
     state, why = construct(data, orders(data, seed, 0)[0])
+    if state is None:
+        state, _ = construct(data, fewest_choices_first(data))
     return _plan(table, "gh", state, why, time.perf_counter() - t0, seed, bound)
 
 
@@ -158,7 +174,7 @@ def solve_agh(
     ]
     found = sorted((local_search(s) for s in [*greedy, *(s for k, s in built if k == "slope")]), key=lambda s: s.cost)
     best = found[0] if found else None
-    if polish and found:
+    if polish and (found or touched):
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
         # The options the fluid rounds used most, ties by index: a bounded, deterministic scope.
         extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}

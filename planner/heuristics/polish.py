@@ -13,7 +13,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from planner.heuristics.state import Data, State
-from planner.solvers.backends import SolveOptions, solve_highs_start
+from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
 
 POLISH_GAP = 2e-3  # the restricted problem need not be closed exactly (1e-2 was measured no faster)
@@ -49,11 +49,13 @@ def polish(
     union: set[int] = set(extra or ())
     for s in states:
         union.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
-    if not union or not states:
+    if not union:
         return None
     model = build_model(data.table, ModelScope(options=frozenset(union)))
     opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
-    res = solve_highs_start(model, opts, start_values(model, min(states, key=lambda s: s.cost)))
+    # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
+    start = start_values(model, min(states, key=lambda s: s.cost)) if states else {}
+    res = BACKENDS["highs"](model, opts, start)
     if res.status not in ("optimal", "feasible"):
         return None
     X = np.zeros((data.n, data.K + 1))
