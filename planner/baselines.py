@@ -17,12 +17,10 @@ from __future__ import annotations
 import math
 import time
 
-import pyomo.environ as pyo
-
 from planner.options import OptionTable
 from planner.plan import Plan, build_plan
 from planner.solvers.backends import BACKENDS, SolveOptions
-from planner.solvers.milp import ModelScope, build_model
+from planner.solvers.milp import ModelScope, build_model, solution_of
 
 
 def _solve_scope(table: OptionTable, scope: ModelScope, opts: SolveOptions) -> tuple[float, dict, dict, dict] | None:
@@ -30,12 +28,7 @@ def _solve_scope(table: OptionTable, scope: ModelScope, opts: SolveOptions) -> t
     res = BACKENDS["highs"](model, opts)
     if res.status not in ("optimal", "feasible"):
         return None
-    replicas = {table.options[k]: pyo.value(model.y[k]) for k in model.K}
-    routing: dict[str, dict] = {t: {} for t in table.type_ids}
-    for i, k in model.P:
-        routing[table.type_ids[i]][table.options[k]] = pyo.value(model.x[i, k])
-    unserved = {table.type_ids[i]: pyo.value(model.u[i]) for i in model.I}
-    return float(res.objective or 0.0), replicas, routing, unserved
+    return (float(res.objective or 0.0), *solution_of(model))
 
 
 def _best_of(

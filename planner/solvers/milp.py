@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pyomo.environ as pyo
 
-from planner.options import OptionTable
+from planner.options import Option, OptionTable
 
 FAMILIES = ("coverage", "capacity", "accuracy", "availability", "budget", "linking")
 
@@ -182,3 +182,16 @@ def _objective(m: pyo.ConcreteModel) -> None:
         + sum(float(t.unserved[i]) * m.u[i] for i in m.I),
         sense=pyo.minimize,
     )
+
+
+def solution_of(
+    m: pyo.ConcreteModel,
+) -> tuple[dict[Option, float], dict[str, dict[Option, float]], dict[str, float]]:
+    """(replicas, routing, unserved) of a solved model, keyed as :func:`planner.plan.build_plan` takes them."""
+    t = m.table
+    replicas = {t.options[k]: float(pyo.value(m.y[k])) for k in m.K}
+    routing: dict[str, dict[Option, float]] = {tid: {} for tid in t.type_ids}
+    for i, k in m.P:
+        routing[t.type_ids[i]][t.options[k]] = float(pyo.value(m.x[i, k]))
+    unserved = {t.type_ids[i]: float(pyo.value(m.u[i])) for i in m.I}
+    return replicas, routing, unserved

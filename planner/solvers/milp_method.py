@@ -10,7 +10,7 @@ from planner.options import OptionTable
 from planner.plan import Plan, build_plan, plan_solution
 from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.diagnosis import diagnose
-from planner.solvers.milp import ModelScope, build_model
+from planner.solvers.milp import ModelScope, build_model, solution_of
 
 
 def solve_milp(
@@ -60,11 +60,7 @@ def solve_milp(
             seed=seed,
             message=f"no solution found ({result.message})",
         )
-    replicas = {table.options[k]: pyo.value(model.y[k]) for k in model.K}
-    routing: dict[str, dict] = {t: {} for t in table.type_ids}
-    for i, k in model.P:
-        routing[table.type_ids[i]][table.options[k]] = pyo.value(model.x[i, k])
-    unserved = {table.type_ids[i]: pyo.value(model.u[i]) for i in model.I}
+    replicas, routing, unserved = solution_of(model)
     bound = result.bound
     if bound is not None and result.objective is not None:
         bound = min(bound, result.objective)  # a bound above the incumbent is round-off
