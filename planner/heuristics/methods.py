@@ -18,7 +18,6 @@ from planner.plan import Plan, build_plan
 
 POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
 POLISH_ROUNDS = 2  # polishes in a row while each improves
-POLISH_PER_TYPE = 0  # per type, its cheapest options at full-replica prices (0: measured to hurt)
 
 
 def cheapest_per_type(data: Data, n: int) -> set[int]:
@@ -178,7 +177,6 @@ def solve_agh(
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
         # The options the fluid rounds used most, ties by index: a bounded, deterministic scope.
         extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
-        extra |= cheapest_per_type(data, POLISH_PER_TYPE)
         polished = polish_restricted(data, found[:4], extra=extra, time_limit=10.0 if left is None else left)
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
             if polished is None:
