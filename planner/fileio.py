@@ -6,10 +6,12 @@ reader never sees a half-written plan and a failed run leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +95,26 @@ def dump_document(doc: Any, suffix: str) -> str:
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+
+
+def write_atomic_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_writer(path, binary=True) as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, binary: bool = False) -> Iterator[Any]:
+    """A file handle on a temporary file beside ``path``, renamed onto it only if the block ends
+    without an exception (so a stream of rows is never left half-written under the real name)."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -63,8 +63,12 @@ KV: p·B·(I + O) ≤ N_kv (every request may grow to its full length), and B �
 The option's figures for type i are taken at the largest batch B (most r_max) whose TTFT, TPOT and
 E2E at load max_utilization·r_max(B) meet the type's SLO: ``throughput_rps`` = r_max(B).
 
-Iteration model (for simulators, Aladdin's linear form): over a grid of mixed batches,
-    p·τ ≈ c0 + c1·(prefill tokens) + c2·(decode requests) + c3·(Σ decode context tokens)
+Iteration model (for simulators, Aladdin's linear form plus its small quadratic prefill term): over
+a grid of mixed batches,
+    p·τ ≈ c0 + c1·P + c2·D + c3·ΣC + c4·A
+    P = prefill tokens, D = decode requests, ΣC = Σ decode context tokens,
+    A = Σ over prefill chunks of c·(k + c/2) (a chunk of c tokens attends its k cached ones and,
+        causally, itself: the attention work that makes long prompts super-linear)
 fitted by least relative squares (:meth:`ReplicaModel.iteration_model`).
 """
 
@@ -208,7 +212,7 @@ class TypeFigures:
 
 @dataclass(frozen=True)
 class IterationModel:
-    """Aladdin's linear iteration time: c0 + c1·prefill tokens + c2·decodes + c3·Σ decode context."""
+    """Iteration time c0 + c1·P + c2·D + c3·ΣC + c4·A (module docstring), seconds."""
 
     c0: float
     c1: float
@@ -216,15 +220,33 @@ class IterationModel:
     c3: float
     max_rel_error: float  # over the grid it was fitted on
     grid_points: int
+    c4: float = 0.0
 
     def time(
         self,
         prefill_tokens: np.ndarray | float,
         decode_requests: np.ndarray | float,
         decode_context_tokens: np.ndarray | float,
+        prefill_attention: np.ndarray | float = 0.0,
     ) -> np.ndarray | float:
-        """Predicted iteration time, seconds (``decode_context_tokens`` = Σ context of the decodes)."""
-        return self.c0 + self.c1 * prefill_tokens + self.c2 * decode_requests + self.c3 * decode_context_tokens
+        """Predicted iteration time, seconds (``decode_context_tokens`` = Σ context of the decodes,
+        ``prefill_attention`` = Σ c·(k + c/2) over the prefill chunks)."""
+        return (
+            self.c0
+            + self.c1 * prefill_tokens
+            + self.c2 * decode_requests
+            + self.c3 * decode_context_tokens
+            + self.c4 * prefill_attention
+        )
+
+    def prefill_time(self, prompt: int, budget: int) -> float:
+        """An idle replica's time to prefill ``prompt`` tokens in chunks of at most ``budget``."""
+        total, done = 0.0, 0
+        while done < prompt:
+            c = min(budget, prompt - done)
+            total += float(self.time(c, 0, 0, c * (done + c / 2)))
+            done += c
+        return total
 
 
 class ReplicaModel:
@@ -500,32 +522,40 @@ class ReplicaModel:
         prefill_tokens: np.ndarray | float,
         decode_requests: np.ndarray | float,
         decode_context_tokens: np.ndarray | float,
+        prefill_cached: np.ndarray | float = 0.0,
     ) -> np.ndarray:
-        """Latency of one iteration through all stages: one fresh prefill chunk of ``prefill_tokens``
-        plus ``decode_requests`` decodes whose contexts sum to ``decode_context_tokens``."""
+        """Latency of one iteration through all stages: one prefill chunk of ``prefill_tokens`` over
+        ``prefill_cached`` cached tokens plus ``decode_requests`` decodes whose contexts sum to
+        ``decode_context_tokens``."""
         d = np.asarray(decode_requests, float)
         ctx = np.where(d > 0, np.asarray(decode_context_tokens, float) / np.maximum(d, 1.0), 0.0)
-        return self.pp * self.stage_time(prefill_tokens, 0.0, d, ctx)
+        return self.pp * self.stage_time(prefill_tokens, prefill_cached, d, ctx)
 
     def iteration_model(self) -> IterationModel:
-        """Least-relative-squares fit of c0 + c1·P + c2·D + c3·ΣC over a grid of mixed batches."""
+        """Least-relative-squares fit of c0 + c1·P + c2·D + c3·ΣC + c4·A over a grid of mixed
+        batches (chunks over 0 to 16k cached tokens, so long prompts' attention is in the fit)."""
         q = self.q
         chunks = np.array([0, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192], float)
         chunks = chunks[chunks <= q.prefill_chunk_tokens]
         dec = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512], float)
         dec = dec[dec <= q.max_num_seqs]
         ctx = np.array([128, 512, 1024, 2048, 4096, 8192], float)
-        P, D, C = (a.ravel() for a in np.meshgrid(chunks, dec, ctx, indexing="ij"))
+        cached = np.array([0, 2048, 6144, 16384], float)
+        P, D, C, K = (a.ravel() for a in np.meshgrid(chunks, dec, ctx, cached, indexing="ij"))
         keep = (P + D > 0) & ~((D == 0) & (ctx[0] != C))  # context is irrelevant without decodes
+        keep &= (P > 0) | (K == 0)  # cached tokens only matter to a chunk
         kv = self.fit().kv_capacity_tokens
-        keep &= max(kv, 1) * self.pp >= D * C  # only batches whose KV fits
-        P, D, C = P[keep], D[keep], C[keep]
-        y = self.iteration_time(P, D, D * C)
-        X = np.stack([np.ones_like(P), P, D, D * C], axis=1)
+        keep &= max(kv, 1) * self.pp >= D * C + K + P  # only batches whose KV fits
+        if self.m.max_context_tokens:
+            keep &= self.m.max_context_tokens >= K + P
+        P, D, C, K = P[keep], D[keep], C[keep], K[keep]
+        y = self.iteration_time(P, D, D * C, K)
+        X = np.stack([np.ones_like(P), P, D, D * C, P * (K + P / 2)], axis=1)
         coef = np.linalg.lstsq(X / y[:, None], np.ones_like(y), rcond=None)[0]
         coef = np.maximum(coef, 0.0)  # a negative slope would make bigger batches faster
         err = np.abs(X @ coef / y - 1.0)
-        return IterationModel(*(float(c) for c in coef), float(err.max()), len(y))
+        c0, c1, c2, c3, c4 = (float(c) for c in coef)
+        return IterationModel(c0, c1, c2, c3, float(err.max()), len(y), c4)
 
     # ---------------------------------------------------------------- per query type
     def figures(

@@ -1,0 +1,1 @@
+"""Trace-driven cluster simulation: request traces, type mapping and the simulator."""

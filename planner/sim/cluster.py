@@ -1,0 +1,236 @@
+"""From an instance and a plan (or one option and a replica count) to a simulator.
+
+Each deployed option becomes a pool whose workers take their iteration model, KV capacity and
+limits from the same :class:`planner.perf.ReplicaModel` the option table used, and the vLLM
+settings the exporter writes: ``max_num_seqs`` = the planned micro-batch of the types routed there,
+``max_num_batched_tokens`` = ``prefill_chunk_tokens``, ``max_model_len`` = min(model context, KV of
+one engine).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from planner.errors import InputError
+from planner.options import Option, OptionTable
+from planner.perf import GB, ReplicaModel
+from planner.plan import Plan
+from planner.problem import Instance
+from planner.sim.engine import PoolSpec, SimConfig, Simulator
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Serve ``option`` as ``prefill`` replicas of itself plus ``decode`` replicas of ``decode_option``."""
+
+    option: Option
+    prefill: int
+    decode_option: Option
+    decode: int
+
+
+def parse_option(text: str, label: str = "--option") -> Option:
+    """``MODEL/GPU/TP/PP`` (``tp4``/``pp1`` prefixes allowed)."""
+    parts = text.split("/")
+    if len(parts) != 4:
+        raise InputError(label, text, "expected MODEL/GPU/TP/PP, e.g. llama-3.1-8b/l4/1/1")
+    try:
+        tp = int(parts[2].removeprefix("tp"))
+        pp = int(parts[3].removeprefix("pp"))
+    except ValueError:
+        raise InputError(label, text, "TP and PP must be integers") from None
+    if tp < 1 or pp < 1:
+        raise InputError(label, text, "TP and PP must be at least 1")
+    return Option(parts[0], parts[1], tp, pp)
+
+
+def _slos(inst: Instance) -> list[tuple[float, float, float]]:
+    out = []
+    for q in inst.query_types:
+        s = q.slo
+        out.append((s.ttft_s or INF, s.tpot_s or INF, s.e2e_s or INF))
+    return out
+
+
+def replica_model(inst: Instance, option: Option, label: str = "--option") -> ReplicaModel:
+    models = {m.id: m for m in inst.models}
+    gpus = {g.id: g for g in inst.gpus}
+    if option.model not in models:
+        raise InputError(label, option.key, f"model {option.model!r} is not in the instance")
+    if option.gpu not in gpus:
+        raise InputError(label, option.key, f"gpu {option.gpu!r} is not in the instance")
+    m, g = models[option.model], gpus[option.gpu]
+    if not (m.layers and m.hidden_size and m.kv_heads and m.head_dim and g.memory_gb and g.bandwidth_tbs):
+        raise InputError(
+            label,
+            option.key,
+            "simulation needs model mode: architecture and hardware fields (table mode has no timings)",
+        )
+    from planner.perf import structural_reason
+
+    why = structural_reason(m, g, option.tp, option.pp)
+    if why:
+        raise InputError(label, option.key, why)
+    rm = ReplicaModel(m, g, option.tp, option.pp, inst.performance_params, inst.calibration)
+    if not rm.fit().fits:
+        raise InputError(label, option.key, rm.fit().reason)
+    return rm
+
+
+def pool_spec(
+    inst: Instance,
+    option: Option,
+    replicas: int,
+    max_num_seqs: int | None,
+    types: Iterable[int],
+    role: str = "mixed",
+    label: str = "--option",
+) -> PoolSpec:
+    rm = replica_model(inst, option, label)
+    q = rm.q
+    m = rm.m
+    slos = _slos(inst)
+    types = list(types)
+    kv = rm.fit().kv_capacity_tokens // option.pp
+    ctx = min(m.max_context_tokens or kv, kv)
+    internode = rm.g.internode_gbs or q.default_internode_gbs
+    assert m.layers and m.kv_heads and m.head_dim
+    return PoolSpec(
+        key=option.key if role == "mixed" else f"{option.key}/{role}",
+        option=option,
+        replicas=replicas,
+        engines_per_replica=option.pp,
+        gpus_per_replica=option.tp * option.pp,
+        kv_capacity=kv,
+        max_num_seqs=max_num_seqs or q.max_num_seqs,
+        token_budget=q.prefill_chunk_tokens,
+        max_context=ctx,
+        it=rm.iteration_model(),
+        role=role,
+        kv_bytes_per_token=2.0 * m.layers * m.kv_heads * m.head_dim * q.kv_cache_bytes,
+        # Split-phase KV leaves the prefill node over its NICs: one per GPU of the replica.
+        network_bytes_per_s=internode * GB * q.internode_efficiency * option.tp * option.pp,
+        network_latency_s=q.internode_latency_s,
+        tpot_slo=min((slos[i][1] for i in types), default=INF),
+        ttft_slo=min((slos[i][0] for i in types), default=INF),
+    )
+
+
+def planned_batch(table: OptionTable | None, option: Option, type_ids: Iterable[str]) -> int | None:
+    if table is None:
+        return None
+    batches = [r.batch for t in type_ids if (r := table.row(option, t)) is not None and r.batch and r.eligible]
+    return max(batches) if batches else None
+
+
+def simulator_for_plan(
+    inst: Instance,
+    plan: Plan,
+    config: SimConfig,
+    table: OptionTable | None = None,
+    split: SplitSpec | None = None,
+    per_request: IO[str] | None = None,
+) -> Simulator:
+    """Pools for the plan's deployments; routing from its fractions and unserved shares."""
+    tindex = {q.id: i for i, q in enumerate(inst.query_types)}
+    deployed = [d for d in plan.deployments if d.replicas > 0]
+    if not deployed:
+        raise InputError("plan", "deployments", "the plan deploys no replica: nothing to simulate")
+    svc_index = {d.option: n for n, d in enumerate(deployed)}
+    routed: dict[Option, set[int]] = {d.option: set() for d in deployed}
+    routing: dict[int, list[tuple[int | None, float]]] = {}
+    for t, shares in plan.routing.items():
+        if t not in tindex:
+            raise InputError("plan", f"routing.{t}", "query type is not in the instance")
+        lst: list[tuple[int | None, float]] = []
+        for s in shares:
+            if s.fraction <= 0:
+                continue
+            if s.option not in svc_index:
+                raise InputError("plan", f"routing.{t}", f"routes to {s.option.key}, which has no replicas")
+            lst.append((svc_index[s.option], s.fraction))
+            routed[s.option].add(tindex[t])
+        u = plan.unserved.get(t, 0.0)
+        if u > 0:
+            lst.append((None, u))
+        routing[tindex[t]] = lst
+    services: list[tuple[str, list[PoolSpec]]] = []
+    for d in deployed:
+        types = routed[d.option]
+        label = f"deployments.{d.option.key}"
+        if split is not None and split.option == d.option:
+            services.append(
+                (
+                    d.option.key,
+                    [
+                        pool_spec(inst, d.option, split.prefill, d.max_num_seqs, types, "prefill", label),
+                        pool_spec(inst, split.decode_option, split.decode, d.max_num_seqs, types, "decode", "--split"),
+                    ],
+                )
+            )
+        else:
+            services.append((d.option.key, [pool_spec(inst, d.option, d.replicas, d.max_num_seqs, types, label=label)]))
+    if split is not None and split.option not in svc_index:
+        raise InputError("--split", split.option.key, "the plan deploys no replica of this option")
+    return _simulator(inst, services, routing, config, per_request)
+
+
+def simulator_for_option(
+    inst: Instance,
+    option: Option,
+    replicas: int,
+    config: SimConfig,
+    types: Iterable[int] | None = None,
+    max_num_seqs: int | None = None,
+    split: SplitSpec | None = None,
+    per_request: IO[str] | None = None,
+) -> Simulator:
+    """Every request of every (given) type goes to one option's pool of ``replicas``."""
+    types = list(range(len(inst.query_types))) if types is None else list(types)
+    if split is not None:
+        pools = [
+            pool_spec(inst, option, split.prefill, max_num_seqs, types, "prefill"),
+            pool_spec(inst, split.decode_option, split.decode, max_num_seqs, types, "decode", "--decode-option"),
+        ]
+    else:
+        pools = [pool_spec(inst, option, replicas, max_num_seqs, types)]
+    routing: dict[int, list[tuple[int | None, float]]] = {t: [(0, 1.0)] for t in types}
+    return _simulator(inst, [(option.key, pools)], routing, config, per_request)
+
+
+def _simulator(
+    inst: Instance,
+    services: list[tuple[str, list[PoolSpec]]],
+    routing: dict[int, list[tuple[int | None, float]]],
+    config: SimConfig,
+    per_request: IO[str] | None,
+) -> Simulator:
+    for _, pools in services:
+        for p in pools:
+            if p.replicas < 1:
+                raise InputError("cluster", p.key, "a pool needs at least one replica")
+    return Simulator(
+        services,
+        routing,
+        [q.id for q in inst.query_types],
+        _slos(inst),
+        [q.output_tokens for q in inst.query_types],
+        config,
+        per_request,
+    )
+
+
+def feed(
+    requests: Iterable[object], type_of: object, type_ids: list[str]
+) -> Iterator[tuple[int, int | None, float, int, int]]:
+    """Trace requests → the simulator's tuples (uid, type index or None, arrival, input, output)."""
+    index = {t: i for i, t in enumerate(type_ids)}
+    f = type_of  # a callable TraceRequest -> type id or None
+    for n, r in enumerate(requests):
+        ty = f(r)  # type: ignore[operator]
+        yield n, (index[ty] if ty is not None else None), r.arrival_s, r.input_tokens, r.output_tokens  # type: ignore[attr-defined]

@@ -1,0 +1,762 @@
+r"""Discrete-event simulator of a vLLM cluster serving a plan, replaying a request trace.
+
+Workers
+    One *worker* is one vLLM engine: a replica with pp pipeline stages runs pp virtual engines
+    (vLLM's scheduling of pp micro-batches), each with 1/pp of the replica's KV capacity, so a
+    replica of pp = 1 is one worker. A worker holds a FIFO waiting queue, the requests it is
+    prefilling, and a running decode batch. Each iteration (vLLM's scheduler step):
+      1. every running decode contributes one token;
+      2. the token budget left, ``prefill_chunk_tokens − decodes`` (vLLM's max_num_batched_tokens
+         with decodes first), goes to prefill chunks: partially prefilled requests first, then
+         waiting ones admitted in order while running sequences < max_num_seqs and the KV cache
+         holds their prompt (head-of-line blocking, as FCFS does);
+      3. the iteration lasts T = c0 + c1·P + c2·D + c3·ΣC + c4·A seconds (the iteration model of
+         :mod:`planner.perf`: P prefill tokens, D decodes, ΣC their context tokens, A chunk
+         attention work);
+      4. a request whose last prefill chunk ends samples its first token (TTFT) and joins the
+         decode batch; a decode that produced its last token finishes (e2e), freeing its KV.
+    KV in tokens: prompt tokens are reserved at admission; a decode holds input + generated
+    tokens. When the next step's tokens do not fit, the most recently admitted request is
+    preempted and recomputed, as vLLM does: its KV is freed and it goes back to the front of the
+    queue with prompt = input + generated so far.
+
+Fast-forward
+    Between events nothing changes but the context length, so a run of j pure-decode iterations
+    starting at iteration i0 with D decodes lasts
+        T(j) = j·a + b·j(j−1)/2,   a = c0 + c2·D + c3·(ΣC at i0),  b = c3·D
+    and is simulated as one event, ending at the first completion, the first KV shortfall, or the
+    iteration boundary after a new request reaches the worker. Cost is per event, not per token.
+
+Routing and placement
+    The plan's routing fractions send each request of type i to an option (or to unserved) by
+    smooth weighted round-robin (deterministic, exact shares over every prefix). Inside the
+    option's pool a :mod:`planner.sim.policies` policy picks the worker from a load view that is
+    either live or a snapshot refreshed every ``staleness_s`` seconds plus the router's own
+    dispatches since then.
+
+Split phase
+    A pool may be served by a prefill pool and a decode pool (different tiers allowed): prefill
+    workers run chunks only and produce the first token; the KV of input + 1 tokens then moves
+    over the network, t = α + bytes/bandwidth, and a decode pool worker (chosen by the policy)
+    admits it straight into its decode batch.
+
+Metrics stream into fixed-size histograms, so memory does not grow with the trace.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from planner.perf import IterationModel
+from planner.sim.metrics import Metrics
+from planner.sim.policies import make_policy, prefill_share
+from planner.sim.predict import LengthPredictor
+
+WAITING, PREFILL, DECODE, TRANSFER, DONE = range(5)
+
+
+class Req:
+    """One request in flight (slots: millions of these are created and dropped)."""
+
+    __slots__ = (
+        "arrival",
+        "done",
+        "first",
+        "g",
+        "inp",
+        "out",
+        "pred",
+        "preempted",
+        "prompt",
+        "s",
+        "seq",
+        "service",
+        "state",
+        "ty",
+        "uid",
+        "ver",
+        "worker",
+    )
+
+    def __init__(self, uid: int, ty: int, arrival: float, inp: int, out: int) -> None:
+        self.uid, self.ty, self.arrival, self.inp, self.out = uid, ty, arrival, inp, out
+        self.prompt = inp  # tokens the next prefill computes (input + generated after a preemption)
+        self.done = 0  # prompt tokens prefilled so far
+        self.g = 0  # tokens generated when the current decode stint began
+        self.s = 0  # worker iteration at which the current decode stint began
+        self.ver = 0
+        self.seq = 0
+        self.state = WAITING
+        self.first = -1.0
+        self.pred = 0.0
+        self.worker: Worker | None = None
+        self.preempted = 0
+        self.service: Service | None = None
+
+
+@dataclass
+class PoolSpec:
+    """Everything a pool's workers need, computed once from the option (see :mod:`planner.sim.cluster`)."""
+
+    key: str  # option key, with a /prefill or /decode suffix for split pools
+    option: Any  # planner.options.Option
+    replicas: int
+    engines_per_replica: int  # pp virtual engines
+    gpus_per_replica: int
+    kv_capacity: int  # tokens per engine
+    max_num_seqs: int  # per engine
+    token_budget: int  # vLLM max_num_batched_tokens
+    max_context: int | None
+    it: IterationModel
+    role: str = "mixed"  # mixed | prefill | decode
+    kv_bytes_per_token: float = 0.0  # whole model, for split-phase transfers
+    network_bytes_per_s: float = 0.0
+    network_latency_s: float = 0.0
+    tpot_slo: float = math.inf  # strictest TPOT SLO of the types routed here (Aladdin's ATGT bound)
+    ttft_slo: float = math.inf
+
+
+class Worker:
+    """One vLLM engine: queue, KV cache and continuous batch (module docstring)."""
+
+    __slots__ = (
+        "admit_seq",
+        "budget",
+        "busy",
+        "busy_s",
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+        "cap",
+        "dec_base",
+        "finished",
+        "heap",
+        "idx",
+        "it",
+        "iterations",
+        "kv_res",
+        "max_seqs",
+        "n_dec",
+        "overrun",
+        "peak_kv",
+        "pool",
+        "preemptions",
+        "prefilling",
+        "run_a",
+        "run_b",
+        "run_chunks",
+        "run_end",
+        "run_j",
+        "run_start",
+        "run_ver",
+        "sim",
+        "tokens",
+        "waiting",
+    )
+
+    def __init__(self, pool: Pool, idx: int, sim: Simulator) -> None:
+        spec = pool.spec
+        self.pool, self.idx, self.sim = pool, idx, sim
+        m = spec.it
+        self.c0, self.c1, self.c2, self.c3, self.c4 = m.c0, m.c1, m.c2, m.c3, m.c4
+        self.cap, self.max_seqs, self.budget = spec.kv_capacity, spec.max_num_seqs, spec.token_budget
+        self.waiting: deque[Req] = deque()
+        self.prefilling: list[Req] = []
+        self.heap: list[tuple[int, int, int, Req]] = []  # (finish iteration, uid, ver, req)
+        self.n_dec = 0
+        self.dec_base = 0  # Σ over decodes of (input + g − s): their KV is dec_base + n_dec·it
+        self.kv_res = 0  # tokens reserved by admitted requests not yet decoding here
+        self.it = 0
+        self.busy = False
+        self.run_j = 0
+        self.run_start = 0.0
+        self.run_a = 0.0
+        self.run_b = 0.0
+        self.run_end = 0.0
+        self.run_ver = 0
+        self.run_chunks: list[tuple[Req, int]] = []
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.peak_kv = 0
+        self.preemptions = 0
+        self.finished = 0
+        self.overrun: list[tuple[float, int, int, Req]] = []  # (iteration at which g reaches pred, ...)
+        self.admit_seq = 0
+        self.tokens = 0
+
+    # ------------------------------------------------------------------ state the router sees
+    def kv_used(self) -> int:
+        return self.kv_res + self.dec_base + self.n_dec * self.it
+
+    def _publish(self) -> None:
+        p, i = self.pool, self.idx
+        p.queued[i] = len(self.waiting)
+        p.active[i] = self.n_dec + len(self.prefilling)
+        p.kv[i] = self.kv_used()
+        p.n_dec[i] = self.n_dec
+
+    def iters_done(self, now: float) -> int:
+        """Iterations of the current decode run completed by ``now`` (0 when not in a run)."""
+        if not self.busy or self.run_chunks or self.run_j <= 1:
+            return 0
+        return min(_iterations_within(self.run_a, self.run_b, now - self.run_start), self.run_j - 1)
+
+    # ------------------------------------------------------------------ arrivals
+    def enqueue(self, r: Req, now: float) -> None:
+        r.worker, r.state = self, WAITING
+        was_empty = not self.waiting
+        self.waiting.append(r)
+        self.pool.qtok[self.idx] += r.prompt - r.done
+        if not self.busy:
+            self.start(now)
+        elif was_empty and not self.run_chunks and self.run_j > 1:
+            self._cut_run(now)
+        self._publish()
+
+    def _cut_run(self, now: float) -> None:
+        """End the running decode run at the first iteration boundary at or after ``now``."""
+        k = _iterations_within(self.run_a, self.run_b, now - self.run_start)
+        k = min(k + 1, self.run_j)
+        if k >= self.run_j:
+            return
+        self.run_j = k
+        self.run_end = self.run_start + k * self.run_a + self.run_b * k * (k - 1) / 2
+        self.run_ver += 1
+        self.sim.push(self.run_end, self, self.run_ver)
+
+    # ------------------------------------------------------------------ one scheduler step
+    def start(self, now: float) -> None:
+        """Compose the next iteration (or decode run) and schedule its end; idle when no work."""
+        n = self.n_dec
+        if n:
+            # Decodes need one more KV slot each; preempt the newest until they fit.
+            while n and self.kv_used() + n > self.cap:
+                self._preempt_newest(now)
+                n = self.n_dec
+        budget = self.budget - n
+        chunks: list[tuple[Req, int]] = []
+        p_tok, attn = 0, 0.0
+        if budget > 0:
+            for r in self.prefilling:
+                if budget <= 0:
+                    break
+                c = min(budget, r.prompt - r.done)
+                chunks.append((r, c))
+                p_tok += c
+                attn += c * (r.done + c / 2)
+                budget -= c
+            seqs = n + len(self.prefilling)
+            while self.waiting and seqs < self.max_seqs:
+                r = self.waiting[0]
+                need = r.prompt if r.done < r.prompt else r.prompt + 1
+                if self.kv_used() + n + need > self.cap:
+                    break
+                if r.done < r.prompt and budget <= 0:
+                    break
+                self.waiting.popleft()
+                self.admit_seq += 1
+                r.seq = self.admit_seq
+                seqs += 1
+                if r.done >= r.prompt:  # handed over with its KV (split phase): decode right away
+                    self._join_decode(r)
+                    n = self.n_dec
+                    continue
+                r.state = PREFILL
+                self.kv_res += r.prompt
+                self.prefilling.append(r)
+                c = min(budget, r.prompt - r.done)
+                chunks.append((r, c))
+                p_tok += c
+                attn += c * (r.done + c / 2)
+                budget -= c
+        n = self.n_dec
+        if not chunks and n == 0:
+            self.busy = False
+            self._publish()
+            return
+        self.busy = True
+        ctx = self.dec_base + n * self.it
+        if chunks:
+            dt = self.c0 + self.c1 * p_tok + self.c2 * n + self.c3 * ctx + self.c4 * attn
+            self.run_j, self.run_chunks = 1, chunks
+            self.run_start, self.run_a, self.run_b = now, dt, 0.0
+        else:
+            while self.heap and not _valid(self.heap[0]):
+                heapq.heappop(self.heap)
+            j = self.heap[0][0] - self.it
+            j = min(j, (self.cap - self.kv_used()) // n)
+            j = max(j, 1)
+            a = self.c0 + self.c2 * n + self.c3 * ctx
+            b = self.c3 * n
+            self.run_j, self.run_chunks = j, []
+            self.run_start, self.run_a, self.run_b = now, a, b
+            dt = j * a + b * j * (j - 1) / 2
+        self.run_end = now + dt
+        self.run_ver += 1
+        self.sim.push(self.run_end, self, self.run_ver)
+        self._publish()
+        pool = self.pool
+        pool.run_start[self.idx], pool.run_a[self.idx], pool.run_b[self.idx] = now, self.run_a, self.run_b
+        pool.run_j[self.idx] = 0 if chunks else self.run_j
+
+    def end(self, now: float) -> None:
+        """The scheduled iteration (or run) ended at ``now``: advance tokens, finish, restart."""
+        j = self.run_j
+        self.busy_s += now - self.run_start
+        self.iterations += j
+        self.tokens += j * self.n_dec
+        self.it += j
+        kv = self.kv_used()
+        if kv > self.peak_kv:
+            self.peak_kv = kv
+        self.pool.run_j[self.idx] = 0
+        for r, c in self.run_chunks:
+            r.done += c
+            self.pool.qtok[self.idx] -= c
+            if r.done >= r.prompt:
+                self.prefilling.remove(r)
+                self.kv_res -= r.prompt
+                r.g += 1  # the last chunk's step samples a token
+                self.tokens += 1
+                if r.first < 0:
+                    r.first = now
+                if r.g >= r.out:
+                    self._finish(r, now)
+                elif self.pool.spec.role == "prefill":
+                    self.kv_res += r.prompt  # held until the transfer completes
+                    r.state = TRANSFER
+                    self.sim.transfer(r, self, now)
+                else:
+                    self._join_decode(r)
+        self.run_chunks = []
+        heap = self.heap
+        while heap and heap[0][0] <= self.it:
+            item = heapq.heappop(heap)
+            if _valid(item):
+                r = item[3]
+                self.n_dec -= 1
+                self.dec_base -= r.inp + r.g - r.s
+                r.g = r.out
+                self._finish(r, now)
+        self.busy = False
+        self.start(now)
+
+    # ------------------------------------------------------------------ transitions
+    def _join_decode(self, r: Req) -> None:
+        r.state = DECODE
+        r.s = self.it
+        r.ver += 1
+        self.n_dec += 1
+        self.dec_base += r.inp + r.g - r.s
+        heapq.heappush(self.heap, (r.s + r.out - r.g, r.uid, r.ver, r))
+        if r.pred > 0 and r.pred < r.out + 1e9:
+            heapq.heappush(self.overrun, (r.s + r.pred - r.g, r.uid, r.ver, r))
+
+    def release_transfer(self, r: Req, now: float) -> None:
+        """The KV of ``r`` has left this (prefill) worker."""
+        self.kv_res -= r.prompt
+        if not self.busy:
+            self.start(now)
+        self._publish()
+
+    def _finish(self, r: Req, now: float) -> None:
+        r.state = DONE
+        self.finished += 1
+        self.sim.finish(r, now)
+
+    def _preempt_newest(self, now: float) -> None:
+        newest: Req | None = None
+        for item in self.heap:
+            if _valid(item) and (newest is None or item[3].seq > newest.seq):
+                newest = item[3]
+        assert newest is not None
+        r = newest
+        gen = r.g + self.it - r.s
+        self.n_dec -= 1
+        self.dec_base -= r.inp + r.g - r.s
+        r.ver += 1  # invalidates its heap entries
+        r.g = gen
+        r.prompt, r.done = r.inp + gen, 0
+        r.state = WAITING
+        r.preempted += 1
+        self.preemptions += 1
+        self.sim.preemptions += 1
+        self.waiting.appendleft(r)
+        self.pool.qtok[self.idx] += r.prompt
+
+    def current_iteration(self, now: float) -> int:
+        return self.it + self.iters_done(now)
+
+
+def _valid(item: tuple[int, int, int, Req]) -> bool:
+    r = item[3]
+    return r.state == DECODE and r.ver == item[2]
+
+
+def _iterations_within(a: float, b: float, t: float) -> int:
+    """Largest j ≥ 0 with j·a + b·j(j−1)/2 ≤ t."""
+    if t <= 0:
+        return 0
+    if b <= 0:
+        return int(t // a) if a > 0 else 1 << 30
+    # b/2·j² + (a − b/2)·j − t = 0
+    h = a - b / 2
+    j = int((-h + math.sqrt(h * h + 2 * b * t)) / b)
+    while j > 0 and j * a + b * j * (j - 1) / 2 > t:
+        j -= 1
+    while (j + 1) * a + b * (j + 1) * j / 2 <= t:
+        j += 1
+    return j
+
+
+class Pool:
+    """The workers of one option (or one phase of a split option) and the arrays the router reads."""
+
+    def __init__(self, spec: PoolSpec, sim: Simulator) -> None:
+        self.spec = spec
+        n = spec.replicas * spec.engines_per_replica
+        self.size = n
+        self.queued = np.zeros(n, np.int64)
+        self.active = np.zeros(n, np.int64)
+        self.kv = np.zeros(n, np.int64)
+        self.n_dec = np.zeros(n, np.int64)
+        self.qtok = np.zeros(n, np.int64)
+        self.run_start = np.zeros(n)
+        self.run_a = np.ones(n)
+        self.run_b = np.zeros(n)
+        self.run_j = np.zeros(n, np.int64)
+        # Router-side predicted load (Aladdin): requests placed and not finished on each worker.
+        self.a_n = np.zeros(n, np.int64)
+        self.a_peak = np.zeros(n)  # Σ input + predicted output
+        self.a_ctx = np.zeros(n)  # Σ input + predicted output / 2 (mean context over a decode)
+        self.a_pf = np.zeros(n)  # Σ prefill seconds per decode step the requests bring
+        self.workers = [Worker(self, i, sim) for i in range(n)]
+        self.view = LoadView(self)
+
+    def kv_now(self, now: float) -> np.ndarray:
+        """KV tokens in use at ``now``: the last boundary plus the decode run's progress since."""
+        t = np.maximum(now - self.run_start, 0.0)
+        a, b = self.run_a, self.run_b
+        h = a - b / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            j = np.where(b > 0, (-h + np.sqrt(h * h + 2 * b * t)) / np.where(b > 0, b, 1.0), t / a)
+        j = np.clip(np.floor(j), 0, np.maximum(self.run_j - 1, 0))
+        return self.kv + self.n_dec * j
+
+
+def _account(pool: Pool, i: int, r: Req, sign: int) -> None:
+    """Add (sign 1) or remove (−1) a request's predicted load from worker i's router-side sums."""
+    pool.a_n[i] += sign
+    pool.a_peak[i] += sign * (r.inp + r.pred)
+    pool.a_ctx[i] += sign * (r.inp + r.pred / 2)
+    if pool.spec.role == "mixed":
+        pool.a_pf[i] += sign * prefill_share(pool.spec.it, r.inp, r.pred)
+
+
+class LoadView:
+    """What the router knows: live arrays, or a snapshot every ``staleness_s`` plus its own sends."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.stale = False
+        n = pool.size
+        self.s_queued = np.zeros(n, np.int64)
+        self.s_active = np.zeros(n, np.int64)
+        self.s_qtok = np.zeros(n, np.int64)
+        self.s_kv = np.zeros(n)
+        self.sent = np.zeros(n, np.int64)
+        self.sent_tok = np.zeros(n, np.int64)
+
+    def snapshot(self, now: float) -> None:
+        p = self.pool
+        self.s_queued[:] = p.queued
+        self.s_active[:] = p.active
+        self.s_qtok[:] = p.qtok
+        self.s_kv[:] = p.kv_now(now)
+        self.sent[:] = 0
+        self.sent_tok[:] = 0
+
+    def outstanding(self) -> np.ndarray:
+        """Requests queued or running on each worker (JSQ's queue length)."""
+        p = self.pool
+        if self.stale:
+            return self.s_queued + self.s_active + self.sent
+        return p.queued + p.active
+
+    def queued_tokens(self) -> np.ndarray:
+        if self.stale:
+            return self.s_qtok + self.sent_tok
+        return self.pool.qtok
+
+    def kv_load(self, now: float) -> np.ndarray:
+        """KV tokens in use plus tokens already queued for the worker, as a share of capacity."""
+        kv = self.s_kv + self.s_qtok + self.sent_tok if self.stale else self.pool.kv_now(now) + self.pool.qtok
+        return kv / self.pool.spec.kv_capacity
+
+    def note_sent(self, w: int, tokens: int) -> None:
+        if self.stale:
+            self.sent[w] += 1
+            self.sent_tok[w] += tokens
+
+
+@dataclass
+class Service:
+    """An option as the router sees it: one mixed pool, or a prefill pool and a decode pool."""
+
+    key: str
+    pools: list[Pool]  # [mixed] or [prefill, decode]
+    max_context: int | None
+    types: set[int] = field(default_factory=set)
+
+    @property
+    def split(self) -> bool:
+        return len(self.pools) == 2
+
+
+@dataclass
+class SimConfig:
+    policy: str = "aladdin"
+    staleness_s: float = 0.0
+    heartbeat_s: float = 1.0
+    seed: int = 0
+    sample_s: float = 10.0
+    max_samples: int = 720
+    headroom: float = 1.0  # Aladdin: fraction of each SLO the packing may fill
+
+
+class Simulator:
+    """Event loop; see the module docstring. Build with :func:`planner.sim.cluster.build_simulator`."""
+
+    def __init__(
+        self,
+        services: list[tuple[str, list[PoolSpec]]],
+        routing: dict[int, list[tuple[int | None, float]]],
+        type_ids: list[str],
+        slos: list[tuple[float, float, float]],
+        prior_output: list[float],
+        config: SimConfig,
+        per_request: Any = None,
+    ) -> None:
+        self.config = config
+        self.events: list[tuple[float, int, Worker | Req, int]] = []
+        self.counter = 0
+        self.services: list[Service] = []
+        for key, specs in services:
+            pools = [Pool(s, self) for s in specs]
+            self.services.append(Service(key, pools, specs[0].max_context))
+        self.type_ids = type_ids
+        self.slos = slos
+        self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
+        for ty, shares in routing.items():
+            for s, _ in shares:
+                if s is not None:
+                    self.services[s].types.add(ty)
+        self.predictors = [LengthPredictor(p) for p in prior_output]
+        self.policy = make_policy(config.policy, config.seed, config.headroom)
+        if hasattr(self.policy, "slos"):
+            self.policy.slos = list(slos)
+        self.metrics = Metrics(type_ids, slos, per_request)
+        self.preemptions = 0
+        self.placement_ns = np.zeros(0, np.int64)
+        self._place_times: list[int] = []
+        self.now = 0.0
+        self.n_events = 0
+        for svc in self.services:
+            for p in svc.pools:
+                p.view.stale = config.staleness_s > 0
+        self.all_pools = [p for svc in self.services for p in svc.pools]
+        self.samples_t: list[float] = []
+        self.samples: list[list[np.ndarray]] = [[] for _ in self.all_pools]
+        self.sample_s = config.sample_s
+
+    # ------------------------------------------------------------------ events
+    def push(self, t: float, w: Worker | Req, ver: int) -> None:
+        self.counter += 1
+        heapq.heappush(self.events, (t, self.counter, w, ver))
+
+    def transfer(self, r: Req, src: Worker, now: float) -> None:
+        spec = src.pool.spec
+        nbytes = (r.inp + r.g) * spec.kv_bytes_per_token
+        dt = spec.network_latency_s + nbytes / spec.network_bytes_per_s
+        self.push(now + dt, r, -1)
+
+    def finish(self, r: Req, now: float) -> None:
+        w = r.worker
+        assert w is not None
+        pool = w.pool
+        if r.pred > 0:
+            _account(pool, w.idx, r, -1)
+        self.predictors[r.ty].observe(r.inp, r.out)
+        self.metrics.finished(r, now, w.pool.spec.key, w.idx)
+
+    # ------------------------------------------------------------------ placement
+    def _place(self, r: Req, pool: Pool, now: float) -> None:
+        t0 = time.perf_counter_ns()
+        if r.pred <= 0:
+            r.pred = self.predictors[r.ty].predict(r.inp)
+        w = self.policy.choose(pool, r, now)
+        self._place_times.append(time.perf_counter_ns() - t0)
+        if len(self._place_times) >= 65536:
+            self._flush_place_times()
+        i = w
+        _account(pool, i, r, 1)
+        pool.view.note_sent(i, r.prompt - r.done)
+        pool.workers[i].enqueue(r, now)
+
+    def _flush_place_times(self) -> None:
+        # Keep a bounded reservoir of placement timings: every decision of the first 64k, then
+        # a uniform thinning so memory stays flat.
+        arr = np.asarray(self._place_times, np.int64)
+        self._place_times = []
+        self.placement_ns = np.concatenate([self.placement_ns, arr])
+        if len(self.placement_ns) > 262144:
+            self.placement_ns = self.placement_ns[::2]
+
+    def arrive(self, uid: int, ty: int | None, arrival: float, inp: int, out: int) -> None:
+        self.metrics.arrived(ty)
+        if ty is None:
+            self.metrics.unmapped += 1
+            return
+        route = self.routes.get(ty)
+        s = route.pick() if route is not None else None
+        if s is None:
+            self.metrics.rejected(ty, "unserved")
+            return
+        svc = self.services[s]
+        if svc.max_context is not None and inp >= svc.max_context:
+            self.metrics.rejected(ty, "context")
+            return
+        if svc.max_context is not None and inp + out > svc.max_context:
+            out = svc.max_context - inp  # vLLM stops at max_model_len
+            self.metrics.truncated += 1
+        first = svc.pools[0]
+        if inp + 1 > first.spec.kv_capacity or (svc.split and inp + 2 > svc.pools[1].spec.kv_capacity):
+            self.metrics.rejected(ty, "kv")
+            return
+        r = Req(uid, ty, arrival, inp, out)
+        r.service = svc
+        self._place(r, first, arrival)
+
+    def handoff(self, r: Req, now: float) -> None:
+        """A split request's KV arrived: free the prefill worker, place on the decode pool."""
+        src = r.worker
+        assert src is not None and r.service is not None
+        pool = src.pool
+        if r.pred > 0:
+            _account(pool, src.idx, r, -1)
+        src.release_transfer(r, now)
+        r.prompt = r.done = r.inp + r.g  # KV present: the decode worker admits it straight to decode
+        self._place(r, r.service.pools[1], now)
+
+    # ------------------------------------------------------------------ heartbeat
+    def heartbeat(self, now: float) -> None:
+        """Aladdin's correction: requests that outlived their predicted length get E[O | O > g]."""
+        for pool in self.all_pools:
+            for w in pool.workers:
+                if not w.overrun:
+                    continue
+                cur = w.current_iteration(now)
+                while w.overrun and w.overrun[0][0] <= cur:
+                    _, _, ver, r = heapq.heappop(w.overrun)
+                    if r.state != DECODE or r.ver != ver or r.worker is not w:
+                        continue
+                    gen = r.g + cur - r.s
+                    new = self.predictors[r.ty].outlived(r.inp, gen)
+                    _account(pool, w.idx, r, -1)
+                    r.pred = new
+                    _account(pool, w.idx, r, 1)
+                    heapq.heappush(w.overrun, (r.s + new - r.g, r.uid, r.ver, r))
+
+    def sample(self, now: float) -> None:
+        self.samples_t.append(now)
+        for k, pool in enumerate(self.all_pools):
+            kv = pool.kv_now(now) / pool.spec.kv_capacity
+            self.samples[k].append(np.stack([pool.queued + pool.active, kv]).astype(np.float32))
+        if len(self.samples_t) > self.config.max_samples:  # halve the resolution, keep memory flat
+            self.samples_t = self.samples_t[::2]
+            self.samples = [s[::2] for s in self.samples]
+            self.sample_s *= 2
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, requests: Iterable[tuple[int, int | None, float, int, int]]) -> None:
+        """Replay ``(uid, type index or None, arrival s, input tokens, output tokens)`` in arrival order."""
+        cfg = self.config
+        events = self.events
+        hb = cfg.heartbeat_s
+        st = cfg.staleness_s
+        next_hb = hb
+        next_snap = st if st > 0 else math.inf
+        next_sample = 0.0
+        aladdin = self.policy.name == "aladdin"
+        it: Iterator[tuple[int, int | None, float, int, int]] = iter(requests)
+        nxt = next(it, None)
+        while nxt is not None or events:
+            t_arr = nxt[2] if nxt is not None else math.inf
+            t_ev = events[0][0] if events else math.inf
+            t = min(t_arr, t_ev)
+            if t >= next_sample:
+                while next_sample <= t:
+                    self.sample(next_sample)
+                    next_sample += self.sample_s
+            if aladdin and t >= next_hb:
+                self.heartbeat(t)
+                next_hb = (math.floor(t / hb) + 1) * hb
+            if t >= next_snap:
+                snap_t = math.floor(t / st) * st
+                for p in self.all_pools:
+                    p.view.snapshot(snap_t)
+                next_snap = snap_t + st
+            if t_ev <= t_arr:
+                tt, _, obj, ver = heapq.heappop(events)
+                self.now = tt
+                self.n_events += 1
+                if ver == -1:
+                    assert isinstance(obj, Req)
+                    self.handoff(obj, tt)
+                else:
+                    assert isinstance(obj, Worker)
+                    if ver == obj.run_ver and obj.busy and obj.run_end == tt:
+                        obj.end(tt)
+            else:
+                assert nxt is not None
+                self.now = t_arr
+                self.arrive(*nxt)
+                nxt = next(it, None)
+        self.sample(self.now)
+        self._flush_place_times()
+
+    # ------------------------------------------------------------------ results
+    def summary(self) -> dict[str, Any]:
+        from planner.sim.report import summarize
+
+        return summarize(self)
+
+
+class _SmoothWRR:
+    """Smooth weighted round-robin (nginx): exact shares over every prefix, no randomness."""
+
+    def __init__(self, shares: list[tuple[int | None, float]]) -> None:
+        self.targets = [s for s, _ in shares]
+        self.w = np.array([w for _, w in shares], float)
+        self.total = float(self.w.sum())
+        self.cur = np.zeros(len(shares))
+
+    def pick(self) -> int | None:
+        if self.total <= 0:
+            return None
+        if len(self.targets) == 1:
+            return self.targets[0]
+        self.cur += self.w
+        k = int(np.argmax(self.cur))
+        self.cur[k] -= self.total
+        return self.targets[k]

@@ -1,0 +1,166 @@
+"""Placement policies: which worker of an option's pool gets a request.
+
+Every policy implements ``choose(pool, request, now) -> worker index`` on the pool's
+:class:`~planner.sim.engine.LoadView` (live, or stale by ``staleness_s``) and the router-side
+predicted load. Numpy over the pool's arrays keeps a decision at tens of microseconds with a
+thousand workers.
+
+=================  ==============================================================================
+round-robin        next worker in turn (no load information)
+jsq                join the shortest queue: fewest requests queued or running (vLLM production
+                   stacks' default); ties go to the lower KV load
+power-of-two       two workers drawn at random (seeded), the one with fewer outstanding requests
+least-kv           lowest KV load: tokens in use plus tokens already queued, share of capacity
+aladdin            best fit (Aladdin, Nie et al. 2024): predicted output Ô (historical mean of the
+                   input-length bucket); a worker is feasible when
+                     seats                  n + 1 ≤ max_num_seqs (n: its unfinished requests)
+                     KV at predicted peak   Σ(I + Ô) + I + Ô ≤ KV capacity
+                     decode headroom        c0 + c2·(n + 1) + c3·(Σ(I + Ô/2) + I + Ô/2)
+                                            + Σ T_pf(I)/Ô ≤ h·min(TPOT, (e2e − TTFT)/(Ô − 1))
+                                            (the last sum: prefill work per decode step that the
+                                            batch's requests bring, one prefill per Ô steps)
+                     TTFT queue             c1·Q + ⌈Q/(budget − D)⌉·(c0 + c2·D) ≤ h·TTFT
+                   (Q = queued prefill tokens + I, D = running decodes, h = headroom); the
+                   request goes to the feasible worker with the least leftover room in its
+                   binding dimension, else to the one that misses least. Predictions of requests
+                   that outlive them are corrected on heartbeats (no migration).
+=================  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from planner.sim.engine import Pool, Req
+
+POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
+
+
+class Policy(Protocol):
+    name: str
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int: ...
+
+
+class RoundRobin:
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int:
+        k = self.next.get(id(pool), 0)
+        self.next[id(pool)] = (k + 1) % pool.size
+        return k
+
+
+class JoinShortestQueue:
+    name = "jsq"
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int:
+        v = pool.view
+        score = v.outstanding() + 0.5 * np.clip(v.kv_load(now), 0.0, 1.0)
+        return int(np.argmin(score))
+
+
+class PowerOfTwo:
+    name = "power-of-two"
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int:
+        if pool.size == 1:
+            return 0
+        a, b = self.rng.sample(range(pool.size), 2)
+        out = pool.view.outstanding()
+        if out[a] != out[b]:
+            return a if out[a] < out[b] else b
+        kv = pool.view.kv_load(now)
+        return a if kv[a] <= kv[b] else b
+
+
+class LeastKV:
+    name = "least-kv"
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int:
+        return int(np.argmin(pool.view.kv_load(now)))
+
+
+class Aladdin:
+    name = "aladdin"
+
+    def __init__(self, headroom: float = 1.0) -> None:
+        self.headroom = headroom
+        self.slos: list[tuple[float, float, float]] = []
+
+    def choose(self, pool: Pool, r: Req, now: float) -> int:
+        spec = pool.spec
+        m = spec.it
+        h = self.headroom
+        inp, pred = r.inp, r.pred
+        role = spec.role
+        left = []
+        feasible = np.ones(pool.size, bool)
+        if role != "prefill":
+            # Seats: vLLM runs at most max_num_seqs; a request beyond them waits for a completion.
+            seats_left = 1.0 - (pool.a_n + 1) / spec.max_num_seqs
+            feasible &= seats_left >= 0
+            left.append(seats_left)
+            peak = pool.a_peak + (inp + pred)
+            kv_left = 1.0 - peak / spec.kv_capacity
+            feasible &= kv_left >= 0
+            left.append(kv_left)
+            ttft_s, tpot_s, e2e_s = self.slos[r.ty]
+            limit = min(spec.tpot_slo, tpot_s, (e2e_s - min(ttft_s, e2e_s / 2)) / max(pred - 1, 1.0))
+            if np.isfinite(limit):
+                # ATGT = decode step at the predicted mean context + the prefill work the batch's
+                # requests bring per decode step (each brings one prefill per Ô steps).
+                t_dec = m.c0 + m.c2 * (pool.a_n + 1) + m.c3 * (pool.a_ctx + (inp + pred / 2))
+                if role == "mixed":
+                    t_dec = t_dec + pool.a_pf + _prefill_work(m, inp) / max(pred, 1.0)
+                dec_left = 1.0 - t_dec / (h * limit)
+                feasible &= dec_left >= 0
+                left.append(dec_left)
+        ttft = self.slos[r.ty][0] if role != "decode" else np.inf
+        if np.isfinite(ttft):
+            q = pool.view.queued_tokens() + (r.prompt - r.done)
+            d = pool.n_dec
+            per_iter = np.maximum(spec.token_budget - d, spec.token_budget // 2)
+            wait = m.c1 * q + np.ceil(q / per_iter) * (m.c0 + m.c2 * d)
+            q_left = 1.0 - wait / (h * ttft)
+            feasible &= q_left >= 0
+            left.append(q_left)
+        if not left:
+            return int(np.argmin(pool.view.outstanding()))
+        room = left[0] if len(left) == 1 else np.minimum.reduce(left)
+        if feasible.any():
+            return int(np.argmin(np.where(feasible, room, np.inf)))
+        return int(np.argmax(room))
+
+
+def _prefill_work(m: Any, inp: int) -> float:
+    return m.c1 * inp + m.c4 * inp * inp / 2
+
+
+def prefill_share(m: Any, inp: int, pred: float) -> float:
+    """Prefill seconds per decode step a request brings to its worker's batch (Aladdin's ATGT)."""
+    return _prefill_work(m, inp) / max(pred, 1.0)
+
+
+def make_policy(name: str, seed: int = 0, headroom: float = 1.0) -> Any:
+    if name == "round-robin":
+        return RoundRobin()
+    if name == "jsq":
+        return JoinShortestQueue()
+    if name == "power-of-two":
+        return PowerOfTwo(seed)
+    if name == "least-kv":
+        return LeastKV()
+    if name == "aladdin":
+        return Aladdin(headroom)
+    raise ValueError(f"unknown policy {name!r} (one of {', '.join(POLICIES)})")
