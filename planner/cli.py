@@ -132,6 +132,11 @@ def solve(
     error_headroom: Annotated[float, typer.Option(help="plan for max_error tightened by 1 + ERROR_HEADROOM")] = 0.0,
     export: Annotated[str | None, typer.Option(help="also export the plan: vllm | k8s | helm | router")] = None,
     export_dir: Annotated[Path | None, typer.Option(help="directory for --export")] = None,
+    validate: Annotated[
+        list[Path] | None,
+        typer.Option("--validate", help="replay this trace through the solved plan (repeat for several files)"),
+    ] = None,
+    validate_policy: Annotated[str, typer.Option(help="placement policy for --validate")] = "jsq",
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
     """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
@@ -165,6 +170,13 @@ def solve(
                 raise InputError(None, "--export", f"unknown format {export!r}; known: {', '.join(FORMATS)}")
             check_target(export_dir, False, "--export-dir")
         table = build_option_table(load_instance(instance))
+        if validate:
+            from planner.sim.cli import TraceArgs, _check_policy, trace_feed
+
+            _check_policy(validate_policy)
+            validation.extend(
+                trace_feed(table.instance, instance, TraceArgs(validate, None, 1.0, 1.0, None, 0.0, None, False, seed))
+            )
         start = None
         if warm_start is not None:
             if method != "milp":
@@ -177,6 +189,7 @@ def solve(
                     )
         return table, start
 
+    validation: list[Any] = []
     table, start = _guard(prepare)
     if warm_start in ("gh", "agh"):
         start = run(table.instance, warm_start, table=table, seed=seed)
@@ -206,6 +219,16 @@ def solve(
         written = _guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
         if not quiet:
             out.print(f"{export} export: {len(written)} files in {export_dir}")
+    if validation and plan.has_solution:
+        from planner.sim.cli import missed_types, print_summary, run_simulation
+
+        trace, mapper = validation
+        sim = _guard(lambda: run_simulation(table.instance, plan, trace, mapper, validate_policy, seed, 0.0))
+        summary = sim.summary()
+        print_summary(summary, 0.99)
+        missed = missed_types(summary, 0.99)
+        if missed:
+            out.print(f"[yellow]validation: below 0.99 SLO attainment:[/] {', '.join(missed)}")
     if plan.status == "infeasible":
         raise typer.Exit(EXIT_INFEASIBLE)
     if plan.status == "no_solution":
@@ -362,6 +385,7 @@ EXTENSIONS: tuple[str, ...] = (
     "planner.export.cli",
     "planner.perf_cli",
     "planner.heuristics.cli",
+    "planner.sim.cli",
 )
 
 

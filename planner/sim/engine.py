@@ -295,7 +295,7 @@ class Worker:
                 heapq.heappop(self.heap)
             j = self.heap[0][0] - self.it
             j = min(j, (self.cap - self.kv_used()) // n)
-            j = max(j, 1)
+            j = max(j, 1) if self.sim.config.fast_forward else 1
             a = self.c0 + self.c2 * n + self.c3 * ctx
             b = self.c3 * n
             self.run_j, self.run_chunks = j, []
@@ -531,7 +531,8 @@ class SimConfig:
     seed: int = 0
     sample_s: float = 10.0
     max_samples: int = 720
-    headroom: float = 1.0  # Aladdin: fraction of each SLO the packing may fill
+    headroom: float = 0.7  # Aladdin: fraction of each SLO bound the packing may fill
+    fast_forward: bool = True  # False: one event per iteration (the reference the tests compare to)
 
 
 class Simulator:

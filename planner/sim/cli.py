@@ -1,0 +1,460 @@
+"""``planner simulate`` and ``planner scale`` (registered by :data:`planner.cli.EXTENSIONS`).
+
+simulate INSTANCE PLAN --trace FILE...   replay a trace through the plan's cluster; prints the
+                                         summary; ``--strict`` exits 1 when a type misses --target
+scale INSTANCE --trace FILE... --option M/G/TP/PP
+                                         fewest replicas per policy reaching --target attainment;
+                                         ``--tp-sweep`` compares every TP of the instance by goodput
+                                         per GPU; ``--decode-option`` scales a split-phase pair;
+                                         ``--plan`` scales every deployment of a plan on the share
+                                         of the trace its routing sends there, beside the MILP count
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from planner.errors import InputError
+from planner.problem import Instance
+
+POLICY_HELP = "round-robin | jsq | power-of-two | least-kv | aladdin"
+
+
+@dataclass
+class TraceArgs:
+    traces: list[Path] | None
+    mapping: Path | None
+    rate_scale: float
+    time_scale: float
+    limit: int | None
+    start_s: float
+    duration_s: float | None
+    skip_bad: bool
+    seed: int
+
+
+def trace_feed(inst: Instance, instance_path: Path, args: TraceArgs) -> tuple[Any, Any]:
+    """(Trace, TypeMapper) from the command line: the mapping file given, the one beside the
+    instance, or everything to the instance's only type; traces given or the mapping's defaults."""
+    from planner.sim.mapping import TypeMapper, mapping_file_for
+    from planner.sim.traces import Trace, TraceOptions
+
+    mapping_path = args.mapping or mapping_file_for(instance_path)
+    if mapping_path is not None:
+        mapper = TypeMapper.from_file(mapping_path, inst)
+    elif len(inst.query_types) == 1:
+        mapper = TypeMapper.single(inst)
+    else:
+        raise InputError(
+            str(instance_path),
+            "--mapping",
+            f"{len(inst.query_types)} query types and no mapping file: give --mapping FILE "
+            f"(or put {instance_path.with_suffix('.traces.yml').name} beside the instance)",
+        )
+    paths = list(args.traces or []) or list(mapper.trace_paths)
+    if not paths:
+        raise InputError(None, "--trace", "required: no trace given and the mapping file names none")
+    options = TraceOptions(
+        time_scale=args.time_scale,
+        rate_scale=args.rate_scale,
+        start_s=args.start_s,
+        duration_s=args.duration_s,
+        limit=args.limit,
+        skip_bad=args.skip_bad,
+        seed=args.seed,
+    )
+    return Trace(paths, options), mapper
+
+
+def feed_of(trace: Any, mapper: Any) -> Any:
+    for n, r in enumerate(trace):
+        yield n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens
+
+
+def print_summary(s: dict[str, Any], target: float) -> None:
+    from rich.table import Table
+
+    from planner.cli import out
+
+    c = s["conservation"]
+    out.print(
+        f"policy [bold]{s['policy']}[/] · {s['requests']:,} requests over {s['simulated_s']:,.0f} s · "
+        f"{s['gpus']} GPUs · attainment [bold]{s['attainment']}[/] · goodput {s['goodput_rps']} req/s"
+    )
+    out.print(
+        f"finished {c['finished']:,} · rejected: context {c['rejected_context']}, kv {c['rejected_kv']} · "
+        f"planned unserved {c['rejected_unserved']} · unmapped {c['unmapped']} · preemptions {s['preemptions']}"
+    )
+    t = Table(title="per query type", show_lines=False)
+    for col in ("type", "served", "attain", "ttft p50/p99", "tpot p50/p99", "e2e p50/p99", "SLO ttft/tpot/e2e", ""):
+        t.add_column(col)
+    for ty, d in s["types"].items():
+        miss = d["attainment"] is not None and d["attainment"] < target
+        slo = d["slo"]
+        t.add_row(
+            ty,
+            f"{d['served']:,}",
+            f"{d['attainment']:.4f}" if d["attainment"] is not None else "-",
+            f"{d['ttft_s']['p50']}/{d['ttft_s']['p99']}",
+            f"{d['tpot_s']['p50']}/{d['tpot_s']['p99']}",
+            f"{d['e2e_s']['p50']}/{d['e2e_s']['p99']}",
+            f"{slo['ttft_s']}/{slo['tpot_s']}/{slo['e2e_s']}",
+            "[red]below target[/]" if miss else "",
+        )
+    out.print(t)
+    p = Table(title="per pool")
+    for col in ("pool", "replicas", "GPUs", "utilization", "peak KV", "preemptions", "iteration-model fit error"):
+        p.add_column(col)
+    for d in s["pools"]:
+        p.add_row(
+            d["pool"],
+            str(d["replicas"]),
+            str(d["gpus"]),
+            f"{d['utilization']:.3f}",
+            f"{d['peak_kv']:.3f}",
+            str(d["preemptions"]),
+            f"{d['iteration_model']['max_rel_error']:.3f}",
+        )
+    out.print(p)
+    pl = s["placement_us"]
+    out.print(f"placement: {pl['decisions']:,} decisions, p50 {pl['p50']} µs, p99 {pl['p99']} µs")
+
+
+def missed_types(s: dict[str, Any], target: float) -> list[str]:
+    return [t for t, d in s["types"].items() if d["attainment"] is not None and d["attainment"] < target]
+
+
+def run_simulation(
+    inst: Instance,
+    plan: Any,
+    trace: Any,
+    mapper: Any,
+    policy: str,
+    seed: int,
+    staleness_s: float,
+    split: Any = None,
+    per_request: io.TextIOBase | None = None,
+    headroom: float | None = None,
+) -> Any:
+    from planner.options import build_option_table
+    from planner.sim.cluster import simulator_for_plan
+    from planner.sim.engine import SimConfig
+
+    config = SimConfig(policy=policy, seed=seed, staleness_s=staleness_s)
+    if headroom is not None:
+        config.headroom = headroom
+    sim = simulator_for_plan(inst, plan, config, build_option_table(inst), split, per_request)
+    sim.run(feed_of(trace, mapper))
+    return sim
+
+
+def _check_policy(policy: str) -> None:
+    from planner.sim.policies import POLICIES
+
+    if policy not in POLICIES:
+        raise InputError(None, "--policy", f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+
+
+def _parse_split(text: str) -> Any:
+    """``MODEL/GPU/TP/PP=P:DGPU/DTP/DPP:D`` → SplitSpec."""
+    from planner.sim.cluster import SplitSpec, parse_option
+
+    try:
+        left, right = text.split("=", 1)
+        p, dec, d = right.split(":")
+        opt = parse_option(left, "--split")
+        dgpu, dtp, dpp = dec.split("/")
+        return SplitSpec(opt, int(p), parse_option(f"{opt.model}/{dgpu}/{dtp}/{dpp}", "--split"), int(d))
+    except (ValueError, TypeError):
+        raise InputError(
+            None,
+            "--split",
+            f"{text!r}: expected MODEL/GPU/TP/PP=PREFILL:DECODE_GPU/TP/PP:DECODE, e.g. m/h100/4/1=2:a100/4/1:3",
+        ) from None
+
+
+TraceOpt = Annotated[
+    list[Path] | None, typer.Option("--trace", help="trace file (Azure CSV, Splitwise CSV, Mooncake JSONL); repeat")
+]
+MappingOpt = Annotated[
+    Path | None, typer.Option(help="query-type mapping file (default: INSTANCE's .traces.yml beside it)")
+]
+RateOpt = Annotated[float, typer.Option(help="scale the arrival rate, keeping the duration")]
+TimeOpt = Annotated[float, typer.Option(help="compress time: arrivals / TIME_SCALE")]
+LimitOpt = Annotated[int | None, typer.Option(help="at most this many requests per trace file")]
+StartOpt = Annotated[float, typer.Option(help="skip the trace before this second")]
+DurOpt = Annotated[float | None, typer.Option(help="keep this many seconds of the trace")]
+SkipOpt = Annotated[bool, typer.Option("--skip-bad", help="skip bad trace lines (counted) instead of failing")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate(
+        instance: Annotated[Path, typer.Argument(help="instance file")],
+        plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan file written by `planner solve`")],
+        trace: TraceOpt = None,
+        mapping: MappingOpt = None,
+        policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "jsq",
+        staleness: Annotated[float, typer.Option(help="seconds between load reports the router sees (0: live)")] = 0.0,
+        headroom: Annotated[float | None, typer.Option(help="aladdin: share of each SLO bound it packs to")] = None,
+        split: Annotated[
+            str | None, typer.Option(help="serve one option split-phase: M/G/TP/PP=PREFILL:DGPU/DTP/DPP:DECODE")
+        ] = None,
+        target: Annotated[float, typer.Option(help="attainment each type should reach")] = 0.99,
+        strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a type misses --target")] = False,
+        rate_scale: RateOpt = 1.0,
+        time_scale: TimeOpt = 1.0,
+        limit: LimitOpt = None,
+        start: StartOpt = 0.0,
+        duration: DurOpt = None,
+        skip_bad: SkipOpt = False,
+        seed: Annotated[int, typer.Option(help="seed (power-of-two choices, rate scaling)")] = 0,
+        out_path: Annotated[Path | None, typer.Option("--out", help="write the JSON summary here")] = None,
+        requests_csv: Annotated[Path | None, typer.Option("--requests", help="write one CSV row per request")] = None,
+        plots: Annotated[Path | None, typer.Option(help="write latency, attainment and load plots to this dir")] = None,
+        quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
+    ) -> None:
+        """Replay a request trace through PLAN's cluster and report SLO attainment per query type."""
+        from planner.cli import _guard, out
+        from planner.fileio import atomic_writer, write_atomic
+        from planner.loader import load_instance
+        from planner.plan import read_plan
+
+        def prepare() -> tuple[Instance, Any, Any, Any, Any]:
+            _check_policy(policy)
+            if out_path is not None and out_path.suffix.lower() != ".json":
+                raise InputError(str(out_path), "--out", "the summary is JSON: give a .json path")
+            if requests_csv is not None and requests_csv.suffix.lower() != ".csv":
+                raise InputError(str(requests_csv), "--requests", "give a .csv path")
+            if not 0 < target <= 1:
+                raise InputError(None, "--target", "must be in (0, 1]")
+            if staleness < 0:
+                raise InputError(None, "--staleness", "must be >= 0")
+            inst = load_instance(instance)
+            plan = read_plan(plan_file)
+            if plan.instance != inst.name:
+                raise InputError(str(plan_file), "instance", f"plan is for {plan.instance!r}, not {inst.name!r}")
+            if not plan.has_solution:
+                raise InputError(str(plan_file), "status", f"plan has no solution ({plan.status}): nothing to simulate")
+            tr, mapper = trace_feed(
+                inst,
+                instance,
+                TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
+            )
+            sp = _parse_split(split) if split else None
+            # Build once to validate the cluster before any output is opened.
+            from planner.sim.cluster import simulator_for_plan
+            from planner.sim.engine import SimConfig
+
+            simulator_for_plan(inst, plan, SimConfig(policy=policy), None, sp)
+            return inst, plan, tr, mapper, sp
+
+        inst, plan, tr, mapper, sp = _guard(prepare)
+
+        def go() -> Any:
+            if requests_csv is not None:
+                with atomic_writer(requests_csv) as fh:
+                    return run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
+            return run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, None, headroom)
+
+        sim = _guard(go)
+        s = sim.summary()
+        s["trace"] = tr.summary()
+        if not quiet:
+            print_summary(s, target)
+        if out_path is not None:
+            write_atomic(out_path, json.dumps(s, indent=2) + "\n")
+        if plots is not None:
+            from planner.sim.report import plot
+
+            paths = plot(sim, plots)
+            if not quiet:
+                out.print(f"plots: {', '.join(str(p) for p in paths)}")
+        missed = missed_types(s, target)
+        if missed and not quiet:
+            out.print(f"[yellow]below the {target} target:[/] {', '.join(missed)}")
+        if missed and strict:
+            raise typer.Exit(1)
+
+    @app.command("scale")
+    def scale(
+        instance: Annotated[Path, typer.Argument(help="instance file")],
+        trace: TraceOpt = None,
+        option: Annotated[str | None, typer.Option(help="MODEL/GPU/TP/PP to scale")] = None,
+        plan_file: Annotated[Path | None, typer.Option("--plan", help="scale every deployment of this plan")] = None,
+        decode_option: Annotated[
+            str | None, typer.Option(help="split phase: decode pool MODEL/GPU/TP/PP (prefill on --option)")
+        ] = None,
+        tp_sweep: Annotated[bool, typer.Option("--tp-sweep", help="compare every TP of the instance")] = False,
+        policies: Annotated[str, typer.Option("--policy", help=f"comma list or 'all': {POLICY_HELP}")] = "all",
+        target: Annotated[float, typer.Option(help="SLO attainment to reach")] = 0.99,
+        mapping: MappingOpt = None,
+        staleness: Annotated[float, typer.Option(help="seconds between load reports (0: live)")] = 0.0,
+        rate_scale: RateOpt = 1.0,
+        time_scale: TimeOpt = 1.0,
+        limit: LimitOpt = None,
+        start: StartOpt = 0.0,
+        duration: DurOpt = None,
+        skip_bad: SkipOpt = False,
+        seed: Annotated[int, typer.Option(help="seed")] = 0,
+        out_path: Annotated[Path | None, typer.Option("--out", help="write the results as JSON here")] = None,
+    ) -> None:
+        """Fewest replicas per placement policy that keep SLO attainment at --target on a trace."""
+        from rich.table import Table
+
+        from planner.cli import _guard, out
+        from planner.fileio import write_atomic
+
+        def run() -> list[dict[str, Any]]:
+            from planner.loader import load_instance
+            from planner.options import build_option_table
+            from planner.plan import read_plan
+            from planner.sim.cluster import parse_option
+            from planner.sim.policies import POLICIES
+            from planner.sim.scale import Requests
+
+            names = list(POLICIES) if policies == "all" else [p.strip() for p in policies.split(",")]
+            for p in names:
+                _check_policy(p)
+            if not 0 < target <= 1:
+                raise InputError(None, "--target", "must be in (0, 1]")
+            if out_path is not None and out_path.suffix.lower() != ".json":
+                raise InputError(str(out_path), "--out", "give a .json path")
+            if (option is None) == (plan_file is None):
+                raise InputError(None, "--option", "give exactly one of --option and --plan")
+            inst = load_instance(instance)
+            table = build_option_table(inst)
+            tr, mapper = trace_feed(
+                inst,
+                instance,
+                TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
+            )
+            reqs = Requests.collect(feed_of(tr, mapper))
+            if len(reqs) == 0:
+                raise InputError(None, "--trace", "the trace has no request in the window")
+            if plan_file is not None:
+                plan = read_plan(plan_file)
+                return scale_plan(inst, table, plan, reqs, names, target, seed, staleness)
+            opt = parse_option(option or "")
+            dec = parse_option(decode_option, "--decode-option") if decode_option else None
+            opts = [opt]
+            if tp_sweep:
+                from planner.options import Option
+                from planner.perf import structural_reason
+
+                models = {m.id: m for m in inst.models}
+                gpus = {g.id: g for g in inst.gpus}
+                if opt.model not in models or opt.gpu not in gpus:
+                    raise InputError(None, "--option", f"{opt.key}: model or gpu is not in the instance")
+                opts = [
+                    Option(opt.model, opt.gpu, tp, opt.pp)
+                    for tp in inst.parallelism.tp
+                    if not structural_reason(models[opt.model], gpus[opt.gpu], tp, opt.pp)
+                ]
+            return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec)
+
+        rows = _guard(run)
+        t = Table(title=f"fewest replicas at {target} attainment")
+        for col in ("option", "policy", "replicas", "GPUs", "attainment", "goodput/GPU", "planner", "note"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(
+                r["option"]
+                + (
+                    f" + {r['decode_option']} ({r['prefill_replicas']}p+{r['decode_replicas']}d)"
+                    if r.get("decode_option")
+                    else ""
+                ),
+                r["policy"],
+                "-" if r["replicas"] is None else str(r["replicas"]),
+                "-" if r["gpus"] is None else str(r["gpus"]),
+                "-" if r["attainment"] is None else f"{r['attainment']:.4f}",
+                "-" if r["goodput_rps_per_gpu"] is None else f"{r['goodput_rps_per_gpu']:.4f}",
+                str(r.get("planned_replicas", r["fluid_estimate"])),
+                r.get("reason", "") + (f" headroom {r['headroom']}" if r.get("headroom") else ""),
+            )
+        out.print(t)
+        if tp_sweep:
+            best = best_goodput(rows)
+            if best:
+                out.print(
+                    f"most goodput per GPU: {best['option']} ({best['policy']}), {best['goodput_rps_per_gpu']} req/s/GPU"
+                )
+        if out_path is not None:
+            write_atomic(out_path, json.dumps(rows, indent=2) + "\n")
+
+
+def best_goodput(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ok = [r for r in rows if r["goodput_rps_per_gpu"]]
+    return max(ok, key=lambda r: r["goodput_rps_per_gpu"]) if ok else None
+
+
+def scale_options(
+    inst: Instance,
+    table: Any,
+    options: list[Any],
+    reqs: Any,
+    policies: list[str],
+    target: float,
+    seed: int,
+    staleness: float,
+    decode_option: Any = None,
+) -> list[dict[str, Any]]:
+    from planner.sim.scale import min_replicas
+
+    rows = []
+    for opt in options:
+        for p in policies:
+            res = min_replicas(inst, opt, reqs, p, target, table, seed, staleness, decode_option)
+            rows.append(res.row())
+    return rows
+
+
+def scale_plan(
+    inst: Instance,
+    table: Any,
+    plan: Any,
+    reqs: Any,
+    policies: list[str],
+    target: float,
+    seed: int,
+    staleness: float,
+) -> list[dict[str, Any]]:
+    """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
+    import numpy as np
+
+    from planner.sim.engine import _SmoothWRR
+    from planner.sim.scale import min_replicas
+
+    deployed = [d for d in plan.deployments if d.replicas > 0]
+    index = {d.option: k for k, d in enumerate(deployed)}
+    tids = [q.id for q in inst.query_types]
+    routes = {}
+    for t, shares in plan.routing.items():
+        lst = [(index[s.option], s.fraction) for s in shares if s.fraction > 0 and s.option in index]
+        u = plan.unserved.get(t, 0.0)
+        if u > 0:
+            lst.append((None, u))
+        routes[tids.index(t)] = _SmoothWRR(lst)
+    dest = np.full(len(reqs), -1)
+    for n, ty in enumerate(reqs.ty.tolist()):
+        if ty >= 0 and ty in routes:
+            k = routes[ty].pick()
+            dest[n] = -1 if k is None else k
+    rows = []
+    for k, d in enumerate(deployed):
+        sub = reqs.subset(dest == k)
+        if len(sub) == 0:
+            continue
+        for p in policies:
+            row = min_replicas(inst, d.option, sub, p, target, table, seed, staleness).row()
+            row["planned_replicas"] = d.replicas
+            row["requests"] = len(sub)
+            rows.append(row)
+    return rows
