@@ -150,6 +150,7 @@ def perf_report(
             "c1_s_per_prefill_token": it.c1,
             "c2_s_per_decode_request": it.c2,
             "c3_s_per_context_token": it.c3,
+            "c4_s_per_chunk_attention_token2": it.c4,
             "max_rel_error": it.max_rel_error,
             "grid_points": it.grid_points,
         }
@@ -200,6 +201,7 @@ def _print_table(rep: dict[str, Any]) -> None:
             f"iteration ≈ {1e3 * it['c0_s']:.3f} ms + {1e6 * it['c1_s_per_prefill_token']:.3f} µs·prefill tokens"
             f" + {1e6 * it['c2_s_per_decode_request']:.3f} µs·decode requests"
             f" + {1e9 * it['c3_s_per_context_token']:.3f} ns·Σ decode context tokens"
+            f" + {1e12 * it['c4_s_per_chunk_attention_token2']:.3f} ps·Σ chunk·(cached + chunk/2)"
             f"  (max relative error {100 * it['max_rel_error']:.1f}% over {it['grid_points']} grid batches)"
         )
 

@@ -384,7 +384,8 @@ def register(app: typer.Typer) -> None:
             best = best_goodput(rows)
             if best:
                 out.print(
-                    f"most goodput per GPU: {best['option']} ({best['policy']}), {best['goodput_rps_per_gpu']} req/s/GPU"
+                    f"most goodput per GPU: {best['option']} ({best['policy']}), "
+                    f"{best['goodput_rps_per_gpu']} req/s/GPU"
                 )
         if out_path is not None:
             write_atomic(out_path, json.dumps(rows, indent=2) + "\n")

@@ -125,6 +125,7 @@ def plot(sim: Simulator, out_dir: Path, stem: str = "sim") -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from planner.fileio import write_atomic_bytes
 
@@ -142,6 +143,7 @@ def plot(sim: Simulator, out_dir: Path, stem: str = "sim") -> list[Path]:
             if math.isfinite(slo) and m.types[i].arrived:
                 ax.axvline(slo, ls=":", lw=0.8, color=f"C{i}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("share of requests ≤ x")
         ax.grid(alpha=0.3)
