@@ -352,11 +352,20 @@ def register(app: typer.Typer) -> None:
                 gpus = {g.id: g for g in inst.gpus}
                 if opt.model not in models or opt.gpu not in gpus:
                     raise InputError(None, "--option", f"{opt.key}: model or gpu is not in the instance")
-                opts = [
-                    Option(opt.model, opt.gpu, tp, opt.pp)
-                    for tp in inst.parallelism.tp
-                    if not structural_reason(models[opt.model], gpus[opt.gpu], tp, opt.pp)
-                ]
+                from planner.sim.cluster import replica_model
+
+                opts = []
+                for tp in inst.parallelism.tp:
+                    cand = Option(opt.model, opt.gpu, tp, opt.pp)
+                    if structural_reason(models[opt.model], gpus[opt.gpu], tp, opt.pp):
+                        continue
+                    try:
+                        replica_model(inst, cand)
+                    except InputError:
+                        continue  # does not fit in memory at this TP
+                    opts.append(cand)
+                if not opts:
+                    raise InputError(None, "--option", f"{opt.key}: no TP degree of the instance fits")
             return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec)
 
         rows = _guard(run)
