@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.cli import app
-
 from tests.conftest import INSTANCES, SHARED
 
 runner = CliRunner()
