@@ -554,7 +554,9 @@ class Simulator:
         self.services: list[Service] = []
         for key, specs in services:
             pools = [Pool(s, self) for s in specs]
-            self.services.append(Service(key, pools, specs[0].max_context))
+            # A split request ends on the decode pool: its whole length must fit that pool too.
+            limits = [c for s in specs for c in (s.max_context, s.kv_capacity) if c is not None]
+            self.services.append(Service(key, pools, min(limits) if len(specs) > 1 else specs[0].max_context))
         self.type_ids = type_ids
         self.slos = slos
         self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
