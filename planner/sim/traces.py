@@ -21,9 +21,7 @@ import heapq
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import zlib
 from calendar import timegm
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +36,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from planner.errors import InputError
+from planner.fileio import atomic_writer
 
 BLOCK = 65_536
 """Lines parsed at a time (and synthetic requests generated at a time)."""
@@ -741,28 +740,13 @@ def _synthetic(
 
 
 def write_trace_csv(requests: Iterable[TraceRequest], path: str | Path) -> int:
-    """Write the Splitwise format atomically, streaming; returns the number of rows.
-
-    ``planner.fileio.write_atomic`` needs the whole text at once, which a million-row trace
-    should not; this does the same temporary-file-and-rename in chunks.
-    """
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    """Write the Splitwise format atomically, streaming in blocks; returns the number of rows."""
     rows = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(_SPLITWISE_HEADER)
-            it = iter(requests)
-            while chunk := list(islice(it, BLOCK)):
-                # repr: the shortest text that reads back as the same float
-                fh.write("".join(f"{r.arrival_s!r},{r.input_tokens},{r.output_tokens}\n" for r in chunk))
-                rows += len(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        fh.write(_SPLITWISE_HEADER)
+        it = iter(requests)
+        while chunk := list(islice(it, BLOCK)):
+            # repr: the shortest text that reads back as the same float
+            fh.write("".join(f"{r.arrival_s!r},{r.input_tokens},{r.output_tokens}\n" for r in chunk))
+            rows += len(chunk)
     return rows
