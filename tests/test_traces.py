@@ -97,7 +97,7 @@ def test_azure_2023_mapping_gives_the_instance_buckets() -> None:
     mapping = mapping_file_for(INSTANCES / "azure-2023.yaml")
     assert mapping is not None
     mapper = TypeMapper.from_file(mapping, inst)
-    assert mapper.trace_paths == (AZURE_CONV.resolve(), AZURE_CODE.resolve())
+    assert tuple(p.resolve() for p in mapper.trace_paths) == (AZURE_CONV.resolve(), AZURE_CODE.resolve())
     trace = Trace(mapper.trace_paths)
     counts = Counter(mapper.type_of(r) for r in trace)
     assert counts == {"conv-short": 9838, "conv-long": 9528, "code": 8819}
