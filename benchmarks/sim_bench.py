@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (markdown table rows and findings are long lines by nature)
 """Simulator speed: (a) the one-hour Azure conv trace through the azure-2023 MILP plan per policy,
 (b) a 1,000,000-request synthetic stream against one pool (wall time, RSS flat with length),
 (c) placement decision time with 1,000 replicas per policy.
@@ -11,6 +12,7 @@ Writes benchmarks/results/sim_bench.md and sim_bench.json (written after each pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -28,8 +30,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
 CONV = DATA / "azure" / "AzureLLMInferenceTrace_conv.csv"
-
-import contextlib
 
 from planner.loader import load_instance  # noqa: E402
 from planner.options import build_option_table  # noqa: E402

@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B023  (long markdown rows; cell() is called inside its loop iteration)
 """How far the planner's capacity model is from the simulated truth on the Azure 2023 traces.
 
 (a) GPUs needed at 99% SLO attainment per placement policy (``scale_plan`` on the azure-2023 MILP
