@@ -56,6 +56,9 @@ def check_plan(inst: Instance, plan: Plan, table: OptionTable | None = None) -> 
         rep.add("status", f"plan has status {plan.status!r}: it holds no solution to check")
         return rep
 
+    if inst.scaling is not None:
+        _check_schedule(inst, plan, table, rep)
+        return rep
     y, x, u = plan_solution(plan)
     types = {q.id: q for q in inst.query_types}
     _check_deployments(inst, table, plan, rep)
@@ -187,3 +190,70 @@ def _check_costs(plan: Plan, cost: Cost, rep: CheckReport) -> None:
                 rep.add("bound", f"gap {plan.gap:.6g} != (objective − bound)/objective = {gap:.6g}")
     if plan.status == "optimal" and plan.bound is None:
         rep.add("status", "status 'optimal' without a proven bound")
+
+
+PER_WINDOW_FAMILIES = (
+    "reference", "gpus", "eligibility", "coverage", "max_unserved", "capacity", "accuracy", "availability",
+)  # fmt: skip
+
+
+def _check_schedule(inst: Instance, plan: Plan, table: OptionTable, rep: CheckReport) -> None:
+    """Multi-period plan: every window as a single-period plan against its own rates, then the
+    period-wide rules (peak deployments, base fleet, change limit, budget, cost) from
+    :mod:`planner.multiperiod`'s definitions."""
+    from planner.multiperiod import schedule_cost, schedule_solution, window_plan, window_tables, windows
+
+    sc = inst.scaling
+    assert sc is not None
+    ws = windows(inst)
+    if plan.schedule is None or len(plan.schedule) != len(ws):
+        got = 0 if plan.schedule is None else len(plan.schedule)
+        rep.add("schedule", f"the instance has {len(ws)} demand windows, the plan's schedule {got}")
+        return
+    tables = window_tables(table)
+    for w, wp, tab in zip(ws, plan.schedule, tables, strict=True):
+        if wp.window != w.id or not _close(wp.hours, w.hours):
+            rep.add("schedule", f"window {wp.window!r} ({wp.hours} h) != instance window {w.id!r} ({w.hours:.6g} h)")
+        sub = check_plan(tab.instance, window_plan(plan, wp), tab)
+        for v in sub.violations:
+            if v.family in PER_WINDOW_FAMILIES:
+                rep.add(v.family, f"window {w.id}: {v.detail}")
+    ys, xs, us, base = schedule_solution(plan)
+    peak: dict[Option, int] = {}
+    for y in ys:
+        for o, n in y.items():
+            peak[o] = max(peak.get(o, 0), n)
+    top = {d.option: d.replicas for d in plan.deployments}
+    if {o: n for o, n in peak.items() if n > 0} != top:
+        rep.add("schedule", "top-level deployments are not each option's peak replica count over the windows")
+    if base and not sc.base_fleet:
+        rep.add("schedule", "a base fleet is given but the instance's scaling has base_fleet: false")
+    for o, b in base.items():
+        low = min(y.get(o, 0) for y in ys)
+        if b > low:
+            rep.add("schedule", f"{o.key}: base fleet {b} > {low} replicas in some window")
+    if sc.max_change is not None and len(ys) > 1:
+        for t in range(len(ys)):
+            prev, now = ys[t - 1], ys[t]
+            for o in set(prev) | set(now):
+                if abs(now.get(o, 0) - prev.get(o, 0)) > sc.max_change:
+                    rep.add(
+                        "change",
+                        f"window {ws[t].id}: {o.key} goes {prev.get(o, 0)} → {now.get(o, 0)} "
+                        f"(max_change {sc.max_change})",
+                    )
+    for t, wp in enumerate(plan.schedule):
+        prev, now = ys[t - 1], ys[t]
+        added = {c.option: c.replicas for c in wp.added}
+        removed = {c.option: c.replicas for c in wp.removed}
+        for o in set(prev) | set(now):
+            d = now.get(o, 0) - prev.get(o, 0)
+            if added.get(o, 0) - removed.get(o, 0) != d:
+                rep.add(
+                    "schedule",
+                    f"window {wp.window}: added/removed for {o.key} do not give {prev.get(o, 0)} → {now.get(o, 0)}",
+                )
+    cost, _ = schedule_cost(inst, tables, ys, xs, us, base)
+    rep.cost = cost
+    _check_budget(inst, cost, rep)
+    _check_costs(plan, cost, rep)

@@ -170,6 +170,15 @@ def solve(
                 raise InputError(None, "--export", f"unknown format {export!r}; known: {', '.join(FORMATS)}")
             check_target(export_dir, False, "--export-dir")
         table = build_option_table(load_instance(instance))
+        if table.instance.scaling is not None:
+            from planner.solvers import MULTIPERIOD
+
+            if method not in MULTIPERIOD:
+                raise InputError(
+                    str(instance), "scaling", f"multi-period instances are solved by {' or '.join(MULTIPERIOD)}"
+                )
+            if warm_start is not None or headroom > 0 or error_headroom > 0:
+                raise InputError(None, "--warm-start", "not supported for multi-period instances (nor --headroom)")
         if validate:
             from planner.sim.cli import TraceArgs, _check_policy, trace_feed
 

@@ -186,6 +186,8 @@ def load_instance_data(doc: Any, file: str, base_dir: Path | None = None) -> Ins
     data["include"] = include
     data["errors"] = _fill_task_errors(doc, models, file)
     data.setdefault("name", Path(file).stem)
+    if isinstance(data.get("scaling"), dict) and data["scaling"].get("demand_csv") is not None:
+        data["scaling"] = _windows_from_csv(data["scaling"], base_dir, file)
     if data.get("calibration") is not None:  # a path relative to the instance becomes absolute
         data["calibration"] = resolve_reference(data["calibration"], base_dir, file)
     try:
@@ -197,6 +199,29 @@ def load_instance_data(doc: Any, file: str, base_dir: Path | None = None) -> Ins
     except InputError as exc:
         raise exc.in_file(file) from None
     return inst
+
+
+def _windows_from_csv(scaling: dict[str, Any], base_dir: Path, file: str) -> dict[str, Any]:
+    """``scaling.demand_csv`` (a ``planner demand`` CSV) → inline windows (one per CSV window)."""
+    from planner.review.demand import read_demand_csv
+
+    if scaling.get("windows"):
+        raise InputError(file, "scaling.demand_csv", "give either windows or demand_csv, not both")
+    rel = scaling["demand_csv"]
+    if not isinstance(rel, str):
+        raise InputError(file, "scaling.demand_csv", "must be a file path")
+    path = (base_dir / rel).resolve()
+    if not path.is_file():
+        raise InputError(file, "scaling.demand_csv", f"demand file {rel!r} not found (relative to the instance)")
+    demand = read_demand_csv(path)
+    windows: dict[int, dict[str, Any]] = {}
+    for r in demand.rows:
+        w = windows.setdefault(r.window, {"id": f"w{r.window}", "hours": (r.end_s - r.start_s) / 3600.0, "rates": {}})
+        w["rates"][r.query_type] = r.arrival_rate
+    out = dict(scaling)
+    out["windows"] = [windows[k] for k in sorted(windows)]
+    out["demand_csv"] = str(path)
+    return out
 
 
 def load_instance(path: str | Path) -> Instance:

@@ -230,6 +230,17 @@ def build_option_table(inst: Instance) -> OptionTable:
         rows[opt, e.query_type] = _measured_row(opt, types[e.query_type], e, base, source)
 
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
+    return _with_coefficients(inst, ordered, rows)
+
+
+def with_instance(table: OptionTable, inst: Instance) -> OptionTable:
+    """The same rows under another instance that differs only in arrival rates, period length or
+    budget (a demand window): figures do not depend on those, the coefficients are recomputed."""
+    return _with_coefficients(inst, table.rows, table.by_key)
+
+
+def _with_coefficients(inst: Instance, ordered: list[Row], rows: dict[tuple[Option, str], Row]) -> OptionTable:
+    types = {q.id: q for q in inst.query_types}
     table = OptionTable(instance=inst, rows=ordered, by_key=rows)
     for r in ordered:
         table.by_option.setdefault(r.option, []).append(r)

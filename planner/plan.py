@@ -68,6 +68,23 @@ class Blocker(_Out):
     detail: str
 
 
+class Change(_OptionRef):
+    replicas: Annotated[int, Field(ge=1)]
+
+
+class WindowPlan(_Out):
+    """One demand window of a multi-period plan: its fleet, routing and changes from the window before."""
+
+    window: str
+    hours: float = Field(description="hours of the period this window stands for")
+    deployments: list[Deployment] = Field(default_factory=list)
+    routing: dict[str, list[Share]] = Field(default_factory=dict)
+    unserved: dict[str, float] = Field(default_factory=dict)
+    added: list[Change] = Field(default_factory=list, description="replicas started at the window's start")
+    removed: list[Change] = Field(default_factory=list, description="replicas stopped at the window's start")
+    cost: float | None = Field(None, description="rental + delay + unserved of this window, $ (storage is per plan)")
+
+
 class Plan(_Out):
     instance: str
     method: str
@@ -85,6 +102,8 @@ class Plan(_Out):
     seed: int | None = None
     message: str | None = None
     gpus_by_tier: dict[str, int] | None = None
+    schedule: list[WindowPlan] | None = Field(None, description="multi-period: the plan of every demand window")
+    base_fleet: list[Deployment] | None = Field(None, description="multi-period: replicas rented for the whole period")
 
     @property
     def has_solution(self) -> bool:
@@ -228,7 +247,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     written only when set.
     """
     doc = plan.model_dump(mode="json")
-    for key in ("diagnosis", "backend", "seed", "message", "gpus_by_tier", "cost"):
+    for key in ("diagnosis", "backend", "seed", "message", "gpus_by_tier", "cost", "schedule", "base_fleet"):
         if doc.get(key) is None:
             doc.pop(key, None)
     for d in doc.get("deployments", []):

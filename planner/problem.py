@@ -216,6 +216,30 @@ class PerfParams(Strict):
     default_internode_gbs: Positive = 25.0
 
 
+class DemandWindow(Strict):
+    """One window of a demand profile: its length and each query type's arrival rate in it."""
+
+    id: str | None = Field(None, description="label, e.g. '08:00' (default: w1, w2, ...)")
+    hours: Positive = Field(description="length of the window, hours")
+    rates: dict[Id, NonNegative] = Field(
+        default_factory=dict, description="requests/s per query type; a missing type keeps its arrival_rate"
+    )
+
+
+class Scaling(Strict):
+    """Multi-period planning: replica counts per demand window (see the spec extension in README).
+
+    The windows form a profile that repeats over the period: window t weighs
+    h_t = hours_t · period_hours / Σ hours, and the last window is followed by the first.
+    """
+
+    windows: tuple[DemandWindow, ...] = Field((), description="the profile, inline")
+    demand_csv: str | None = Field(None, description="or a `planner demand` CSV, relative to the instance")
+    base_fleet: bool = Field(False, description="rent a base fleet for the whole period, scale on demand above it")
+    on_demand_premium: NonNegative = Field(0.0, description="scaled replicas cost price · (1 + premium)")
+    max_change: Count0 | None = Field(None, description="most replicas of one option added or removed between windows")
+
+
 class Instance(Strict):
     """A complete, validated problem. Models and GPUs are resolved (catalog ids already expanded)."""
 
@@ -237,6 +261,7 @@ class Instance(Strict):
         None, description="calibration file (path relative to the instance) or shipped id; default: the shipped one"
     )
     notes: str | None = None
+    scaling: Scaling | None = Field(None, description="multi-period planning over demand windows")
 
     def model(self, model_id: str) -> LLM:
         return next(m for m in self.models if m.id == model_id)
@@ -336,6 +361,23 @@ def _check_model_mode_fields(inst: Instance) -> None:
                 raise InputError(None, f"gpus[{n}].{f}", "required when performance_mode is 'model'")
 
 
+def _check_scaling(inst: Instance) -> None:
+    sc = inst.scaling
+    if sc is None:
+        return
+    if not sc.windows:
+        raise InputError(None, "scaling.windows", "no demand window (give windows or demand_csv)")
+    types = {q.id for q in inst.query_types}
+    for n, w in enumerate(sc.windows):
+        for t in w.rates:
+            if t not in types:
+                raise InputError(None, f"scaling.windows[{n}].rates.{t}", f"unknown query type id {t!r}")
+    ids = [w.id for w in sc.windows if w.id is not None]
+    dup = _duplicates(ids)
+    if dup is not None:
+        raise InputError(None, "scaling.windows", f"duplicate window id {dup!r}")
+
+
 def check_consistency(inst: Instance) -> None:
     """Run every cross-field rule; the first failure is raised as an :class:`InputError`."""
     _check_unique_ids(inst)
@@ -343,6 +385,7 @@ def check_consistency(inst: Instance) -> None:
     _check_errors_complete(inst)
     _check_performance_refs(inst)
     _check_model_mode_fields(inst)
+    _check_scaling(inst)
 
 
 def instance_json_schema() -> dict[str, Any]:

@@ -27,15 +27,25 @@ METHODS: dict[str, str] = {
 }
 
 
-def method(name: str) -> Method:
-    """The registered function of method ``name``."""
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    module, func = METHODS[name].split(":")
+MULTIPERIOD: dict[str, str] = {
+    "milp": "planner.solvers.multiperiod:solve_multiperiod_milp",
+    "agh": "planner.solvers.multiperiod:solve_multiperiod_agh",
+}
+
+
+def method(name: str, multiperiod: bool = False) -> Method:
+    """The registered function of method ``name`` (its multi-period form when asked)."""
+    registry = MULTIPERIOD if multiperiod else METHODS
+    if name not in registry:
+        kind = "multi-period " if multiperiod else ""
+        raise KeyError(f"unknown {kind}method {name!r}; known: {', '.join(sorted(registry))}")
+    module, func = registry[name].split(":")
     fn: Method = getattr(importlib.import_module(module), func)
     return fn
 
 
 def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None = None, **options: Any) -> Plan:
-    """Solve ``inst`` with a registered method; the option table is built once and shared."""
-    return method(method_name)(table or build_option_table(inst), **options)
+    """Solve ``inst`` with a registered method; the option table is built once and shared. An
+    instance with ``scaling`` windows is planned per window (multi-period milp or agh)."""
+    table = table or build_option_table(inst)
+    return method(method_name, table.instance.scaling is not None)(table, **options)
