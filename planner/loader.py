@@ -203,8 +203,6 @@ def load_instance_data(doc: Any, file: str, base_dir: Path | None = None) -> Ins
 
 def _windows_from_csv(scaling: dict[str, Any], base_dir: Path, file: str) -> dict[str, Any]:
     """``scaling.demand_csv`` (a ``planner demand`` CSV) → inline windows (one per CSV window)."""
-    from planner.review.demand import read_demand_csv
-
     if scaling.get("windows"):
         raise InputError(file, "scaling.demand_csv", "give either windows or demand_csv, not both")
     rel = scaling["demand_csv"]
@@ -213,6 +211,8 @@ def _windows_from_csv(scaling: dict[str, Any], base_dir: Path, file: str) -> dic
     path = (base_dir / rel).resolve()
     if not path.is_file():
         raise InputError(file, "scaling.demand_csv", f"demand file {rel!r} not found (relative to the instance)")
+    from planner.review.demand import read_demand_csv
+
     demand = read_demand_csv(path)
     windows: dict[int, dict[str, Any]] = {}
     for r in demand.rows:
