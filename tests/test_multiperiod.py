@@ -53,7 +53,10 @@ def random_profile(seed: int, windows: int) -> Any:
     doc = copy.deepcopy(BASE)
     doc["scaling"] = {
         "windows": [
-            {"hours": float(rng.integers(1, 6)), "rates": {"chat": float(rng.uniform(0.2, 15)), "code": float(rng.uniform(0, 6))}}
+            {
+                "hours": float(rng.integers(1, 6)),
+                "rates": {"chat": float(rng.uniform(0.2, 15)), "code": float(rng.uniform(0, 6))},
+            }
             for _ in range(windows)
         ],
         "base_fleet": bool(seed % 2),
