@@ -395,6 +395,8 @@ EXTENSIONS: tuple[str, ...] = (
     "planner.perf_cli",
     "planner.heuristics.cli",
     "planner.sim.cli",
+    "planner.review.cli",
+    "planner.review.demand_cli",
 )
 
 
