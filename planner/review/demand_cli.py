@@ -1,4 +1,9 @@
-"""``planner demand TRACE... --instance I [--types MAPPING] --window 15m --out demand.csv``."""
+"""``planner demand TRACE... --instance I --out demand.csv`` (registered by :data:`planner.cli.EXTENSIONS`).
+
+Measures the arrival rate and request lengths per query type and time window of a trace (see
+:mod:`planner.review.demand`), prints a summary per type and writes the CSV atomically. Bad
+input is one line and exit 2, with nothing written.
+"""
 
 from __future__ import annotations
 
@@ -9,56 +14,108 @@ import typer
 
 from planner.errors import InputError
 
+_RENAMED = {"--mapping": "--types", "--trace": "TRACE"}
+
+
+def _window_label(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
 
 def register(app: typer.Typer) -> None:
     @app.command("demand")
     def demand(
         traces: Annotated[
-            list[Path], typer.Argument(metavar="TRACE...", help="trace files (Azure, Splitwise, Mooncake)")
-        ],
-        instance: Annotated[Path, typer.Option(help="instance whose query types the requests map to (required)")],
-        out: Annotated[Path, typer.Option("--out", help="demand CSV to write")],
-        window: Annotated[str, typer.Option(help="window length: 15m, 5min, 900s, 1h")] = "15m",
-        types: Annotated[Path | None, typer.Option(help="mapping file (default: the instance's .traces.yml)")] = None,
+            list[Path] | None,
+            typer.Argument(
+                metavar="TRACE...",
+                help="trace files (Azure CSV, Splitwise CSV, Mooncake JSONL); default: those the mapping names",
+                show_default=False,
+            ),
+        ] = None,
+        instance: Annotated[
+            Path | None,
+            typer.Option(help="instance file (required): its query types are the demand's types", show_default=False),
+        ] = None,
+        types: Annotated[
+            Path | None,
+            typer.Option(
+                "--types",
+                help="trace mapping file (request → query type); default: INSTANCE's .traces.yml beside it, "
+                "or the instance's only type",
+                show_default=False,
+            ),
+        ] = None,
+        window: Annotated[str, typer.Option(help="window length: 15m, 5min, 900s, 1h or plain seconds")] = "15m",
+        out_path: Annotated[
+            Path | None, typer.Option("--out", help="write the demand CSV here (required, .csv)", show_default=False)
+        ] = None,
         rate_scale: Annotated[float, typer.Option(help="scale the arrival rate, keeping the duration")] = 1.0,
         time_scale: Annotated[float, typer.Option(help="compress time: arrivals / TIME_SCALE")] = 1.0,
         limit: Annotated[int | None, typer.Option(help="at most this many requests per trace file")] = None,
-        skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad trace lines (counted)")] = False,
+        start: Annotated[float, typer.Option(help="skip the trace before this second (windows start here)")] = 0.0,
+        duration: Annotated[float | None, typer.Option(help="keep this many seconds of the trace")] = None,
+        skip_bad: Annotated[
+            bool, typer.Option("--skip-bad", help="skip bad trace lines (counted) instead of failing")
+        ] = False,
+        seed: Annotated[int, typer.Option(help="seed for --rate-scale thinning/replication")] = 0,
     ) -> None:
-        """Arrival rate and mean/p90 input and output tokens per query type and window."""
+        """Arrival rate and request lengths per query type and time window of a trace, written as CSV."""
         from rich.table import Table
 
-        from planner.cli import _guard
-        from planner.cli import out as console
+        from planner.cli import _guard, out
         from planner.loader import load_instance
-        from planner.review.demand import demand_from_trace, parse_window
+        from planner.review.demand import Demand, demand_from_trace, parse_window
         from planner.sim.cli import TraceArgs, trace_feed
 
-        def run() -> object:
-            if out.suffix.lower() != ".csv":
-                raise InputError(str(out), "--out", "give a .csv path")
-            if out.is_dir():
-                raise InputError(str(out), "--out", "is a directory")
-            w = parse_window(window)
+        def run() -> tuple[Demand, float, int]:
+            if out_path is None:
+                raise InputError(None, "--out", "required: the CSV file to write")
+            if out_path.suffix.lower() != ".csv":
+                raise InputError(str(out_path), "--out", "the demand is a CSV file: give a .csv path")
+            if out_path.is_dir():
+                raise InputError(str(out_path), "--out", "is a directory; give a file path")
+            window_s = parse_window(window)
+            if instance is None:
+                raise InputError(None, "--instance", "required: the instance file whose query types the demand is per")
             inst = load_instance(instance)
-            tr, mapper = trace_feed(inst, instance, TraceArgs(traces, types, rate_scale, time_scale, limit, 0.0, None,
-                                                              skip_bad, 0))  # fmt: skip
-            d = demand_from_trace(tr, mapper.type_of, [q.id for q in inst.query_types], w)
-            if not d.rows:
-                raise InputError(None, "TRACE", "the traces hold no request")
-            d.write_csv(out)
-            return d
+            try:
+                tr, mapper = trace_feed(
+                    inst,
+                    instance,
+                    TraceArgs(traces, types, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
+                )
+            except InputError as exc:
+                if exc.field not in _RENAMED:
+                    raise
+                new = _RENAMED[exc.field]
+                raise InputError(exc.file, new, exc.message.replace(exc.field, new)) from None
+            d = demand_from_trace(tr, mapper.type_of, [q.id for q in inst.query_types], window_s)
+            d.write_csv(out_path)
+            return d, window_s, tr.stats.skipped_bad
 
-        d = _guard(run)
-        t = Table(title=f"demand per query type ({d.windows} windows of {d.window_s / 60:g} min)")  # type: ignore[attr-defined]
-        for col in ("type", "requests", "mean req/s", "peak req/s", "input mean", "output mean"):
-            t.add_column(col)
-        peak, mean = d.peak(), d.mean_rates()  # type: ignore[attr-defined]
-        for q in d.type_ids:  # type: ignore[attr-defined]
-            rows = [r for r in d.rows if r.query_type == q]  # type: ignore[attr-defined]
-            n = sum(r.requests for r in rows)
-            im = sum(r.input_mean * r.requests for r in rows) / n if n else 0.0
-            om = sum(r.output_mean * r.requests for r in rows) / n if n else 0.0
-            t.add_row(q, f"{n:,}", f"{mean[q]:.3f}", f"{peak[q]:.3f}", f"{im:.0f}", f"{om:.0f}")
-        console.print(t)
-        console.print(f"unmapped requests: {d.unmapped} · written to {out}")  # type: ignore[attr-defined]
+        d, window_s, skipped = _guard(run)
+        stats = d.type_stats()
+        full = int(d.full().sum())
+        span = float(d.lengths_s().sum())
+        total = sum(s["requests"] for s in stats.values())
+        out.print(
+            f"{d.windows} windows of {_window_label(window_s)} ({full} whole) over {span:,.1f} s · "
+            f"{total:,} requests · unmapped {d.unmapped:,}" + (f" · skipped bad lines {skipped:,}" if skipped else "")
+        )
+        t = Table(title="demand per query type")
+        for col in ("type", "requests", "peak req/s", "mean req/s", "input mean/p90", "output mean/p90"):
+            t.add_column(col, justify="left" if col == "type" else "right")
+        for ty, s in stats.items():
+            t.add_row(
+                ty,
+                f"{s['requests']:,}",
+                f"{s['peak_rate']:.3f}",
+                f"{s['mean_rate']:.3f}",
+                f"{s['input_mean']:.0f}/{s['input_p90']:.0f}",
+                f"{s['output_mean']:.0f}/{s['output_p90']:.0f}",
+            )
+        out.print(t)
+        out.print(f"written to {out_path}", markup=False, highlight=False)

@@ -1,0 +1,348 @@
+"""Demand per query type and window (`planner.review.demand`) and `planner demand`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from planner.cli import app
+from planner.errors import InputError
+from planner.loader import load_instance
+from planner.review.demand import COLUMNS, Demand, demand_from_trace, parse_window, read_demand_csv
+from planner.sim.mapping import TypeMapper
+from planner.sim.traces import Trace, TraceRequest
+from tests.conftest import INSTANCES, SHARED
+
+AZURE = SHARED / "data" / "azure"
+CONV = AZURE / "AzureLLMInferenceTrace_conv.csv"
+CODE = AZURE / "AzureLLMInferenceTrace_code.csv"
+INSTANCE = INSTANCES / "azure-2023.yaml"
+MAPPING = INSTANCES / "azure-2023.traces.yml"
+TYPES = ["conv-short", "conv-long", "code"]
+needs_azure = pytest.mark.skipif(not (CONV.is_file() and CODE.is_file()), reason="../shared/data is not there")
+runner = CliRunner()
+
+
+def req(t: float, n_in: int = 10, n_out: int = 5, source: str = "s") -> TraceRequest:
+    return TraceRequest(t, n_in, n_out, source, 0, 2)
+
+
+def by_len(r: TraceRequest) -> str | None:
+    return None if r.input_tokens == 0 else ("short" if r.input_tokens <= 100 else "long")
+
+
+# --------------------------------------------------------------------------------------------
+# The Azure 2023 traces
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def azure() -> Demand:
+    inst = load_instance(INSTANCE)
+    mapper = TypeMapper.from_file(MAPPING, inst)
+    return demand_from_trace(Trace([CONV, CODE]), mapper.type_of, [q.id for q in inst.query_types], 900.0)
+
+
+@pytest.fixture(scope="module")
+def conv_rows() -> pd.DataFrame:
+    df = pd.read_csv(CONV)
+    ts = pd.to_datetime(df["TIMESTAMP"])
+    df["t"] = (ts - ts.iloc[0]).dt.total_seconds()
+    return df
+
+
+@needs_azure
+def test_azure_grid_counts_and_conservation(azure: Demand) -> None:
+    assert azure.type_ids == TYPES
+    assert azure.windows == 4  # conv spans 3501.7 s: three whole 15-minute windows and a partial one
+    assert len(azure.rows) == 4 * 3
+    assert [(r.window, r.query_type) for r in azure.rows] == [(w, t) for w in range(4) for t in TYPES]
+    assert azure.unmapped == 0 and azure.outside == 0
+    counts = azure.count_matrix().sum(axis=0)
+    assert counts.tolist() == [9838, 9528, 8819]
+    lengths = azure.lengths_s()
+    assert lengths[:3].tolist() == [900.0, 900.0, 900.0]
+    assert lengths[3] == pytest.approx(801.72, abs=0.01)  # ends at the last arrival, not at 3600 s
+    assert azure.full().tolist() == [True, True, True, False]
+    # Σ_w rate · window length = requests, per type and per window
+    np.testing.assert_allclose(azure.rate_matrix() * lengths[:, None], azure.count_matrix(), rtol=1e-12)
+
+
+@needs_azure
+def test_azure_rates_match_the_instance(azure: Demand) -> None:
+    inst = load_instance(INSTANCE)
+    expected = {q.id: q.arrival_rate for q in inst.query_types}
+    mean = azure.mean_rates()  # requests over the covered span
+    for t in TYPES:
+        assert mean[t] == pytest.approx(expected[t], rel=0.05)
+    # conv's two buckets use conv's own span, which is the merged span: equal to 3 digits
+    assert mean["conv-short"] == pytest.approx(2.809, abs=1e-3)
+    assert mean["conv-long"] == pytest.approx(2.721, abs=1e-3)
+    # The instance divides code by code's own span (3435.9 s); over code alone it matches exactly.
+    inst_code = demand_from_trace(Trace(CODE), lambda r: "code", ["code"], 900.0)
+    assert inst_code.mean_rates()["code"] == pytest.approx(2.567, abs=1e-3)
+    # The trace is not stationary: whole windows run above the hour's mean (the last minutes are
+    # quiet, code's especially), so the peak is what a fixed fleet must be sized for.
+    full = azure.rate_matrix()[azure.full()].mean(axis=0)
+    for k, t in enumerate(TYPES):
+        assert full[k] > expected[t]
+        assert azure.peak()[t] >= full[k]
+    assert azure.peak()["conv-short"] == pytest.approx(3336 / 900)
+
+
+@needs_azure
+def test_azure_lengths_are_right_skewed_and_match_pandas(azure: Demand, conv_rows: pd.DataFrame) -> None:
+    skewed = [r.input_p90 >= r.input_mean and r.output_p90 >= r.output_mean for r in azure.rows if r.requests]
+    assert sum(skewed) >= 0.9 * len(skewed)
+    # hand check: conv-short in window 1 ([900, 1800) s on conv's own clock), and conv-long in the last
+    df = conv_rows
+    sel = df[(df.t >= 900) & (df.t < 1800) & (df.ContextTokens <= 1024)]
+    row = azure.rows[1 * 3 + 0]
+    assert (row.window, row.query_type, row.start_s, row.end_s) == (1, "conv-short", 900.0, 1800.0)
+    assert row.requests == len(sel) == 2953
+    assert row.arrival_rate == pytest.approx(len(sel) / 900)
+    assert row.input_mean == pytest.approx(sel.ContextTokens.mean())
+    assert row.input_p90 == pytest.approx(np.percentile(sel.ContextTokens, 90))
+    assert row.output_mean == pytest.approx(sel.GeneratedTokens.mean())
+    assert row.output_p90 == pytest.approx(sel.GeneratedTokens.quantile(0.9))
+    last = df[(df.t >= 2700) & (df.ContextTokens > 1024)]
+    row = azure.rows[3 * 3 + 1]
+    assert row.requests == len(last)
+    assert row.end_s == pytest.approx(df.t.max())
+    assert row.arrival_rate == pytest.approx(len(last) / (df.t.max() - 2700))
+    assert row.input_p90 == pytest.approx(np.percentile(last.ContextTokens, 90))
+    # whole-trace p90 (from the streamed length counters) equals pandas on every conv-short row
+    short = df[df.ContextTokens <= 1024]
+    stats = azure.type_stats()["conv-short"]
+    assert stats["requests"] == len(short)
+    assert stats["input_p90"] == pytest.approx(short.ContextTokens.quantile(0.9))
+    assert stats["output_p90"] == pytest.approx(short.GeneratedTokens.quantile(0.9))
+    assert stats["input_mean"] == pytest.approx(short.ContextTokens.mean())
+
+
+@needs_azure
+def test_csv_round_trip(azure: Demand, tmp_path: Path) -> None:
+    path = tmp_path / "demand.csv"
+    azure.write_csv(path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert lines[1].startswith("0,0,900,conv-short,")
+    back = read_demand_csv(path, TYPES)
+    assert back.type_ids == TYPES and back.windows == azure.windows and back.window_s == 900.0
+    for a, b in zip(azure.rows, back.rows, strict=True):
+        assert (a.window, a.query_type, a.requests) == (b.window, b.query_type, b.requests)
+        for name in COLUMNS:
+            assert getattr(b, name) == pytest.approx(getattr(a, name), rel=5e-6, abs=1e-6), name
+    again = tmp_path / "again.csv"
+    back.write_csv(again)
+    assert again.read_text() == path.read_text()  # written rows are a fixed point
+    assert read_demand_csv(again).rows == back.rows
+    frame = back.to_frame()
+    assert list(frame.columns) == list(COLUMNS) and len(frame) == 12
+    assert frame.groupby("query_type")["requests"].sum().to_dict() == {
+        "code": 8819,
+        "conv-long": 9528,
+        "conv-short": 9838,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Windows on small streams
+# --------------------------------------------------------------------------------------------
+
+
+def test_full_grid_with_zero_rows_and_a_partial_last_window() -> None:
+    reqs = [req(1, 50), req(2, 200), req(3, 0), req(25, 60, 7), req(31, 70)]
+    d = demand_from_trace(reqs, by_len, ["short", "long"], 10.0)
+    assert d.windows == 4 and d.unmapped == 1
+    grid = d.count_matrix()
+    assert grid.tolist() == [[1, 1], [0, 0], [1, 0], [1, 0]]
+    empty = d.rows[2 * 1 + 1]  # window 1, long: present with zeros
+    assert (empty.requests, empty.arrival_rate, empty.input_mean, empty.output_p90) == (0, 0.0, 0.0, 0.0)
+    last = d.rows[-2]
+    assert (last.start_s, last.end_s, last.arrival_rate) == (30.0, 31.0, 1.0)  # cut at the last arrival
+    assert d.peak() == {"short": 0.1, "long": 0.1}  # whole windows only: the 1 s tail is not a peak
+    assert d.peak(full_only=False)["short"] == 1.0
+    assert d.mean_rates()["short"] == pytest.approx(3 / 31)
+
+
+def test_last_arrival_on_a_boundary_closes_the_window_before() -> None:
+    d = demand_from_trace([req(1), req(5), req(20), req(20)], by_len, ["short"], 10.0)
+    assert d.windows == 2
+    assert d.lengths_s().tolist() == [10.0, 10.0]
+    assert d.count_matrix()[:, 0].tolist() == [2, 2]
+    # ... but a later arrival makes the boundary open the next window
+    d = demand_from_trace([req(1), req(20), req(20), req(21)], by_len, ["short"], 10.0)
+    assert d.count_matrix()[:, 0].tolist() == [1, 0, 3]
+    assert d.lengths_s().tolist() == [10.0, 10.0, 1.0]
+
+
+def test_start_and_end_bound_the_grid() -> None:
+    reqs = [req(1), req(12), req(15), req(29), req(30), req(31)]
+    d = demand_from_trace(reqs, by_len, ["short"], 10.0, start_s=10.0, end_s=30.0)
+    assert d.windows == 2 and d.outside == 2  # 1 s before, 31 s after
+    assert d.count_matrix()[:, 0].tolist() == [2, 2]  # 30 s is the end: the last window is closed
+    d = demand_from_trace(reqs[:2], by_len, ["short"], 10.0, end_s=45.0)  # runs on past the traffic
+    assert d.windows == 5 and d.lengths_s()[-1] == 5.0
+    assert d.count_matrix()[:, 0].tolist() == [1, 1, 0, 0, 0]
+
+
+def test_bad_streams() -> None:
+    with pytest.raises(InputError, match="time order"):
+        demand_from_trace([req(5), req(4)], by_len, ["short"], 10.0)
+    with pytest.raises(InputError, match="same instant"):
+        demand_from_trace([req(0), req(0)], by_len, ["short"], 10.0)
+    with pytest.raises(InputError, match="no requests"):
+        demand_from_trace([], by_len, ["short"], 10.0)
+    with pytest.raises(InputError, match="not one of"):
+        demand_from_trace([req(1), req(2)], lambda r: "other", ["short"], 10.0)
+    with pytest.raises(InputError, match="window_s"):
+        demand_from_trace([req(1)], by_len, ["short"], 0.0)
+    with pytest.raises(InputError, match="windows"):
+        demand_from_trace([req(1), req(1e9)], by_len, ["short"], 1.0)  # a runaway grid is refused
+
+
+# --------------------------------------------------------------------------------------------
+# read_demand_csv errors
+# --------------------------------------------------------------------------------------------
+
+GOOD = """window,start_s,end_s,query_type,requests,arrival_rate,input_mean,input_p90,output_mean,output_p90
+0,0,60,a,6,0.1,10,12,5,6
+0,0,60,b,0,0,0,0,0,0
+1,60,120,a,12,0.2,11,13,5,7
+1,60,120,b,3,0.05,30,40,8,9
+2,120,150,a,3,0.1,9,9,4,4
+2,120,150,b,0,0,0,0,0,0
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "demand.csv"
+    p.write_text(text)
+    return p
+
+
+def test_read_good_file_in_any_row_order(tmp_path: Path) -> None:
+    lines = GOOD.splitlines()
+    d = read_demand_csv(write(tmp_path, "\n".join([lines[0], *reversed(lines[1:])]) + "\n"), ["a", "b"])
+    assert d.window_s == 60.0 and d.windows == 3 and d.type_ids == ["a", "b"]
+    assert d.rate_matrix().tolist() == [[0.1, 0.0], [0.2, 0.05], [0.1, 0.0]]
+    assert d.full().tolist() == [True, True, False]
+    assert d.type_stats()["a"]["input_p90"] is None  # per-window p90s only
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda s: s.replace(",arrival_rate", ",rate"), "line 1, arrival_rate", "missing column"),
+        (lambda s: s.replace("1,60,120,b,3,0.05", "1,60,120,b,3,-0.05"), "line 5, arrival_rate", ">= 0"),
+        (lambda s: s.replace("0,0,60,b,0,0,0", "0,0,60,b,x,0,0"), "line 3, requests", "whole number"),
+        (lambda s: s.replace("1,60,120,", "1,65,120,"), "line 4, start_s", "gap"),
+        (lambda s: s.replace("1,60,120,", "1,55,120,"), "line 4, start_s", "overlap"),
+        (lambda s: s.replace("1,60,120,b", "1,60,121,b"), "line 5, end_s", "window 1 runs"),
+        (lambda s: s.replace("0,0,60,b,0", "0,0,60,c,0"), "line 3, query_type", "unknown query type 'c'"),
+        (lambda s: s.replace("1,60,120,a", "0,0,60,a"), "line 4", "second 'a' row"),
+        (lambda s: s.replace("2,120,150,", "3,180,210,"), "line 6, window", "window 2 has no rows"),
+        (lambda s: s.replace("1,60,120,b,3", "1,60,120,a,3"), "line 5", "second 'a' row"),
+        (lambda s: s.replace("1,60,120,", "1,60,130,").replace("2,120,", "2,130,"), "line 4, end_s", "only the last"),
+        (lambda s: s.replace("2,120,150,a,3,0.1,9,9,4,4\n", ""), "window 2", "no row for query type 'a'"),
+        (lambda s: s.replace("0,0,60,a,6,0.1,10,12,5,6", "0,0,60,a,6,0.1,10"), "line 2", "fields"),
+        (lambda s: s.replace("0,0,60,a,6,0.1,10,12", "0,0,60,a,6,0.1,nan,12"), "line 2, input_mean", "finite"),
+    ],
+)  # fmt: skip
+def test_read_errors_name_file_and_line(tmp_path: Path, edit, field: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = write(tmp_path, edit(GOOD))
+    with pytest.raises(InputError) as info:
+        read_demand_csv(path, ["a", "b"])
+    e = info.value
+    assert e.file == str(path)
+    assert e.field == field, e.line()
+    assert message in e.message
+
+
+def test_read_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        read_demand_csv(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="empty file"):
+        read_demand_csv(write(tmp_path, ""))
+    with pytest.raises(InputError, match="no demand rows"):
+        read_demand_csv(write(tmp_path, GOOD.splitlines()[0] + "\n"))
+
+
+# --------------------------------------------------------------------------------------------
+# parse_window and the command line
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15m", 900), ("900s", 900), ("1h", 3600), ("5min", 300), ("30", 30), ("1.5h", 5400), (" 2 MIN ", 120),
+     ("0.5", 0.5), ("1d", 86400), (60, 60)],
+)  # fmt: skip
+def test_parse_window(text: str, seconds: float) -> None:
+    assert parse_window(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0m", "-5m", "15q", "m", "1e3", "nan", "inf", "15 m m", "1h30m"])
+def test_parse_window_rejects(text: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_window(text)
+    assert info.value.field == "--window"
+
+
+def cli(*args: object):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["demand", *(str(a) for a in args)])
+
+
+@needs_azure
+def test_cli_writes_the_csv(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "demand.csv"
+    res = cli(CONV, CODE, "--instance", INSTANCE, "--types", MAPPING, "--window", "15m", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "conv-short" in res.output and "9,838" in res.output and "4 windows" in res.output
+    d = read_demand_csv(out, TYPES)
+    assert d.count_matrix().sum(axis=0).tolist() == [9838, 9528, 8819]
+    assert [p.name for p in out.parent.iterdir()] == ["demand.csv"]  # no temporary file left
+    # the mapping beside the instance and its default traces; time compressed ×2 halves the span
+    res = cli("--instance", INSTANCE, "--window", "900", "--time-scale", "2", "--limit", "1000", "--out", out)
+    assert res.exit_code == 0, res.output
+    d = read_demand_csv(out, TYPES)
+    assert d.count_matrix().sum() == 2000
+
+
+@needs_azure
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--window", "15q"], "--window"),
+        (["--window", "0"], "--window"),
+        (["--out", "{dir}/demand.txt"], "--out"),
+        (["--types", "{dir}/none.yml"], "none.yml"),
+        (["{dir}/missing.csv"], "missing.csv"),
+        (["--rate-scale", "0"], "rate_scale"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "demand.csv"
+    base = {"--instance": str(INSTANCE), "--out": str(out)}
+    extra = [a.format(dir=tmp_path) for a in args]
+    for k in list(base):
+        if k in extra:
+            base.pop(k)
+    res = cli(*[x for kv in base.items() for x in kv], *extra)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_needs_instance_and_out(tmp_path: Path) -> None:
+    res = cli(CONV, "--out", tmp_path / "d.csv")
+    assert res.exit_code == 2 and "--instance" in res.output
+    res = cli(CONV, "--instance", INSTANCE)
+    assert res.exit_code == 2 and "--out" in res.output
+    assert list(tmp_path.iterdir()) == []
