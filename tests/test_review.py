@@ -74,7 +74,7 @@ def test_demand_bad_input(tmp_path: Path, demand_csv: Path) -> None:
         read_demand_csv(broken)
     gap = tmp_path / "gap.csv"
     gap.write_text("\n".join([lines[0], *lines[1:4], *lines[7:10]]) + "\n")
-    with pytest.raises(InputError, match="holes|gap"):
+    with pytest.raises(InputError, match=r"holes|gap"):
         read_demand_csv(gap)
     with pytest.raises(InputError, match="unknown query type"):
         read_demand_csv(demand_csv, ["conv-short"])

@@ -133,13 +133,21 @@ def solve_multiperiod_milp(
     gap: float = 1e-6,
     threads: int = 1,
     seed: int | None = None,
+    warm_start: bool = True,
     **_: Any,
 ) -> Plan:
-    """Exact multi-period plan; status, objective and bound are the backend's own."""
+    """Exact multi-period plan; status, objective and bound are the backend's own. The
+    multi-period AGH plan (seconds) is given to the solver as its first incumbent: with many
+    windows HiGHS can otherwise spend minutes before finding a schedule that good."""
     t0 = time.perf_counter()
     tables = window_tables(table)
     model = build_model(table, tables)
-    result = BACKENDS[backend](model, SolveOptions(time_limit=time_limit, gap=gap, threads=threads), None)
+    start = None
+    if warm_start:
+        heur = solve_multiperiod_agh(table, seed=seed or 0)
+        if heur.has_solution:
+            start = _start(model, heur)
+    result = BACKENDS[backend](model, SolveOptions(time_limit=time_limit, gap=gap, threads=threads), start)
     seconds = time.perf_counter() - t0
     if result.status in ("infeasible", "no_solution"):
         msg = "proven infeasible" if result.status == "infeasible" else f"no solution found ({result.message})"
@@ -156,6 +164,32 @@ def solve_multiperiod_milp(
         objective=result.objective, bound=bound, solve_seconds=seconds, backend=backend, seed=seed,
         message=result.message,
     )  # fmt: skip
+
+
+def _start(m: pyo.ConcreteModel, plan: Plan) -> dict[int, float]:
+    """A multi-period plan as values of the model's variables (``id(var) -> value``)."""
+    from planner.multiperiod import schedule_solution
+
+    t0 = m.table
+    ys, xs, us, base = schedule_solution(plan)
+    index = {o: k for k, o in enumerate(t0.options)}
+    start: dict[int, float] = {}
+    for k in m.K:
+        o = t0.options[k]
+        used = any(y.get(o, 0) > 0 for y in ys)
+        start[id(m.z[k])] = float(used)
+        for t in m.T:
+            start[id(m.y[k, t])] = float(ys[t].get(o, 0))
+        if hasattr(m, "b"):
+            start[id(m.b[k])] = float(base.get(o, 0))
+    for t in m.T:
+        for i, tid in enumerate(t0.type_ids):
+            start[id(m.u[i, t])] = float(us[t].get(tid, 0.0))
+            for o, v in xs[t].get(tid, {}).items():
+                k = index.get(o)
+                if k is not None and (i, k, t) in m.PT:
+                    start[id(m.x[i, k, t])] = float(v)
+    return start
 
 
 def solve_multiperiod_agh(table: OptionTable, *, seed: int = 0, time_limit: float | None = None, **_: Any) -> Plan:
