@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.options import Option, OptionTable, rental_per_replica, storage_per_option, with_instance
-from planner.plan import Change, Cost, Deployment, Plan, WindowPlan, build_plan
+from planner.plan import Change, Cost, Deployment, Plan, WindowPlan, build_plan, plan_solution
 from planner.problem import Instance
 
 
@@ -217,17 +217,10 @@ def schedule_solution(
     assert plan.schedule is not None
     ys, xs, us = [], [], []
     for w in plan.schedule:
-        y: dict[Option, int] = {}
-        for d in w.deployments:
-            y[d.option] = y.get(d.option, 0) + d.replicas
-        x: dict[str, dict[Option, float]] = {}
-        for t, shares in w.routing.items():
-            row = x.setdefault(t, {})
-            for s in shares:
-                row[s.option] = row.get(s.option, 0.0) + s.fraction
+        y, x, u = plan_solution(window_plan(plan, w))
         ys.append(y)
         xs.append(x)
-        us.append(dict(w.unserved))
+        us.append(u)
     base = {d.option: d.replicas for d in plan.base_fleet or []}
     return ys, xs, us, base
 
