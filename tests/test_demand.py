@@ -136,6 +136,8 @@ def test_csv_round_trip(azure: Demand, tmp_path: Path) -> None:
     for a, b in zip(azure.rows, back.rows, strict=True):
         assert (a.window, a.query_type, a.requests) == (b.window, b.query_type, b.requests)
         for name in COLUMNS:
+            if name == "query_type":  # compared exactly above (approx refuses strings in pytest ≥ 9.2)
+                continue
             assert getattr(b, name) == pytest.approx(getattr(a, name), rel=5e-6, abs=1e-6), name
     again = tmp_path / "again.csv"
     back.write_csv(again)
