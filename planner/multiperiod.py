@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.options import Option, OptionTable, rental_per_replica, storage_per_option, with_instance
-from planner.plan import Change, Cost, Deployment, Plan, WindowPlan, build_plan, plan_solution
+from planner.plan import Change, Cost, Deployment, Plan, WindowPlan, build_plan, plan_cost, plan_solution
 from planner.problem import Instance
 
 
@@ -92,29 +92,16 @@ def schedule_cost(
         wi = tab.instance
         r_t = sum(rental_per_replica(wi, o) * (y - base.get(o, 0)) * prem for o, y in replicas[t].items())
         used |= {o for o, y in replicas[t].items() if y > 0}
-        c = _window_penalties(tab, routing[t], unserved[t])
+        c = plan_cost(tab, {}, routing[t], unserved[t])  # no replicas: the window's penalties only
         rental += r_t
-        delay += c[0]
-        unserved_pen += c[1]
-        per_window.append(r_t + c[0] + c[1])
+        delay += c.delay_penalty
+        unserved_pen += c.unserved_penalty
+        per_window.append(r_t + c.delay_penalty + c.unserved_penalty)
     storage = sum(storage_per_option(inst, o) for o in used)
     total = rental + storage + delay + unserved_pen
     return Cost(
         rental=rental, storage=storage, delay_penalty=delay, unserved_penalty=unserved_pen, total=total
     ), per_window
-
-
-def _window_penalties(tab: OptionTable, x: dict[str, dict[Option, float]], u: dict[str, float]) -> tuple[float, float]:
-    from planner.options import delay_cost, unserved_cost
-
-    inst = tab.instance
-    delay = 0.0
-    for q in inst.query_types:
-        for o, v in x.get(q.id, {}).items():
-            row = tab.row(o, q.id)
-            delay += delay_cost(inst, q, row.e2e_s if row is not None else None) * v
-    un = sum(unserved_cost(inst, q) * u.get(q.id, 0.0) for q in inst.query_types)
-    return delay, un
 
 
 def build_schedule_plan(

@@ -20,9 +20,9 @@ from planner.loader import load_instance
 from planner.options import OptionTable, build_option_table
 from planner.plan import Plan
 from planner.problem import Instance, PerfParams
+from planner.sim.cli import feed_of
 from planner.sim.cluster import (
     SplitSpec,
-    feed,
     parse_option,
     planned_batch,
     pool_spec,
@@ -205,9 +205,8 @@ def test_heavy_overload_misses_slos(inst: Instance, table: OptionTable, policy: 
 def test_conservation_azure_conv_through_plan(inst: Instance, plan: Plan, table: OptionTable) -> None:
     mapper = TypeMapper.from_file(ROOT / "instances" / "azure-2023.traces.yml", inst)
     trace = Trace(AZURE_CONV, TraceOptions(limit=3000))
-    type_ids = [q.id for q in inst.query_types]
     sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"), table)
-    sim.run(feed(trace, mapper.type_of, type_ids))
+    sim.run(feed_of(trace, mapper))
     s = sim.summary()
     assert s["requests"] == 3000 and conserved(s)
     # Independent type split: conv rows with ContextTokens <= 1024 are conv-short.

@@ -161,6 +161,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
     trace, mapper = _trace(inputs)
     say("demand")
     demand = demand_from_trace(trace, mapper.type_of, [q.id for q in inst.query_types], inputs.window_s)
+    rates = demand.rate_matrix()
     mp_inst = _with_windows(inst, demand)
     table: OptionTable = build_option_table(mp_inst)
     say("multi-period plan")
@@ -206,7 +207,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
         "demand": {
             "type_ids": demand.type_ids,
             "windows": [_clock(inputs.window_s * t) for t in range(demand.windows)],
-            "rates": demand.rate_matrix().round(4).tolist(),
+            "rates": rates.round(4).tolist(),
             "rows": [r.__dict__ for r in demand.rows],
             "unmapped": demand.unmapped,
         },
@@ -241,9 +242,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
             {
                 "window": w.window,
                 "hours": w.hours,
-                "rates": {
-                    q: r for q, r in zip(demand.type_ids, demand.rate_matrix()[t].round(3).tolist(), strict=True)
-                },
+                "rates": {q: r for q, r in zip(demand.type_ids, rates[t].round(3).tolist(), strict=True)},
                 "fleet": {d.option.key: d.replicas for d in w.deployments},
                 "added": {c.option.key: c.replicas for c in w.added},
                 "removed": {c.option.key: c.replicas for c in w.removed},

@@ -439,19 +439,12 @@ def scale_plan(
     """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
     import numpy as np
 
+    from planner.sim.cluster import plan_routing
     from planner.sim.engine import _SmoothWRR
     from planner.sim.scale import min_replicas
 
-    deployed = [d for d in plan.deployments if d.replicas > 0]
-    index = {d.option: k for k, d in enumerate(deployed)}
-    tids = [q.id for q in inst.query_types]
-    routes = {}
-    for t, shares in plan.routing.items():
-        lst = [(index[s.option], s.fraction) for s in shares if s.fraction > 0 and s.option in index]
-        u = plan.unserved.get(t, 0.0)
-        if u > 0:
-            lst.append((None, u))
-        routes[tids.index(t)] = _SmoothWRR(lst)
+    deployed, routing, _ = plan_routing(inst, plan)
+    routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
     dest = np.full(len(reqs), -1)
     for n, ty in enumerate(reqs.ty.tolist()):
         if ty >= 0 and ty in routes:

@@ -10,14 +10,14 @@ one engine).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
 
 from planner.errors import InputError
 from planner.options import Option, OptionTable
 from planner.perf import GB, ReplicaModel
-from planner.plan import Plan
+from planner.plan import Deployment, Plan
 from planner.problem import Instance
 from planner.sim.engine import PoolSpec, SimConfig, Simulator
 
@@ -117,7 +117,6 @@ def pool_spec(
         network_bytes_per_s=internode * GB * q.internode_efficiency * option.tp * option.pp,
         network_latency_s=q.internode_latency_s,
         tpot_slo=min((slos[i][1] for i in types), default=INF),
-        ttft_slo=min((slos[i][0] for i in types), default=INF),
     )
 
 
@@ -128,15 +127,12 @@ def planned_batch(table: OptionTable | None, option: Option, type_ids: Iterable[
     return max(batches) if batches else None
 
 
-def simulator_for_plan(
-    inst: Instance,
-    plan: Plan,
-    config: SimConfig,
-    table: OptionTable | None = None,
-    split: SplitSpec | None = None,
-    per_request: IO[str] | None = None,
-) -> Simulator:
-    """Pools for the plan's deployments; routing from its fractions and unserved shares."""
+def plan_routing(
+    inst: Instance, plan: Plan
+) -> tuple[list[Deployment], dict[int, list[tuple[int | None, float]]], dict[Option, set[int]]]:
+    """The plan's deployed options (service n = deployed[n]), each type's shares as (service or
+    None for unserved, fraction), and the types each option serves; a plan routing to a type the
+    instance lacks or to an option without replicas is refused."""
     tindex = {q.id: i for i, q in enumerate(inst.query_types)}
     deployed = [d for d in plan.deployments if d.replicas > 0]
     if not deployed:
@@ -159,6 +155,19 @@ def simulator_for_plan(
         if u > 0:
             lst.append((None, u))
         routing[tindex[t]] = lst
+    return deployed, routing, routed
+
+
+def simulator_for_plan(
+    inst: Instance,
+    plan: Plan,
+    config: SimConfig,
+    table: OptionTable | None = None,
+    split: SplitSpec | None = None,
+    per_request: IO[str] | None = None,
+) -> Simulator:
+    """Pools for the plan's deployments; routing from its fractions and unserved shares."""
+    deployed, routing, routed = plan_routing(inst, plan)
     services: list[tuple[str, list[PoolSpec]]] = []
     for d in deployed:
         types = routed[d.option]
@@ -175,7 +184,7 @@ def simulator_for_plan(
             )
         else:
             services.append((d.option.key, [pool_spec(inst, d.option, d.replicas, d.max_num_seqs, types, label=label)]))
-    if split is not None and split.option not in svc_index:
+    if split is not None and split.option not in routed:
         raise InputError("--split", split.option.key, "the plan deploys no replica of this option")
     return _simulator(inst, services, routing, config, per_request)
 
@@ -223,14 +232,3 @@ def _simulator(
         config,
         per_request,
     )
-
-
-def feed(
-    requests: Iterable[object], type_of: object, type_ids: list[str]
-) -> Iterator[tuple[int, int | None, float, int, int]]:
-    """Trace requests → the simulator's tuples (uid, type index or None, arrival, input, output)."""
-    index = {t: i for i, t in enumerate(type_ids)}
-    f = type_of  # a callable TraceRequest -> type id or None
-    for n, r in enumerate(requests):
-        ty = f(r)  # type: ignore[operator]
-        yield n, (index[ty] if ty is not None else None), r.arrival_s, r.input_tokens, r.output_tokens  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -122,7 +122,6 @@ class PoolSpec:
     network_bytes_per_s: float = 0.0
     network_latency_s: float = 0.0
     tpot_slo: float = math.inf  # strictest TPOT SLO of the types routed here (Aladdin's ATGT bound)
-    ttft_slo: float = math.inf
 
 
 class Worker:
@@ -161,7 +160,6 @@ class Worker:
         "run_start",
         "run_ver",
         "sim",
-        "tokens",
         "waiting",
     )
 
@@ -193,7 +191,6 @@ class Worker:
         self.finished = 0
         self.overrun: list[tuple[float, int, int, Req]] = []  # (iteration at which g reaches pred, ...)
         self.admit_seq = 0
-        self.tokens = 0
 
     # ------------------------------------------------------------------ state the router sees
     def kv_used(self) -> int:
@@ -219,8 +216,9 @@ class Worker:
         self.waiting.append(r)
         self.pool.qtok[self.idx] += r.prompt - r.done
         if not self.busy:
-            self.start(now)
-        elif was_empty and not self.run_chunks and self.run_j > 1:
+            self.start(now)  # publishes the new state
+            return
+        if was_empty and not self.run_chunks and self.run_j > 1:
             self._cut_run(now)
         self._publish()
 
@@ -315,7 +313,6 @@ class Worker:
         j = self.run_j
         self.busy_s += now - self.run_start
         self.iterations += j
-        self.tokens += j * self.n_dec
         self.it += j
         kv = self.kv_used()
         if kv > self.peak_kv:
@@ -328,7 +325,6 @@ class Worker:
                 self.prefilling.remove(r)
                 self.kv_res -= r.prompt
                 r.g += 1  # the last chunk's step samples a token
-                self.tokens += 1
                 if r.first < 0:
                     r.first = now
                 if r.g >= r.out:
@@ -517,7 +513,6 @@ class Service:
     key: str
     pools: list[Pool]  # [mixed] or [prefill, decode]
     max_context: int | None
-    types: set[int] = field(default_factory=set)
 
     @property
     def split(self) -> bool:
@@ -561,10 +556,6 @@ class Simulator:
         self.type_ids = type_ids
         self.slos = slos
         self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
-        for ty, shares in routing.items():
-            for s, _ in shares:
-                if s is not None:
-                    self.services[s].types.add(ty)
         self.predictors = [LengthPredictor(p) for p in prior_output]
         self.policy = make_policy(config.policy, config.seed, config.headroom)
         self.track_overrun = self.policy.name == "aladdin"
@@ -613,10 +604,9 @@ class Simulator:
         self._place_times.append(time.perf_counter_ns() - t0)
         if len(self._place_times) >= 65536:
             self._flush_place_times()
-        i = w
-        _account(pool, i, r, 1)
-        pool.view.note_sent(i, r.prompt - r.done)
-        pool.workers[i].enqueue(r, now)
+        _account(pool, w, r, 1)
+        pool.view.note_sent(w, r.prompt - r.done)
+        pool.workers[w].enqueue(r, now)
 
     def _flush_place_times(self) -> None:
         # Keep a bounded reservoir of placement timings: every decision of the first 64k, then

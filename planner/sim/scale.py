@@ -295,10 +295,14 @@ def _scale_at(
     if n is None:
         base.reason = f"not reached with {cap} replicas"
         return base
-    p = probes[n]
-    base.replicas, base.gpus = n, n * option.gpus_per_replica
-    base.attainment = p.attainment
-    base.goodput_rps_per_gpu = round((p.summary["goodput_rps"] or 0.0) / base.gpus, 6)
+    return _answer(base, probes[n], n, n * option.gpus_per_replica)
+
+
+def _answer(base: ScaleResult, probe: Probe, replicas: int, gpus: int) -> ScaleResult:
+    """Fill ``base`` with the count found and its probe's attainment and goodput per GPU."""
+    base.replicas, base.gpus = replicas, gpus
+    base.attainment = probe.attainment
+    base.goodput_rps_per_gpu = round((probe.summary["goodput_rps"] or 0.0) / gpus, 6)
     return base
 
 
@@ -332,12 +336,8 @@ def _min_split(
     assert p_n is not None
     d_n, _ = _search(lambda d: run(p_n, d), target, s_n, cap)
     assert d_n is not None
-    best = probes[(p_n, d_n)]
     base.decode_option = decode_option.key
     base.prefill_replicas, base.decode_replicas = p_n, d_n
-    base.replicas = p_n + d_n
-    base.gpus = p_n * option.gpus_per_replica + d_n * decode_option.gpus_per_replica
-    base.attainment = best.attainment
-    base.goodput_rps_per_gpu = round((best.summary["goodput_rps"] or 0.0) / base.gpus, 6)
     base.probes = [(f"{p}p+{d}d", a.attainment) for (p, d), a in sorted(probes.items())]
-    return base
+    gpus = p_n * option.gpus_per_replica + d_n * decode_option.gpus_per_replica
+    return _answer(base, probes[(p_n, d_n)], p_n + d_n, gpus)

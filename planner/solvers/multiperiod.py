@@ -144,7 +144,7 @@ def solve_multiperiod_milp(
     model = build_model(table, tables)
     start = None
     if warm_start:
-        heur = solve_multiperiod_agh(table, seed=seed or 0)
+        heur = solve_multiperiod_agh(table, seed=seed or 0, tables=tables)
         if heur.has_solution:
             start = _start(model, heur)
     result = BACKENDS[backend](model, SolveOptions(time_limit=time_limit, gap=gap, threads=threads), start)
@@ -192,7 +192,14 @@ def _start(m: pyo.ConcreteModel, plan: Plan) -> dict[int, float]:
     return start
 
 
-def solve_multiperiod_agh(table: OptionTable, *, seed: int = 0, time_limit: float | None = None, **_: Any) -> Plan:
+def solve_multiperiod_agh(
+    table: OptionTable,
+    *,
+    seed: int = 0,
+    time_limit: float | None = None,
+    tables: list[OptionTable] | None = None,
+    **_: Any,
+) -> Plan:
     """AGH on every window alone, then the coupling repaired: replica counts raised until the
     change limit holds (raising never breaks capacity), and the base fleet set to each option's
     trough (optimal for a fixed schedule when the premium is ≥ 0). Never claims optimality."""
@@ -202,7 +209,7 @@ def solve_multiperiod_agh(table: OptionTable, *, seed: int = 0, time_limit: floa
     inst = table.instance
     sc = inst.scaling
     assert sc is not None
-    tables = window_tables(table)
+    tables = tables or window_tables(table)
     ws = windows(inst)
     ys, xs, us = [], [], []
     for w, tab in zip(ws, tables, strict=True):
