@@ -26,7 +26,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.options import Option, OptionTable, rental_per_replica, storage_per_option, with_instance
-from planner.plan import Change, Cost, Deployment, Plan, WindowPlan, build_plan, plan_cost, plan_solution
+from planner.plan import (
+    Change,
+    Cost,
+    Deployment,
+    Plan,
+    WindowPlan,
+    build_plan,
+    gpus_by_tier,
+    plan_cost,
+    plan_solution,
+    relative_gap,
+)
 from planner.problem import Instance
 
 
@@ -160,13 +171,9 @@ def build_schedule_plan(
                 peak[d.option] = d
     busiest = max(range(len(ws)), key=lambda t: sum(ws[t].rates))
     obj = cost.total if objective is None else float(objective)
-    gap = None
-    if bound is not None:
-        gap = 0.0 if abs(obj) < 1e-12 else max(0.0, (obj - bound) / abs(obj))
+    gap = relative_gap(obj, bound)
     deployments = [peak[o] for o in sorted(peak)]
-    by_tier: dict[str, int] = {}
-    for d in deployments:
-        by_tier[d.gpu] = by_tier.get(d.gpu, 0) + d.gpus
+    by_tier = gpus_by_tier(deployments)
     return Plan(
         instance=inst.name,
         method=method,

@@ -184,9 +184,7 @@ def build_plan(
         u[q.id] = un
     cost = plan_cost(table, y, x, u)
     obj = cost.total if objective is None else float(objective)
-    gap = None
-    if bound is not None:
-        gap = 0.0 if abs(obj) < 1e-12 else max(0.0, (obj - bound) / abs(obj))
+    gap = relative_gap(obj, bound)
     deployments = []
     for o in sorted(y):
         batches = [r.batch for t in x if o in x[t] and (r := table.row(o, t)) is not None and r.batch]
@@ -201,9 +199,7 @@ def build_plan(
                 max_num_seqs=max(batches) if batches else None,
             )
         )
-    by_tier: dict[str, int] = {}
-    for d in deployments:
-        by_tier[d.gpu] = by_tier.get(d.gpu, 0) + d.gpus
+    by_tier = gpus_by_tier(deployments)
     return Plan(
         instance=inst.name,
         method=method,
@@ -225,6 +221,20 @@ def build_plan(
         message=message,
         gpus_by_tier=by_tier,
     )
+
+
+def relative_gap(objective: float, bound: float | None) -> float | None:
+    """(objective − bound) / objective, the reported MIP gap (None without a bound)."""
+    if bound is None:
+        return None
+    return 0.0 if abs(objective) < 1e-12 else max(0.0, (objective - bound) / abs(objective))
+
+
+def gpus_by_tier(deployments: list[Deployment]) -> dict[str, int]:
+    by_tier: dict[str, int] = {}
+    for d in deployments:
+        by_tier[d.gpu] = by_tier.get(d.gpu, 0) + d.gpus
+    return by_tier
 
 
 def plan_solution(plan: Plan) -> tuple[Replicas, Routing, Unserved]:
