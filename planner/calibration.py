@@ -20,7 +20,10 @@ Which factors a replica uses (:func:`effective_params`), for a GPU tier g:
    (a file path relative to the instance, or a shipped id = a file name in
    ``models/calibration/`` without ``.yaml``), else the shipped ``default``. The id ``none``
    means no calibration. A tier the calibration does not list keeps the defaults;
-3. overridden by every key the instance sets explicitly under ``performance_params``.
+3. overridden by every key the instance sets explicitly under ``performance_params``. A per-TP
+   all-reduce field (``*_tp4``, ``*_tp8``) the instance leaves unset while it sets the TP-2 field
+   it defaults to (:data:`PER_TP_BASE`) is not taken from the calibration: the instance's value
+   then holds for every TP degree, as it did before the per-TP fields existed.
 
 The shipped default covers every catalog tier: A100-80GB, H100-80GB and A40 are fitted to the
 Vidur measurements, and the others are extrapolated by :data:`DONORS` (their fractions and
@@ -69,6 +72,10 @@ CALIBRATED_FIELDS: tuple[str, ...] = (
     "attention_latency_s",
     "network_efficiency",
     "collective_latency_s",
+    "network_efficiency_tp4",
+    "collective_latency_tp4_s",
+    "network_efficiency_tp8",
+    "collective_latency_tp8_s",
     "p2p_efficiency",
     "p2p_latency_s",
     "internode_efficiency",
@@ -76,6 +83,15 @@ CALIBRATED_FIELDS: tuple[str, ...] = (
     "iteration_overhead_s",
     "sequence_overhead_s",
 )
+
+# Per-TP fields and the TP-2 field they default to: an instance that sets only the TP-2 field
+# (the only one before per-TP all-reduce) keeps its meaning, one value for every TP degree.
+PER_TP_BASE: dict[str, str] = {
+    "network_efficiency_tp4": "network_efficiency",
+    "network_efficiency_tp8": "network_efficiency",
+    "collective_latency_tp4_s": "collective_latency_s",
+    "collective_latency_tp8_s": "collective_latency_s",
+}
 
 # Tiers without measurements: (donor tier, why). Every calibrated fraction and latency is copied
 # from the donor and applied to the recipient's own datasheet TFLOP/s, bandwidth and interconnect.
@@ -252,7 +268,14 @@ def _merged(gpu_id: str, params: PerfParams, path: str, stamp: tuple[int, int]) 
     if tier is None:
         return params
     data = params.model_dump()
-    data.update({k: v for k, v in tier.params.items() if k not in params.model_fields_set})
+    explicit = params.model_fields_set
+    data.update(
+        {
+            k: v
+            for k, v in tier.params.items()
+            if k not in explicit and not (k in PER_TP_BASE and PER_TP_BASE[k] in explicit)
+        }
+    )
     # Values were validated when the file was read; keeping the caller's explicit set makes this
     # function idempotent (applying it to its own result changes nothing).
     return PerfParams.model_construct(_fields_set=set(params.model_fields_set), **data)

@@ -33,19 +33,18 @@ context C (n_q,gpu = n_q/t, b = attention_half_blocks):
   (causal self-attention of the chunk with a block-count ramp; the chunk against its cache and the
   decodes against theirs at the context efficiency; decode reads every cached K/V once)
 Collectives: all-reduce of s bytes over t GPUs, and one pipeline hop (intra- or inter-node)
-    t_ar    = α_n + 2(t−1)/t · s / (η_n · I/2)         two per layer + one for the vocab-parallel embedding
+    t_ar    = α_n(t) + 2(t−1)/t · s / (η_n(t) · I/2)   two per layer + one for the vocab-parallel embedding
+              (α_n, η_n per ring size: t ≤ 2, 3–4, > 4; an unset 3–4 or > 4 value is the t ≤ 2 one)
     t_hop   = α_p2p + s / (η_p2p · I/2)   or   α_in + s / (η_in · N)       s = n·h·2
 Host: o_it + o_seq·(sequences in the batch) per iteration (engine time that does not overlap).
 
 Stage time of one iteration (the last stage; n = c + D tokens):
     τ(c, k, D, C) = L·(Σ_gemm + Σ_elementwise + t_att + 2·t_ar + o_l) + head + embed + t_ar
                     + [p > 1]·t_hop + o_it + o_seq·(D + [c > 0])
-Prefill of I tokens in n_c = ⌈I/c⌉ chunks of c = I/n_c (chunk j sees j·c cached tokens; attention is
-linear in k, so the mean chunk is exact):
-    T_pf    = n_c · τ(c, (n_c − 1)·c/2, 0, 0)          stage-time of work (what throughput pays)
-  Both T_pf and the TTFT's chunk term are floored at their value where n_c − 1 full chunks end:
-  attention over cached tokens is measured cheaper per FLOP than causal self-attention, so an extra
-  chunk could otherwise make a longer prompt a hair faster.
+Prefill of I tokens as vLLM cuts it: n_f = ⌊I/b⌋ full chunks of the budget b and a remainder
+r = I − n_f·b (chunk j sees j·b cached tokens; attention is linear in k, so the mean full chunk is
+exact), b = prefill_chunk_tokens − min(B', prefill_chunk_tokens/2) with B' running decodes:
+    T_pf    = n_f · τ(b, (n_f − 1)·b/2, 0, 0) + [r > 0]·τ(r, n_f·b, 0, 0)   stage-time of work
 Decode step of a micro-batch of B requests with mean context C = I + O/2:
     t_s(B)  = τ(0, 0, B, C)
 Continuous batching with p micro-batches in flight (vLLM's virtual engines), B each:
@@ -54,7 +53,7 @@ At the planned load r = max_utilization · r_max(B), the running batch B' solves
     B'·(1 − r·T_pf) = r·O·t_s(B')             (fixed point; B' ≤ B)
 and a request sees
     TPOT = p·t_s(B') / (1 − r·T_pf)           decode steps slowed by the prefill share r·T_pf
-    TTFT = t_s(B')/2 + ρ·T_pf/(2(1 − ρ)) + (n_c + p − 1)·τ(c, k̄, B', C)     ρ = r·T_pf
+    TTFT = t_s(B')/2 + ρ·T_pf/(2(1 − ρ)) + Σ_chunks τ(·, ·, B', C) + (p − 1)·τ(last chunk)   ρ = r·T_pf
            (residual of the running step, M/D/1 wait for the prefill server, then the chunks
            mixed with the running decodes, plus pipeline fill)
     E2E  = TTFT + (O − 1)·TPOT
@@ -75,7 +74,7 @@ fitted by least relative squares (:meth:`ReplicaModel.iteration_model`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -249,6 +248,90 @@ class IterationModel:
         return total
 
 
+@dataclass(frozen=True)
+class IterationTable:
+    r"""The replica model's exact iteration time, laid out so a simulator pays a lookup per batch.
+
+    τ (module docstring) is a sum of terms that each depend on one feature of the batch:
+        p·τ = T_tok[n] + T_seq[s] + T_0 + a₂·Σc² + a₁·Σc + a_kc·Σk·c + a_k·Σ_{c>0} k + a_C·ΣC
+    n = prefill tokens + decodes (rows of every layer GEMM, element-wise op, all-reduce and stage
+    hop: the only non-linear part, tabulated at every integer n), s = sequences (LM-head rows and
+    per-sequence host time, tabulated), T_0 = host time per iteration + the attention kernels'
+    latency, and the attention kernel's terms, linear in its features: causal self-attention of
+    each chunk (c², c), each chunk against its k cached tokens (k·c, k) and the decodes against
+    their Σ C context tokens. A batch with several prefill chunks sums their attention work under
+    one kernel latency (vLLM launches one varlen attention kernel per layer). With one chunk the
+    sum is :meth:`ReplicaModel.iteration_time` exactly (to float rounding; tests and
+    ``benchmarks/iteration_fidelity.py`` check it on dense grids), so the simulator's iteration times
+    are the performance model's, not a fit of it. All figures are seconds through all p stages."""
+
+    token_s: np.ndarray  # [n], n = 0 … max(budget, max_num_seqs) + max_num_seqs
+    seq_s: np.ndarray  # [s], s = 0 … max_num_seqs + 1
+    const_s: float
+    chunk_sq_s: float  # per Σ c²
+    chunk_s: float  # per Σ c
+    cached_chunk_s: float  # per Σ k·c
+    cached_s: float  # per Σ k over chunks
+    context_s: float  # per Σ C over decodes
+    budget: int  # max_num_batched_tokens the table was built for
+    _prefill_memo: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def time(
+        self,
+        tokens: np.ndarray | int,
+        seqs: np.ndarray | int,
+        chunk_sq: np.ndarray | float = 0.0,
+        chunk_tok: np.ndarray | float = 0.0,
+        cached_chunk: np.ndarray | float = 0.0,
+        cached: np.ndarray | float = 0.0,
+        context: np.ndarray | float = 0.0,
+    ) -> np.ndarray | float:
+        """p·τ of a batch given its features (``tokens`` n and ``seqs`` s are integers)."""
+        return (
+            self.token_s[tokens]
+            + self.seq_s[seqs]
+            + self.const_s
+            + self.chunk_sq_s * chunk_sq
+            + self.chunk_s * chunk_tok
+            + self.cached_chunk_s * cached_chunk
+            + self.cached_s * cached
+            + self.context_s * context
+        )
+
+    def decode_time(self, decodes: np.ndarray | int, context: np.ndarray | float) -> np.ndarray | float:
+        """A pure-decode iteration of ``decodes`` requests whose contexts sum to ``context`` tokens."""
+        return self.token_s[decodes] + self.seq_s[decodes] + self.const_s + self.context_s * context
+
+    def chunk_time(self, chunk: np.ndarray | int, cached: np.ndarray | float) -> np.ndarray | float:
+        """One prefill chunk of ``chunk`` tokens over ``cached`` cached ones, alone in its iteration."""
+        c = np.asarray(chunk)
+        return (
+            self.token_s[c]
+            + self.seq_s[1]
+            + self.const_s
+            + self.chunk_sq_s * c * c
+            + self.chunk_s * c
+            + (self.cached_chunk_s * c + self.cached_s) * cached
+        )
+
+    def prefill_time(self, prompt: np.ndarray | int) -> np.ndarray | float:
+        """An idle engine's time to prefill ``prompt`` tokens in chunks of at most ``budget``, in closed
+        form: n full chunks (chunk j sees j·B cached tokens) and a remainder over n·B."""
+        if isinstance(prompt, int):  # the router asks per request: memoised, plain floats
+            hit = self._prefill_memo.get(prompt)
+            if hit is None:
+                hit = self._prefill_memo[prompt] = float(self.prefill_time(np.asarray(prompt)))
+            return hit
+        p = np.asarray(prompt, np.int64)
+        b = self.budget
+        n, rest = p // b, p % b
+        tri = b * n * (n - 1) / 2.0  # Σ_j j·B over the full chunks
+        full = n * self.chunk_time(b, 0.0) + (self.cached_chunk_s * b + self.cached_s) * tri
+        last = np.where(rest > 0, self.chunk_time(rest, n * b), 0.0)
+        out = full + last
+        return float(out) if out.ndim == 0 else out
+
+
 class ReplicaModel:
     """Timing and memory of one replica of (model, gpu, tp, pp); see the module docstring.
 
@@ -300,7 +383,16 @@ class ReplicaModel:
         self.e_lat = np.array([q.norm_latency_s, q.rope_latency_s, q.act_latency_s, q.add_latency_s, q.embed_latency_s])
         self.kv_tok_l = 2.0 * self.nkv_gpu * d * q.kv_cache_bytes  # bytes per token per layer per GPU
         self.kv_tok = self.kv_tok_l * L
-        self.ar_bus = gpu.interconnect_gbs / 2 * GB * q.network_efficiency
+        eta_n, self.ar_lat = q.network_efficiency, q.collective_latency_s
+        if tp > 2:
+            eta_t, lat_t = (
+                (q.network_efficiency_tp4, q.collective_latency_tp4_s)
+                if tp <= 4
+                else (q.network_efficiency_tp8, q.collective_latency_tp8_s)
+            )
+            eta_n = eta_n if eta_t is None else eta_t
+            self.ar_lat = self.ar_lat if lat_t is None else lat_t
+        self.ar_bus = gpu.interconnect_gbs / 2 * GB * eta_n
         self.nodes = math.ceil(tp * pp / gpu.gpus_per_node)
         if self.nodes > 1:
             internode = gpu.internode_gbs or q.default_internode_gbs
@@ -381,7 +473,7 @@ class ReplicaModel:
         )
 
     def _allreduce(self, n_tokens: np.ndarray) -> np.ndarray:
-        return allreduce_time(n_tokens * self.h * ACT_BYTES, self.tp, self.ar_bus, self.q.collective_latency_s)
+        return allreduce_time(n_tokens * self.h * ACT_BYTES, self.tp, self.ar_bus, self.ar_lat)
 
     def _hop(self, n_tokens: np.ndarray) -> np.ndarray:
         if self.pp == 1:
@@ -431,26 +523,27 @@ class ReplicaModel:
         """Latency of one decode step through all p stages (what a token waits), seconds."""
         return self.pp * self.decode_stage_time(batch, context)
 
-    def _chunks(self, prompt: np.ndarray, mixed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(number of chunks, chunk size, mean cached tokens per chunk) under the token budget."""
-        budget = self.q.prefill_chunk_tokens - np.minimum(mixed, self.q.prefill_chunk_tokens / 2)
-        n_chunks = np.maximum(1.0, np.ceil(prompt / budget))
-        size = prompt / n_chunks
-        return n_chunks, size, (n_chunks - 1.0) * size / 2.0
-
     def _chunked(self, prompt: np.ndarray, running: np.ndarray, context: np.ndarray, fill: int) -> np.ndarray:
-        """(n_c + fill)·τ(c, k̄, B', C), floored at its value where the previous chunk count ends, so a
-        longer prompt is never faster: with the measured kernels attention over cached tokens costs
-        less per FLOP than causal self-attention, and one more chunk can shave a hair off the total."""
+        """Σ over vLLM's chunks of τ, plus ``fill`` more stage-times of the longest chunk (pipeline fill).
+
+        vLLM's scheduler gives a prompt the token budget left after the running decodes,
+        b = budget − min(B', budget/2), every iteration: ⌊I/b⌋ full chunks (chunk j over j·b cached
+        tokens; attention is linear in the cache, so their mean cache is exact) and a remainder
+        chunk over all of them. A longer prompt is never faster: a token grows the remainder or
+        starts a new chunk."""
         prompt, running, context = np.broadcast_arrays(*(np.asarray(x, float) for x in (prompt, running, context)))
-        n_chunks, size, cached = self._chunks(prompt, running)
-        budget = self.q.prefill_chunk_tokens - np.minimum(running, self.q.prefill_chunk_tokens / 2)
-        prev = np.maximum(n_chunks - 1.0, 1.0)
+        b = self.q.prefill_chunk_tokens - np.minimum(running, self.q.prefill_chunk_tokens / 2)
+        full = np.floor(prompt / b)
+        rest = prompt - full * b
         both = self.stage_time(
-            np.stack([size, budget]), np.stack([cached, (prev - 1.0) * budget / 2.0]), running[None], context[None]
+            np.stack([b, rest]),
+            np.stack([np.maximum(full - 1.0, 0.0) * b / 2.0, full * b]),
+            running[None],
+            context[None],
         )
-        now = (n_chunks + fill) * both[0]
-        return np.maximum(now, np.where(n_chunks > 1, (prev + fill) * both[1], 0.0))
+        # Pipeline of identical stages: chunks t_j end after Σ t_j + (p − 1)·max t_j.
+        longest = np.maximum(np.where(full > 0, both[0], 0.0), np.where(rest > 0, both[1], 0.0))
+        return full * both[0] + np.where(rest > 0, both[1], 0.0) + fill * longest
 
     def prefill_work(self, prompt: np.ndarray) -> np.ndarray:
         """T_pf: stage-time one prompt of I tokens costs on an otherwise idle replica, seconds."""
@@ -530,6 +623,84 @@ class ReplicaModel:
         d = np.asarray(decode_requests, float)
         ctx = np.where(d > 0, np.asarray(decode_context_tokens, float) / np.maximum(d, 1.0), 0.0)
         return self.pp * self.stage_time(prefill_tokens, prefill_cached, d, ctx)
+
+    def iteration_table(self, budget: int | None = None, max_num_seqs: int | None = None) -> IterationTable:
+        """:class:`IterationTable` of this replica for a token budget and sequence cap (default: the
+        serving configuration's). The attention coefficients are read off :func:`attention_time`
+        by probes: it is linear in each feature, so two probes per pair give them exactly."""
+        budget = int(budget or self.q.prefill_chunk_tokens)
+        seqs = int(max_num_seqs or self.q.max_num_seqs)
+        L, pp, q = self.layers_per_stage, self.pp, self.q
+        n = np.arange(max(budget, seqs) + seqs + 1, dtype=float)
+        zero = np.zeros_like(n)
+        per_tok = (
+            self._gemms(n, zero)
+            + self._elementwise(n)
+            + L * q.layer_overhead_s
+            + (2 * L + 1) * self._allreduce(n)
+            + self._hop(n)
+        )
+        s = np.arange(seqs + 2, dtype=float)
+        per_seq = self._gemms(np.zeros_like(s), s) + q.sequence_overhead_s * s
+
+        def att(c: float, k: float, d: float, ctx: float) -> float:
+            return float(self._attention(*(np.asarray(x, float) for x in (c, k, d, ctx))))
+
+        alpha = att(0, 0, 0, 0)
+        c1, c2 = 1024.0, 2048.0
+        f1, f2 = att(c1, 0, 0, 0) - alpha, att(c2, 0, 0, 0) - alpha
+        a_sq = (f2 / c2 - f1 / c1) / (c2 - c1)  # f(c) = a₂c² + a₁c
+        a_c = f1 / c1 - a_sq * c1
+        k = 4096.0
+        g1, g2 = att(c1, k, 0, 0) - att(c1, 0, 0, 0), att(c2, k, 0, 0) - att(c2, 0, 0, 0)
+        a_kc = (g2 - g1) / (k * (c2 - c1))  # g(c) = k·(a_kc·c + a_k)
+        a_k = g1 / k - a_kc * c1
+        a_ctx = (att(0, 0, 1, 4096) - alpha) / 4096
+        per_tok[0] = 0.0  # no iteration runs without a token
+        scale = L * pp
+        return IterationTable(
+            token_s=pp * per_tok,
+            seq_s=pp * per_seq,
+            const_s=pp * (q.iteration_overhead_s + L * alpha),
+            chunk_sq_s=scale * a_sq,
+            chunk_s=scale * a_c,
+            cached_chunk_s=scale * a_kc,
+            cached_s=scale * a_k,
+            context_s=scale * a_ctx,
+            budget=budget,
+        )
+
+    def batch_time(self, chunks: list[tuple[int, int]], decodes: int, context_sum: float) -> float:
+        """Reference latency of one iteration through all stages with several prefill chunks
+        ``[(c, k), …]`` and ``decodes`` decodes whose contexts sum to ``context_sum``: τ with the
+        chunks' attention work summed under one kernel latency (what :class:`IterationTable`
+        computes; with one chunk this is :meth:`iteration_time`)."""
+        ctx = context_sum / decodes if decodes else 0.0
+        tokens = sum(c for c, _ in chunks) + decodes
+        seqs = decodes + len(chunks)
+        q = self.q
+        one = np.asarray(0.0)
+        base = self._attention(one, one, np.asarray(float(decodes)), np.asarray(ctx))
+        extra = sum(
+            float(
+                self._attention(np.asarray(float(c)), np.asarray(float(k)), one, one)
+                - self._attention(one, one, one, one)
+            )
+            for c, k in chunks
+        )
+        L = self.layers_per_stage
+        t = np.asarray(float(tokens))
+        tau = (
+            self._gemms(t, np.asarray(float(seqs)))
+            + self._elementwise(t)
+            + L * q.layer_overhead_s
+            + L * (base + extra)
+            + (2 * L + 1) * self._allreduce(t)
+            + self._hop(t)
+            + q.iteration_overhead_s
+            + q.sequence_overhead_s * seqs
+        )
+        return float(self.pp * tau)
 
     def iteration_model(self) -> IterationModel:
         """Least-relative-squares fit of c0 + c1·P + c2·D + c3·ΣC + c4·A over a grid of mixed

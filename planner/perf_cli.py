@@ -102,7 +102,14 @@ def perf_report(
     one = np.ones(1)
     prompt = one * prefill_tokens
     pre = rm.prefill_latency(prompt, 0 * one, prompt)
-    n_chunks, size, cached = rm._chunks(prompt, 0 * one)
+    # vLLM's chunks of the prompt on an idle replica: (size, cached tokens before it)
+    budget = rm.q.prefill_chunk_tokens
+    chunks = [(min(budget, prefill_tokens - k), k) for k in range(0, prefill_tokens, budget)] or [(0, 0)]
+    breakdown: dict[str, float] = {}
+    for j, (c, k) in enumerate(chunks):
+        times = 1 + (pp - 1 if j == len(chunks) - 1 else 0)  # the last chunk also fills the pipeline
+        for name, v in rm.components(one * c, one * k, 0 * one, 0 * one).items():
+            breakdown[name] = breakdown.get(name, 0.0) + times * float(v[0])
     dec = rm.decode_step_time(one * batch, one * context)
     t_s = rm.decode_stage_time(one * batch, one * context)
     rep: dict[str, Any] = {
@@ -118,11 +125,9 @@ def perf_report(
         "reserve_gb_per_gpu": fit.reserve_gb_per_gpu,
         "kv_capacity_tokens": fit.kv_capacity_tokens,
         "prefill_tokens": prefill_tokens,
-        "prefill_chunks": int(n_chunks[0]),
+        "prefill_chunks": len(chunks),
         "prefill_s": float(pre[0]),
-        "prefill_breakdown_s": {  # (chunks + pipeline fill) × the mean chunk's parts
-            k: float(v[0] * (n_chunks[0] + pp - 1)) for k, v in rm.components(size, cached, 0 * one, 0 * one).items()
-        },
+        "prefill_breakdown_s": breakdown,  # Σ over the chunks (the last one also fills the pipeline)
         "batch": batch,
         "context": context,
         "decode_step_s": float(dec[0]),

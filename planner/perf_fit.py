@@ -8,9 +8,11 @@ mlp.csv`` (per-layer op medians, ms)       on log(predicted/measured) of QKV, O,
                                            every model, TP degree and token count ≤ 4096; each
                                            element-wise op's (t0, η) by least relative squares
 Vidur ``legacy-2024-05/a100/attention.csv``  attention factors (η_a, η_ctx, b, η_kv, α_a) on the
-                                           prefill and decode rows; other tiers take A100's fractions
-Vidur ``network/<node>/all_reduce.csv``    α_n and η_n jointly over the intra-node TP degrees
-(``num_workers == devices_per_node``)       (ring: α + 2(t−1)/t·s/(η_n·I/2))
+                                           prefill and decode rows, each kind half the weight; other
+                                           tiers take A100's fractions
+Vidur ``network/<node>/all_reduce.csv``    α_n(t) and η_n(t) per intra-node TP degree t (ring:
+(``num_workers == devices_per_node``)       α + 2(t−1)/t·s/(η_n·I/2)), two regimes: α from decode-sized
+                                           messages (≤ 4 MB), η from prefill-sized ones (≥ 8 MB)
 Vidur ``network/<node>/send_recv.csv``     intra-node (devices_per_node 2) α_p2p, η_p2p and
                                            inter-node (devices_per_node 1) α_in, η_in
 Vidur ``legacy-2024-05/<gpu>/cpu_overheads.csv``  host time o_it + o_seq·B from the engine's
@@ -469,10 +471,16 @@ def _attention_params(x: np.ndarray) -> dict[str, float]:
 
 
 def fit_attention(a: AttentionData, hw: Hardware) -> dict[str, float]:
+    """Attention factors minimising Σ w·log²(predicted/measured), prefill and decode rows each half
+    of the weight (the measured grid has 2.3 decode rows per prefill row; the fit should not lean on
+    whichever kind the profiler swept more densely)."""
     target = np.log(a.seconds)
+    n_pre = max(int(a.is_prefill.sum()), 1)
+    n_dec = max(int((~a.is_prefill).sum()), 1)
+    sw = np.sqrt(np.where(a.is_prefill, 0.5 / n_pre, 0.5 / n_dec) * a.seconds.size)
 
     def residual(x: np.ndarray) -> np.ndarray:
-        return np.log(predict_attention(a, _attention_params(x), hw)) - target
+        return sw * (np.log(predict_attention(a, _attention_params(x), hw)) - target)
 
     x0 = [_logit(0.3), _logit(0.4), math.log(10.0), _logit(0.7), math.log(1e-5)]
     return _attention_params(levenberg_marquardt(residual, x0))
@@ -515,6 +523,82 @@ def fit_collective(c: Collective, reference_bytes_per_s: float, ring: bool) -> t
 
     x = levenberg_marquardt(residual, [math.log(2e-5), _logit(0.5)])
     return math.exp(x[0]), _sigmoid(x[1])
+
+
+# Message sizes that set each all-reduce parameter: a decode step all-reduces tokens·h·2 bytes
+# (8 kB-4 MB for batches up to 256 of h ≤ 8192), a prefill chunk 16-33 MB.
+LATENCY_MAX_BYTES = 4 * 2**20
+BANDWIDTH_MIN_BYTES = 8 * 2**20
+
+
+def _fit_ring_regimes(c: Collective, reference_bytes_per_s: float) -> tuple[float, float]:
+    """(α, η) of one worker count's ring: α the median excess over the bandwidth term of the
+    messages ≤ 4 MB given η, η the median bandwidth of the messages ≥ 8 MB given α, alternated to
+    their fixed point."""
+    w = float(c.workers[0])
+    per_byte = 2.0 * (w - 1.0) / w / reference_bytes_per_s  # seconds per byte at η = 1
+    small, large = c.size <= LATENCY_MAX_BYTES, c.size >= BANDWIDTH_MIN_BYTES
+    b_small, t_small = per_byte * c.size[small], c.seconds[small]
+    b_large, t_large = per_byte * c.size[large], c.seconds[large]
+    alpha, eta = 0.0, 1.0
+    for _ in range(100):
+        a_new = max(float(np.median(t_small - b_small / eta)), 0.0)
+        inv = float(np.median((t_large - a_new) / b_large))  # 1/η
+        e_new = 1.0 / inv if inv > 1.0 else 1.0
+        done = abs(a_new - alpha) <= 1e-12 and abs(e_new - eta) <= 1e-12
+        alpha, eta = a_new, e_new
+        if done:
+            break
+    return alpha, eta
+
+
+def fit_allreduce(c: Collective, reference_bytes_per_s: float) -> dict[int, tuple[float, float]]:
+    """(α_n, η_n) of a ring all-reduce per worker count, each fitted where the model uses it.
+
+    One joint fit over the size grid (linear in size, so ~70% of the rows are ≥ 8 MB) gets the
+    bandwidth right and the latency of decode-sized messages wrong. Here α sees only the messages
+    ≤ 4 MB and η only those ≥ 8 MB (:func:`_fit_ring_regimes`), per worker count. Medians, because
+    small-message times are bimodal (A100 TP4 ≤ 1 MB runs at ~20 or ~60 µs from one repetition to
+    the next): they put α at the typical latency. Log least squares in each regime instead, or one
+    fit with log-size-balanced weights, give a lower p90 but a higher median error. A worker count
+    without both regimes falls back to the joint fit (:func:`fit_collective`)."""
+    out: dict[int, tuple[float, float]] = {}
+    for w in np.unique(c.workers):
+        sel = c.workers == w
+        cw = Collective(c.size[sel], c.workers[sel], c.seconds[sel])
+        if (cw.size <= LATENCY_MAX_BYTES).any() and (cw.size >= BANDWIDTH_MIN_BYTES).any():
+            out[int(w)] = _fit_ring_regimes(cw, reference_bytes_per_s)
+        else:
+            out[int(w)] = fit_collective(cw, reference_bytes_per_s, ring=True)
+    return out
+
+
+def allreduce_by_tp(fits: Mapping[int, tuple[float, float]]) -> dict[str, float]:
+    """PerfParams fields from per-worker-count fits: TP ≤ 2 ← 2 workers, TP 3-4 ← 4, TP > 4 ← 8;
+    a missing count takes the nearest measured one below it (else the smallest measured)."""
+    counts = sorted(fits)
+
+    def pick(n: int) -> tuple[float, float]:
+        below = [k for k in counts if k <= n]
+        return fits[below[-1] if below else counts[0]]
+
+    out: dict[str, float] = {}
+    for n, lat, eff in (
+        (2, "collective_latency_s", "network_efficiency"),
+        (4, "collective_latency_tp4_s", "network_efficiency_tp4"),
+        (8, "collective_latency_tp8_s", "network_efficiency_tp8"),
+    ):
+        out[lat], out[eff] = pick(n)
+    return out
+
+
+def predict_allreduce(
+    c: Collective, fits: Mapping[int, tuple[float, float]], reference_bytes_per_s: float
+) -> np.ndarray:
+    """Each row's time under its own worker count's (α, η)."""
+    alpha = np.array([fits[int(w)][0] for w in c.workers])
+    eta = np.array([fits[int(w)][1] for w in c.workers])
+    return alpha + 2.0 * (c.workers - 1.0) / c.workers * c.size / (eta * reference_bytes_per_s)
 
 
 def fit_host(path: Path, label: str | None = None) -> dict[str, float]:
@@ -618,12 +702,14 @@ def calibrate_vidur(data_dir: Path, gpus: Mapping[str, GPU], all_tiers: Sequence
 
     # Collectives.
     pcie_path = inputs.use(f"network/{PCIE_NODE}/all_reduce.csv")
-    pcie: tuple[float, float] | None = None
+    pcie: dict[str, float] | None = None
     if pcie_path.is_file():
         c = read_collective(pcie_path, "all_reduce", None, f"network/{PCIE_NODE}/all_reduce.csv")
         c = Collective(*(a[c.workers == PCIE_WORKERS] for a in (c.size, c.workers, c.seconds)))
         if c.size.size:
-            pcie = fit_collective(c, PCIE_GEN4_GBS / 2 * 1e9, ring=True)
+            # Every TP degree of a PCIe card crosses PCIe: the 4-GPU fit stands for all of them.
+            one = fit_allreduce(c, PCIE_GEN4_GBS / 2 * 1e9)[PCIE_WORKERS]
+            pcie = allreduce_by_tp({2: one})
     for tier in params:
         g = gpus[tier]
         assert g.interconnect_gbs
@@ -632,13 +718,18 @@ def calibrate_vidur(data_dir: Path, gpus: Mapping[str, GPU], all_tiers: Sequence
         ar_path, sr_path = inputs.use(ar_rel), inputs.use(sr_rel)
         if node and ar_path.is_file():
             c = read_collective(ar_path, "all_reduce", None, ar_rel)
-            alpha, eta = fit_collective(c, g.interconnect_gbs / 2 * 1e9, ring=True)
-            err = ape(predict_collective(c, alpha, eta * g.interconnect_gbs / 2 * 1e9, True), c.seconds)
+            ref = g.interconnect_gbs / 2 * 1e9
+            fits = fit_allreduce(c, ref)
+            err = ape(predict_allreduce(c, fits, ref), c.seconds)
             quality[tier]["allreduce_ape_median"], quality[tier]["allreduce_ape_p90"] = stats(err)
-            params[tier].update(collective_latency_s=alpha, network_efficiency=eta)
-            notes[tier].append(f"all-reduce from {node}")
+            small = c.size <= LATENCY_MAX_BYTES
+            q_small = stats(err[small])
+            quality[tier]["allreduce_ape_median_small"], quality[tier]["allreduce_ape_p90_small"] = q_small
+            params[tier].update(allreduce_by_tp(fits))
+            degrees = "/".join(str(w) for w in sorted(fits))
+            notes[tier].append(f"all-reduce from {node} (TP {degrees})")
         elif pcie is not None:
-            params[tier].update(collective_latency_s=pcie[0], network_efficiency=pcie[1])
+            params[tier].update(pcie)
             notes[tier].append(f"all-reduce: PCIe fit of {PCIE_NODE} at {PCIE_WORKERS} GPUs (no all-reduce data)")
         if node and sr_path.is_file():
             for dpn, (lat, eff), ref in (
@@ -820,7 +911,7 @@ def calibrate_serving(base: Calibration | None, runs: Sequence[ServingRun], sour
         x = levenberg_marquardt(residual, [0.0, 0.0], max_iter=50)
         after = residual(x)
         fitted = _scaled(start, math.exp(x[0]), math.exp(x[1]))
-        keep = {k: float(fitted[k]) for k in CALIBRATED_FIELDS}
+        keep = {k: float(fitted[k]) for k in CALIBRATED_FIELDS if fitted.get(k) is not None}
         files = ", ".join(Path(r.result.file).name for r in mine)
         prior = tiers[tier].source if tier in tiers else "PerfParams defaults"
         tiers[tier] = TierCalibration(

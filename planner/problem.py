@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import Strict as StrictType
 
 from planner.errors import InputError
@@ -126,12 +126,18 @@ class Parallelism(Strict):
         return tuple(sorted(set(v)))
 
 
+Attainment = Annotated[float, StrictType(), Field(gt=0.0, lt=1.0)]
+
+
 class SLO(Strict):
     """Latency objectives; a missing key is no limit."""
 
     ttft_s: Positive | None = None
     tpot_s: Positive | None = None
     e2e_s: Positive | None = None
+    attainment: Attainment | None = Field(
+        None, description="share of requests that must meet every limit (overrides the instance's slo_attainment)"
+    )
 
 
 class QueryType(Strict):
@@ -145,6 +151,43 @@ class QueryType(Strict):
     unserved_penalty: NonNegative = Field(0.0, description="φ: $ per unserved request")
     delay_penalty: NonNegative = Field(0.0, description="ρ: $ per request per second of e2e delay")
     task: str | None = Field(None, description="catalog task whose error rates fill missing `errors` entries")
+    # Length percentiles (optional): the attainment model's length distributions (planner.lengths).
+    input_tokens_p50: Positive | None = None
+    input_tokens_p90: Positive | None = None
+    input_tokens_p99: Positive | None = None
+    output_tokens_p50: Positive | None = None
+    output_tokens_p90: Positive | None = None
+    output_tokens_p99: Positive | None = None
+
+    @model_validator(mode="after")
+    def _percentiles_ordered(self) -> QueryType:
+        for side in ("input", "output"):
+            vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("p50", "p90", "p99")]
+            given = [(p, v) for p, v in vals if v is not None]
+            for (p1, v1), (p2, v2) in zip(given, given[1:], strict=False):
+                if v2 < v1:
+                    raise ValueError(f"{side}_tokens_{p2} ({v2:g}) is below {side}_tokens_{p1} ({v1:g})")
+        return self
+
+
+class Engine(Strict):
+    """vLLM engine settings the planner may choose per deployment."""
+
+    max_num_batched_tokens: tuple[Annotated[int, StrictType(), Field(ge=16, le=1_048_576)], ...] | None = Field(
+        None,
+        description="candidate token budgets (Sarathi-Serve's chunk budget); default: "
+        "(512, 2048, 8192) with an attainment target, performance_params.prefill_chunk_tokens with `mean`",
+    )
+
+    @field_validator("max_num_batched_tokens")
+    @classmethod
+    def _non_empty_unique(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and not v:
+            raise ValueError("must list at least one token budget")
+        return None if v is None else tuple(sorted(set(v)))
+
+
+DEFAULT_TOKEN_BUDGETS = (512, 2048, 8192)
 
 
 class PerformanceEntry(Strict):
@@ -197,8 +240,13 @@ class PerfParams(Strict):
     kv_efficiency: Share = Field(0.84, description="decode KV-cache read fraction of memory bandwidth")
     attention_latency_s: NonNegative = 1.6e-5
     # Collectives: all-reduce α + 2(t−1)/t · bytes / (η_n · interconnect/2); send/recv α + bytes / β.
-    network_efficiency: Share = Field(0.74, description="all-reduce bus bandwidth / (interconnect_gbs / 2)")
-    collective_latency_s: NonNegative = Field(4.2e-5, description="all-reduce latency α")
+    network_efficiency: Share = Field(0.74, description="all-reduce bus bandwidth / (interconnect_gbs / 2), TP ≤ 2")
+    collective_latency_s: NonNegative = Field(4.2e-5, description="all-reduce latency α at TP ≤ 2")
+    # Per-TP all-reduce (ring size changes NCCL's protocol and hop count): None = the TP-2 value.
+    network_efficiency_tp4: Share | None = Field(None, description="η_n at TP 3-4 (None: network_efficiency)")
+    network_efficiency_tp8: Share | None = Field(None, description="η_n at TP > 4 (None: network_efficiency)")
+    collective_latency_tp4_s: NonNegative | None = Field(None, description="α_n at TP 3-4 (None: collective_latency_s)")
+    collective_latency_tp8_s: NonNegative | None = Field(None, description="α_n at TP > 4 (None: collective_latency_s)")
     p2p_efficiency: Share = Field(0.79, description="intra-node send/recv / (interconnect_gbs / 2)")
     p2p_latency_s: NonNegative = 7.7e-6
     internode_efficiency: Share = Field(0.31, description="inter-node send/recv / internode_gbs")
@@ -262,6 +310,26 @@ class Instance(Strict):
     )
     notes: str | None = None
     scaling: Scaling | None = Field(None, description="multi-period planning over demand windows")
+    slo_attainment: Attainment | Literal["mean"] = Field(
+        0.99,
+        description="share of each type's requests that must meet all its SLO limits (model mode), "
+        "or `mean`: the SLOs bound mean latencies (the paper's semantics)",
+    )
+    engine: Engine = Engine()
+
+    def attainment(self, q: QueryType) -> float | None:
+        """The attainment target of type q, or None under mean-latency semantics."""
+        if q.slo.attainment is not None:
+            return q.slo.attainment
+        return None if self.slo_attainment == "mean" else float(self.slo_attainment)
+
+    def token_budgets(self) -> tuple[int, ...]:
+        """Candidate max_num_batched_tokens of model mode (the Engine docstring's default)."""
+        if self.engine.max_num_batched_tokens is not None:
+            return self.engine.max_num_batched_tokens
+        if self.slo_attainment == "mean":
+            return (self.performance_params.prefill_chunk_tokens,)
+        return DEFAULT_TOKEN_BUDGETS
 
     def model(self, model_id: str) -> LLM:
         return next(m for m in self.models if m.id == model_id)

@@ -24,15 +24,19 @@ from planner.loader import builtin_catalog
 from planner.options import build_option_table
 from planner.perf import ReplicaModel
 from planner.perf_fit import (
+    LATENCY_MAX_BYTES,
+    Collective,
     Hardware,
     ServingRun,
     calibrate_serving,
+    fit_allreduce,
     fit_compute,
     layer_total,
     levenberg_marquardt,
     load_vidur_gpu,
     measured_layer_total,
     predict_ops,
+    read_collective,
     read_serving_result,
     read_vidur_compute,
     serving_predictions,
@@ -75,7 +79,63 @@ def test_shipped_default_covers_every_catalog_tier() -> None:
     for tc in cal.tiers.values():
         p = tc.params
         assert 0.5 < p["compute_efficiency"] < 0.95 and 0.6 < p["memory_efficiency"] <= 0.92
-        assert 1e-6 < p["kernel_latency_s"] < 2e-5 and 1e-6 < p["collective_latency_s"] < 1e-4
+        assert 1e-6 < p["kernel_latency_s"] < 2e-5
+        for key in ("collective_latency_s", "collective_latency_tp4_s", "collective_latency_tp8_s"):
+            assert 1e-6 < p[key] < 1e-4
+
+
+@needs_shared
+@pytest.mark.parametrize(("tier", "node"), [("a100-80gb", "a100_dgx"), ("h100-80gb", "h100_dgx")])
+def test_allreduce_latency_and_bandwidth_are_fitted_per_tp(tier: str, node: str) -> None:
+    """Each TP degree has its own α (from decode-sized messages) and η (from prefill-sized ones)."""
+    p = load_calibration(None).tiers[tier].params  # type: ignore[union-attr]
+    c = read_collective(VIDUR / "network" / node / "all_reduce.csv", "all_reduce", None)
+    ref = gpu(tier).interconnect_gbs / 2 * 1e9  # type: ignore[operator]
+    lat = {2: p["collective_latency_s"], 4: p["collective_latency_tp4_s"], 8: p["collective_latency_tp8_s"]}
+    eff = {2: p["network_efficiency"], 4: p["network_efficiency_tp4"], 8: p["network_efficiency_tp8"]}
+    assert abs(lat[4] / lat[2] - 1) > 0.03  # not one α for every TP
+    for w in (2, 4, 8):
+        small = (c.workers == w) & (c.size <= LATENCY_MAX_BYTES)
+        lo, hi = np.quantile(c.seconds[(c.workers == w) & (c.size <= 2**20)], [0.05, 0.95])
+        assert lo < lat[w] < hi  # within the measured range of messages ≤ 1 MB (bandwidth term ≤ 10 µs)
+        for sizes in (small, (c.workers == w) & (c.size >= 8 * 2**20)):
+            pred = lat[w] + 2 * (w - 1) / w * c.size[sizes] / (eff[w] * ref)
+            assert 0.85 < np.median(pred / c.seconds[sizes]) < 1.15  # unbiased in both regimes
+
+
+def test_fit_allreduce_recovers_known_per_tp_factors() -> None:
+    sizes = np.concatenate([np.linspace(8e3, 1e6, 40), np.linspace(1e6, 64e6, 80)])
+    ref, truth = 300e9, {2: (50e-6, 0.6), 4: (35e-6, 0.55), 8: (42e-6, 0.5)}
+    w = np.repeat([2.0, 4.0, 8.0], sizes.size)
+    s = np.tile(sizes, 3)
+    t = np.array([truth[int(k)][0] + 2 * (k - 1) / k * b / (truth[int(k)][1] * ref) for k, b in zip(w, s, strict=True)])
+    fits = fit_allreduce(Collective(s, w, t), ref)
+    for k, (alpha, eta) in truth.items():
+        assert fits[k] == pytest.approx((alpha, eta), rel=1e-4)
+    only_small = Collective(s[s < 2e6], w[s < 2e6], t[s < 2e6])  # one regime only: the joint fit
+    assert set(fit_allreduce(only_small, ref)) == {2, 4, 8}
+
+
+def test_replica_model_picks_the_all_reduce_factors_of_its_tp() -> None:
+    cal = load_calibration(None)
+    assert cal is not None
+    p = cal.tiers["h100-80gb"].params
+    m, g = llm("llama-3.1-70b"), gpu("h100-80gb")
+    for tp, lat, eff in (
+        (1, "collective_latency_s", "network_efficiency"),
+        (2, "collective_latency_s", "network_efficiency"),
+        (4, "collective_latency_tp4_s", "network_efficiency_tp4"),
+        (8, "collective_latency_tp8_s", "network_efficiency_tp8"),
+    ):
+        rm = ReplicaModel(m, g, tp, 1, PerfParams())
+        assert rm.ar_lat == p[lat] and rm.ar_bus == pytest.approx(g.interconnect_gbs / 2 * 1e9 * p[eff])
+    # An instance that sets only the TP-2 keys keeps their old meaning: one α and η for every TP.
+    own = PerfParams(collective_latency_s=1e-5, network_efficiency=0.5)
+    for tp in (2, 4, 8):
+        rm = ReplicaModel(m, g, tp, 1, own)
+        assert rm.ar_lat == 1e-5 and rm.ar_bus == pytest.approx(g.interconnect_gbs / 2 * 1e9 * 0.5)
+    assert ReplicaModel(m, g, 4, 1, PerfParams(collective_latency_tp4_s=2e-5)).ar_lat == 2e-5
+    assert ReplicaModel(m, g, 8, 1, PerfParams(), "none").ar_lat == PerfParams().collective_latency_s
 
 
 @needs_shared

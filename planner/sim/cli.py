@@ -109,7 +109,7 @@ def print_summary(s: dict[str, Any], target: float) -> None:
         )
     out.print(t)
     p = Table(title="per pool")
-    for col in ("pool", "replicas", "GPUs", "utilization", "peak KV", "preemptions", "iteration-model fit error"):
+    for col in ("pool", "replicas", "GPUs", "utilization", "peak KV", "preemptions", "full chunk (ms)"):
         p.add_column(col)
     for d in s["pools"]:
         p.add_row(
@@ -119,7 +119,7 @@ def print_summary(s: dict[str, Any], target: float) -> None:
             f"{d['utilization']:.3f}",
             f"{d['peak_kv']:.3f}",
             str(d["preemptions"]),
-            f"{d['iteration_model']['max_rel_error']:.3f}",
+            f"{1e3 * d['iteration_time']['full_chunk_s']:.2f}",
         )
     out.print(p)
     pl = s["placement_us"]

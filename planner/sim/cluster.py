@@ -1,7 +1,8 @@
 """From an instance and a plan (or one option and a replica count) to a simulator.
 
-Each deployed option becomes a pool whose workers take their iteration model, KV capacity and
-limits from the same :class:`planner.perf.ReplicaModel` the option table used, and the vLLM
+Each deployed option becomes a pool whose workers take their iteration times (exactly the model's,
+:class:`planner.perf.IterationTable`), KV capacity and limits from the same
+:class:`planner.perf.ReplicaModel` the option table used, and the vLLM
 settings the exporter writes: ``max_num_seqs`` = the planned micro-batch of the types routed there,
 ``max_num_batched_tokens`` = ``prefill_chunk_tokens``, ``max_model_len`` = min(model context, KV of
 one engine).
@@ -110,7 +111,7 @@ def pool_spec(
         max_num_seqs=max_num_seqs or q.max_num_seqs,
         token_budget=q.prefill_chunk_tokens,
         max_context=ctx,
-        it=rm.iteration_model(),
+        timing=rm.iteration_table(q.prefill_chunk_tokens, max_num_seqs or q.max_num_seqs),
         role=role,
         kv_bytes_per_token=2.0 * m.layers * m.kv_heads * m.head_dim * q.kv_cache_bytes,
         # Split-phase KV leaves the prefill node over its NICs: one per GPU of the replica.

@@ -10,9 +10,11 @@ Workers
          with decodes first), goes to prefill chunks: partially prefilled requests first, then
          waiting ones admitted in order while running sequences < max_num_seqs and the KV cache
          holds their prompt (head-of-line blocking, as FCFS does);
-      3. the iteration lasts T = c0 + c1·P + c2·D + c3·ΣC + c4·A seconds (the iteration model of
-         :mod:`planner.perf`: P prefill tokens, D decodes, ΣC their context tokens, A chunk
-         attention work);
+      3. the iteration lasts exactly what the performance model says it does:
+         T = T_tok[P + D] + T_seq[D + chunks] + T_0 + a₂·Σc² + a₁·Σc + a_kc·Σk·c + a_k·Σk + a_C·ΣC
+         (:class:`planner.perf.IterationTable`: P prefill tokens in chunks c over k cached tokens,
+         D decodes whose contexts sum to ΣC; the tabulated terms are the replica's GEMMs,
+         element-wise ops, collectives and host time at that many tokens and sequences);
       4. a request whose last prefill chunk ends samples its first token (TTFT) and joins the
          decode batch; a decode that produced its last token finishes (e2e), freeing its KV.
     KV in tokens: prompt tokens are reserved at admission; a decode holds input + generated
@@ -22,8 +24,8 @@ Workers
 
 Fast-forward
     Between events nothing changes but the context length, so a run of j pure-decode iterations
-    starting at iteration i0 with D decodes lasts
-        T(j) = j·a + b·j(j−1)/2,   a = c0 + c2·D + c3·(ΣC at i0),  b = c3·D
+    starting at iteration i0 with D decodes lasts (ΣC grows by D each step and enters T linearly)
+        T(j) = j·a + b·j(j−1)/2,   a = T_tok[D] + T_seq[D] + T_0 + a_C·(ΣC at i0),  b = a_C·D
     and is simulated as one event, ending at the first completion, the first KV shortfall, or the
     iteration boundary after a new request reaches the worker. Cost is per event, not per token.
 
@@ -56,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.perf import IterationModel
+from planner.perf import IterationTable
 from planner.sim.metrics import Metrics
 from planner.sim.policies import make_policy, prefill_share
 from planner.sim.predict import LengthPredictor
@@ -116,7 +118,7 @@ class PoolSpec:
     max_num_seqs: int  # per engine
     token_budget: int  # vLLM max_num_batched_tokens
     max_context: int | None
-    it: IterationModel
+    timing: IterationTable  # the replica model's exact iteration times at this pool's settings
     role: str = "mixed"  # mixed | prefill | decode
     kv_bytes_per_token: float = 0.0  # whole model, for split-phase transfers
     network_bytes_per_s: float = 0.0
@@ -128,15 +130,15 @@ class Worker:
     """One vLLM engine: queue, KV cache and continuous batch (module docstring)."""
 
     __slots__ = (
+        "a_c",
+        "a_ctx",
+        "a_k",
+        "a_kc",
+        "a_sq",
         "admit_seq",
         "budget",
         "busy",
         "busy_s",
-        "c0",
-        "c1",
-        "c2",
-        "c3",
-        "c4",
         "cap",
         "dec_base",
         "finished",
@@ -160,14 +162,20 @@ class Worker:
         "run_start",
         "run_ver",
         "sim",
+        "t0",
+        "t_seq",
+        "t_tok",
         "waiting",
     )
 
     def __init__(self, pool: Pool, idx: int, sim: Simulator) -> None:
         spec = pool.spec
         self.pool, self.idx, self.sim = pool, idx, sim
-        m = spec.it
-        self.c0, self.c1, self.c2, self.c3, self.c4 = m.c0, m.c1, m.c2, m.c3, m.c4
+        m = spec.timing
+        # Plain Python lists and floats: the hot loop indexes them once per iteration.
+        self.t_tok, self.t_seq = m.token_s.tolist(), m.seq_s.tolist()
+        self.t0, self.a_sq, self.a_c = m.const_s, m.chunk_sq_s, m.chunk_s
+        self.a_kc, self.a_k, self.a_ctx = m.cached_chunk_s, m.cached_s, m.context_s
         self.cap, self.max_seqs, self.budget = spec.kv_capacity, spec.max_num_seqs, spec.token_budget
         self.waiting: deque[Req] = deque()
         self.prefilling: list[Req] = []
@@ -244,7 +252,7 @@ class Worker:
                 n = self.n_dec
         budget = self.budget - n
         chunks: list[tuple[Req, int]] = []
-        p_tok, attn = 0, 0.0
+        p_tok, c_sq, kc, k_sum = 0, 0, 0, 0  # Σc, Σc², Σk·c, Σk over this iteration's chunks
         if budget > 0:
             for r in self.prefilling:
                 if budget <= 0:
@@ -252,7 +260,9 @@ class Worker:
                 c = min(budget, r.prompt - r.done)
                 chunks.append((r, c))
                 p_tok += c
-                attn += c * (r.done + c / 2)
+                c_sq += c * c
+                kc += c * r.done
+                k_sum += r.done
                 budget -= c
             seqs = n + len(self.prefilling)
             while self.waiting and seqs < self.max_seqs:
@@ -276,7 +286,9 @@ class Worker:
                 c = min(budget, r.prompt - r.done)
                 chunks.append((r, c))
                 p_tok += c
-                attn += c * (r.done + c / 2)
+                c_sq += c * c
+                kc += c * r.done
+                k_sum += r.done
                 budget -= c
         n = self.n_dec
         if not chunks and n == 0:
@@ -286,7 +298,16 @@ class Worker:
         self.busy = True
         ctx = self.dec_base + n * self.it
         if chunks:
-            dt = self.c0 + self.c1 * p_tok + self.c2 * n + self.c3 * ctx + self.c4 * attn
+            dt = (
+                self.t_tok[p_tok + n]
+                + self.t_seq[n + len(chunks)]
+                + self.t0
+                + self.a_sq * c_sq
+                + self.a_c * p_tok
+                + self.a_kc * kc
+                + self.a_k * k_sum
+                + self.a_ctx * ctx
+            )
             self.run_j, self.run_chunks = 1, chunks
             self.run_start, self.run_a, self.run_b = now, dt, 0.0
         else:
@@ -295,8 +316,8 @@ class Worker:
             j = self.heap[0][0] - self.it
             j = min(j, (self.cap - self.kv_used()) // n)
             j = max(j, 1) if self.sim.config.fast_forward else 1
-            a = self.c0 + self.c2 * n + self.c3 * ctx
-            b = self.c3 * n
+            a = self.t_tok[n] + self.t_seq[n] + self.t0 + self.a_ctx * ctx
+            b = self.a_ctx * n
             self.run_j, self.run_chunks = j, []
             self.run_start, self.run_a, self.run_b = now, a, b
             dt = j * a + b * j * (j - 1) / 2
@@ -457,7 +478,7 @@ def _account(pool: Pool, i: int, r: Req, sign: int) -> None:
     pool.a_peak[i] += sign * (r.inp + r.pred)
     pool.a_ctx[i] += sign * (r.inp + r.pred / 2)
     if pool.spec.role == "mixed":
-        pool.a_pf[i] += sign * prefill_share(pool.spec.it, r.inp, r.pred)
+        pool.a_pf[i] += sign * prefill_share(pool.spec.timing, r.inp, r.pred)
 
 
 class LoadView:

@@ -15,11 +15,14 @@ aladdin            best fit (Aladdin, Nie et al. 2024): predicted output Ô (his
                    input-length bucket); a worker is feasible when
                      seats                  n + 1 ≤ max_num_seqs (n: its unfinished requests)
                      KV at predicted peak   Σ(I + Ô) + I + Ô ≤ KV capacity
-                     decode headroom        c0 + c2·(n + 1) + c3·(Σ(I + Ô/2) + I + Ô/2)
+                     decode headroom        T_dec(n + 1, Σ(I + Ô/2) + I + Ô/2)
                                             + Σ T_pf(I)/Ô ≤ h·min(TPOT, (e2e − TTFT)/(Ô − 1))
-                                            (the last sum: prefill work per decode step that the
-                                            batch's requests bring, one prefill per Ô steps)
-                     TTFT queue             c1·Q + ⌈Q/(budget − D)⌉·(c0 + c2·D) ≤ h·TTFT
+                                            (T_dec: the pool's exact decode iteration time; the
+                                            sum: prefill work per decode step that the batch's
+                                            requests bring, one prefill per Ô steps)
+                     TTFT queue             ⌊Q/b⌋·T(b + D) + T(Q mod b + D) ≤ h·TTFT
+                                            (b = max(budget − D, budget/2) prefill tokens per
+                                            iteration, T(n) the iteration time at n tokens)
                    (Q = queued prefill tokens + I, D = running decodes, h = headroom); the
                    request goes to the feasible worker with the least leftover room in its
                    binding dimension, else to the one that misses least. Predictions of requests
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from planner.perf import IterationTable
     from planner.sim.engine import Pool, Req
 
 POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
@@ -100,7 +104,7 @@ class Aladdin:
 
     def choose(self, pool: Pool, r: Req, now: float) -> int:
         spec = pool.spec
-        m = spec.it
+        m = spec.timing
         h = self.headroom
         inp, pred = r.inp, r.pred
         role = spec.role
@@ -120,9 +124,10 @@ class Aladdin:
             if np.isfinite(limit):
                 # ATGT = decode step at the predicted mean context + the prefill work the batch's
                 # requests bring per decode step (each brings one prefill per Ô steps).
-                t_dec = m.c0 + m.c2 * (pool.a_n + 1) + m.c3 * (pool.a_ctx + (inp + pred / 2))
+                seats = np.minimum(pool.a_n + 1, len(m.seq_s) - 1)
+                t_dec = m.decode_time(seats, pool.a_ctx + (inp + pred / 2))
                 if role == "mixed":
-                    t_dec = t_dec + pool.a_pf + _prefill_work(m, inp) / max(pred, 1.0)
+                    t_dec = t_dec + pool.a_pf + prefill_share(m, inp, pred)
                 dec_left = 1.0 - t_dec / (h * limit)
                 feasible &= dec_left >= 0
                 left.append(dec_left)
@@ -131,7 +136,11 @@ class Aladdin:
             q = pool.view.queued_tokens() + (r.prompt - r.done)
             d = pool.n_dec
             per_iter = np.maximum(spec.token_budget - d, spec.token_budget // 2)
-            wait = m.c1 * q + np.ceil(q / per_iter) * (m.c0 + m.c2 * d)
+            top = len(m.token_s) - 1
+            step = m.seq_s[np.minimum(d + 1, len(m.seq_s) - 1)] + m.const_s
+            full = m.token_s[np.minimum(per_iter + d, top)] + step
+            rest = q % per_iter
+            wait = (q // per_iter) * full + np.where(rest > 0, m.token_s[np.minimum(rest + d, top)] + step, 0.0)
             q_left = 1.0 - wait / (h * ttft)
             feasible &= q_left >= 0
             left.append(q_left)
@@ -143,13 +152,9 @@ class Aladdin:
         return int(np.argmax(room))
 
 
-def _prefill_work(m: Any, inp: int) -> float:
-    return m.c1 * inp + m.c4 * inp * inp / 2
-
-
-def prefill_share(m: Any, inp: int, pred: float) -> float:
+def prefill_share(m: IterationTable, inp: int, pred: float) -> float:
     """Prefill seconds per decode step a request brings to its worker's batch (Aladdin's ATGT)."""
-    return _prefill_work(m, inp) / max(pred, 1.0)
+    return m.prefill_time(int(inp)) / max(pred, 1.0)
 
 
 def make_policy(name: str, seed: int = 0, headroom: float = 1.0) -> Any:

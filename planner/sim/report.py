@@ -80,13 +80,11 @@ def summarize(sim: Simulator) -> dict[str, Any]:
                 "kv_capacity_tokens": spec.kv_capacity * e,
                 "max_num_seqs": spec.max_num_seqs,
                 "max_model_len": spec.max_context,
-                "iteration_model": {
-                    "c0": spec.it.c0,
-                    "c1": spec.it.c1,
-                    "c2": spec.it.c2,
-                    "c3": spec.it.c3,
-                    "c4": spec.it.c4,
-                    "max_rel_error": _r(spec.it.max_rel_error),
+                "iteration_time": {
+                    "source": "performance model, exact (IterationTable)",
+                    "token_budget": spec.timing.budget,
+                    "idle_decode_step_s": float(spec.timing.decode_time(1, 0.0)),
+                    "full_chunk_s": float(spec.timing.chunk_time(spec.timing.budget, 0.0)),
                 },
                 "utilization": _r(float(np.mean([r["utilization"] or 0.0 for r in reps]))),
                 "peak_kv": _r(max(r["peak_kv"] or 0.0 for r in reps)),

@@ -121,7 +121,7 @@ def ceiling(inst: Instance, option: Option, reqs: Requests, max_num_seqs: int | 
     """Share of served requests that meet every SLO alone on an idle replica (the best any count
     of replicas can do); rejected requests (context, KV) count as misses."""
     spec = pool_spec(inst, option, 1, max_num_seqs, [])
-    it = spec.it
+    tab = spec.timing
     slos = [(q.slo.ttft_s or math.inf, q.slo.tpot_s or math.inf, q.slo.e2e_s or math.inf) for q in inst.query_types]
     served = reqs.ty >= 0
     if not served.any():
@@ -130,17 +130,10 @@ def ceiling(inst: Instance, option: Option, reqs: Requests, max_num_seqs: int | 
     ctx = spec.max_context or np.iinfo(np.int64).max
     ok_len = (inp < ctx) & (inp + 1 <= spec.kv_capacity)
     out = np.minimum(out, np.maximum(ctx - inp, 1))
-    # Chunked prefill on an idle worker; cache the per-length time on a coarse grid (monotone).
-    budget = spec.token_budget
-    n_full = inp // budget
-    rest = inp - n_full * budget
-    # Σ over full chunks j of c·(j·c + c/2) = c²·(n²/2) ; the remainder chunk sees n·c cached tokens
-    attn = budget * budget * (n_full**2) / 2.0 + rest * (n_full * budget + rest / 2.0)
-    chunks = n_full + (rest > 0)
-    ttft = chunks * it.c0 + it.c1 * inp + it.c4 * attn
-    # Decode steps k = 1..O−1 at context I + k: (O−1)·(c0 + c2) + c3·Σ(I + k)
+    # Chunked prefill on an idle worker, then decode steps k = 1..O−1 alone at context I + k.
+    ttft = tab.prefill_time(inp)
     steps = np.maximum(out - 1, 0)
-    dec = steps * (it.c0 + it.c2) + it.c3 * (steps * inp + steps * (steps + 1) / 2.0)
+    dec = steps * tab.decode_time(1, 0.0) + tab.context_s * (steps * inp + steps * (steps + 1) / 2.0)
     tpot = np.where(steps > 0, dec / np.maximum(steps, 1), 0.0)
     lim = np.asarray(slos)[ty]
     meets = ok_len & (ttft <= lim[:, 0]) & (tpot <= lim[:, 1]) & (ttft + dec <= lim[:, 2])
