@@ -7,7 +7,7 @@ type, the figures the instance uses:
 
 * arrival rate = rows / span, span = last TIMESTAMP - first TIMESTAMP of the *whole trace* the
   type comes from (so the conv buckets' rates add up to the conv rate);
-* mean input (ContextTokens) and output (GeneratedTokens) tokens, plus p50 / p90 for the notes.
+* mean input (ContextTokens) and output (GeneratedTokens) tokens and their p50 / p90 / p99.
 
 Types: ``conv`` and ``code`` (whole traces), and ``conv-short`` / ``conv-long``: conv split at
 ``ContextTokens <= --split`` (default 1024) vs above.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 FILES = {"conv": "AzureLLMInferenceTrace_conv.csv", "code": "AzureLLMInferenceTrace_code.csv"}
@@ -38,8 +39,19 @@ def span_seconds(df: pd.DataFrame) -> float:
     return (df["TIMESTAMP"].max() - df["TIMESTAMP"].min()).total_seconds()
 
 
-def describe(name: str, part: pd.DataFrame, span_s: float) -> dict[str, float | int | str]:
+WINDOW_S = 10.0  # the instance's arrival_window_s: the burst scale of arrival_rate_p90/p99
+
+
+def window_rates(part: pd.DataFrame, start: pd.Timestamp, span_s: float) -> np.ndarray:
+    """Requests per second in consecutive WINDOW_S windows covering the trace's whole span."""
+    t = (part["TIMESTAMP"] - start).dt.total_seconds().to_numpy()
+    n = int(np.ceil(span_s / WINDOW_S))
+    return np.bincount(np.minimum((t // WINDOW_S).astype(int), n - 1), minlength=n) / WINDOW_S
+
+
+def describe(name: str, part: pd.DataFrame, span_s: float, start: pd.Timestamp) -> dict[str, float | int | str]:
     inp, out = part["ContextTokens"], part["GeneratedTokens"]
+    rates = window_rates(part, start, span_s)
     return {
         "type": name,
         "rows": len(part),
@@ -48,9 +60,13 @@ def describe(name: str, part: pd.DataFrame, span_s: float) -> dict[str, float | 
         "in_mean": inp.mean(),
         "in_p50": inp.quantile(0.5),
         "in_p90": inp.quantile(0.9),
+        "in_p99": inp.quantile(0.99),
         "out_mean": out.mean(),
         "out_p50": out.quantile(0.5),
         "out_p90": out.quantile(0.9),
+        "out_p99": out.quantile(0.99),
+        "rate_p90": float(np.quantile(rates, 0.9)),
+        "rate_p99": float(np.quantile(rates, 0.99)),
     }
 
 
@@ -67,11 +83,12 @@ def main() -> None:
     short = conv[conv["ContextTokens"] <= args.split]
     long_ = conv[conv["ContextTokens"] > args.split]
 
+    c0, k0 = conv["TIMESTAMP"].min(), code["TIMESTAMP"].min()
     rows = [
-        describe("conv", conv, conv_span),
-        describe("code", code, code_span),
-        describe("conv-short", short, conv_span),
-        describe("conv-long", long_, conv_span),
+        describe("conv", conv, conv_span, c0),
+        describe("code", code, code_span, k0),
+        describe("conv-short", short, conv_span, c0),
+        describe("conv-long", long_, conv_span, c0),
     ]
     table = pd.DataFrame(rows).set_index("type")
     pd.set_option("display.width", 200)
@@ -85,17 +102,20 @@ def main() -> None:
     print()
     print(
         table.round(
-            {"rate_rps": 3, "in_mean": 1, "out_mean": 1, "in_p50": 0, "in_p90": 0, "out_p50": 0, "out_p90": 0}
+            {"rate_rps": 3, "in_mean": 1, "out_mean": 1, "in_p50": 0, "in_p90": 0, "in_p99": 0}
+            | {"out_p50": 0, "out_p90": 0, "out_p99": 0}
         ).to_string()
     )
     print()
-    print("# query_types figures (arrival_rate rounded to 3 decimals, tokens to integers):")
+    print("# query_types figures (arrival_rate rounded to 3 decimals, tokens to integers; the")
+    print("# percentiles feed the attainment capacity model's length distributions, planner/lengths.py):")
     for r in rows:
-        print(
-            f"  {r['type']:<11} arrival_rate: {r['rate_rps']:.3f}  input_tokens: {round(r['in_mean'])}"
-            f"  output_tokens: {round(r['out_mean'])}"
-            f"   # p50/p90 in {r['in_p50']:.0f}/{r['in_p90']:.0f}, out {r['out_p50']:.0f}/{r['out_p90']:.0f}"
-        )
+        print(f"  - id: {r['type']}\n    arrival_rate: {r['rate_rps']:.3f}")
+        print(f"    arrival_rate_p90: {r['rate_p90']:.3f}\n    arrival_rate_p99: {r['rate_p99']:.3f}")
+        for side, key in (("in", "input_tokens"), ("out", "output_tokens")):
+            print(f"    {key}: {round(r[side + '_mean'])}")
+            for p in ("p50", "p90", "p99"):
+                print(f"    {key}_{p}: {round(r[f'{side}_{p}'])}")
 
 
 if __name__ == "__main__":

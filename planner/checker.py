@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.options import Option, OptionTable, build_option_table
-from planner.plan import Cost, Plan, Replicas, Routing, Unserved, plan_cost, plan_solution
+from planner.options import Option, OptionTable, build_option_table, check_pairs, needs_checks
+from planner.plan import Cost, Plan, Replicas, Routing, Unserved, plan_cost, plan_pairs, plan_solution
 from planner.problem import Instance, QueryType
 
 ABS_TOL = 1e-6
@@ -47,8 +47,13 @@ class CheckReport:
 
 
 def check_plan(inst: Instance, plan: Plan, table: OptionTable | None = None) -> CheckReport:
-    """Every violation of ``plan`` against ``inst``; ``report.cost`` is the recomputed cost."""
+    """Every violation of ``plan`` against ``inst``; ``report.cost`` is the recomputed cost.
+
+    With attainment targets, the pairs the plan routes to are judged on their simulated
+    capacity (:mod:`planner.capacity`, deterministic), never on the table's estimates."""
     table = table or build_option_table(inst)
+    if needs_checks(table):
+        table = check_pairs(table, plan_pairs(plan))
     rep = CheckReport()
     if plan.instance != inst.name:
         rep.add("reference", f"plan is for instance {plan.instance!r}, not {inst.name!r}")

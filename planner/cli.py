@@ -214,6 +214,23 @@ def solve(
         plan = on_original(table, run(tight, method, **options), headroom, error_headroom)
     else:
         plan = run(table.instance, method, table=table, **options)
+    if validation and plan.has_solution and table.instance.scaling is None:
+        from planner.sim.cli import feed_of
+        from planner.sim.scale import Requests
+        from planner.validation import validate as validate_loop
+
+        trace, mapper = validation
+        reqs = _guard(lambda: Requests.collect(feed_of(trace, mapper)))
+        opts = {k: v for k, v in options.items() if k != "warm_start"}
+
+        def resolve(t: OptionTable) -> Plan:
+            return run(t.instance, method, table=t, **opts)
+
+        plan, table = _guard(
+            lambda: validate_loop(
+                table.instance, table, plan, reqs, resolve, [str(p) for p in validate], validate_policy, seed
+            )
+        )
     if not quiet:
         print_plan_summary(plan, table)
     if out_path is not None:
@@ -228,16 +245,15 @@ def solve(
         written = _guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
         if not quiet:
             out.print(f"{export} export: {len(written)} files in {export_dir}")
-    if validation and plan.has_solution:
-        from planner.sim.cli import missed_types, print_summary, run_simulation
-
-        trace, mapper = validation
-        sim = _guard(lambda: run_simulation(table.instance, plan, trace, mapper, validate_policy, seed, 0.0))
-        summary = sim.summary()
-        print_summary(summary, 0.99)
-        missed = missed_types(summary, 0.99)
-        if missed:
-            out.print(f"[yellow]validation: below 0.99 SLO attainment:[/] {', '.join(missed)}")
+    if plan.validation is not None:
+        v = plan.validation
+        cells = ", ".join(f"{t} {a:.4f}" for t, a in v.attainment.items() if a is not None)
+        out.print(
+            f"validation ({v.policy}, {v.rounds} round{'s' if v.rounds > 1 else ''}): attainment {cells}"
+            + (f"; derated {', '.join(f'{k} ×{f:.3g}' for k, f in v.derating.items())}" if v.derating else "")
+        )
+        if not v.passed:
+            out.print(f"[yellow]validation: below target:[/] {v.message}", soft_wrap=True)
     if plan.status == "infeasible":
         raise typer.Exit(EXIT_INFEASIBLE)
     if plan.status == "no_solution":

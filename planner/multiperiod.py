@@ -34,11 +34,12 @@ from planner.plan import (
     WindowPlan,
     build_plan,
     gpus_by_tier,
+    option_fields,
     plan_cost,
     plan_solution,
     relative_gap,
 )
-from planner.problem import Instance
+from planner.problem import Instance, QueryType
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,26 @@ def windows(inst: Instance) -> list[Window]:
     return out
 
 
+def with_rate(q: QueryType, rate: float) -> QueryType:
+    """Type q at another mean rate, its burst percentiles scaled with it (a burst shape is a
+    property of the traffic, not of one window's volume)."""
+    update: dict[str, float | None] = {"arrival_rate": rate}
+    for key in ("arrival_rate_p90", "arrival_rate_p99"):
+        v = getattr(q, key)
+        update[key] = None if v is None or q.arrival_rate <= 0 else v * rate / q.arrival_rate
+    return q.model_copy(update=update)
+
+
 def window_instance(inst: Instance, w: Window) -> Instance:
     """Window t as a single-period instance (no budget: the budget binds the whole period)."""
-    types = tuple(q.model_copy(update={"arrival_rate": r}) for q, r in zip(inst.query_types, w.rates, strict=True))
+    types = tuple(with_rate(q, r) for q, r in zip(inst.query_types, w.rates, strict=True))
     return inst.model_copy(update={"query_types": types, "period_hours": w.hours, "budget": None, "scaling": None})
 
 
 def peak_instance(inst: Instance) -> Instance:
     """The single-period instance at every type's peak window rate (the plan made once for the peak)."""
     ws = windows(inst)
-    types = tuple(
-        q.model_copy(update={"arrival_rate": max(w.rates[i] for w in ws)}) for i, q in enumerate(inst.query_types)
-    )
+    types = tuple(with_rate(q, max(w.rates[i] for w in ws)) for i, q in enumerate(inst.query_types))
     return inst.model_copy(update={"query_types": types, "scaling": None})
 
 
@@ -192,8 +201,7 @@ def build_schedule_plan(
         gpus_by_tier=by_tier,
         schedule=sched,
         base_fleet=[
-            Deployment(model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, replicas=b, gpus=b * o.gpus_per_replica)
-            for o, b in sorted(base.items())
+            Deployment(**option_fields(o), replicas=b, gpus=b * o.gpus_per_replica) for o, b in sorted(base.items())
         ]
         if inst.scaling is not None and inst.scaling.base_fleet
         else None,
@@ -201,7 +209,7 @@ def build_schedule_plan(
 
 
 def _change(o: Option, n: int) -> Change:
-    return Change(model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, replicas=n)
+    return Change(**option_fields(o), replicas=n)
 
 
 def schedule_solution(

@@ -19,24 +19,29 @@ A pair is *eligible* when it is a candidate and its ttft_s, tpot_s and e2e_s mee
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from planner.perf import ReplicaModel, structural_reason
-from planner.problem import SLO, Instance, PerformanceEntry, QueryType
+from planner.problem import SLO, Instance, PerformanceEntry, PerfParams, QueryType
 
 SLO_TOL = 1e-9
 
 
 @dataclass(frozen=True, order=True)
 class Option:
-    """One deployable configuration: a model on a GPU tier with tp × pp GPUs per replica."""
+    """One deployable configuration: a model on a GPU tier with tp × pp GPUs per replica, and the
+    engine's token budget (vLLM ``max_num_batched_tokens``) when the planner chooses it (None: the
+    instance's ``performance_params.prefill_chunk_tokens``, table mode and mean-latency mode)."""
 
     model: str
     gpu: str
     tp: int
     pp: int
+    budget: int | None = None
 
     @property
     def gpus_per_replica(self) -> int:
@@ -44,7 +49,8 @@ class Option:
 
     @property
     def key(self) -> str:
-        return f"{self.model}/{self.gpu}/tp{self.tp}/pp{self.pp}"
+        base = f"{self.model}/{self.gpu}/tp{self.tp}/pp{self.pp}"
+        return base if self.budget is None else f"{base}/mbt{self.budget}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ class Row:
     candidate: bool
     eligible: bool
     reason: str
-    source: str  # "model", "table", or "measured" (a performance entry overriding the model)
+    source: str  # "model", "table", "measured" (a performance entry overriding the model),
+    # "model-bound" / "simulated" (attainment targets: planner.capacity)
     throughput_rps: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
@@ -104,7 +111,32 @@ def _measured_row(option: Option, q: QueryType, e: PerformanceEntry, base: Row |
     )
 
 
+def model_options(inst: Instance) -> list[Option]:
+    """Every (model, gpu, tp, pp[, token budget]) that model mode enumerates."""
+    budgets: tuple[int | None, ...] = (
+        inst.token_budgets() if inst.engine.max_num_batched_tokens or inst.slo_attainment != "mean" else (None,)
+    )
+    return [
+        Option(m.id, g.id, tp, pp, b)
+        for m in inst.models
+        for g in inst.gpus
+        for tp in inst.parallelism.tp
+        for pp in inst.parallelism.pp
+        for b in budgets
+    ]
+
+
+def replica_params(inst: Instance, option: Option) -> PerfParams:
+    """The instance's performance factors with the option's token budget."""
+    p = inst.performance_params
+    if option.budget is None or option.budget == p.prefill_chunk_tokens:
+        return p
+    return p.model_copy(update={"prefill_chunk_tokens": option.budget})
+
+
 def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
+    if any(inst.attainment(q) is not None for q in inst.query_types):
+        return _attainment_rows(inst)
     rows: dict[tuple[Option, str], Row] = {}
     types = inst.query_types
     inf = math.inf
@@ -114,46 +146,98 @@ def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
         name: np.array([getattr(q.slo, name) if getattr(q.slo, name) is not None else inf for q in types])
         for name in ("ttft_s", "tpot_s", "e2e_s")
     }
-    for m in inst.models:
-        for g in inst.gpus:
-            for tp in inst.parallelism.tp:
-                for pp in inst.parallelism.pp:
-                    opt = Option(m.id, g.id, tp, pp)
-                    why = structural_reason(m, g, tp, pp)
-                    if why:
-                        for q in types:
-                            rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
-                        continue
-                    rm = ReplicaModel(m, g, tp, pp, inst.performance_params, inst.calibration)
-                    f = rm.figures(
-                        I,
-                        O,
-                        slo["ttft_s"],
-                        slo["tpot_s"],
-                        slo["e2e_s"],
-                        inst.max_utilization,
-                        m.max_context_tokens,
-                    )
-                    kv = rm.fit().kv_capacity_tokens
-                    for j, q in enumerate(types):
-                        if not f.candidate[j]:  # figures of a replica that cannot run mean nothing
-                            rows[opt, q.id] = Row(opt, q.id, False, False, f.reason[j], "model", kv_capacity_tokens=kv)
-                            continue
-                        rows[opt, q.id] = Row(
-                            opt,
-                            q.id,
-                            True,
-                            bool(f.eligible[j]),
-                            f.reason[j],
-                            "model",
-                            float(f.throughput_rps[j]),
-                            float(f.ttft_s[j]),
-                            float(f.tpot_s[j]),
-                            float(f.e2e_s[j]),
-                            int(f.batch[j]),
-                            kv,
-                        )
+    for opt in model_options(inst):
+        m, g, tp, pp = inst.model(opt.model), inst.gpu(opt.gpu), opt.tp, opt.pp
+        why = structural_reason(m, g, tp, pp)
+        if why:
+            for q in types:
+                rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
+            continue
+        rm = ReplicaModel(m, g, tp, pp, replica_params(inst, opt), inst.calibration)
+        f = rm.figures(
+            I,
+            O,
+            slo["ttft_s"],
+            slo["tpot_s"],
+            slo["e2e_s"],
+            inst.max_utilization,
+            m.max_context_tokens,
+        )
+        kv = rm.fit().kv_capacity_tokens
+        for j, q in enumerate(types):
+            if not f.candidate[j]:  # figures of a replica that cannot run mean nothing
+                rows[opt, q.id] = Row(opt, q.id, False, False, f.reason[j], "model", kv_capacity_tokens=kv)
+                continue
+            rows[opt, q.id] = Row(
+                opt,
+                q.id,
+                True,
+                bool(f.eligible[j]),
+                f.reason[j],
+                "model",
+                float(f.throughput_rps[j]),
+                float(f.ttft_s[j]),
+                float(f.tpot_s[j]),
+                float(f.e2e_s[j]),
+                int(f.batch[j]),
+                kv,
+            )
     return rows
+
+
+def _attainment_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
+    """Rows at attainment targets: each candidate pair starts with the analytic estimate of
+    :mod:`planner.capacity` (``source: model-estimate``); :func:`check_pairs` replaces the pairs a
+    solution uses with simulated figures (``source: simulated``)."""
+    from planner import capacity
+
+    rows: dict[tuple[Option, str], Row] = {}
+    types = inst.query_types
+    for opt in model_options(inst):
+        m, g = inst.model(opt.model), inst.gpu(opt.gpu)
+        why = structural_reason(m, g, opt.tp, opt.pp)
+        if why:
+            for q in types:
+                rows[opt, q.id] = Row(opt, q.id, False, False, why, "model")
+            continue
+        rm = ReplicaModel(m, g, opt.tp, opt.pp, replica_params(inst, opt), inst.calibration)
+        fit = rm.fit()
+        if not fit.fits:
+            for q in types:
+                rows[opt, q.id] = Row(opt, q.id, False, False, fit.reason, "model")
+            continue
+        kv = fit.kv_capacity_tokens
+        engine = capacity.Engine.of(rm, opt)
+        for j, q in enumerate(types):
+            total = q.input_tokens + q.output_tokens
+            if m.max_context_tokens is not None and total > m.max_context_tokens:
+                why = f"input+output {total:.0f} tokens > max context {m.max_context_tokens}"
+                rows[opt, q.id] = Row(opt, q.id, False, False, why, "model", kv_capacity_tokens=kv)
+                continue
+            target = inst.attainment(q)
+            if target is None:  # a type under mean semantics in an attainment instance
+                target = 0.5
+            cap = capacity.table_figures(inst, engine, opt, j, target)
+            rows[opt, q.id] = _capacity_row(opt, q, cap, kv)
+    return rows
+
+
+def _capacity_row(opt: Option, q: QueryType, cap: Any, kv: int | None) -> Row:
+    eligible = cap.rate_rps > 0
+    return Row(
+        opt,
+        q.id,
+        True,
+        eligible,
+        cap.reason,
+        "simulated" if cap.simulated else "model-estimate",
+        cap.rate_rps if eligible else None,
+        cap.ttft_s,
+        cap.tpot_s,
+        cap.e2e_s,
+        cap.max_num_seqs,
+        kv,
+    )
 
 
 @dataclass
@@ -176,6 +260,10 @@ class OptionTable:
     error: dict[tuple[int, int], float] = field(default_factory=dict)
     by_key: dict[tuple[Option, str], Row] = field(default_factory=dict)
     by_option: dict[Option, list[Row]] = field(default_factory=dict)
+    # Validation (planner.validation): capacity factor per type and dropped pairs, kept when the
+    # lazy solve replaces estimates with simulated figures.
+    derate: dict[str, float] = field(default_factory=dict)
+    dropped: set[tuple[Option, str]] = field(default_factory=set)
 
     def row(self, option: Option, type_id: str) -> Row | None:
         return self.by_key.get((option, type_id))
@@ -197,6 +285,66 @@ class OptionTable:
 
     def eligible_rows(self) -> list[Row]:
         return [r for r in self.rows if r.eligible]
+
+
+def needs_checks(table: OptionTable) -> bool:
+    """Does the table still hold optimistic bounds (attainment mode) that a solution must check?"""
+    return any(r.source == "model-estimate" and r.eligible for r in table.rows)
+
+
+def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> OptionTable:
+    """The table with the given (option, type) pairs' bounds replaced by simulated capacities
+    (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing)."""
+    from planner import capacity
+
+    inst = table.instance
+    index = {q.id: j for j, q in enumerate(inst.query_types)}
+    keys = {}
+    for o, t in pairs:
+        row = table.row(o, t)
+        if row is None or row.source != "model-estimate":
+            continue
+        target = inst.attainment(inst.query_types[index[t]])
+        keys[o, t] = capacity.make_key(inst, o, index[t], target if target is not None else 0.5)
+    if not keys:
+        return table
+    caps = capacity.measure_many(inst, keys.values())
+    rows = dict(table.by_key)
+    for (o, t), key in keys.items():
+        old = rows[o, t]
+        row = _capacity_row(o, inst.query_types[index[t]], caps[key], old.kv_capacity_tokens)
+        if (o, t) in table.dropped:
+            row = replace(row, eligible=False, reason=old.reason)
+        elif t in table.derate and row.throughput_rps is not None:
+            row = replace(row, throughput_rps=row.throughput_rps * table.derate[t])
+        rows[o, t] = row
+    ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
+    out = _with_coefficients(inst, ordered, rows)
+    out.derate, out.dropped = dict(table.derate), set(table.dropped)
+    return out
+
+
+def derate_options(
+    table: OptionTable, by_type: dict[str, float], dropped: set[tuple[Option, str]] | None = None
+) -> OptionTable:
+    """The table with each type's capacity on every option multiplied by its factor (the
+    validation loop's measured shortfall, :mod:`planner.validation`) and the ``dropped``
+    (option, type) pairs made ineligible."""
+    dropped = dropped or set()
+    if not by_type and not dropped:
+        return table
+    rows = dict(table.by_key)
+    for (o, t), r in table.by_key.items():
+        if not r.eligible or r.throughput_rps is None:
+            continue
+        if (o, t) in dropped:
+            rows[o, t] = replace(r, eligible=False, reason="validation: misses its target at any replica count")
+        elif by_type.get(t, 1.0) != table.derate.get(t, 1.0):  # factors are cumulative from the base table
+            rows[o, t] = replace(r, throughput_rps=r.throughput_rps * by_type[t] / table.derate.get(t, 1.0))
+    ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
+    out = _with_coefficients(table.instance, ordered, rows)
+    out.derate, out.dropped = dict(by_type), set(table.dropped) | dropped
+    return out
 
 
 def rental_per_replica(inst: Instance, option: Option) -> float:

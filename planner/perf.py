@@ -276,6 +276,21 @@ class IterationTable:
     budget: int  # max_num_batched_tokens the table was built for
     _prefill_memo: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
 
+    def _prefill_scalar(self, prompt: int) -> float:
+        """:meth:`prefill_time` of one prompt in plain floats (the same closed form)."""
+        b = self.budget
+        n, rest = divmod(prompt, b)
+        seq1, t0 = float(self.seq_s[1]), self.const_s
+        kc, k = self.cached_chunk_s, self.cached_s
+
+        def chunk(c: int, cached: float) -> float:
+            return (
+                float(self.token_s[c]) + seq1 + t0 + self.chunk_sq_s * c * c + self.chunk_s * c + (kc * c + k) * cached
+            )
+
+        total = n * chunk(b, 0.0) + (kc * b + k) * b * n * (n - 1) / 2.0 if n else 0.0
+        return total + (chunk(rest, float(n * b)) if rest else 0.0)
+
     def time(
         self,
         tokens: np.ndarray | int,
@@ -320,7 +335,7 @@ class IterationTable:
         if isinstance(prompt, int):  # the router asks per request: memoised, plain floats
             hit = self._prefill_memo.get(prompt)
             if hit is None:
-                hit = self._prefill_memo[prompt] = float(self.prefill_time(np.asarray(prompt)))
+                hit = self._prefill_memo[prompt] = self._prefill_scalar(prompt)
             return hit
         p = np.asarray(prompt, np.int64)
         b = self.budget

@@ -38,16 +38,28 @@ class Cost(_Out):
 
 
 class _OptionRef(_Out):
-    """The four keys that name an option in a plan's deployments and routing."""
+    """The keys that name an option in a plan's deployments and routing (the token budget only
+    where the planner chose it)."""
 
     model: str
     gpu: str
     tp: Annotated[int, Field(ge=1)]
     pp: Annotated[int, Field(ge=1)]
+    max_num_batched_tokens: Annotated[int, Field(ge=16)] | None = Field(
+        None, description="vLLM token budget the planner chose for this deployment"
+    )
 
     @property
     def option(self) -> Option:
-        return Option(self.model, self.gpu, self.tp, self.pp)
+        return Option(self.model, self.gpu, self.tp, self.pp, self.max_num_batched_tokens)
+
+
+def option_fields(o: Option) -> dict[str, Any]:
+    """The plan keys naming option ``o`` (``max_num_batched_tokens`` only when it has a budget)."""
+    keys: dict[str, Any] = {"model": o.model, "gpu": o.gpu, "tp": o.tp, "pp": o.pp}
+    if o.budget is not None:
+        keys["max_num_batched_tokens"] = o.budget
+    return keys
 
 
 class Deployment(_OptionRef):
@@ -85,6 +97,23 @@ class WindowPlan(_Out):
     cost: float | None = Field(None, description="rental + delay + unserved of this window, $ (storage is per plan)")
 
 
+class ValidationRecord(_Out):
+    """The replay that checked a plan (planner.validation): what was replayed and what it showed."""
+
+    traces: list[str]
+    policy: str
+    target: dict[str, float] = Field(description="attainment target per query type")
+    rounds: int = Field(description="solve-and-replay rounds run")
+    attainment: dict[str, float | None] = Field(description="per type, in the last replay")
+    history: list[dict[str, float | None]] = Field(default_factory=list, description="per round")
+    derating: dict[str, float] = Field(
+        default_factory=dict, description="per option key: the capacity factor its routed types were given"
+    )
+    derating_by_type: dict[str, float] = Field(default_factory=dict, description="capacity factor per query type")
+    passed: bool
+    message: str | None = None
+
+
 class Plan(_Out):
     instance: str
     method: str
@@ -104,6 +133,7 @@ class Plan(_Out):
     gpus_by_tier: dict[str, int] | None = None
     schedule: list[WindowPlan] | None = Field(None, description="multi-period: the plan of every demand window")
     base_fleet: list[Deployment] | None = Field(None, description="multi-period: replicas rented for the whole period")
+    validation: ValidationRecord | None = Field(None, description="the trace replay that checked the plan")
 
     @property
     def has_solution(self) -> bool:
@@ -190,10 +220,7 @@ def build_plan(
         batches = [r.batch for t in x if o in x[t] and (r := table.row(o, t)) is not None and r.batch]
         deployments.append(
             Deployment(
-                model=o.model,
-                gpu=o.gpu,
-                tp=o.tp,
-                pp=o.pp,
+                **option_fields(o),
                 replicas=y[o],
                 gpus=y[o] * o.gpus_per_replica,
                 max_num_seqs=max(batches) if batches else None,
@@ -210,10 +237,7 @@ def build_plan(
         solve_seconds=round(solve_seconds, 4),
         cost=cost,
         deployments=deployments,
-        routing={
-            t: [Share(model=o.model, gpu=o.gpu, tp=o.tp, pp=o.pp, fraction=v) for o, v in sorted(s.items())]
-            for t, s in x.items()
-        },
+        routing={t: [Share(**option_fields(o), fraction=v) for o, v in sorted(s.items())] for t, s in x.items()},
         unserved=u,
         diagnosis=diagnosis,
         backend=backend,
@@ -250,6 +274,14 @@ def plan_solution(plan: Plan) -> tuple[Replicas, Routing, Unserved]:
     return y, x, dict(plan.unserved)
 
 
+def plan_pairs(plan: Plan) -> set[tuple[Option, str]]:
+    """Every (option, query type) a plan routes traffic to, in every window of a schedule."""
+    pairs = {(s.option, t) for t, shares in plan.routing.items() for s in shares if s.fraction > 0}
+    for w in plan.schedule or []:
+        pairs |= {(s.option, t) for t, shares in w.routing.items() for s in shares if s.fraction > 0}
+    return pairs
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan as a plain mapping in the spec's key order.
 
@@ -257,13 +289,36 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     written only when set.
     """
     doc = plan.model_dump(mode="json")
-    for key in ("diagnosis", "backend", "seed", "message", "gpus_by_tier", "cost", "schedule", "base_fleet"):
+    for key in (
+        "diagnosis",
+        "backend",
+        "seed",
+        "message",
+        "gpus_by_tier",
+        "cost",
+        "schedule",
+        "base_fleet",
+        "validation",
+    ):
         if doc.get(key) is None:
             doc.pop(key, None)
     for d in doc.get("deployments", []):
         if d.get("max_num_seqs") is None:
             d.pop("max_num_seqs", None)
+    _drop_none_budgets(doc)
     return doc
+
+
+def _drop_none_budgets(node: Any) -> None:
+    """Option references without a chosen token budget are written with the spec's four keys."""
+    if isinstance(node, dict):
+        if "gpu" in node and "tp" in node and node.get("max_num_batched_tokens", 0) is None:
+            node.pop("max_num_batched_tokens")
+        for v in node.values():
+            _drop_none_budgets(v)
+    elif isinstance(node, list):
+        for v in node:
+            _drop_none_budgets(v)
 
 
 def write_plan(path: str | Path, plan: Plan) -> None:

@@ -20,6 +20,7 @@ fields to each other (unknown ids, duplicates, missing error entries) live in
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -158,13 +159,20 @@ class QueryType(Strict):
     output_tokens_p50: Positive | None = None
     output_tokens_p90: Positive | None = None
     output_tokens_p99: Positive | None = None
+    # Burstiness (optional): percentiles of the rate over the instance's arrival_window_s windows.
+    arrival_rate_p90: Positive | None = Field(None, description="p90 of windowed arrival rates, requests/s")
+    arrival_rate_p99: Positive | None = Field(None, description="p99 of windowed arrival rates, requests/s")
 
     @model_validator(mode="after")
     def _percentiles_ordered(self) -> QueryType:
+        rates = [(p, v) for p, v in (("p90", self.arrival_rate_p90), ("p99", self.arrival_rate_p99)) if v is not None]
+        for (p1, v1), (p2, v2) in itertools.pairwise(rates):
+            if v2 < v1:
+                raise ValueError(f"arrival_rate_{p2} ({v2:g}) is below arrival_rate_{p1} ({v1:g})")
         for side in ("input", "output"):
             vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("p50", "p90", "p99")]
             given = [(p, v) for p, v in vals if v is not None]
-            for (p1, v1), (p2, v2) in zip(given, given[1:], strict=False):
+            for (p1, v1), (p2, v2) in itertools.pairwise(given):
                 if v2 < v1:
                     raise ValueError(f"{side}_tokens_{p2} ({v2:g}) is below {side}_tokens_{p1} ({v1:g})")
         return self
@@ -316,6 +324,9 @@ class Instance(Strict):
         "or `mean`: the SLOs bound mean latencies (the paper's semantics)",
     )
     engine: Engine = Engine()
+    arrival_window_s: Positive = Field(
+        10.0, description="window of the arrival_rate_p90/p99 figures, s (the attainment model's burst scale)"
+    )
 
     def attainment(self, q: QueryType) -> float | None:
         """The attainment target of type q, or None under mean-latency semantics."""

@@ -6,7 +6,10 @@ What is shown here:
   (kubernetes-validate, strict); the CRDs are checked by their embedded pod templates
   (LeaderWorkerSet) or a structural check of the Gateway API v1 fields (HTTPRoute);
 * round trip: parsing the files back gives the plan's deployments and routing weights, for the
-  plan of every shipped instance and for a synthetic plan whose replicas span two nodes (LWS);
+  plan of every shipped instance, for a synthetic plan whose replicas span two nodes (LWS) and
+  for a hand-made plan that deploys one option twice, at token budgets 512 and 2048 (two pools);
+* every server gets ``--max-num-batched-tokens``: the pool's chosen budget, else the instance's
+  ``prefill_chunk_tokens``; only pools with a chosen budget get ``-mbt<N>`` names;
 * a plan the checker rejects, a plan and an instance that do not belong together, or a refused
   output directory end in one ``error:`` line, exit code 2 and nothing written.
 """
@@ -14,6 +17,7 @@ What is shown here:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -27,6 +31,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from planner.checker import check_plan
 from planner.errors import InputError
 from planner.export import FORMATS, IMAGE_TAG, VLLM_VERSION, export_plan, render_plan
 from planner.export import tree as export_tree
@@ -35,7 +40,7 @@ from planner.export.router import WEIGHT_SCALE, integer_weights
 from planner.export.vllm import VERIFIED_FLAGS
 from planner.loader import load_instance, load_instance_data
 from planner.options import Option, OptionTable, build_option_table
-from planner.plan import Plan, write_plan
+from planner.plan import Plan, read_plan, write_plan
 from planner.problem import Instance
 from planner.solvers import solve
 from tests.conftest import INSTANCES, ROOT
@@ -127,13 +132,102 @@ def amd() -> Case:
     return case
 
 
+# One option deployed as two pools that differ only by vLLM's max_num_batched_tokens. The plans
+# are written by hand (not solved): the instance is the quick start under `slo_attainment: mean`,
+# so the checker judges them on the table's figures, and `engine.max_num_batched_tokens` lists
+# the budgets, so the options carry them (planner.options.model_options).
+POOL = ("llama-3.1-70b", "a100-80gb", 4, 1)  # error 0.207: within both types' max_error
+POOL_NAME = "llama-3-1-70b-a100-80gb-tp4-pp1"
+BUDGETS = (512, 2048)
+
+
+def _pools_instance_doc(budgets: tuple[int, ...] | None) -> dict[str, Any]:
+    doc = yaml.safe_load((INSTANCES / "quickstart.yaml").read_text(encoding="utf-8"))
+    doc["name"] = "budget-pools"
+    doc["slo_attainment"] = "mean"
+    if budgets is not None:
+        doc["engine"] = {"max_num_batched_tokens": list(budgets)}
+    return doc
+
+
+def _pools_plan_doc(
+    inst: Instance, table: OptionTable, budgets: tuple[int | None, ...], max_num_seqs: int | None = None
+) -> dict[str, Any]:
+    """A plan document: POOL once per budget, every query type split evenly over the pools, each
+    pool with the fewest replicas its load needs, and the cost the checker recomputes."""
+    share = 1.0 / len(budgets)
+
+    def ref(budget: int | None) -> dict[str, Any]:
+        keys: dict[str, Any] = dict(zip(("model", "gpu", "tp", "pp"), POOL, strict=True))
+        if budget is not None:
+            keys["max_num_batched_tokens"] = budget
+        return keys
+
+    deployments = []
+    for b in budgets:
+        o = Option(*POOL, b)
+        load, batch = 0.0, 0
+        for q in inst.query_types:
+            row = table.row(o, q.id)
+            assert row is not None and row.eligible and row.throughput_rps and row.batch, (o.key, q.id)
+            load += q.arrival_rate * share / row.throughput_rps
+            batch = max(batch, row.batch)
+        n = max(1, math.ceil(load / inst.max_utilization))
+        # max_num_seqs as `planner solve` writes it: the largest planned batch of the types routed here.
+        d = {**ref(b), "replicas": n, "gpus": n * o.gpus_per_replica, "max_num_seqs": max_num_seqs or batch}
+        deployments.append(d)
+    doc: dict[str, Any] = {
+        "instance": inst.name,
+        "method": "hand",
+        "status": "feasible",
+        "objective": 0.0,
+        "bound": None,
+        "gap": None,
+        "cost": {"rental": 0.0, "storage": 0.0, "delay_penalty": 0.0, "unserved_penalty": 0.0, "total": 0.0},
+        "deployments": deployments,
+        "routing": {q.id: [{**ref(b), "fraction": share} for b in budgets] for q in inst.query_types},
+        "unserved": {q.id: 0.0 for q in inst.query_types},
+    }
+    cost = check_plan(inst, Plan.model_validate(doc), table).cost
+    assert cost is not None
+    doc["cost"], doc["objective"] = cost.model_dump(), cost.total
+    return doc
+
+
+def _pools_case(tmp: Path, instance_budgets: tuple[int, ...] | None, budgets: tuple[int | None, ...]) -> Case:
+    """Write the plan as YAML, read it back (the plan's keys round-trip), and check it is accepted."""
+    inst = load_instance_data(_pools_instance_doc(instance_budgets), "budget-pools.yaml", INSTANCES)
+    table = build_option_table(inst)
+    path = tmp / "plan.yaml"
+    path.write_text(yaml.safe_dump(_pools_plan_doc(inst, table, budgets), sort_keys=False), encoding="utf-8")
+    plan = read_plan(path)
+    assert [d.option.budget for d in plan.deployments] == list(budgets)
+    report = check_plan(inst, plan, table)
+    assert report.ok, [str(v) for v in report.violations]
+    return Case(inst, plan, table)
+
+
 @pytest.fixture(scope="module")
-def cases(shipped: dict[str, Case], multi_node: Case, amd: Case) -> list[Case]:
+def budget_pools(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    """POOL at budgets 512 and 2048: two deployments of one (model, gpu, tp, pp)."""
+    return _pools_case(tmp_path_factory.mktemp("pools"), BUDGETS, BUDGETS)
+
+
+@pytest.fixture(scope="module")
+def no_budget_pool(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    """POOL without a chosen budget (mean mode, no engine list): the plan of old."""
+    return _pools_case(tmp_path_factory.mktemp("no-budget"), None, (None,))
+
+
+@pytest.fixture(scope="module")
+def cases(
+    shipped: dict[str, Case], multi_node: Case, amd: Case, budget_pools: Case, no_budget_pool: Case
+) -> list[Case]:
     out = []
     for c in shipped.values():
         inst = _with_hf_ids(c.inst)
         out.append(c if inst is c.inst else Case(inst, c.plan, build_option_table(inst)))
-    return [*out, multi_node, amd]
+    return [*out, multi_node, amd, budget_pools, no_budget_pool]
 
 
 def test_every_shipped_feasible_instance_is_covered(shipped: dict[str, Case]) -> None:
@@ -317,15 +411,38 @@ def _plan_deployments(plan: Plan) -> Deployed:
     return {d.option: (d.replicas, d.gpus) for d in plan.deployments if d.replicas > 0}
 
 
+BOOLEAN_FLAGS = frozenset({"--enable-chunked-prefill"})
+
+
 def _flags(args: list[str]) -> dict[str, str]:
-    """``--flag value`` pairs of a vllm serve argument list (after the positional model)."""
+    """``--flag value`` pairs of a vllm serve argument list (after the positional model); a
+    boolean flag (no value) maps to ``""``."""
     out: dict[str, str] = {}
     i = 0
     while i < len(args):
         assert args[i].startswith("--"), args[i]
+        assert args[i] not in out, f"{args[i]} given twice"
+        if args[i] in BOOLEAN_FLAGS:
+            out[args[i]] = ""
+            i += 1
+            continue
         out[args[i]] = args[i + 1]
         i += 2
     return out
+
+
+def _check_budget_flags(flags: dict[str, str], o: Option, inst: Instance) -> None:
+    """``--max-num-batched-tokens``: the option's budget, else prefill_chunk_tokens; chunked prefill on."""
+    want = o.budget if o.budget is not None else inst.performance_params.prefill_chunk_tokens
+    assert int(flags["--max-num-batched-tokens"]) == want, (o.key, flags)
+    assert flags["--enable-chunked-prefill"] == ""
+    assert int(flags["--max-num-seqs"]) <= want  # vLLM refuses max_num_seqs > max_num_batched_tokens
+
+
+def _budget_of(meta: dict[str, Any]) -> int | None:
+    """The chosen budget of an object or Helm entry, from its annotation (absent: not chosen)."""
+    value = (meta.get("annotations") or {}).get("planner.io/max-num-batched-tokens")
+    return None if value is None else int(value)
 
 
 def _serve_line(script: str) -> list[str]:
@@ -346,14 +463,18 @@ def _vllm_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
         assert set(flags) <= VERIFIED_FLAGS
         (meta,) = [ln for ln in text.splitlines() if ln.startswith("# planner: ")]
         info = dict(kv.split("=") for kv in meta.removeprefix("# planner: ").split())
+        budget = int(info["max_num_batched_tokens"]) if "max_num_batched_tokens" in info else None
         o = Option(
             flags["--served-model-name"],
             info["gpu"],
             int(flags["--tensor-parallel-size"]),
             int(flags["--pipeline-parallel-size"]),
+            budget,
         )
         assert inst.model(o.model).hf_id == model
         assert float(flags["--gpu-memory-utilization"]) == inst.performance_params.gpu_memory_utilization
+        _check_budget_flags(flags, o, inst)
+        assert o not in got, f"{o.key} exported twice"
         got[o] = (int(info["replicas"]), int(info["gpus"]))
     return got
 
@@ -382,8 +503,13 @@ def _k8s_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
             gpu,
             int(flags["--tensor-parallel-size"]),
             int(flags["--pipeline-parallel-size"]),
+            _budget_of(template["metadata"]),
         )
+        assert _budget_of(obj["metadata"]) == o.budget
+        assert obj["metadata"]["annotations"]["planner.io/option"] == o.key
         assert inst.model(o.model).hf_id == model
+        _check_budget_flags(flags, o, inst)
+        assert o not in got, f"{o.key} exported twice"
         per_pod = int(next(v for k, v in c["resources"]["limits"].items() if k.endswith("/gpu")))
         replicas = obj["spec"]["replicas"]
         got[o] = (replicas, replicas * pods * per_pod)
@@ -402,7 +528,14 @@ def _helm_roundtrip(files: dict[str, str], inst: Instance) -> Deployed:
             spec["annotations"]["planner.io/gpu"],
             cfg["tensorParallelSize"],
             int(extra["--pipeline-parallel-size"]),
+            _budget_of(spec),
         )
+        assert spec["annotations"]["planner.io/option"] == o.key
+        # The chart turns maxNumSeqs and enableChunkedPrefill into the flags the other formats pass.
+        _check_budget_flags(
+            {**extra, "--max-num-seqs": str(cfg["maxNumSeqs"]), "--enable-chunked-prefill": ""}, o, inst
+        )
+        assert cfg["enableChunkedPrefill"] is True
         assert spec["modelURL"] == inst.model(o.model).hf_id and spec["tag"] == IMAGE_TAG
         if "raySpec" in spec:  # one RayCluster = one replica: a head and replicaCount workers
             assert spec["raySpec"]["enabled"] and spec["raySpec"]["headNode"]["requestGPU"] == spec["requestGPU"]
@@ -425,7 +558,8 @@ def test_roundtrip_deployments(cases: list[Case]) -> None:
 def _script_option(text: str) -> Option:
     (meta,) = [ln for ln in text.splitlines() if ln.startswith("# planner: ")]
     info = dict(kv.split("=") for kv in meta.removeprefix("# planner: ").split())
-    return Option(info["model"], info["gpu"], int(info["tp"]), int(info["pp"]))
+    budget = int(info["max_num_batched_tokens"]) if "max_num_batched_tokens" in info else None
+    return Option(info["model"], info["gpu"], int(info["tp"]), int(info["pp"]), budget)
 
 
 def test_max_num_seqs_is_the_planned_batch(cases: list[Case]) -> None:
@@ -434,9 +568,8 @@ def test_max_num_seqs_is_the_planned_batch(cases: list[Case]) -> None:
         for text in c.render("vllm").values():
             flags = _flags(_serve_line(text)[1:])
             want = planned[_script_option(text)]
-            assert int(flags["--max-num-seqs"]) == (
-                want if want is not None else c.inst.performance_params.max_num_seqs
-            )
+            batch = want if want is not None else c.inst.performance_params.max_num_seqs
+            assert int(flags["--max-num-seqs"]) == min(batch, int(flags["--max-num-batched-tokens"]))
 
 
 def test_max_num_seqs_recomputed_without_plan_value(shipped: dict[str, Case]) -> None:
@@ -445,11 +578,11 @@ def test_max_num_seqs_recomputed_without_plan_value(shipped: dict[str, Case]) ->
     stripped = c.plan.model_copy(
         update={"deployments": [d.model_copy(update={"max_num_seqs": None}) for d in c.plan.deployments]}
     )
-    want = {(d.model, d.gpu): d.max_num_seqs for d in c.plan.deployments}
+    want = {d.option: d.max_num_seqs for d in c.plan.deployments}
     for text in render_plan(stripped, c.inst, "vllm", table=c.table).values():
         flags = _flags(_serve_line(text)[1:])
         o = _script_option(text)
-        assert int(flags["--max-num-seqs"]) == want[(o.model, o.gpu)]
+        assert int(flags["--max-num-seqs"]) == want[o]
 
 
 def test_max_model_len_fits_the_planned_kv_cache(shipped: dict[str, Case]) -> None:
@@ -484,6 +617,7 @@ def _router_check(files: dict[str, str], plan: Plan, names: dict[str, Option]) -
             assert e["fraction"] == pytest.approx(frac, abs=1e-12)
             assert e["weight"] / WEIGHT_SCALE == pytest.approx(frac, abs=1.0 / WEIGHT_SCALE)
             assert e["model"] == o.model and e["port"] == 8000
+            assert e.get("max_num_batched_tokens") == o.budget
         assert sum(e["weight"] for e in table[qt]) == round(sum(want.values()) * WEIGHT_SCALE)
         if table[qt]:
             assert refs[qt] == {e["service"]: e["weight"] for e in table[qt]}
@@ -505,9 +639,10 @@ def test_roundtrip_routing(cases: list[Case]) -> None:
         assert render_plan(plan, None, "router") == with_instance  # the plan alone gives the same routes
 
 
-def _option_from_key(key: str) -> tuple[str, str, int, int]:
-    model, gpu, tp, pp = key.split("/")
-    return model, gpu, int(tp.removeprefix("tp")), int(pp.removeprefix("pp"))
+def _option_from_key(key: str) -> tuple[str, str, int, int, int | None]:
+    model, gpu, tp, pp, *mbt = key.split("/")
+    budget = int(mbt[0].removeprefix("mbt")) if mbt else None
+    return model, gpu, int(tp.removeprefix("tp")), int(pp.removeprefix("pp")), budget
 
 
 def test_unserved_share_is_not_routed(shipped: dict[str, Case]) -> None:
@@ -530,6 +665,153 @@ def test_integer_weights_preserve_fractions() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Token budgets: one option deployed twice, at max_num_batched_tokens 512 and 2048.
+# --------------------------------------------------------------------------------------------
+
+
+def _mbt(args: list[str]) -> int:
+    """The ``--max-num-batched-tokens`` value of a vllm serve argument list (model first)."""
+    return int(_flags(args[1:])["--max-num-batched-tokens"])
+
+
+def test_budget_pools_export_every_format(budget_pools: Case, tmp_path: Path) -> None:
+    c = budget_pools
+    written = {fmt: export_plan(c.plan, c.inst, fmt, tmp_path / fmt, table=c.table) for fmt in FORMATS}
+    files = {fmt: {p.relative_to(tmp_path / fmt).as_posix(): p.read_text() for p in ps} for fmt, ps in written.items()}
+    names = {b: f"vllm-{POOL_NAME}-mbt{b}" for b in BUDGETS}
+
+    # vllm: one script per pool, named after it, serving with its own budget.
+    assert set(files["vllm"]) == {f"{n}.sh" for n in names.values()}
+    for b, n in names.items():
+        text = files["vllm"][f"{n}.sh"]
+        assert _mbt(_serve_line(text)) == b and f"--max-num-batched-tokens {b} " in text.replace("\\\n", "")
+        assert f"max_num_batched_tokens={b} " in text and f"token budget {b}\n" in text
+
+    # k8s: a Deployment and a Service per pool; names, selectors and args all per pool.
+    docs = [o for _, o in _docs(files["k8s"]) if o["kind"] != "Kustomization"]
+    deployments = {o["metadata"]["name"]: o for o in docs if o["kind"] == "Deployment"}
+    services = {o["metadata"]["name"]: o for o in docs if o["kind"] == "Service"}
+    assert set(deployments) == set(services) == set(names.values())
+    assert len({o["metadata"]["labels"]["planner.io/option"] for o in deployments.values()}) == 2
+    for b, n in names.items():
+        dep, svc = deployments[n], services[n]
+        pod = dep["spec"]["template"]
+        (box,) = pod["spec"]["containers"]
+        assert _mbt(box["args"]) == b
+        for meta in (dep["metadata"], pod["metadata"], svc["metadata"]):
+            assert meta["labels"]["planner.io/max-num-batched-tokens"] == str(b)
+        assert dep["metadata"]["annotations"]["planner.io/option"] == Option(*POOL, b).key
+        # Each Service selects its own pool's pods and not the other pool's.
+        for other, o in deployments.items():
+            pod_labels = o["spec"]["template"]["metadata"]["labels"]
+            selected = all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+            assert selected == (other == n)
+        assert dep["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+
+    # helm: one modelSpec entry per pool, the budget in extraArgs (the chart has no key for it).
+    specs = yaml.safe_load(files["helm"]["values.yaml"])["servingEngineSpec"]["modelSpec"]
+    assert len(specs) == 2 and len({s["name"] for s in specs}) == 2
+    for spec in specs:
+        b = int(spec["annotations"]["planner.io/max-num-batched-tokens"])
+        assert spec["name"].endswith(f"-mbt{b}") and len(spec["name"]) <= 34
+        extra = spec["vllmConfig"]["extraArgs"]
+        assert extra[extra.index("--max-num-batched-tokens") + 1] == str(b)
+        assert spec["vllmConfig"]["enableChunkedPrefill"] is True
+    assert {int(s["annotations"]["planner.io/max-num-batched-tokens"]) for s in specs} == set(BUDGETS)
+
+    # router: each type goes half to each pool's Service.
+    table = json.loads(files["router"]["router.json"])
+    for q in c.inst.query_types:
+        entries = {e["service"]: e for e in table[q.id]}
+        assert set(entries) == set(names.values())
+        for b, n in names.items():
+            assert entries[n]["max_num_batched_tokens"] == b and entries[n]["weight"] == WEIGHT_SCALE // 2
+    (route,) = [o for _, o in _docs(files["router"])]
+    for rule in route["spec"]["rules"]:
+        assert {r["name"] for r in rule["backendRefs"]} == set(names.values())
+    # Without the instance (the plan alone is validated), the routes are the same.
+    assert render_plan(c.plan, None, "router") == files["router"]
+
+
+def test_budget_pools_cli(budget_pools: Case, tmp_path: Path) -> None:
+    """`planner export` on the hand-written plan and instance files: every format, exit 0."""
+    doc = _pools_instance_doc(BUDGETS)
+    doc["include"] = [str((INSTANCES / rel).resolve()) for rel in doc["include"]]
+    instance = tmp_path / "budget-pools.yaml"
+    instance.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    plan = tmp_path / "plan.yaml"
+    write_plan(plan, budget_pools.plan)
+    assert "max_num_batched_tokens: 2048" in plan.read_text()
+    for fmt in FORMATS:
+        out = tmp_path / f"out-{fmt}"
+        code, stdout, stderr = _cli(
+            ["export", str(plan), "--format", fmt, "--instance", str(instance), "--out", str(out)]
+        )
+        assert code == 0, (fmt, stdout, stderr)
+        text = "".join(p.name + "\n" + p.read_text() for p in sorted(out.iterdir()))
+        for b in BUDGETS:
+            assert f"-mbt{b}" in text, fmt
+    serve = {n.name: _mbt(_serve_line(n.read_text())) for n in (tmp_path / "out-vllm").iterdir()}
+    assert serve == {f"vllm-{POOL_NAME}-mbt{b}.sh": b for b in BUDGETS}
+
+
+def test_plan_without_budgets_exports_as_before(no_budget_pool: Case) -> None:
+    """Names, labels, annotations and router entries as before budgets existed; the servers get
+    the instance's prefill_chunk_tokens as their token budget."""
+    c = no_budget_pool
+    chunk = c.inst.performance_params.prefill_chunk_tokens
+    name = f"vllm-{POOL_NAME}"
+    vllm_files = c.render("vllm")
+    assert set(vllm_files) == {f"{name}.sh"}
+    (text,) = vllm_files.values()
+    assert "max_num_batched_tokens" not in text and "token budget" not in text
+    assert _mbt(_serve_line(text)) == chunk
+    k8s_files = c.render("k8s")
+    assert set(k8s_files) == {f"{name}.deployment.yaml", f"{name}.service.yaml", "kustomization.yaml"}
+    for _, obj in _docs(k8s_files):
+        meta = obj.get("metadata", {})
+        assert "mbt" not in json.dumps(meta) and "max-num-batched-tokens" not in json.dumps(meta)
+        if obj["kind"] == "Deployment":
+            assert meta["labels"]["planner.io/option"] == "llama-3.1-70b.a100-80gb.tp4.pp1"
+            assert meta["annotations"]["planner.io/option"] == "llama-3.1-70b/a100-80gb/tp4/pp1"
+            assert _mbt(obj["spec"]["template"]["spec"]["containers"][0]["args"]) == chunk
+    (spec,) = yaml.safe_load(c.render("helm")["values.yaml"])["servingEngineSpec"]["modelSpec"]
+    assert spec["name"] == POOL_NAME and "planner.io/max-num-batched-tokens" not in spec["annotations"]
+    router = json.loads(c.render("router")["router.json"])
+    for entries in router.values():
+        assert [set(e) for e in entries] == [{"service", "port", "model", "weight", "fraction"}]
+        assert entries[0]["service"] == name
+
+
+def test_same_budget_twice_is_a_duplicate(budget_pools: Case) -> None:
+    """Two budgets of one option are two pools; the same budget listed twice is refused."""
+    c = budget_pools
+    first, second = c.plan.deployments
+    assert first.option != second.option and first.option.budget != second.option.budget
+    render_plan(c.plan, None, "router")  # accepted without the instance too
+    twice = c.plan.model_copy(update={"deployments": [first, first]})
+    with pytest.raises(InputError) as exc:
+        render_plan(twice, None, "router", plan_label="plan.yaml")
+    assert exc.value.field == "deployments[1]" and "listed twice" in exc.value.message
+    assert f"/mbt{first.option.budget}" in exc.value.message
+    with pytest.raises(InputError, match="check_plan rejects"):
+        render_plan(twice, c.inst, "vllm", table=c.table)
+
+
+def test_max_num_seqs_never_exceeds_the_budget(budget_pools: Case) -> None:
+    """vLLM refuses max_num_seqs > max_num_batched_tokens: a larger planned batch is cut to the budget."""
+    c = budget_pools
+    big = c.plan.model_copy(
+        update={"deployments": [d.model_copy(update={"max_num_seqs": 1000}) for d in c.plan.deployments]}
+    )
+    got = {}
+    for text in render_plan(big, c.inst, "vllm", table=c.table).values():
+        flags = _flags(_serve_line(text)[1:])
+        got[int(flags["--max-num-batched-tokens"])] = int(flags["--max-num-seqs"])
+    assert got == {512: 512, 2048: 1000}
+
+
+# --------------------------------------------------------------------------------------------
 # Names, flags, versions.
 # --------------------------------------------------------------------------------------------
 
@@ -548,6 +830,16 @@ def test_names_and_label_values_are_sanitized() -> None:
     # ids that sanitize to the same name (a.b, a-b) still get distinct object names
     k8s_names, helm_names = _names([Option("a.b", "g", 1, 1), Option("a-b", "g", 1, 1)])
     assert len(set(k8s_names.values())) == 2 and len(set(helm_names.values())) == 2
+    # Token budgets: "-mbt<N>" only when chosen, kept readable when the rest is cut and hashed.
+    pools = [Option("llama-3.1-70b", "a100-80gb", 4, 1, b) for b in (None, 512, 2048)]
+    pools += [Option("a.b", "g", 1, 1, 512), Option("a-b", "g", 1, 1, 512)]
+    k8s_names, helm_names = _names(pools)
+    assert k8s_names[pools[0]] == "vllm-llama-3-1-70b-a100-80gb-tp4-pp1"
+    assert k8s_names[pools[1]] == "vllm-llama-3-1-70b-a100-80gb-tp4-pp1-mbt512"
+    for names, max_len in ((k8s_names, 45), (helm_names, 34)):
+        assert len(set(names.values())) == len(pools)
+        assert all(DNS_1035.match(n) and len(n) <= max_len for n in names.values())
+        assert all(names[o].endswith(f"-mbt{o.budget}") for o in pools if o.budget is not None)
 
 
 def test_version_is_pinned_everywhere(shipped: dict[str, Case]) -> None:

@@ -26,6 +26,7 @@ BASE: dict[str, Any] = {
     "gpus": ["l4", "l40s", "a100-80gb", "h100-80gb"],
     "parallelism": {"tp": [1, 2, 4], "pp": [1]},
     "max_utilization": 0.8,
+    "slo_attainment": "mean",
     "storage_price_per_gb_hour": 0.0005,
     "query_types": [
         {"id": "chat", "arrival_rate": 4, "input_tokens": 500, "output_tokens": 150,

@@ -206,6 +206,7 @@ def quick_doc(**over: object) -> dict:
         "gpus": ["l4", "h100-80gb"],
         "parallelism": {"tp": [1, 2, 8], "pp": [1]},
         "max_utilization": 0.85,
+        "slo_attainment": "mean",  # the mean-latency model these tests check (attainment: test_attainment.py)
         "query_types": [
             {
                 "id": "chat",

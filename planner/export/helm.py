@@ -16,14 +16,21 @@ shmSize                    size of the ``/dev/shm`` volume mounted when tensorPa
 nodeSelectorTerms          required node affinity built from the tier's ``k8s_node_selector``
 annotations                planner ids on the chart's Deployment (round trip, audit)
 vllmConfig                 tensorParallelSize, maxModelLen, maxNumSeqs, gpuMemoryUtilization,
-                           enablePrefixCaching, extraArgs (``--pipeline-parallel-size`` and
-                           ``--served-model-name``, which vllmConfig has no key for)
+                           enablePrefixCaching, enableChunkedPrefill, extraArgs
+                           (``--pipeline-parallel-size``, ``--served-model-name`` and
+                           ``--max-num-batched-tokens``, which vllmConfig has no key for)
 raySpec                    enabled, headNode.{requestCPU, requestMemory, requestGPU}
 =========================  ===============================================================
 
 A replica that spans nodes uses the chart's Ray path (``raySpec``, needs the KubeRay operator):
 one RayCluster serves one replica with a head pod and ``replicaCount`` worker pods, so such a
 deployment becomes one modelSpec entry per replica.
+
+The token budget of each deployment (``--max-num-batched-tokens``: its chosen
+``max_num_batched_tokens``, else the instance's ``prefill_chunk_tokens``) travels in
+``extraArgs``: the chart's ``vllmConfig`` has no key for it (its schema would accept an unknown
+``maxNumBatchedTokens`` and the templates silently drop it). A chosen budget is also in the
+annotation ``planner.io/max-num-batched-tokens`` and, as ``-mbt<N>``, in the entry's name.
 """
 
 from __future__ import annotations
@@ -59,12 +66,12 @@ def _vllm_config(t: Target) -> dict[str, Any]:
     # Without this key the chart passes --no-enable-prefix-caching; keep vLLM's own default (on),
     # as the scripts and manifests of the other formats do.
     cfg["enablePrefixCaching"] = True
-    cfg["extraArgs"] = [
-        "--pipeline-parallel-size",
-        str(t.option.pp),
-        "--served-model-name",
-        t.served_model_name,
-    ]
+    extra = ["--pipeline-parallel-size", str(t.option.pp), "--served-model-name", t.served_model_name]
+    if t.max_num_batched_tokens is not None:
+        # The chart's enableChunkedPrefill becomes --enable-chunked-prefill (as in the other formats).
+        cfg["enableChunkedPrefill"] = True
+        extra += ["--max-num-batched-tokens", str(t.max_num_batched_tokens)]
+    cfg["extraArgs"] = extra
     return cfg
 
 
@@ -87,6 +94,8 @@ def _entry(ctx: ExportContext, t: Target, name: str, replica_count: int) -> dict
         "requestMemory": f"{t.memory_request_gi}Gi",
         "requestGPU": t.gpus_per_pod,
     }
+    if o.budget is not None:
+        entry["annotations"]["planner.io/max-num-batched-tokens"] = str(o.budget)
     if is_amd(t.gpu):
         entry["requestGPUType"] = t.gpu_resource
         entry["runtimeClassName"] = ""

@@ -17,7 +17,11 @@ Choices, and why:
 * ``/dev/shm`` is a memory-backed emptyDir: NCCL and vLLM's workers exchange tensors through it
   and the container default (64 MiB) is far too small for tensor parallelism;
 * labels tie every object to the plan (``planner.io/instance``), the option (``planner.io/option``)
-  and the model; the exact ids, which label values cannot always hold, are annotations.
+  and the model; the exact ids, which label values cannot always hold, are annotations. A pool
+  whose token budget the planner chose also carries ``planner.io/max-num-batched-tokens`` (label
+  and annotation) and ``-mbt<N>`` in its names, so two pools of one option never share a name or
+  a selector; ``--max-num-batched-tokens`` is in every server's arguments
+  (:func:`planner.export.vllm.serve_args`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ PROBE_PERIOD_S = 10
 
 def labels(ctx: ExportContext, t: Target) -> dict[str, str]:
     o = t.option
-    return {
+    option = f"{o.model}.{o.gpu}.tp{o.tp}.pp{o.pp}" + ("" if o.budget is None else f".mbt{o.budget}")
+    out = {
         "app.kubernetes.io/name": "vllm",
         "app.kubernetes.io/instance": t.name,
         "app.kubernetes.io/version": label_value(VLLM_VERSION),
@@ -45,18 +50,21 @@ def labels(ctx: ExportContext, t: Target) -> dict[str, str]:
         "app.kubernetes.io/part-of": label_value(f"planner-{ctx.plan.instance}"),
         "app.kubernetes.io/managed-by": "planner",
         "planner.io/instance": label_value(ctx.plan.instance),
-        "planner.io/option": label_value(f"{o.model}.{o.gpu}.tp{o.tp}.pp{o.pp}"),
+        "planner.io/option": label_value(option),
         "planner.io/model": label_value(o.model),
         "planner.io/gpu": label_value(o.gpu),
         "planner.io/tp": str(o.tp),
         "planner.io/pp": str(o.pp),
     }
+    if o.budget is not None:  # pools of one option differ by the budget the planner chose
+        out["planner.io/max-num-batched-tokens"] = str(o.budget)
+    return out
 
 
 def annotations(ctx: ExportContext, t: Target) -> dict[str, str]:
     """Exact ids (label values are sanitized) and what the plan expects of this deployment."""
     o = t.option
-    return {
+    out = {
         "planner.io/option": o.key,
         "planner.io/model": o.model,
         "planner.io/gpu": o.gpu,
@@ -65,6 +73,9 @@ def annotations(ctx: ExportContext, t: Target) -> dict[str, str]:
         "planner.io/gpus": str(t.replicas * t.gpus_per_replica),
         "planner.io/plan": f"{ctx.plan.instance} ({ctx.plan.method}, {ctx.plan.status})",
     }
+    if o.budget is not None:
+        out["planner.io/max-num-batched-tokens"] = str(o.budget)
+    return out
 
 
 def selector(t: Target) -> dict[str, str]:

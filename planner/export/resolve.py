@@ -7,7 +7,12 @@ Helm entry and its router weights can never disagree about a name, a port or a f
 * naming: Kubernetes object names (DNS-1035 labels) and label values, sanitized from plan ids such
   as ``qwen2.5-7b`` and made unique across the plan;
 * the per-deployment serving figures: the planned batch (``--max-num-seqs``), the context that
-  fits the planned KV cache (``--max-model-len``), GPUs per pod and nodes per replica;
+  fits the planned KV cache (``--max-model-len``), the token budget (``--max-num-batched-tokens``:
+  the deployment's ``max_num_batched_tokens`` when the planner chose one, else the instance's
+  ``performance_params.prefill_chunk_tokens``), GPUs per pod and nodes per replica;
+* pools: a plan may deploy one (model, gpu, tp, pp) several times with different token budgets;
+  each is its own pool, and the objects of a pool with a chosen budget carry ``-mbt<N>`` in their
+  names (plans without budgets keep the names they always had);
 * validation: a plan is exported only when :func:`planner.checker.check_plan` accepts it against
   the instance; without an instance (router only) the plan is checked for internal consistency.
 """
@@ -101,8 +106,16 @@ class Target:
     max_num_seqs: int | None = None
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = None
+    # vLLM's max_num_batched_tokens: the option's chosen budget, else prefill_chunk_tokens (None
+    # without an instance: the router needs no engine settings).
+    max_num_batched_tokens: int | None = None
     gpus_per_node: int = 8
     port: int = PORT
+
+    @property
+    def budget(self) -> int | None:
+        """The token budget the plan chose for this pool (None: not chosen, the instance's applies)."""
+        return self.option.budget
 
     @property
     def served_model_name(self) -> str:
@@ -189,17 +202,29 @@ class ExportContext:
 
 
 def _names(options: list[Option]) -> tuple[dict[Option, str], dict[Option, str]]:
-    """Unique Kubernetes names and Helm names; a clash after sanitizing adds a hash to both."""
+    """Unique Kubernetes names and Helm names; a clash after sanitizing adds a hash to both.
+
+    An option with a chosen token budget gets ``-mbt<N>``, so two pools of one (model, gpu, tp,
+    pp) that differ only by budget get distinct names; an option without one keeps the old name.
+    """
 
     def build(fmt: str, max_len: int) -> dict[Option, str]:
-        raw = {o: fmt.format(m=o.model, g=o.gpu, t=o.tp, p=o.pp) for o in options}
-        names = {o: dns_label(r, max_len) for o, r in raw.items()}
+        raw, names, suffixes = {}, {}, {}
+        for o in options:
+            base = fmt.format(m=o.model, g=o.gpu, t=o.tp, p=o.pp)
+            suffixes[o] = suffix = "" if o.budget is None else f"-mbt{o.budget}"
+            raw[o] = base + suffix
+            # A long base is cut (and hashed) before the suffix, which stays readable.
+            names[o] = dns_label(base, max_len - len(suffix)) + suffix
         counts: dict[str, int] = {}
         for n in names.values():
             counts[n] = counts.get(n, 0) + 1
         for o, n in names.items():
             if counts[n] > 1:
-                names[o] = dns_label(n[: max_len - 7], max_len - 7).rstrip("-") + "-" + _digest(raw[o])
+                suffix = suffixes[o]
+                keep = max_len - 7 - len(suffix)
+                head = n[: len(n) - len(suffix)][:keep]
+                names[o] = dns_label(head, keep).rstrip("-") + "-" + _digest(raw[o]) + suffix
         return names
 
     # Helm: the chart builds "<release>-<name>-engine-service" and a pod hostname
@@ -238,7 +263,7 @@ def _check_alone(plan: Plan, plan_label: str | None) -> None:
     label = _plan_label(plan_label)
     if not plan.has_solution:
         raise InputError(label, "status", f"plan has status {plan.status!r}: it holds no deployments to export")
-    seen: set[Option] = set()
+    seen: set[Option] = set()  # the budget is part of an option: one option at two budgets is two pools
     for n, d in enumerate(plan.deployments):
         if d.option in seen:
             raise InputError(label, f"deployments[{n}]", f"deployment {d.option.key} is listed twice")
@@ -326,6 +351,8 @@ def build_context(
         if inst is None or table is None:
             targets.append(Target(o, d.replicas, names[o], short[o]))
             continue
+        budget = o.budget if o.budget is not None else inst.performance_params.prefill_chunk_tokens
+        batch = d.max_num_seqs if d.max_num_seqs is not None else _planned_batch(o, plan, table, inst)
         model_idx = next(i for i, m in enumerate(inst.models) if m.id == o.model)
         model, gpu = inst.models[model_idx], inst.gpu(o.gpu)
         if need_instance and not model.hf_id:
@@ -342,9 +369,12 @@ def build_context(
                 short_name=short[o],
                 model=model,
                 gpu=gpu,
-                max_num_seqs=d.max_num_seqs if d.max_num_seqs is not None else _planned_batch(o, plan, table, inst),
+                # vLLM refuses max_num_seqs > max_num_batched_tokens (SchedulerConfig): every running
+                # sequence takes at least one token of the budget, so no more can advance in one iteration.
+                max_num_seqs=min(batch, budget),
                 max_model_len=_context_length(o, model, plan, table, inst),
                 gpu_memory_utilization=inst.performance_params.gpu_memory_utilization,
+                max_num_batched_tokens=budget,
                 gpus_per_node=gpu.gpus_per_node,
             )
         )

@@ -3,7 +3,9 @@
 Two files:
 
 * ``router.json``: ``{query_type: [{service, port, model, weight, fraction}]}`` for any router
-  that can pick a backend by weight (``fraction`` is the plan's exact x[i,k]);
+  that can pick a backend by weight (``fraction`` is the plan's exact x[i,k]); an entry of a pool
+  whose token budget the planner chose also has ``max_num_batched_tokens``, and its ``service``
+  is that pool's own Service (``-mbt<N>``), so one option at two budgets gets two backends;
 * ``httproute.yaml``: a Gateway API ``HTTPRoute`` (gateway.networking.k8s.io/v1) with one rule
   per query type, matched on the ``x-query-type`` request header, whose weighted ``backendRefs``
   are the Services written by ``--format k8s``.
@@ -28,7 +30,7 @@ import re
 from typing import Any
 
 from planner.errors import InputError
-from planner.export.resolve import ExportContext, dns_label, label_value
+from planner.export.resolve import ExportContext, Target, dns_label, label_value
 from planner.export.yamlout import dump_all
 
 WEIGHT_SCALE = 1_000_000  # Gateway API: backendRef weight is an int32 in [0, 1000000]
@@ -49,22 +51,21 @@ def integer_weights(fractions: list[float], scale: int = WEIGHT_SCALE) -> list[i
     return base
 
 
+def _entry(t: Target, fraction: float, weight: int) -> dict[str, Any]:
+    e: dict[str, Any] = {"service": t.name, "port": t.port, "model": t.served_model_name}
+    if t.budget is not None:  # one option at several budgets is several pools, each its own Service
+        e["max_num_batched_tokens"] = t.budget
+    e["weight"] = weight
+    e["fraction"] = fraction
+    return e
+
+
 def table(ctx: ExportContext) -> dict[str, list[dict[str, Any]]]:
     """``router.json``: for each query type its backends, weights and exact fractions."""
     out: dict[str, list[dict[str, Any]]] = {}
     for qt, shares in ctx.routing.items():
         weights = integer_weights([f for _, f in shares])
-        out[qt] = [
-            {
-                "service": t.name,
-                "port": t.port,
-                "model": t.served_model_name,
-                "weight": w,
-                "fraction": f,
-            }
-            for (t, f), w in zip(shares, weights, strict=True)
-            if w > 0
-        ]
+        out[qt] = [_entry(t, f, w) for (t, f), w in zip(shares, weights, strict=True) if w > 0]
     return out
 
 

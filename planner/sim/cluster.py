@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from planner.errors import InputError
-from planner.options import Option, OptionTable
+from planner.options import Option, OptionTable, replica_params
 from planner.perf import GB, ReplicaModel
 from planner.plan import Deployment, Plan
 from planner.problem import Instance
@@ -36,18 +36,29 @@ class SplitSpec:
 
 
 def parse_option(text: str, label: str = "--option") -> Option:
-    """``MODEL/GPU/TP/PP`` (``tp4``/``pp1`` prefixes allowed)."""
+    """``MODEL/GPU/TP/PP[/MBT]`` (``tp4``/``pp1``/``mbt2048`` prefixes allowed; MBT is the token
+    budget, vLLM's max_num_batched_tokens)."""
     parts = text.split("/")
-    if len(parts) != 4:
-        raise InputError(label, text, "expected MODEL/GPU/TP/PP, e.g. llama-3.1-8b/l4/1/1")
+    if len(parts) not in (4, 5):
+        raise InputError(label, text, "expected MODEL/GPU/TP/PP[/MBT], e.g. llama-3.1-8b/l4/1/1 or .../1/1/mbt512")
     try:
         tp = int(parts[2].removeprefix("tp"))
         pp = int(parts[3].removeprefix("pp"))
+        budget = int(parts[4].removeprefix("mbt")) if len(parts) == 5 else None
     except ValueError:
-        raise InputError(label, text, "TP and PP must be integers") from None
+        raise InputError(label, text, "TP, PP and MBT must be integers") from None
     if tp < 1 or pp < 1:
         raise InputError(label, text, "TP and PP must be at least 1")
-    return Option(parts[0], parts[1], tp, pp)
+    if budget is not None and budget < 16:
+        raise InputError(label, text, "MBT (max_num_batched_tokens) must be at least 16")
+    return Option(parts[0], parts[1], tp, pp, budget)
+
+
+def _same(asked: Option, deployed: Option) -> bool:
+    """``asked`` names ``deployed`` (an option given without a token budget names any budget)."""
+    if asked.budget is None:
+        return (asked.model, asked.gpu, asked.tp, asked.pp) == (deployed.model, deployed.gpu, deployed.tp, deployed.pp)
+    return asked == deployed
 
 
 def _slos(inst: Instance) -> list[tuple[float, float, float]]:
@@ -77,7 +88,7 @@ def replica_model(inst: Instance, option: Option, label: str = "--option") -> Re
     why = structural_reason(m, g, option.tp, option.pp)
     if why:
         raise InputError(label, option.key, why)
-    rm = ReplicaModel(m, g, option.tp, option.pp, inst.performance_params, inst.calibration)
+    rm = ReplicaModel(m, g, option.tp, option.pp, replica_params(inst, option), inst.calibration)
     if not rm.fit().fits:
         raise InputError(label, option.key, rm.fit().reason)
     return rm
@@ -173,7 +184,7 @@ def simulator_for_plan(
     for d in deployed:
         types = routed[d.option]
         label = f"deployments.{d.option.key}"
-        if split is not None and split.option == d.option:
+        if split is not None and _same(split.option, d.option):
             services.append(
                 (
                     d.option.key,
@@ -185,7 +196,7 @@ def simulator_for_plan(
             )
         else:
             services.append((d.option.key, [pool_spec(inst, d.option, d.replicas, d.max_num_seqs, types, label=label)]))
-    if split is not None and split.option not in routed:
+    if split is not None and not any(_same(split.option, o) for o in routed):
         raise InputError("--split", split.option.key, "the plan deploys no replica of this option")
     return _simulator(inst, services, routing, config, per_request)
 

@@ -8,11 +8,12 @@ each other's modules without an import cycle. A new method is one function and o
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from typing import Any
 
-from planner.options import OptionTable, build_option_table
-from planner.plan import Plan
+from planner.options import OptionTable, build_option_table, check_pairs, needs_checks
+from planner.plan import Plan, plan_pairs
 from planner.problem import Instance
 
 Method = Callable[..., Plan]
@@ -44,8 +45,41 @@ def method(name: str, multiperiod: bool = False) -> Method:
     return fn
 
 
+MAX_CHECK_ROUNDS = 60
+
+
 def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None = None, **options: Any) -> Plan:
     """Solve ``inst`` with a registered method; the option table is built once and shared. An
-    instance with ``scaling`` windows is planned per window (multi-period milp or agh)."""
+    instance with ``scaling`` windows is planned per window (multi-period milp or agh).
+
+    With attainment targets (model mode) the table starts with optimistic bounds
+    (:mod:`planner.capacity`), and solving is lazy: solve, simulate every pair the solution uses
+    that is still a bound, re-solve, until the solution uses only simulated pairs. Each round
+    simulates at least one new pair, so the loop ends; since every bound is optimistic in every
+    coefficient, each round's problem relaxes the fully simulated one, and the last round's
+    proven bound is a bound of it: an optimal last round is optimal for the simulated table."""
     table = table or build_option_table(inst)
-    return method(method_name, table.instance.scaling is not None)(table, **options)
+    solver = method(method_name, table.instance.scaling is not None)
+    if not needs_checks(table):
+        return solver(table, **options)
+    start = time.perf_counter()
+    rounds, checked = 0, 0
+    while True:
+        plan = solver(table, **options)
+        todo = [
+            (o, t) for o, t in plan_pairs(plan) if (r := table.row(o, t)) is not None and r.source == "model-estimate"
+        ]
+        if not todo:
+            break
+        if rounds >= MAX_CHECK_ROUNDS:
+            return plan.model_copy(
+                update={"status": "no_solution", "message": f"capacity checks did not settle in {rounds} rounds"}
+            )
+        table = check_pairs(table, todo)
+        rounds += 1
+        checked += len(todo)
+    if not rounds:
+        return plan
+    note = f"capacity: {checked} (option, type) pairs simulated in {rounds} lazy rounds"
+    message = f"{plan.message}; {note}" if plan.message else note
+    return plan.model_copy(update={"solve_seconds": round(time.perf_counter() - start, 4), "message": message})

@@ -1,0 +1,240 @@
+# ruff: noqa: E501  (markdown rows)
+"""Capacity-model accuracy: the planner's highest rate at the attainment target vs the simulated one
+on the real trace, per (option, type), on azure-2023 (and mooncake-2025 when shipped).
+
+For each pair, three rates at which one replica keeps 0.99 of the type's requests inside its SLOs:
+  * estimate   the analytic estimate the option table starts from (planner.capacity.estimate_figures);
+  * planner    what plans use: the replica simulated on synthetic traffic from the instance's
+               figures (means, length percentiles, burst percentiles; planner.capacity.measure);
+  * trace      the reference: the same replica replaying the type's own requests from the trace
+               (lengths and arrival pattern as recorded), time-scaled so the mean rate is r,
+               bisected on r to 4%.
+Errors are |predicted / trace − 1|. Pairs span prefill-heavy (code), decode-heavy (conv-short,
+conv-long outputs) and long-context (conv-long 4–14k prompts; mooncake) types, tiers, TP degrees
+and token budgets. Writes results/capacity_accuracy.{md,csv,png}.
+
+    python benchmarks/capacity_accuracy.py [--pairs N] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+TARGET = 0.99
+TRACE_REQUESTS = 2000
+
+from planner import capacity  # noqa: E402
+from planner.loader import load_instance  # noqa: E402
+from planner.options import build_option_table  # noqa: E402
+from planner.sim.cli import feed_of  # noqa: E402
+from planner.sim.cluster import replica_model  # noqa: E402
+from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.scale import Requests  # noqa: E402
+from planner.sim.traces import Trace  # noqa: E402
+
+INSTANCES = [
+    ("azure-2023", ROOT / "instances" / "azure-2023.yaml"),
+    ("mooncake-2025", ROOT / "instances" / "mooncake-2025.yaml"),
+]
+
+
+def type_requests(path: Path) -> tuple[Any, dict[int, Any]]:
+    inst = load_instance(path)
+    mapper = TypeMapper.from_file(path.with_name(path.stem + ".traces.yml"), inst)
+    reqs = Requests.collect(feed_of(Trace(list(mapper.trace_paths)), mapper))
+    by_type = {}
+    for i in range(len(inst.query_types)):
+        sub = reqs.subset(reqs.ty == i)
+        n = min(len(sub), TRACE_REQUESTS)
+        sub = sub.subset(np.arange(len(sub)) < n)
+        sub.arrival = sub.arrival - sub.arrival[0]
+        by_type[i] = sub
+    return inst, by_type
+
+
+def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float) -> float:
+    """Highest mean rate r at which one replica replaying ``sub`` time-scaled to rate r meets the target."""
+    from planner.sim.cluster import simulator_for_option
+    from planner.sim.engine import SimConfig
+
+    q = inst.query_types[ty]
+    limits = (q.slo.ttft_s or math.inf, q.slo.tpot_s or math.inf, q.slo.e2e_s or math.inf)
+    base = len(sub) / max(float(sub.arrival[-1]), 1e-9)
+    warm = int(capacity.WARMUP * len(sub))
+
+    def attain(r: float) -> float:
+        sim = simulator_for_option(inst, option, 1, SimConfig(policy="jsq"), [ty])
+        res = np.full((len(sub), 3), np.nan)
+        orig = sim.metrics.finished
+
+        def rec(req: Any, now: float, pool: str, worker: int) -> None:
+            res[req.uid] = (
+                req.first - req.arrival,
+                (now - req.first) / (req.out - 1) if req.out > 1 else 0.0,
+                now - req.arrival,
+            )
+            orig(req, now, pool, worker)
+
+        sim.metrics.finished = rec  # type: ignore[method-assign]
+        scale = base / r
+        sim.run((k, ty, float(sub.arrival[k] * scale), int(sub.inp[k]), int(sub.out[k])) for k in range(len(sub)))
+        return float(capacity._met(res[warm:], limits).mean())
+
+    lo, hi = guess / 2, guess * 2
+    while attain(lo) < TARGET:
+        hi, lo = lo, lo / 4
+        if lo < guess * 1e-4:
+            return 0.0
+    while attain(hi) >= TARGET:
+        lo, hi = hi, hi * 4
+    while hi / lo > capacity.RATE_RESOLUTION:
+        mid = math.sqrt(lo * hi)
+        if attain(mid) >= TARGET:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def job(args: tuple[str, Path, Any, int, Any]) -> dict[str, Any]:
+    name, path, option, ty, sub = args
+    inst = load_instance(path)
+    q = inst.query_types[ty]
+    t0 = time.perf_counter()
+    engine = capacity.Engine.of(replica_model(inst, option), option)
+    _, i2, o2 = capacity.samples(inst, option, ty, capacity.ESTIMATE_REQUESTS)
+    limits = capacity._limits(q, q.slo.tpot_s or math.inf)
+    est = capacity.estimate_figures(
+        engine, i2, o2, limits, TARGET, capacity.rate_factors(q, ty, inst.arrival_window_s)
+    ).rate_rps
+    sim = capacity.measure_many(inst, [capacity.make_key(inst, option, ty, TARGET)], workers=1)
+    planner_rate = next(iter(sim.values())).rate_rps
+    ref = trace_capacity(inst, option, ty, sub, planner_rate or est or 1.0)
+    return {
+        "instance": name,
+        "option": option.key,
+        "type": q.id,
+        "estimate_rps": est,
+        "planner_rps": planner_rate,
+        "trace_rps": ref,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def pick_pairs(inst: Any, n: int) -> list[tuple[Any, int]]:
+    """Eligible pairs spread over models, tiers, TP degrees and budgets (deterministic)."""
+    table = build_option_table(inst)
+    rows = [r for r in table.rows if r.eligible and r.option.pp == 1]
+    rng = np.random.default_rng(0)
+    by_type: dict[str, list[Any]] = {}
+    for r in rows:
+        by_type.setdefault(r.query_type, []).append(r)
+    out = []
+    per = max(1, n // len(by_type))
+    for t, rs in sorted(by_type.items()):
+        idx = rng.choice(len(rs), size=min(per, len(rs)), replace=False)
+        ti = next(i for i, q in enumerate(inst.query_types) if q.id == t)
+        out += [(rs[k].option, ti) for k in sorted(idx)]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=33, help="pairs per instance")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    jobs = []
+    for name, path in INSTANCES:
+        if not path.is_file():
+            continue
+        inst, subs = type_requests(path)
+        jobs += [(name, path, o, ty, subs[ty]) for o, ty in pick_pairs(inst, args.pairs)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as ex:
+        rows = []
+        for r in ex.map(job, jobs):
+            rows.append(r)
+            print(
+                f"[{time.perf_counter() - t0:7.1f} s] {r['instance']} {r['option']} {r['type']}: estimate {r['estimate_rps']:.3f} planner {r['planner_rps']:.3f} trace {r['trace_rps']:.3f}",
+                flush=True,
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "capacity_accuracy.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ok = [r for r in rows if r["trace_rps"] > 0]
+
+    def err(key: str) -> np.ndarray:
+        return np.array([abs(r[key] / r["trace_rps"] - 1.0) for r in ok])
+
+    lines = [
+        "# Capacity model vs simulation on the real traces",
+        "",
+        f"`python benchmarks/capacity_accuracy.py` ({time.perf_counter() - t0:.0f} s on {args.workers} workers). "
+        f"{len(rows)} (option, type) pairs ({len(ok)} with a trace capacity > 0); target attainment {TARGET}.",
+        "",
+        "| predictor | median abs error | p90 abs error | bias (median predicted/trace) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("estimate_rps", "analytic estimate (table before simulation)"),
+        ("planner_rps", "planner (simulated on the instance's figures)"),
+    ):
+        e = err(key)
+        bias = float(np.median([r[key] / r["trace_rps"] for r in ok]))
+        lines.append(f"| {label} | {np.median(e):.1%} | {np.quantile(e, 0.9):.1%} | {bias:.3f} |")
+    lines += [
+        "",
+        "| instance | option | type | estimate rps | planner rps | trace rps | planner / trace |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = r["planner_rps"] / r["trace_rps"] if r["trace_rps"] > 0 else float("nan")
+        lines.append(
+            f"| {r['instance']} | `{r['option']}` | {r['type']} | {r['estimate_rps']:.3f} | {r['planner_rps']:.3f} | {r['trace_rps']:.3f} | {ratio:.3f} |"
+        )
+    (RESULTS / "capacity_accuracy.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for key, mk in (("estimate_rps", "x"), ("planner_rps", "o")):
+            ax.scatter(
+                [r["trace_rps"] for r in ok], [r[key] for r in ok], marker=mk, label=key.replace("_rps", ""), alpha=0.7
+            )
+        lim = [min(r["trace_rps"] for r in ok) / 1.5, max(r["trace_rps"] for r in ok) * 1.5]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="trace capacity (req/s per replica)",
+            ylabel="predicted",
+            title="capacity at 0.99 attainment",
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "capacity_accuracy.png", dpi=120)
+    except ImportError:
+        pass
+    print("\n".join(lines[:10]))
+
+
+if __name__ == "__main__":
+    main()

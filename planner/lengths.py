@@ -1,0 +1,165 @@
+r"""Token-length distributions of a query type, from the few figures an instance gives.
+
+An instance states a type's mean prompt and output lengths and, optionally, their percentiles
+(``input_tokens_p50/p90/p99``, ``output_tokens_p50/p90/p99``). The attainment capacity model
+(:mod:`planner.capacity`) needs whole distributions, because the requests that miss an SLO are the
+long prompts (TTFT), the short outputs that share one decode step with a prefill chunk (TPOT) and
+the long outputs (e2e). The distribution used here:
+
+    log Q(u) is piecewise linear in the normal score z = Φ⁻¹(u), through the knots
+    (0, log p50), (1.2816, log p90), (2.3263, log p99)  [those that are given],
+    extended below the median with the slope of the first segment and above the last knot with
+    the slope of the last one, and clipped to [1, max_tokens].
+
+With p50 and p90 alone this is a lognormal; p99 bends its upper tail. A missing p50 is solved
+so that the mean of the clipped distribution equals the stated mean (when no median achieves it
+exactly, the closest one is taken and :attr:`LengthDistribution.mean_error` says by how much).
+With no percentile at all the length is the mean, as the mean-latency model assumes.
+
+Samples are stratified (u_j = (j + ½)/n, shuffled with a seeded generator): deterministic, and
+every sample of n requests has the distribution's shape, which keeps attainment estimates from a
+thousand requests steady.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Z90 = 1.2815515655446004  # Φ⁻¹(0.9)
+Z99 = 2.3263478740408408  # Φ⁻¹(0.99)
+_GRID = 4001  # quantile grid for means (midpoint rule over u)
+
+
+@dataclass(frozen=True)
+class LengthDistribution:
+    """Quantile function of one length (prompt or output tokens); see the module docstring."""
+
+    mean: float
+    knots_z: tuple[float, ...]  # normal scores of the knots
+    knots_log: tuple[float, ...]  # log tokens at the knots
+    max_tokens: float
+    mean_error: float = 0.0  # relative error of the achieved mean (0 when exact)
+
+    @property
+    def constant(self) -> bool:
+        return len(self.knots_z) == 0
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        """Q(u) in tokens (floats, clipped to [1, max_tokens])."""
+        u = np.asarray(u, float)
+        if self.constant:
+            return np.full(u.shape, min(max(self.mean, 1.0), self.max_tokens))
+        z = norm_ppf(np.clip(u, 1e-12, 1 - 1e-12))
+        return np.clip(np.exp(_interp_extrap(z, self.knots_z, self.knots_log)), 1.0, self.max_tokens)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n stratified samples in whole tokens (≥ 1), in a seeded random order."""
+        u = (np.arange(n) + 0.5) / n
+        q = np.maximum(np.round(self.quantile(u)), 1.0).astype(np.int64)
+        return q[rng.permutation(n)]
+
+    def percentile(self, p: float) -> float:
+        return float(self.quantile(np.array([p]))[0])
+
+    @classmethod
+    def of(
+        cls,
+        mean: float,
+        p50: float | None = None,
+        p90: float | None = None,
+        p99: float | None = None,
+        max_tokens: float = math.inf,
+    ) -> LengthDistribution:
+        """The distribution with these figures (module docstring)."""
+        top = float(max_tokens) if math.isfinite(max_tokens) else 1e9
+        given = [(z, v) for z, v in ((0.0, p50), (Z90, p90), (Z99, p99)) if v is not None]
+        if not given:
+            return cls(float(mean), (), (), top)
+        if p50 is not None:
+            d = cls(float(mean), tuple(z for z, _ in given), tuple(math.log(v) for _, v in given), top)
+            return cls(d.mean, d.knots_z, d.knots_log, top, d._mean_gap())
+        # Solve the median: the clipped mean grows with it (the upper knots are fixed).
+        upper = [(z, math.log(v)) for z, v in given]
+
+        def build(m: float) -> LengthDistribution:
+            pts = [(0.0, math.log(m)), *upper]
+            return cls(float(mean), tuple(z for z, _ in pts), tuple(v for _, v in pts), top)
+
+        # The clipped mean is not monotone in the median (a lower median widens the spread), so
+        # search log m on a grid, then refine around the best point.
+        lo, hi = 0.0, math.log(min(v for _, v in given))
+        best_m, best_gap = hi, math.inf
+        for width, count in ((hi - lo, 121), (2 * (hi - lo) / 120, 61)):
+            centre = best_m if math.isfinite(best_gap) else (lo + hi) / 2
+            for x in np.linspace(max(lo, centre - width / 2), min(hi, centre + width / 2), count):
+                gap = abs(build(math.exp(float(x)))._grid_mean() - mean)
+                if gap < best_gap:
+                    best_m, best_gap = float(x), gap
+        best = build(math.exp(best_m))
+        return cls(best.mean, best.knots_z, best.knots_log, top, best._mean_gap())
+
+    def _grid_mean(self) -> float:
+        u = (np.arange(_GRID) + 0.5) / _GRID
+        return float(np.mean(self.quantile(u)))
+
+    def _mean_gap(self) -> float:
+        return self._grid_mean() / self.mean - 1.0
+
+
+def norm_ppf(p: np.ndarray) -> np.ndarray:
+    """Φ⁻¹(p), vectorised (Acklam's rational approximation, relative error < 1.2e-9)."""
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    p = np.asarray(p, float)
+    q = np.where(p < 0.5, p, 1.0 - p)
+    tail = q < 0.02425
+    t = np.sqrt(-2.0 * np.log(np.where(tail, q, 0.5)))
+    x_tail = (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
+        (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1.0
+    )
+    r = (q - 0.5) ** 2
+    x_mid = (
+        (q - 0.5)
+        * (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
+    )
+    x = np.where(tail, x_tail, x_mid)  # both give Φ⁻¹(q) for q ≤ ½
+    return np.where(p < 0.5, x, -x)
+
+
+def _interp_extrap(z: np.ndarray, xs: tuple[float, ...], ys: tuple[float, ...]) -> np.ndarray:
+    """Piecewise-linear through (xs, ys), extended with the end segments' slopes (a single knot:
+    a constant)."""
+    if len(xs) == 1:
+        return np.full(z.shape, ys[0])
+    x, y = np.asarray(xs), np.asarray(ys)
+    out = np.interp(z, x, y)
+    lo_slope = (y[1] - y[0]) / (x[1] - x[0])
+    hi_slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
+    out = np.where(z < x[0], y[0] + (z - x[0]) * lo_slope, out)
+    return np.where(z > x[-1], y[-1] + (z - x[-1]) * hi_slope, out)

@@ -1,0 +1,206 @@
+r"""The validation loop: replay traces through a plan, derate the pools that miss, re-solve.
+
+``planner solve --validate TRACE...`` (and the review) make a plan's promise a measured one:
+
+1. **Replay.** The trace's requests are split over the plan's deployments as the router would
+   (each type's routing fractions, smooth weighted round-robin, unserved shares dropped), and each
+   pool replays its share with its planned replicas under the placement policy. Pools are
+   independent once routing is fixed, so they run in a process pool. A type's attainment is its
+   requests that met every SLO limit over those served, summed over the pools it is routed to.
+2. **Derate.** A pool that serves a type below its target gets the fewest replicas that reach the
+   target on its share (the same search as ``planner scale``), y*; the measured shortfall y/y*
+   (0.95 when y* = y: the mix misses by a hair) multiplies the capacity of that type on *every*
+   option, d_i ← d_i · min over its failing pools of y/y*: what a replay contradicts is the model
+   of the type's traffic (bursts, lengths), which follows it to any option, so derating only the
+   failing option would send the type to an untested one and miss again. A pool that cannot reach
+   the target at any count drops its option for that type.
+3. **Re-solve** on the derated table, and replay again, until every type meets its target or the
+   round limit is reached; then the plan says which type fails and why.
+
+The plan records ``validation:`` (traces, policy, target, rounds, per-type attainment of the last
+replay, derating per option, passed). Derating only lowers capacities, so the plan stays feasible
+for the instance's own table: ``planner check`` accepts it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner.options import Option, OptionTable, derate_options
+from planner.plan import Deployment, Plan, ValidationRecord
+from planner.problem import Instance
+
+MAX_ROUNDS = 3
+
+
+@dataclass
+class PoolReplay:
+    """One deployment's share of the trace, replayed."""
+
+    option: Option
+    replicas: int
+    requests: int
+    served: dict[int, int]  # by type index
+    met: dict[int, int]
+
+    def attainment(self, ty: int) -> float:
+        return self.met[ty] / self.served[ty] if self.served.get(ty) else 1.0
+
+
+def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deployment, Any]]:
+    """Each deployment with the requests the plan's routing sends to it (types in trace order)."""
+    from planner.sim.cluster import plan_routing
+    from planner.sim.engine import _SmoothWRR
+
+    deployed, routing, _ = plan_routing(inst, plan)
+    routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
+    dest = np.full(len(reqs), -1)
+    for n, ty in enumerate(reqs.ty.tolist()):
+        if ty >= 0 and ty in routes:
+            k = routes[ty].pick()
+            dest[n] = -1 if k is None else k
+    return [(d, reqs.subset(dest == k)) for k, d in enumerate(deployed)]
+
+
+def _replay_job(args: tuple[Instance, Deployment, Any, str, int]) -> PoolReplay:
+    inst, d, sub, policy, seed = args
+    from planner.sim.cluster import simulator_for_option
+    from planner.sim.engine import SimConfig
+
+    types = sorted({int(t) for t in np.unique(sub.ty) if t >= 0})
+    served = {t: 0 for t in types}
+    met = {t: 0 for t in types}
+    if types:
+        sim = simulator_for_option(
+            inst, d.option, d.replicas, SimConfig(policy=policy, seed=seed), types, d.max_num_seqs
+        )
+        sim.run(sub.feed())
+        for t, st in sim.summary()["types"].items():
+            ti = next(i for i, q in enumerate(inst.query_types) if q.id == t)
+            if ti in served and st["served"]:
+                served[ti] = int(st["served"])
+                met[ti] = round(float(st["attainment"] or 0.0) * st["served"])
+    return PoolReplay(d.option, d.replicas, len(sub), served, met)
+
+
+def replay(
+    inst: Instance, plan: Plan, reqs: Any, policy: str = "jsq", seed: int = 0, workers: int | None = None
+) -> list[PoolReplay]:
+    """Every pool of the plan on its share of the trace (step 1 of the module docstring)."""
+    jobs = [(inst, d, sub, policy, seed) for d, sub in split_by_plan(inst, plan, reqs) if len(sub)]
+    n = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
+    if n > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as ex:
+            return list(ex.map(_replay_job, jobs))
+    return [_replay_job(j) for j in jobs]
+
+
+def type_attainment(inst: Instance, pools: list[PoolReplay]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for i, q in enumerate(inst.query_types):
+        served = sum(p.served.get(i, 0) for p in pools)
+        out[q.id] = None if served == 0 else sum(p.met.get(i, 0) for p in pools) / served
+    return out
+
+
+def validate(
+    inst: Instance,
+    table: OptionTable,
+    plan: Plan,
+    reqs: Any,
+    resolve: Callable[[OptionTable], Plan],
+    traces: list[str],
+    policy: str = "jsq",
+    seed: int = 0,
+    rounds: int = MAX_ROUNDS,
+) -> tuple[Plan, OptionTable]:
+    """The loop of the module docstring; returns the last plan (with ``validation``) and table."""
+    from planner.sim.scale import min_replicas
+
+    targets = {q.id: (inst.attainment(q) or 0.99) for q in inst.query_types}
+    derate: dict[str, float] = {}  # by type id
+    dropped: set[tuple[Option, str]] = set()
+    history: list[dict[str, Any]] = []
+    why: list[str] = []
+    done = 0
+    while True:
+        done += 1
+        pools = replay(inst, plan, reqs, policy, seed)
+        att = type_attainment(inst, pools)
+        history.append({t: None if v is None else round(v, 6) for t, v in att.items()})
+        failing = [
+            p for p in pools if any(p.attainment(i) < targets[inst.query_types[i].id] for i in p.served if p.served[i])
+        ]
+        if not failing or done >= rounds or not plan.has_solution:
+            break
+        shares = {d.option: sub for d, sub in split_by_plan(inst, plan, reqs)}
+        step: dict[str, float] = {}
+        for p in failing:
+            missed = [
+                inst.query_types[i].id
+                for i in p.served
+                if p.served[i] and p.attainment(i) < targets[inst.query_types[i].id]
+            ]
+            target = min(targets[t] for t in missed)
+            res = min_replicas(
+                inst, p.option, shares[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
+            )
+            if res.replicas is None:
+                dropped.update((p.option, t) for t in missed)
+                why.append(f"{p.option.key}: {res.reason}")
+                continue
+            factor = p.replicas / res.replicas if res.replicas > p.replicas else 0.95
+            for t in missed:
+                step[t] = min(step.get(t, 1.0), factor)
+        for t, f in step.items():
+            derate[t] = derate.get(t, 1.0) * f
+        table = derate_options(table, derate, dropped)
+        plan = resolve(table)
+    passed = all(v is None or v >= targets[t] for t, v in history[-1].items())
+    if not passed:
+        for t, v in history[-1].items():
+            if v is not None and v < targets[t]:
+                worst = min(
+                    (p for p in pools if p.served.get(_index(inst, t))),
+                    key=lambda p: p.attainment(_index(inst, t)),
+                )
+                why.append(
+                    f"{t}: {v:.4f} < {targets[t]:g} after {done} rounds "
+                    f"(worst pool {worst.option.key}: {worst.attainment(_index(inst, t)):.4f})"
+                )
+    record = ValidationRecord(
+        traces=traces,
+        policy=policy,
+        target={t: v for t, v in targets.items()},
+        rounds=done,
+        attainment=history[-1],
+        history=history,
+        derating=_per_option(plan, derate),
+        derating_by_type={t: round(f, 6) for t, f in derate.items()},
+        passed=passed,
+        message="; ".join(why) or None,
+    )
+    return plan.model_copy(update={"validation": record}), table
+
+
+def _per_option(plan: Plan, derate: dict[str, float]) -> dict[str, float]:
+    """Per option key of the plan: the smallest capacity factor its routed types were given."""
+    out: dict[str, float] = {}
+    for t, shares in plan.routing.items():
+        if t in derate:
+            for s in shares:
+                if s.fraction > 0:
+                    out[s.option.key] = round(min(out.get(s.option.key, 1.0), derate[t]), 6)
+    return dict(sorted(out.items()))
+
+
+def _index(inst: Instance, type_id: str) -> int:
+    return next(i for i, q in enumerate(inst.query_types) if q.id == type_id)
