@@ -118,12 +118,12 @@ def _what_if(
     inst: Instance, base_cost: float, method: str, seed: int, busiest_tier: str | None
 ) -> list[dict[str, Any]]:
     """Each scenario re-solved as a single-period plan at the peak window rates."""
-    from planner.multiperiod import peak_instance
+    from planner.multiperiod import peak_instance, with_rate
     from planner.solvers import solve
 
     peak = peak_instance(inst)
     scenarios: list[tuple[str, Instance]] = [("plan for the peak as is", peak)]
-    up = tuple(q.model_copy(update={"arrival_rate": q.arrival_rate * 1.2}) for q in peak.query_types)
+    up = tuple(with_rate(q, q.arrival_rate * 1.2) for q in peak.query_types)
     scenarios.append(("demand +20%", peak.model_copy(update={"query_types": up})))
     cheap = tuple(g.model_copy(update={"price_per_hour": g.price_per_hour * 0.9}) for g in peak.gpus)
     scenarios.append(("prices −10%", peak.model_copy(update={"gpus": cheap})))
