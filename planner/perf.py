@@ -73,6 +73,7 @@ fitted by least relative squares (:meth:`ReplicaModel.iteration_model`).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -313,9 +314,15 @@ class IterationTable:
             + self.context_s * context
         )
 
+    @functools.cached_property
+    def decode_base_s(self) -> np.ndarray:
+        """T_tok[D] + T_seq[D] + T_0 for D = 0 … max_num_seqs + 1 (the placement policies' hot path)."""
+        n = len(self.seq_s)
+        return self.token_s[:n] + self.seq_s + self.const_s
+
     def decode_time(self, decodes: np.ndarray | int, context: np.ndarray | float) -> np.ndarray | float:
         """A pure-decode iteration of ``decodes`` requests whose contexts sum to ``context`` tokens."""
-        return self.token_s[decodes] + self.seq_s[decodes] + self.const_s + self.context_s * context
+        return self.decode_base_s[decodes] + self.context_s * context
 
     def chunk_time(self, chunk: np.ndarray | int, cached: np.ndarray | float) -> np.ndarray | float:
         """One prefill chunk of ``chunk`` tokens over ``cached`` cached ones, alone in its iteration."""
