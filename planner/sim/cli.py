@@ -437,22 +437,11 @@ def scale_plan(
     staleness: float,
 ) -> list[dict[str, Any]]:
     """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
-    import numpy as np
-
-    from planner.sim.cluster import plan_routing
-    from planner.sim.engine import _SmoothWRR
     from planner.sim.scale import min_replicas
+    from planner.validation import split_by_plan
 
-    deployed, routing, _ = plan_routing(inst, plan)
-    routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
-    dest = np.full(len(reqs), -1)
-    for n, ty in enumerate(reqs.ty.tolist()):
-        if ty >= 0 and ty in routes:
-            k = routes[ty].pick()
-            dest[n] = -1 if k is None else k
     rows = []
-    for k, d in enumerate(deployed):
-        sub = reqs.subset(dest == k)
+    for d, sub in split_by_plan(inst, plan, reqs):
         if len(sub) == 0:
             continue
         for p in policies:
