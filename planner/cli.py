@@ -21,7 +21,7 @@ from planner import __version__
 from planner.errors import InputError
 from planner.fileio import JSON_SUFFIXES, YAML_SUFFIXES, dump_document, write_atomic
 from planner.loader import load_instance
-from planner.options import OptionTable, build_option_table
+from planner.options import OptionTable, build_option_table, needs_checks
 from planner.plan import Plan, plan_document, read_plan
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_NO_SOLUTION = 0, 1, 2, 3, 4
@@ -86,7 +86,8 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
             t.add_column(col, justify="right" if col in ("tp", "pp", "replicas", "gpus", "$/period") else "left")
         for d in plan.deployments:
             cost = inst.period_hours * inst.gpu(d.gpu).price_per_hour * d.gpus
-            t.add_row(d.model, d.gpu, str(d.tp), str(d.pp), str(d.replicas), str(d.gpus), _money(cost))
+            mbt = "" if d.max_num_batched_tokens is None else f" · mbt {d.max_num_batched_tokens}"
+            t.add_row(d.model, d.gpu + mbt, str(d.tp), str(d.pp), str(d.replicas), str(d.gpus), _money(cost))
         out.print(t)
         r = Table(title="routing")
         for col in ("query type", "option", "fraction", "ttft s", "tpot s", "e2e s"):
@@ -290,6 +291,7 @@ OPTION_COLUMNS = (
     "gpu",
     "tp",
     "pp",
+    "max_num_batched_tokens",
     "query_type",
     "candidate",
     "eligible",
@@ -313,6 +315,7 @@ def option_records(table: OptionTable) -> list[dict[str, Any]]:
                 "gpu": r.option.gpu,
                 "tp": r.option.tp,
                 "pp": r.option.pp,
+                "max_num_batched_tokens": r.option.budget,
                 "query_type": r.query_type,
                 "candidate": r.candidate,
                 "eligible": r.eligible,
@@ -356,7 +359,7 @@ def options(
     t = Table(
         title=f"options of {table.instance.name}: {sum(r['eligible'] for r in recs)} eligible of {len(recs)} rows"
     )
-    for col in ("option", "type", "ok", "rps", "ttft s", "tpot s", "e2e s", "batch", "why not"):
+    for col in ("option", "type", "ok", "rps", "ttft s", "tpot s", "e2e s", "batch", "source", "why not"):
         t.add_column(col, overflow="fold")
 
     def f(v: float | None) -> str:
@@ -364,7 +367,8 @@ def options(
 
     for r in shown:
         t.add_row(
-            f"{r['model']}/{r['gpu']}/tp{r['tp']}/pp{r['pp']}",
+            f"{r['model']}/{r['gpu']}/tp{r['tp']}/pp{r['pp']}"
+            + ("" if r["max_num_batched_tokens"] is None else f"/mbt{r['max_num_batched_tokens']}"),
             r["query_type"],
             "yes" if r["eligible"] else "no",
             f(r["throughput_rps"]),
@@ -372,9 +376,15 @@ def options(
             f(r["tpot_s"]),
             f(r["e2e_s"]),
             "-" if r["batch"] is None else str(r["batch"]),
+            r["source"],
             r["reason"],
         )
     out.print(t)
+    if needs_checks(table):
+        out.print(
+            "model-estimate rows are the analytic estimate; a solve simulates the pairs it uses "
+            "(source: simulated), see planner/capacity.py"
+        )
     hidden = len(recs) - len(shown)
     if hidden:
         out.print(f"({hidden} rows that are not candidates hidden; --all shows them, --csv writes everything)")
