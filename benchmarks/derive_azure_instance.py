@@ -109,13 +109,20 @@ def main() -> None:
     print()
     print("# query_types figures (arrival_rate rounded to 3 decimals, tokens to integers; the")
     print("# percentiles feed the attainment capacity model's length distributions, planner/lengths.py):")
-    for r in rows:
-        print(f"  - id: {r['type']}\n    arrival_rate: {r['rate_rps']:.3f}")
+    print_query_types(rows)
+
+
+def print_query_types(rows: list[dict[str, float | int | str]], comments: list[str] | None = None) -> None:
+    """The rows as YAML query_type entries (rate, burst and length percentiles); also used by
+    derive_mooncake_instance.py."""
+    for n, r in enumerate(rows):
+        note = f"    # {comments[n]}" if comments else ""
+        print(f"  - id: {r['type']}{note}\n    arrival_rate: {r['rate_rps']:.3f}")
         print(f"    arrival_rate_p90: {r['rate_p90']:.3f}\n    arrival_rate_p99: {r['rate_p99']:.3f}")
         for side, key in (("in", "input_tokens"), ("out", "output_tokens")):
-            print(f"    {key}: {round(r[side + '_mean'])}")
+            print(f"    {key}: {round(float(r[side + '_mean']))}")
             for p in ("p50", "p90", "p99"):
-                print(f"    {key}_{p}: {round(r[f'{side}_{p}'])}")
+                print(f"    {key}_{p}: {round(float(r[f'{side}_{p}']))}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from derive_azure_instance import print_query_types
 
 FILE = "mooncake_conversation_trace.jsonl"
 NAMES = ("chat-8k", "long-32k", "doc-128k")
@@ -113,15 +114,7 @@ def main() -> None:
     print(table.round(3).to_string())
     print()
     print("# query_types figures (arrival rates rounded to 3 decimals, tokens to integers):")
-    for r in rows[1:]:
-        print(f"  - id: {r['type']}    # {r['rows']} of {len(df)} rows")
-        print(f"    arrival_rate: {r['rate_rps']:.3f}")
-        print(f"    arrival_rate_p90: {r['rate_p90']:.3f}")
-        print(f"    arrival_rate_p99: {r['rate_p99']:.3f}")
-        for side, key in (("in", "input_tokens"), ("out", "output_tokens")):
-            print(f"    {key}: {round(r[side + '_mean'])}")
-            for p in ("p50", "p90", "p99"):
-                print(f"    {key}_{p}: {round(r[f'{side}_{p}'])}")
+    print_query_types(rows[1:], [f"{r['rows']} of {len(df)} rows" for r in rows[1:]])
 
 
 if __name__ == "__main__":
