@@ -115,11 +115,7 @@ def job(args: tuple[str, Path, Any, int, Any]) -> dict[str, Any]:
     q = inst.query_types[ty]
     t0 = time.perf_counter()
     engine = capacity.Engine.of(replica_model(inst, option), option)
-    _, i2, o2 = capacity.samples(inst, option, ty, capacity.ESTIMATE_REQUESTS)
-    limits = capacity._limits(q, q.slo.tpot_s or math.inf)
-    est = capacity.estimate_figures(
-        engine, i2, o2, limits, TARGET, capacity.rate_factors(q, ty, inst.arrival_window_s)
-    ).rate_rps
+    est = capacity.estimate(inst, engine, option, ty, TARGET).rate_rps
     sim = capacity.measure_many(inst, [capacity.make_key(inst, option, ty, TARGET)], workers=1)
     planner_rate = next(iter(sim.values())).rate_rps
     ref = trace_capacity(inst, option, ty, sub, planner_rate or est or 1.0)

@@ -16,20 +16,22 @@ first 5% left out as warm-up; the rate is bracketed around the analytic estimate
 bisection on log r (attainment falls with the rate) to 4%. Results are cached in memory and on
 disk (:func:`_disk_dir`), keyed by everything they depend on.
 
-Bounds, for the solvers' lazy loop (:func:`planner.solvers.solve`)
-    Before a pair is simulated the option table carries figures that are optimistic in every
-    coefficient, so a solve on them is a relaxation:
+Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
+    Simulating every pair would take minutes to hours, so the option table starts from the
+    analytic estimate of :func:`estimate_figures` (``source: model-estimate``) and a solve
+    simulates only the pairs its solution uses. The estimate is not a bound: a pair whose estimate
+    is too low may never be simulated, so a plan is optimal for the table it was solved on (its
+    pairs simulated, the others estimated), not for a fully simulated one. Two cheap figures frame
+    it (:func:`bound_figures`): the idle ceiling (share of requests meeting every limit alone on a
+    replica; below the target the pair is not eligible) and the rate bound
         r̄ = min( 1 / E[T_pf(I)],  B̄ / (E[O] · t_dec(B̄)) )
-    (every prompt token needs its prefill work, and no iteration is faster than the decode-only
-    step of its decodes; B̄ = min(max_num_seqs, KV / E[I + O]) the largest batch), the idle-replica
-    latencies at the target quantile (no load adds nothing), and eligibility when the idle ceiling
-    (share of requests meeting the SLO alone on a replica) reaches the target. Once every pair a
-    solution uses has been simulated, that solution is optimal for the fully simulated table.
+    (prefill work alone, and decode-only steps at the largest batch B̄ = min(max_num_seqs,
+    KV / E[I + O])), the top of the estimate's and the search's rate range.
 
-Limits (stated, not hidden): arrivals are Poisson and the two lengths independent; a pool of
-y replicas is planned as y times one replica (JSQ over y replicas does at least as well on a
-Poisson stream); types sharing a pool share it in proportion to their loads, each against its own
-measured rate, under the tightest TPOT among them (:mod:`planner.options`).
+Limits (stated, not hidden): arrivals are Poisson within windows, the windows independent, and
+the two lengths independent; a pool of y replicas is planned as y times one replica (JSQ pooling
+is not credited); types sharing a pool share it in proportion to their loads, each against its
+own measured rate (a pool mixing TPOT limits is not held to the tightest of them yet).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Capacity:
     attainment: float  # measured at rate_rps (the ceiling when rate_rps is 0)
     ceiling: float  # share meeting every limit alone on an idle replica
     max_num_seqs: int
-    simulated: bool  # False: the optimistic bound of the module docstring
+    simulated: bool  # False: the analytic estimate (or the idle ceiling's verdict) of the module docstring
     reason: str = ""
 
 
@@ -83,7 +85,6 @@ class Key:
     option: Option
     type_index: int
     target: float
-    tpot_limit: float  # the pool's TPOT limit (the type's own, or a tighter one it shares with)
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,8 @@ def arrival_times(gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: 
     return j * window_s + (a - start_mass) / (rate * np.maximum(f, 1e-12))
 
 
-def _limits(q: QueryType, tpot_limit: float) -> tuple[float, float, float]:
-    return (q.slo.ttft_s or math.inf, tpot_limit, q.slo.e2e_s or math.inf)
+def _limits(q: QueryType) -> tuple[float, float, float]:
+    return (q.slo.ttft_s or math.inf, q.slo.tpot_s or math.inf, q.slo.e2e_s or math.inf)
 
 
 def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -261,7 +262,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     q = inst.query_types[key.type_index]
     engine = Engine.of(replica_model(inst, key.option), key.option)
     gaps, inp, out = samples(inst, key.option, key.type_index, requests)
-    limits = _limits(q, key.tpot_limit)
+    limits = _limits(q)
     bound = bound_figures(engine, inp, out, limits, key.target)
     if bound.rate_rps <= 0:
         return bound
@@ -273,10 +274,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.
-    _, i_est, o_est = samples(inst, key.option, key.type_index, ESTIMATE_REQUESTS)
-    est = estimate_figures(
-        engine, i_est, o_est, limits, key.target, rate_factors(q, key.type_index, inst.arrival_window_s)
-    ).rate_rps
+    est = estimate(inst, engine, key.option, key.type_index, key.target).rate_rps
     top = bound.rate_rps
     guess = est if est > 0 else top / 64
     lo, hi = min(guess / 2, top), min(guess * 2, top)
@@ -315,15 +313,15 @@ def _quantiles(res: np.ndarray, target: float) -> tuple[float, float, float]:
 def bound_figures(
     engine: Engine, inp: np.ndarray, out: np.ndarray, limits: tuple[float, float, float], target: float
 ) -> Capacity:
-    """The optimistic figures of the module docstring (no simulation)."""
+    """The idle ceiling and rate bound of the module docstring (no simulation); a pair whose
+    ceiling misses the target gets rate 0 and the reason."""
     tab = engine.timing
     max_len = engine.max_len
     ok_len = (inp < max_len) & (inp + 1 <= engine.kv_capacity)
     i = np.minimum(inp, max_len - 1)
     o = np.minimum(out, np.maximum(max_len - i, 1))
-    ttft = np.asarray(tab.prefill_time(i), float)
+    ttft, dec = tab.idle_request(i, o)
     steps = np.maximum(o - 1, 0)
-    dec = steps * tab.decode_time(1, 0.0) + tab.context_s * (steps * i + steps * (steps + 1) / 2.0)
     tpot = np.where(steps > 0, dec / np.maximum(steps, 1), 0.0)
     res = np.stack([np.where(ok_len, ttft, np.nan), tpot, ttft + dec], axis=1)
     ceiling = float(_met(res, limits).mean())
@@ -465,7 +463,9 @@ def estimate_figures(
     if good.size == 0:
         return Capacity(
             0.0,
-            *bnd_figs(bnd),
+            bnd.ttft_s,
+            bnd.tpot_s,
+            bnd.e2e_s,
             float(att[0]),
             bnd.ceiling,
             engine.max_num_seqs,
@@ -494,48 +494,22 @@ def estimate_figures(
     )
 
 
-def bnd_figs(c: Capacity) -> tuple[float, float, float]:
-    return c.ttft_s, c.tpot_s, c.e2e_s
+def estimate(inst: Instance, engine: Engine, option: Option, type_index: int, target: float) -> Capacity:
+    """The analytic estimate of a pair on its type's estimate samples and burst profile."""
+    q = inst.query_types[type_index]
+    _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
+    return estimate_figures(engine, inp, out, _limits(q), target, rate_factors(q, type_index, inst.arrival_window_s))
 
 
-def table_figures(
-    inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_limit: float | None = None
-) -> Capacity:
+def table_figures(inst: Instance, engine: Engine, option: Option, type_index: int, target: float) -> Capacity:
     """The table's figures of a pair before a solution uses it: the cached simulated ones, else
     the analytic estimate."""
-    key = make_key(inst, option, type_index, target, tpot_limit)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
-    q = inst.query_types[type_index]
-    return estimate_figures(
-        engine, inp, out, _limits(q, key.tpot_limit), target, rate_factors(q, type_index, inst.arrival_window_s)
-    )
+    hit = _CACHE.get(make_key(inst, option, type_index, target))
+    return hit if hit is not None else estimate(inst, engine, option, type_index, target)
 
 
-def bound_of(
-    inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_limit: float | None = None
-) -> Capacity:
-    """The table's figures of a pair before simulation: the cached simulated ones, else the bound."""
-    key = make_key(inst, option, type_index, target, tpot_limit)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    _, inp, out = samples(inst, option, type_index)
-    return bound_figures(engine, inp, out, _limits(inst.query_types[type_index], key.tpot_limit), target)
-
-
-def make_key(inst: Instance, option: Option, type_index: int, target: float, tpot_limit: float | None = None) -> Key:
-    q = inst.query_types[type_index]
-    own = q.slo.tpot_s or math.inf
-    return Key(
-        fingerprint(inst, option, type_index), option, type_index, float(target), min(own, tpot_limit or math.inf)
-    )
-
-
-def cached(key: Key) -> Capacity | None:
-    return _CACHE.get(key)
+def make_key(inst: Instance, option: Option, type_index: int, target: float) -> Key:
+    return Key(fingerprint(inst, option, type_index), option, type_index, float(target))
 
 
 def _measure_job(args: tuple[Instance, Key]) -> tuple[Key, Capacity]:

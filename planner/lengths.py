@@ -61,9 +61,6 @@ class LengthDistribution:
         q = np.maximum(np.round(self.quantile(u)), 1.0).astype(np.int64)
         return q[rng.permutation(n)]
 
-    def percentile(self, p: float) -> float:
-        return float(self.quantile(np.array([p]))[0])
-
     @classmethod
     def of(
         cls,

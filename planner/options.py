@@ -63,7 +63,7 @@ class Row:
     eligible: bool
     reason: str
     source: str  # "model", "table", "measured" (a performance entry overriding the model),
-    # "model-bound" / "simulated" (attainment targets: planner.capacity)
+    # "model-estimate" / "simulated" (attainment targets: planner.capacity)
     throughput_rps: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
@@ -214,10 +214,7 @@ def _attainment_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
                 why = f"input+output {total:.0f} tokens > max context {m.max_context_tokens}"
                 rows[opt, q.id] = Row(opt, q.id, False, False, why, "model", kv_capacity_tokens=kv)
                 continue
-            target = inst.attainment(q)
-            if target is None:  # a type under mean semantics in an attainment instance
-                target = 0.5
-            cap = capacity.table_figures(inst, engine, opt, j, target)
+            cap = capacity.table_figures(inst, engine, opt, j, _target(inst, q))
             rows[opt, q.id] = _capacity_row(opt, q, cap, kv)
     return rows
 
@@ -287,13 +284,20 @@ class OptionTable:
         return [r for r in self.rows if r.eligible]
 
 
+def _target(inst: Instance, q: QueryType) -> float:
+    """Attainment target of type q in an attainment-mode table (a type that keeps mean semantics
+    there is measured at the median)."""
+    target = inst.attainment(q)
+    return 0.5 if target is None else target
+
+
 def needs_checks(table: OptionTable) -> bool:
-    """Does the table still hold optimistic bounds (attainment mode) that a solution must check?"""
+    """Does the table still hold analytic estimates (attainment mode) that a solution must check?"""
     return any(r.source == "model-estimate" and r.eligible for r in table.rows)
 
 
 def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> OptionTable:
-    """The table with the given (option, type) pairs' bounds replaced by simulated capacities
+    """The table with the given (option, type) pairs' estimates replaced by simulated capacities
     (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing)."""
     from planner import capacity
 
@@ -304,8 +308,7 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
         row = table.row(o, t)
         if row is None or row.source != "model-estimate":
             continue
-        target = inst.attainment(inst.query_types[index[t]])
-        keys[o, t] = capacity.make_key(inst, o, index[t], target if target is not None else 0.5)
+        keys[o, t] = capacity.make_key(inst, o, index[t], _target(inst, inst.query_types[index[t]]))
     if not keys:
         return table
     caps = capacity.measure_many(inst, keys.values())

@@ -336,6 +336,15 @@ class IterationTable:
             + (self.cached_chunk_s * c + self.cached_s) * cached
         )
 
+    def idle_request(self, prompt: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(TTFT, decode time after the first token) of requests alone on an idle engine: the
+        chunked prefill, then O − 1 single-decode steps at contexts I + 1 … I + O − 1."""
+        steps = np.maximum(np.asarray(output) - 1, 0)
+        prompt = np.asarray(prompt)
+        ttft = np.asarray(self.prefill_time(prompt), float)
+        dec = steps * self.decode_time(1, 0.0) + self.context_s * (steps * prompt + steps * (steps + 1) / 2.0)
+        return ttft, dec
+
     def prefill_time(self, prompt: np.ndarray | int) -> np.ndarray | float:
         """An idle engine's time to prefill ``prompt`` tokens in chunks of at most ``budget``, in closed
         form: n full chunks (chunk j sees j·B cached tokens) and a remainder over n·B."""
@@ -701,12 +710,12 @@ class ReplicaModel:
         tokens = sum(c for c, _ in chunks) + decodes
         seqs = decodes + len(chunks)
         q = self.q
-        one = np.asarray(0.0)
-        base = self._attention(one, one, np.asarray(float(decodes)), np.asarray(ctx))
+        zero = np.asarray(0.0)
+        base = self._attention(zero, zero, np.asarray(float(decodes)), np.asarray(ctx))
         extra = sum(
             float(
-                self._attention(np.asarray(float(c)), np.asarray(float(k)), one, one)
-                - self._attention(one, one, one, one)
+                self._attention(np.asarray(float(c)), np.asarray(float(k)), zero, zero)
+                - self._attention(zero, zero, zero, zero)
             )
             for c, k in chunks
         )

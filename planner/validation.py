@@ -90,10 +90,14 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int]) -> PoolReplay:
 
 
 def replay(
-    inst: Instance, plan: Plan, reqs: Any, policy: str = "jsq", seed: int = 0, workers: int | None = None
+    inst: Instance,
+    shares: list[tuple[Deployment, Any]],
+    policy: str = "jsq",
+    seed: int = 0,
+    workers: int | None = None,
 ) -> list[PoolReplay]:
-    """Every pool of the plan on its share of the trace (step 1 of the module docstring)."""
-    jobs = [(inst, d, sub, policy, seed) for d, sub in split_by_plan(inst, plan, reqs) if len(sub)]
+    """Every pool on its share of the trace (:func:`split_by_plan`; step 1 of the module docstring)."""
+    jobs = [(inst, d, sub, policy, seed) for d, sub in shares if len(sub)]
     n = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
     if n > 1 and len(jobs) > 1:
         import multiprocessing
@@ -133,7 +137,8 @@ def validate(
     done = 0
     while True:
         done += 1
-        pools = replay(inst, plan, reqs, policy, seed)
+        shares = split_by_plan(inst, plan, reqs)
+        pools = replay(inst, shares, policy, seed)
         att = type_attainment(inst, pools)
         history.append({t: None if v is None else round(v, 6) for t, v in att.items()})
         failing = [
@@ -141,7 +146,7 @@ def validate(
         ]
         if not failing or done >= rounds or not plan.has_solution:
             break
-        shares = {d.option: sub for d, sub in split_by_plan(inst, plan, reqs)}
+        share_of = {d.option: sub for d, sub in shares}
         step: dict[str, float] = {}
         for p in failing:
             missed = [
@@ -151,7 +156,7 @@ def validate(
             ]
             target = min(targets[t] for t in missed)
             res = min_replicas(
-                inst, p.option, shares[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
+                inst, p.option, share_of[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
             )
             if res.replicas is None:
                 dropped.update((p.option, t) for t in missed)

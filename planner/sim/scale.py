@@ -130,10 +130,8 @@ def ceiling(inst: Instance, option: Option, reqs: Requests, max_num_seqs: int | 
     ctx = spec.max_context or np.iinfo(np.int64).max
     ok_len = (inp < ctx) & (inp + 1 <= spec.kv_capacity)
     out = np.minimum(out, np.maximum(ctx - inp, 1))
-    # Chunked prefill on an idle worker, then decode steps k = 1..O−1 alone at context I + k.
-    ttft = tab.prefill_time(inp)
+    ttft, dec = tab.idle_request(inp, out)
     steps = np.maximum(out - 1, 0)
-    dec = steps * tab.decode_time(1, 0.0) + tab.context_s * (steps * inp + steps * (steps + 1) / 2.0)
     tpot = np.where(steps > 0, dec / np.maximum(steps, 1), 0.0)
     lim = np.asarray(slos)[ty]
     meets = ok_len & (ttft <= lim[:, 0]) & (tpot <= lim[:, 1]) & (ttft + dec <= lim[:, 2])

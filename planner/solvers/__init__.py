@@ -52,12 +52,13 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
     """Solve ``inst`` with a registered method; the option table is built once and shared. An
     instance with ``scaling`` windows is planned per window (multi-period milp or agh).
 
-    With attainment targets (model mode) the table starts with optimistic bounds
+    With attainment targets (model mode) the table starts with analytic estimates
     (:mod:`planner.capacity`), and solving is lazy: solve, simulate every pair the solution uses
-    that is still a bound, re-solve, until the solution uses only simulated pairs. Each round
-    simulates at least one new pair, so the loop ends; since every bound is optimistic in every
-    coefficient, each round's problem relaxes the fully simulated one, and the last round's
-    proven bound is a bound of it: an optimal last round is optimal for the simulated table."""
+    that is still an estimate, re-solve, until the solution uses only simulated pairs. Each round
+    simulates at least one new pair, so the loop ends. The last round's status, bound and gap are
+    those of its table: the pairs the plan uses simulated, the others estimated. The estimates are
+    not bounds, so "optimal" is not a claim about a fully simulated table; the plan's message says
+    so."""
     table = table or build_option_table(inst)
     solver = method(method_name, table.instance.scaling is not None)
     if not needs_checks(table):
@@ -80,6 +81,9 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
         checked += len(todo)
     if not rounds:
         return plan
-    note = f"capacity: {checked} (option, type) pairs simulated in {rounds} lazy rounds"
+    note = (
+        f"capacity: {checked} (option, type) pairs simulated in {rounds} lazy rounds; status and bound"
+        " hold for the table with the plan's pairs simulated and the rest estimated"
+    )
     message = f"{plan.message}; {note}" if plan.message else note
     return plan.model_copy(update={"solve_seconds": round(time.perf_counter() - start, 4), "message": message})
