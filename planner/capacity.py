@@ -31,7 +31,9 @@ Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
 Limits (stated, not hidden): arrivals are Poisson within windows, the windows independent, and
 the two lengths independent; a pool of y replicas is planned as y times one replica (JSQ pooling
 is not credited); types sharing a pool share it in proportion to their loads, each against its
-own measured rate (a pool mixing TPOT limits is not held to the tightest of them yet).
+measured rate with its TPOT held to the tightest limit among the pool's types (``Key.tpot_s``;
+the rule is :mod:`planner.options`' shared-pool rows). A mixed pool's interference beyond that
+(one type's long prompts delaying another's first tokens) is not modelled.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class Key:
     option: Option
     type_index: int
     target: float
+    # A TPOT limit tighter than the type's own: the type's capacity in a pool shared with a type
+    # whose TPOT SLO is tighter (every running decode advances at the pool's iteration pace).
+    tpot_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -222,8 +227,10 @@ def arrival_times(gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: 
     return j * window_s + (a - start_mass) / (rate * np.maximum(f, 1e-12))
 
 
-def _limits(q: QueryType) -> tuple[float, float, float]:
-    return (q.slo.ttft_s or math.inf, q.slo.tpot_s or math.inf, q.slo.e2e_s or math.inf)
+def _limits(q: QueryType, tpot_s: float | None = None) -> tuple[float, float, float]:
+    """(ttft, tpot, e2e) limits of type q, its TPOT held to ``tpot_s`` when that is tighter."""
+    tpot = min(q.slo.tpot_s or math.inf, tpot_s if tpot_s is not None else math.inf)
+    return (q.slo.ttft_s or math.inf, tpot, q.slo.e2e_s or math.inf)
 
 
 def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -262,7 +269,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     q = inst.query_types[key.type_index]
     engine = Engine.of(replica_model(inst, key.option), key.option)
     gaps, inp, out = samples(inst, key.option, key.type_index, requests)
-    limits = _limits(q)
+    limits = _limits(q, key.tpot_s)
     bound = bound_figures(engine, inp, out, limits, key.target)
     if bound.rate_rps <= 0:
         return bound
@@ -274,7 +281,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.
-    est = estimate(inst, engine, key.option, key.type_index, key.target).rate_rps
+    est = estimate(inst, engine, key.option, key.type_index, key.target, key.tpot_s).rate_rps
     top = bound.rate_rps
     guess = est if est > 0 else top / 64
     lo, hi = min(guess / 2, top), min(guess * 2, top)
@@ -494,22 +501,28 @@ def estimate_figures(
     )
 
 
-def estimate(inst: Instance, engine: Engine, option: Option, type_index: int, target: float) -> Capacity:
-    """The analytic estimate of a pair on its type's estimate samples and burst profile."""
+def estimate(
+    inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_s: float | None = None
+) -> Capacity:
+    """The analytic estimate of a pair on its type's estimate samples and burst profile (its TPOT
+    held to ``tpot_s`` when that is tighter than its own limit)."""
     q = inst.query_types[type_index]
     _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
-    return estimate_figures(engine, inp, out, _limits(q), target, rate_factors(q, type_index, inst.arrival_window_s))
+    factors = rate_factors(q, type_index, inst.arrival_window_s)
+    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors)
 
 
-def table_figures(inst: Instance, engine: Engine, option: Option, type_index: int, target: float) -> Capacity:
+def table_figures(
+    inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_s: float | None = None
+) -> Capacity:
     """The table's figures of a pair before a solution uses it: the cached simulated ones, else
     the analytic estimate."""
-    hit = _CACHE.get(make_key(inst, option, type_index, target))
-    return hit if hit is not None else estimate(inst, engine, option, type_index, target)
+    hit = _CACHE.get(make_key(inst, option, type_index, target, tpot_s))
+    return hit if hit is not None else estimate(inst, engine, option, type_index, target, tpot_s)
 
 
-def make_key(inst: Instance, option: Option, type_index: int, target: float) -> Key:
-    return Key(fingerprint(inst, option, type_index), option, type_index, float(target))
+def make_key(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Key:
+    return Key(fingerprint(inst, option, type_index), option, type_index, float(target), tpot_s)
 
 
 def _measure_job(args: tuple[Instance, Key]) -> tuple[Key, Capacity]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.options import Option, OptionTable, build_option_table, check_pairs, needs_checks
+from planner.options import Option, OptionTable, build_option_table, check_pairs, needs_checks, tpot_limit
 from planner.plan import Cost, Plan, Replicas, Routing, Unserved, plan_cost, plan_pairs, plan_solution
 from planner.problem import Instance, QueryType
 
@@ -147,6 +147,43 @@ def _check_capacity(inst: Instance, table: OptionTable, y: Replicas, x: Routing,
                 "capacity",
                 f"{o.key}: load {need:.6g} replicas > max_utilization {inst.max_utilization} × {y.get(o, 0)} replicas",
             )
+    _check_shared_tpot(inst, table, y, x, rep)
+
+
+def _check_shared_tpot(inst: Instance, table: OptionTable, y: Replicas, x: Routing, rep: CheckReport) -> None:
+    """The shared-pool rule (:mod:`planner.options`, attainment tables): for every option k and every
+    TPOT limit τ_j of a type j routed there, Σ_i λ_i·x[i,k] / thr[i,k | tpot ≤ τ_j] ≤ max_utilization·y[k],
+    where a type whose own limit is looser is held to τ_j (its ``tight`` row; a type with none
+    cannot share a pool with j)."""
+    if not table.tight:
+        return
+    types = {q.id: q for q in inst.query_types}
+    routed: dict[Option, dict[str, float]] = {}
+    for t, shares in x.items():
+        for o, v in shares.items():
+            if v > ABS_TOL and t in types:
+                routed.setdefault(o, {})[t] = v
+    for o, members in routed.items():
+        for lvl in sorted({tpot_limit(types[t]) for t in members}):
+            tighter = [t for t in members if tpot_limit(types[t]) == lvl]
+            need = 0.0
+            for t, v in members.items():
+                row = table.row(o, t) if tpot_limit(types[t]) <= lvl else table.tight.get((o, t, lvl))
+                if row is None or not row.eligible or not row.throughput_rps:
+                    if tpot_limit(types[t]) > lvl:
+                        rep.add(
+                            "capacity",
+                            f"{o.key}: {t} shares the pool with {tighter[0]} but cannot meet its TPOT limit {lvl:g} s",
+                        )
+                    continue
+                need += types[t].arrival_rate * v / row.throughput_rps
+            have = inst.max_utilization * y.get(o, 0)
+            if lvl < max(tpot_limit(types[t]) for t in members) and need > have * (1 + REL_TOL) + ABS_TOL:
+                rep.add(
+                    "capacity",
+                    f"{o.key}: load {need:.6g} replicas with every type held to {tighter[0]}'s TPOT limit "
+                    f"{lvl:g} s > max_utilization {inst.max_utilization} × {y.get(o, 0)} replicas",
+                )
 
 
 def _check_accuracy(inst: Instance, x: Routing, rep: CheckReport) -> None:

@@ -14,6 +14,17 @@ error[i,k]         e[model(k)][i]                                      error rat
 =================  ==========================================================================
 
 A pair is *eligible* when it is a candidate and its ttft_s, tpot_s and e2e_s meet type i's SLO.
+
+**Shared pools at attainment targets.** Every running decode of a replica advances at the pace of
+its iterations, so a pool that serves a type j with a tight TPOT limit τ_j holds every type i it
+serves to min(τ_i, τ_j). For each option k and each pair of eligible types with τ_i > τ_j the table
+also holds type i's capacity at TPOT limit τ_j (``tight``; estimated, then simulated when a
+solution uses it) and its coefficient
+
+    tight_load[j,i,k]   λ_i / throughput_rps[i,k | tpot ≤ τ_j]     (None: i cannot meet τ_j on k)
+
+which the solvers and the checker use for every pool that serves j (:mod:`planner.solvers.milp`).
+Mean-latency mode and table mode keep one figure per pair (their meaning is the paper's).
 """
 
 from __future__ import annotations
@@ -134,7 +145,14 @@ def replica_params(inst: Instance, option: Option) -> PerfParams:
     return p.model_copy(update={"prefill_chunk_tokens": option.budget})
 
 
-def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
+Tight = dict[tuple[Option, str, float], Row]  # (option, type, TPOT limit) → the type's row held to it
+
+
+def tpot_limit(q: QueryType) -> float:
+    return q.slo.tpot_s if q.slo.tpot_s is not None else math.inf
+
+
+def _model_rows(inst: Instance) -> tuple[dict[tuple[Option, str], Row], Tight]:
     if any(inst.attainment(q) is not None for q in inst.query_types):
         return _attainment_rows(inst)
     rows: dict[tuple[Option, str], Row] = {}
@@ -182,16 +200,18 @@ def _model_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
                 int(f.batch[j]),
                 kv,
             )
-    return rows
+    return rows, {}
 
 
-def _attainment_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
+def _attainment_rows(inst: Instance) -> tuple[dict[tuple[Option, str], Row], Tight]:
     """Rows at attainment targets: each candidate pair starts with the analytic estimate of
     :mod:`planner.capacity` (``source: model-estimate``); :func:`check_pairs` replaces the pairs a
-    solution uses with simulated figures (``source: simulated``)."""
+    solution uses with simulated figures (``source: simulated``). Also the rows of types held to a
+    tighter TPOT limit of another type eligible on the same option (module docstring)."""
     from planner import capacity
 
     rows: dict[tuple[Option, str], Row] = {}
+    tight: Tight = {}
     types = inst.query_types
     for opt in model_options(inst):
         m, g = inst.model(opt.model), inst.gpu(opt.gpu)
@@ -216,7 +236,14 @@ def _attainment_rows(inst: Instance) -> dict[tuple[Option, str], Row]:
                 continue
             cap = capacity.table_figures(inst, engine, opt, j, _target(inst, q))
             rows[opt, q.id] = _capacity_row(opt, q, cap, kv)
-    return rows
+        eligible = [j for j, q in enumerate(types) if rows[opt, q.id].eligible]
+        for lvl in sorted({tpot_limit(types[j]) for j in eligible}):
+            for i in eligible:
+                q = types[i]
+                if tpot_limit(q) > lvl:
+                    cap = capacity.table_figures(inst, engine, opt, i, _target(inst, q), lvl)
+                    tight[opt, q.id, lvl] = _capacity_row(opt, q, cap, kv)
+    return rows, tight
 
 
 def _capacity_row(opt: Option, q: QueryType, cap: Any, kv: int | None) -> Row:
@@ -261,6 +288,9 @@ class OptionTable:
     # lazy solve replaces estimates with simulated figures.
     derate: dict[str, float] = field(default_factory=dict)
     dropped: set[tuple[Option, str]] = field(default_factory=set)
+    # Shared pools (module docstring): rows held to another type's tighter TPOT, and their loads.
+    tight: Tight = field(default_factory=dict)
+    tight_load: dict[tuple[int, int, int], float | None] = field(default_factory=dict)
 
     def row(self, option: Option, type_id: str) -> Row | None:
         return self.by_key.get((option, type_id))
@@ -293,36 +323,57 @@ def _target(inst: Instance, q: QueryType) -> float:
 
 def needs_checks(table: OptionTable) -> bool:
     """Does the table still hold analytic estimates (attainment mode) that a solution must check?"""
-    return any(r.source == "model-estimate" and r.eligible for r in table.rows)
+    rows = [*table.rows, *table.tight.values()]
+    return any(r.source == "model-estimate" and r.eligible for r in rows)
 
 
-def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> OptionTable:
+def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]], dry_run: bool = False) -> OptionTable:
     """The table with the given (option, type) pairs' estimates replaced by simulated capacities
-    (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing)."""
+    (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing), and, for options
+    that serve several of the types, those types' rows held to each other's tighter TPOT limits.
+    The same table object when nothing is left to simulate; with ``dry_run`` a copy (and no
+    simulation) when something is."""
     from planner import capacity
 
     inst = table.instance
     index = {q.id: j for j, q in enumerate(inst.query_types)}
-    keys = {}
+    pairs = set(pairs)
+    keys: dict[tuple[Option, str, float | None], Any] = {}
     for o, t in pairs:
         row = table.row(o, t)
         if row is None or row.source != "model-estimate":
             continue
-        keys[o, t] = capacity.make_key(inst, o, index[t], _target(inst, inst.query_types[index[t]]))
+        keys[o, t, None] = capacity.make_key(inst, o, index[t], _target(inst, inst.query_types[index[t]]))
+    # A pool that serves several types holds each to the tightest TPOT among them.
+    levels: dict[Option, set[float]] = {}
+    for o, t in pairs:
+        levels.setdefault(o, set()).add(tpot_limit(inst.query_types[index[t]]))
+    for o, t in pairs:
+        q = inst.query_types[index[t]]
+        for lvl in levels[o]:
+            row = table.tight.get((o, t, lvl))
+            if lvl < tpot_limit(q) and row is not None and row.source == "model-estimate":
+                keys[o, t, lvl] = capacity.make_key(inst, o, index[t], _target(inst, q), lvl)
     if not keys:
         return table
+    if dry_run:
+        return replace(table)
     caps = capacity.measure_many(inst, keys.values())
     rows = dict(table.by_key)
-    for (o, t), key in keys.items():
-        old = rows[o, t]
+    tight = dict(table.tight)
+    for (o, t, lvl), key in keys.items():
+        old = rows[o, t] if lvl is None else tight[o, t, lvl]
         row = _capacity_row(o, inst.query_types[index[t]], caps[key], old.kv_capacity_tokens)
         if (o, t) in table.dropped:
             row = replace(row, eligible=False, reason=old.reason)
         elif t in table.derate and row.throughput_rps is not None:
             row = replace(row, throughput_rps=row.throughput_rps * table.derate[t])
-        rows[o, t] = row
+        if lvl is None:
+            rows[o, t] = row
+        else:
+            tight[o, t, lvl] = row
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    out = _with_coefficients(inst, ordered, rows)
+    out = _with_coefficients(inst, ordered, rows, tight)
     out.derate, out.dropped = dict(table.derate), set(table.dropped)
     return out
 
@@ -336,16 +387,19 @@ def derate_options(
     dropped = dropped or set()
     if not by_type and not dropped:
         return table
-    rows = dict(table.by_key)
-    for (o, t), r in table.by_key.items():
+    def derated(o: Option, t: str, r: Row) -> Row:
         if not r.eligible or r.throughput_rps is None:
-            continue
+            return r
         if (o, t) in dropped:
-            rows[o, t] = replace(r, eligible=False, reason="validation: misses its target at any replica count")
-        elif by_type.get(t, 1.0) != table.derate.get(t, 1.0):  # factors are cumulative from the base table
-            rows[o, t] = replace(r, throughput_rps=r.throughput_rps * by_type[t] / table.derate.get(t, 1.0))
+            return replace(r, eligible=False, reason="validation: misses its target at any replica count")
+        if by_type.get(t, 1.0) != table.derate.get(t, 1.0):  # factors are cumulative from the base table
+            return replace(r, throughput_rps=r.throughput_rps * by_type[t] / table.derate.get(t, 1.0))
+        return r
+
+    rows = {(o, t): derated(o, t, r) for (o, t), r in table.by_key.items()}
+    tight = {(o, t, lvl): derated(o, t, r) for (o, t, lvl), r in table.tight.items()}
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    out = _with_coefficients(table.instance, ordered, rows)
+    out = _with_coefficients(table.instance, ordered, rows, tight)
     out.derate, out.dropped = dict(by_type), set(table.dropped) | dropped
     return out
 
@@ -373,7 +427,10 @@ def unserved_cost(inst: Instance, q: QueryType) -> float:
 def build_option_table(inst: Instance) -> OptionTable:
     """Compute every row (model or table mode, with performance overrides) and the coefficients."""
     types = {q.id: q for q in inst.query_types}
-    rows: dict[tuple[Option, str], Row] = {} if inst.performance_mode == "table" else _model_rows(inst)
+    rows: dict[tuple[Option, str], Row] = {}
+    tight: Tight = {}
+    if inst.performance_mode != "table":
+        rows, tight = _model_rows(inst)
     for e in inst.performance:
         opt = Option(e.model, e.gpu, e.tp, e.pp)
         base = rows.get((opt, e.query_type))
@@ -381,18 +438,22 @@ def build_option_table(inst: Instance) -> OptionTable:
         rows[opt, e.query_type] = _measured_row(opt, types[e.query_type], e, base, source)
 
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    return _with_coefficients(inst, ordered, rows)
+    return _with_coefficients(inst, ordered, rows, tight)
 
 
 def with_instance(table: OptionTable, inst: Instance) -> OptionTable:
     """The same rows under another instance that differs only in arrival rates, period length or
     budget (a demand window): figures do not depend on those, the coefficients are recomputed."""
-    return _with_coefficients(inst, table.rows, table.by_key)
+    out = _with_coefficients(inst, table.rows, table.by_key, table.tight)
+    out.derate, out.dropped = dict(table.derate), set(table.dropped)
+    return out
 
 
-def _with_coefficients(inst: Instance, ordered: list[Row], rows: dict[tuple[Option, str], Row]) -> OptionTable:
+def _with_coefficients(
+    inst: Instance, ordered: list[Row], rows: dict[tuple[Option, str], Row], tight: Tight | None = None
+) -> OptionTable:
     types = {q.id: q for q in inst.query_types}
-    table = OptionTable(instance=inst, rows=ordered, by_key=rows)
+    table = OptionTable(instance=inst, rows=ordered, by_key=rows, tight=tight or {})
     for r in ordered:
         table.by_option.setdefault(r.option, []).append(r)
     table.type_ids = [q.id for q in inst.query_types]
@@ -416,4 +477,17 @@ def _with_coefficients(inst: Instance, ordered: list[Row], rows: dict[tuple[Opti
         table.load[i, k] = q.arrival_rate / r.throughput_rps
         table.delay[i, k] = delay_cost(inst, q, r.e2e_s)
         table.error[i, k] = inst.error(r.option.model, q.id)
+    by_k: dict[int, list[int]] = {}
+    for i, k in table.pairs:
+        by_k.setdefault(k, []).append(i)
+    for k, members in by_k.items():
+        o = table.options[k]
+        for j in members:
+            lvl = tpot_limit(inst.query_types[j])
+            for i in members:
+                q = inst.query_types[i]
+                if tpot_limit(q) > lvl:
+                    r = table.tight.get((o, q.id, lvl))
+                    ok = r is not None and r.eligible and r.throughput_rps
+                    table.tight_load[j, i, k] = q.arrival_rate / r.throughput_rps if ok else None  # type: ignore[union-attr,operator]
     return table

@@ -225,6 +225,58 @@ def test_checker_rejects_an_overloaded_pool(small_plan: tuple[Any, Any, Path]) -
     assert any(v.family == "capacity" for v in rep.violations)
 
 
+# ------------------------------------------------------------------------------ shared pools
+
+
+def mixed_tpot_instance() -> Any:
+    """small_instance with chat's TPOT limit tightened to 0.04 s (code keeps 0.1 s): a pool serving
+    both holds code to 0.04 s. Chat may go unserved, so a test can route part of it."""
+    base = small_instance()
+    chat, code = (q.model_dump(exclude_none=True) for q in base.query_types)
+    chat = chat | {"arrival_rate": 8.0, "slo": {"ttft_s": 2.0, "tpot_s": 0.04, "e2e_s": 40}}
+    chat |= {"max_unserved": 1.0, "unserved_penalty": 1.0}
+    return small_instance(query_types=[chat, code])
+
+
+def test_shared_pool_is_held_to_its_tightest_tpot() -> None:
+    inst = mixed_tpot_instance()
+    table = build_option_table(inst)
+    opt = parse_option("qwen2.5-7b/a100-80gb/1/1/512")
+    assert (opt, "code", 0.04) in table.tight  # code's row at chat's limit, for pools serving both
+    table = check_pairs(table, [(opt, "chat"), (opt, "code")])
+    own, held = table.row(opt, "code"), table.tight[opt, "code", 0.04]
+    chat = table.row(opt, "chat")
+    assert held.source == "simulated" and own.source == "simulated" and chat.eligible
+    assert 0 < held.throughput_rps < own.throughput_rps  # a tighter limit admits less load
+    lam_chat, lam_code = (q.arrival_rate for q in inst.query_types)
+    u = inst.max_utilization
+    # One replica, all of code and the share a of chat that fills it at code's own capacity:
+    # feasible by the per-type rule, beyond the replica at the pool's tightest TPOT.
+    a = (u - lam_code / own.throughput_rps - 1e-3) * chat.throughput_rps / lam_chat
+    assert 0 < a < 1 and a * lam_chat / chat.throughput_rps + lam_code / held.throughput_rps > u
+    from planner.plan import build_plan
+
+    def plan_with(replicas: int) -> Any:
+        return build_plan(
+            table,
+            method="manual",
+            status="feasible",
+            replicas={opt: replicas},
+            routing={"chat": {opt: a}, "code": {opt: 1.0}},
+            unserved={"chat": 1 - a, "code": 0.0},
+        )
+
+    rep = check_plan(inst, plan_with(1), table)
+    assert [v.family for v in rep.violations] == ["capacity"], rep.violations
+    assert "TPOT limit 0.04" in rep.violations[0].detail and "code" not in rep.violations[0].detail.split(":")[0]
+    need = a * lam_chat / chat.throughput_rps + lam_code / held.throughput_rps
+    assert check_plan(inst, plan_with(math.ceil(need / u)), table).ok
+    # every solver's plan passes the same rule
+    for method in ("milp", "gh", "agh"):
+        plan = solve(inst, method, table)
+        assert plan.has_solution and check_plan(inst, plan).ok, (method, check_plan(inst, plan).violations)
+
+
 # ------------------------------------------------------------------------------ other modes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -13,7 +14,7 @@ from planner.heuristics.polish import polish as polish_restricted
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State
 from planner.heuristics.stopping import AnyOf, MaxIterations, MaxRuntime, StoppingCriterion
-from planner.options import OptionTable
+from planner.options import Option, OptionTable
 from planner.plan import Plan, build_plan
 
 POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
@@ -84,12 +85,38 @@ def lp_bound(table: OptionTable) -> float | None:
     return res.objective if res.status == "optimal" else None
 
 
+def shared_pool_replicas(
+    table: OptionTable, replicas: dict[Option, int], routing: dict[str, dict[Option, float]]
+) -> dict[Option, int]:
+    """Replicas raised where the shared-pool rule (:func:`planner.solvers.milp._shared_tpot`) needs
+    more than the heuristic's own load: ⌈max_j Σ_i a^j[i,k]·x[i,k] / max_utilization⌉ over the
+    types j routed to k. The search itself prices pools at each type's own capacity (a repair,
+    not part of its moves; the polish's restricted MILP has the rule). A type routed with one
+    whose TPOT limit it cannot meet at all stays as it is, and the checker names it."""
+    if not table.tight_load:
+        return replicas
+    index = {t: i for i, t in enumerate(table.type_ids)}
+    out = dict(replicas)
+    for k, o in enumerate(table.options):
+        x = {index[t]: shares.get(o, 0.0) for t, shares in routing.items() if shares.get(o, 0.0) > 1e-12}
+        need = 0.0
+        for j in x:
+            terms = [table.tight_load.get((j, i, k), table.load.get((i, k))) for i in x]
+            if all(a is not None for a in terms):
+                need = max(need, sum(a * x[i] for a, i in zip(terms, x, strict=True)))  # type: ignore[operator]
+        y = math.ceil(need / table.instance.max_utilization - 1e-9)
+        if y > out.get(o, 0):
+            out[o] = y
+    return out
+
+
 def _plan(
     table: OptionTable, method: str, state: State | None, why: str, seconds: float, seed: int, bound: bool
 ) -> Plan:
     if state is None:
         return build_plan(table, method=method, status="no_solution", solve_seconds=seconds, seed=seed, message=why)
     replicas, routing, unserved = state.solution()
+    replicas = shared_pool_replicas(table, replicas, routing)
     lb = lp_bound(table) if bound else None
     plan = build_plan(
         table,

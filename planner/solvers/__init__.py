@@ -48,6 +48,10 @@ def method(name: str, multiperiod: bool = False) -> Method:
 MAX_CHECK_ROUNDS = 60
 
 
+def _simulated(table: OptionTable) -> int:
+    return sum(r.source == "simulated" for r in table.rows) + sum(r.source == "simulated" for r in table.tight.values())
+
+
 def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None = None, **options: Any) -> Plan:
     """Solve ``inst`` with a registered method; the option table is built once and shared. An
     instance with ``scaling`` windows is planned per window (multi-period milp or agh).
@@ -67,22 +71,22 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
     rounds, checked = 0, 0
     while True:
         plan = solver(table, **options)
-        todo = [
-            (o, t) for o, t in plan_pairs(plan) if (r := table.row(o, t)) is not None and r.source == "model-estimate"
-        ]
-        if not todo:
+        # check_pairs simulates the plan's pairs still estimated, and the rows of its shared
+        # pools' types held to a tighter TPOT; it returns the same table when none is left.
+        checked_table = check_pairs(table, plan_pairs(plan), dry_run=rounds >= MAX_CHECK_ROUNDS)
+        if checked_table is table:
             break
         if rounds >= MAX_CHECK_ROUNDS:
             return plan.model_copy(
                 update={"status": "no_solution", "message": f"capacity checks did not settle in {rounds} rounds"}
             )
-        table = check_pairs(table, todo)
+        checked += _simulated(checked_table) - _simulated(table)
+        table = checked_table
         rounds += 1
-        checked += len(todo)
     if not rounds:
         return plan
     note = (
-        f"capacity: {checked} (option, type) pairs simulated in {rounds} lazy rounds; status and bound"
+        f"capacity: {checked} (option, type) rows simulated in {rounds} lazy rounds; status and bound"
         " hold for the table with the plan's pairs simulated and the rest estimated"
     )
     message = f"{plan.message}; {note}" if plan.message else note

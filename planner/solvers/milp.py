@@ -13,7 +13,9 @@ delay[i,k]     $ per period per unit of x; unserved[i] $ per period per unit of 
 =============  ===========================================================================
 
 Variables: y[k] ∈ {0..M_k} replicas; z[k] ∈ {0,1} option used; x[i,k] ∈ [0,1] routed fraction
-(only on P); u[i] ∈ [0, ζ_i] unserved fraction. The big-M of each option is derived from data:
+(only on P); u[i] ∈ [0, ζ_i] unserved fraction; w[j,k] ∈ {0,1} type j is served on k (only
+where j's TPOT limit is tighter than another type's eligible on k: the shared-pool rule of
+:func:`_capacity`). The big-M of each option is derived from data:
 
     M_k = min( ⌈Σ_{i:(i,k)∈P} load[i,k] / max_utilization⌉,  ⌊available_g / (tp·pp)⌋,
                ⌊budget / rental[k]⌋ )
@@ -126,6 +128,68 @@ def _capacity(m: pyo.ConcreteModel) -> None:
         by_opt[k].append(i)
     u = t.instance.max_utilization
     m.capacity = pyo.Constraint(m.K, rule=lambda _, k: sum(t.load[i, k] * m.x[i, k] for i in by_opt[k]) <= u * m.y[k])
+    _shared_tpot(m, by_opt)
+
+
+@dataclass(frozen=True)
+class TightRow:
+    """The shared-pool capacity row of type j on option k (see :func:`_shared_tpot`)."""
+
+    j: int
+    k: int
+    coef: dict[int, float]  # type i → replicas per unit x[i,k] with i held to τ_j
+    excluded: tuple[int, ...]  # types that cannot be held to τ_j on k
+    big_m: float  # Σ coef: the row's left side at x ≤ 1
+
+
+def tight_rows(table: OptionTable, by_opt: dict[int, list[int]]) -> list[TightRow]:
+    """Shared-pool rows of the types in ``by_opt`` (option → types in the model), one per (j, k)
+    where some other type on k has a looser TPOT limit than j's (attainment tables only)."""
+    out = []
+    for k, members in by_opt.items():
+        for j in members:
+            looser = [i for i in members if (j, i, k) in table.tight_load]
+            if not looser:
+                continue
+            coef = {i: table.load[i, k] for i in members if i not in looser}
+            excluded = []
+            for i in looser:
+                a = table.tight_load[j, i, k]
+                if a is None:
+                    excluded.append(i)
+                else:
+                    coef[i] = a
+            out.append(TightRow(j, k, coef, tuple(excluded), sum(coef.values())))
+    return out
+
+
+def _shared_tpot(m: pyo.ConcreteModel, by_opt: dict[int, list[int]]) -> None:
+    r"""The shared-pool rule (attainment tables; :mod:`planner.options`): a pool serving type j holds
+    every type it serves to TPOT ≤ τ_j, so its load measured at those capacities must fit too.
+    Index set: (j, k) with j eligible on k and a type i eligible on k with τ_i > τ_j.
+
+        tight[j,k]:    Σ_i a^j[i,k]·x[i,k] ≤ max_utilization·y[k] + M_jk·(1 − w[j,k])   (replicas)
+        tight_on[j,k]: x[j,k] ≤ w[j,k]
+        tight_excl[j,i,k]: x[i,k] + w[j,k] ≤ 1     for i that cannot meet τ_j on k at all
+
+    with a^j[i,k] = tight_load[j,i,k] when τ_i > τ_j, else load[i,k] (i's own limit is already the
+    tighter), and M_jk = Σ_i a^j[i,k], the left side at x ≤ 1: with w = 0 the row is slack, so it
+    cuts off nothing but the pools that serve j beyond their tight capacity — exact for the model
+    stated. Tables with one TPOT limit per option (every shipped instance today) get no rows."""
+    t = m.table
+    rows = tight_rows(t, by_opt)
+    u = t.instance.max_utilization
+    m.JK = pyo.Set(initialize=[(r.j, r.k) for r in rows], dimen=2, ordered=True)
+    m.w = pyo.Var(m.JK, domain=pyo.Binary)
+    by_jk = {(r.j, r.k): r for r in rows}
+    m.tight = pyo.Constraint(
+        m.JK,
+        rule=lambda _, j, k: sum(a * m.x[i, k] for i, a in by_jk[j, k].coef.items())
+        <= u * m.y[k] + by_jk[j, k].big_m * (1 - m.w[j, k]),
+    )
+    m.tight_on = pyo.Constraint(m.JK, rule=lambda _, j, k: m.x[j, k] <= m.w[j, k])
+    excl = [(r.j, i, r.k) for r in rows for i in r.excluded]
+    m.tight_excl = pyo.Constraint(excl, rule=lambda _, j, i, k: m.x[i, k] + m.w[j, k] <= 1)
 
 
 def _accuracy(m: pyo.ConcreteModel) -> None:

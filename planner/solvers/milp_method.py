@@ -81,7 +81,7 @@ def solve_milp(
 
 
 def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -> dict[int, float]:
-    """The plan's y, z, x and u as values of the model's variables (``id(var) -> value``)."""
+    """The plan's y, z, x, u (and w) as values of the model's variables (``id(var) -> value``)."""
     y, x, u = plan_solution(plan)
     index = {o: k for k, o in enumerate(table.options)}
     types = {t: i for i, t in enumerate(table.type_ids)}
@@ -98,4 +98,6 @@ def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -
     for t, v in u.items():
         if t in types and types[t] in model.I:
             start[id(model.u[types[t]])] = float(v)
+    for j, k in model.JK:  # shared-pool indicators: on where the plan serves j on k
+        start[id(model.w[j, k])] = float(start.get(id(model.x[j, k]), 0.0) > 1e-12)
     return start

@@ -13,6 +13,8 @@ Variables
 Constraints (index sets; units)
     coverage[i,t]      Σ_k x[i,k,t] + u[i,t] = 1                              I × T; share
     capacity[k,t]      Σ_i λ_{i,t}/thr[i,k]·x[i,k,t] ≤ U·y[k,t]                K × T; replicas
+    tight[j,k,t]       the shared-pool rule of :func:`planner.solvers.milp._shared_tpot` in
+                       every window, with w[j,k,t] ∈ {0,1}                    JK × T; replicas
     accuracy[i,t]      Σ_k e[i,k]·x[i,k,t] ≤ ε_i                              I_ε × T; error rate
     availability[g,t]  Σ_{k on g} tp_k·pp_k·y[k,t] ≤ A_g                     G × T; GPUs
     budget             rental + storage ≤ B                                   one row; $ per period
@@ -38,7 +40,7 @@ from planner.multiperiod import build_schedule_plan, window_instance, window_tab
 from planner.options import Option, OptionTable
 from planner.plan import Plan, build_plan
 from planner.solvers.backends import BACKENDS, SolveOptions
-from planner.solvers.milp import big_m
+from planner.solvers.milp import big_m, tight_rows
 
 
 def build_model(table: OptionTable, tables: list[OptionTable]) -> pyo.ConcreteModel:
@@ -73,6 +75,18 @@ def build_model(table: OptionTable, tables: list[OptionTable]) -> pyo.ConcreteMo
     m.capacity = pyo.Constraint(
         m.K, m.T, rule=lambda _, k, t: sum(tables[t].load[i, k] * m.x[i, k, t] for i in by_opt[k]) <= U * m.y[k, t]
     )
+    rows = {t: {(r.j, r.k): r for r in tight_rows(tables[t], by_opt)} for t in T}
+    jk = sorted({key for t in T for key in rows[t]})
+    m.JKT = pyo.Set(initialize=[(j, k, t) for (j, k) in jk for t in T if (j, k) in rows[t]], dimen=3, ordered=True)
+    m.w = pyo.Var(m.JKT, domain=pyo.Binary)
+    m.tight = pyo.Constraint(
+        m.JKT,
+        rule=lambda _, j, k, t: sum(a * m.x[i, k, t] for i, a in rows[t][j, k].coef.items())
+        <= U * m.y[k, t] + rows[t][j, k].big_m * (1 - m.w[j, k, t]),
+    )
+    m.tight_on = pyo.Constraint(m.JKT, rule=lambda _, j, k, t: m.x[j, k, t] <= m.w[j, k, t])
+    excl = [(j, i, k, t) for (j, k, t) in m.JKT for i in rows[t][j, k].excluded]
+    m.tight_excl = pyo.Constraint(excl, rule=lambda _, j, i, k, t: m.x[i, k, t] + m.w[j, k, t] <= 1)
     limited = [i for i in types if inst.query_types[i].max_error is not None and by_type[i]]
     m.accuracy = pyo.Constraint(
         limited,
@@ -189,6 +203,8 @@ def _start(m: pyo.ConcreteModel, plan: Plan) -> dict[int, float]:
                 k = index.get(o)
                 if k is not None and (i, k, t) in m.PT:
                     start[id(m.x[i, k, t])] = float(v)
+    for j, k, t in m.JKT:  # shared-pool indicators: on where the plan serves j on k in window t
+        start[id(m.w[j, k, t])] = float(start.get(id(m.x[j, k, t]), 0.0) > 1e-12)
     return start
 
 
