@@ -128,6 +128,11 @@ def test_review_end_to_end_renders_in_chromium(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads((out / "review.json").read_text())
     assert [r["type"] for r in data["slo"]] == ["conv-short", "conv-long", "code"]
+    for x in data["slo"]:  # a plan that misses a type's target in replay is flagged, and only then
+        for plan in ("current", "recommended"):
+            a = x[f"{plan}_attainment"]
+            flagged = any(f.startswith(f"{plan} plan misses {x['type']}:") for f in data["flags"])
+            assert flagged == (a is not None and a < x["target"]), (plan, x, data["flags"])
     assert set(data["stress"]) == {"1.0", "1.2", "1.5"}
     assert len(data["schedule"]) == 4 and not data["recommended"]["check"]
     assert {w["scenario"] for w in data["what_if"]} >= {"demand +20%", "prices −10%"}

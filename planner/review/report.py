@@ -234,7 +234,8 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
             for g in tiers
         ],
         "cost_delta": None if cur_cost is None or rec_cost is None else round(rec_cost - cur_cost, 2),
-        "slo": _slo_rows(inst, cur_sim, sims["1.0"]),
+        "slo": (slo_rows := _slo_rows(inst, cur_sim, sims["1.0"])),
+        "flags": _flags(slo_rows),
         "stress": {k: _attainment(v) for k, v in sims.items()},
         "utilization": _utilization(cur_sim, sims["1.0"]),
         "what_if": what_if,
@@ -277,10 +278,13 @@ def _slo_rows(inst: Instance, cur: dict[str, Any], rec: list[dict[str, Any]]) ->
         tp99 = [
             s["types"][q.id]["tpot_s"]["p99"] for s in rec if q.id in s["types"] and s["types"][q.id]["tpot_s"]["p99"]
         ]
+        target = inst.attainment(q)
         rows.append(
             {
                 "type": q.id,
                 "slo": {"ttft_s": q.slo.ttft_s, "tpot_s": q.slo.tpot_s, "e2e_s": q.slo.e2e_s},
+                # the type's attainment target (slo_attainment; 0.99 stands in under mean semantics)
+                "target": target if target is not None else 0.99,
                 "current_attainment": d["attainment"] if d else None,
                 "current_ttft_p99": d["ttft_s"]["p99"] if d else None,
                 "current_tpot_p99": d["tpot_s"]["p99"] if d else None,
@@ -292,6 +296,17 @@ def _slo_rows(inst: Instance, cur: dict[str, Any], rec: list[dict[str, Any]]) ->
             }
         )
     return rows
+
+
+def _flags(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (plan, type) whose replayed attainment is below the type's target."""
+    out = []
+    for plan in ("current", "recommended"):
+        for x in rows:
+            a = x[f"{plan}_attainment"]
+            if a is not None and a < x["target"]:
+                out.append(f"{plan} plan misses {x['type']}: attainment {a:.4f} < target {x['target']:g} in replay")
+    return out
 
 
 def _headroom(slo: float | None, p99: float | None) -> float | None:
@@ -413,10 +428,10 @@ def _cell(c: Any) -> str:
     return html.escape(str(c))
 
 
-def _att(a: float | None) -> str:
+def _att(a: float | None, target: float = 0.99) -> str:
     if a is None:
         return "-"
-    cls = "good" if a >= 0.99 else "bad"
+    cls = "good" if a >= target else "bad"
     return f'<span class="{cls}">{a:.4f}</span>'
 
 
@@ -448,13 +463,16 @@ def render_html(review: dict[str, Any]) -> str:
                        [[t, r["current"]["cost"].get(t), r["recommended"]["cost"].get(t)]
                         for t in ("rental", "storage", "delay_penalty", "unserved_penalty", "total")])
         + f"<img alt='cost' src='{img['cost']}'>",
-        "slo": "<table><thead><tr><th>type</th><th>SLO ttft/tpot/e2e s</th><th>current attainment</th>"
+        "slo": ("<ul class='flags'>" + "".join(f"<li class='bad'>{html.escape(f)}</li>" for f in r["flags"]) + "</ul>"
+                if r["flags"] else "<p class='good'>Both plans meet every type's attainment target in replay.</p>")
+        + "<table><thead><tr><th>type</th><th>SLO ttft/tpot/e2e s</th><th>target</th><th>current attainment</th>"
         "<th>current ttft/tpot p99</th><th>recommended attainment</th><th>recommended ttft/tpot p99</th>"
         "<th>ttft headroom</th><th>tpot headroom</th></tr></thead><tbody>"
         + "".join(
             f"<tr><td>{html.escape(x['type'])}</td><td>{x['slo']['ttft_s']}/{x['slo']['tpot_s']}/{x['slo']['e2e_s']}</td>"
-            f"<td>{_att(x['current_attainment'])}</td><td>{_cell(x['current_ttft_p99'])}/{_cell(x['current_tpot_p99'])}</td>"
-            f"<td>{_att(x['recommended_attainment'])}</td><td>{_cell(x['recommended_ttft_p99'])}/{_cell(x['recommended_tpot_p99'])}</td>"
+            f"<td>{x['target']:g}</td>"
+            f"<td>{_att(x['current_attainment'], x['target'])}</td><td>{_cell(x['current_ttft_p99'])}/{_cell(x['current_tpot_p99'])}</td>"
+            f"<td>{_att(x['recommended_attainment'], x['target'])}</td><td>{_cell(x['recommended_ttft_p99'])}/{_cell(x['recommended_tpot_p99'])}</td>"
             f"<td>{_cell(x['ttft_headroom'])}</td><td>{_cell(x['tpot_headroom'])}</td></tr>"
             for x in r["slo"]
         )
@@ -505,13 +523,15 @@ def render_markdown(review: dict[str, Any]) -> str:
         "",
         "## SLO attainment (simulated)",
         "",
-        "| type | current | recommended | ×1.2 | ×1.5 |",
-        "|---|---:|---:|---:|---:|",
+        *([f"- **{f}**" for f in r["flags"]] or ["Both plans meet every type's attainment target in replay."]),
+        "",
+        "| type | target | current | recommended | ×1.2 | ×1.5 |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for x in r["slo"]:
         t = x["type"]
         lines.append(
-            f"| {t} | {x['current_attainment']} | {x['recommended_attainment']} | {r['stress']['1.2'].get(t)} | {r['stress']['1.5'].get(t)} |"
+            f"| {t} | {x['target']:g} | {x['current_attainment']} | {x['recommended_attainment']} | {r['stress']['1.2'].get(t)} | {r['stress']['1.5'].get(t)} |"
         )
     lines += ["", "## What if", "", "| scenario | status | cost | Δ | GPUs |", "|---|---|---:|---:|---:|"]
     lines += [
