@@ -58,16 +58,32 @@ def describe(name: str, part: pd.DataFrame, span_s: float, start: pd.Timestamp) 
         "span_s": round(span_s, 1),
         "rate_rps": len(part) / span_s,
         "in_mean": inp.mean(),
+        "in_p10": inp.quantile(0.1),
         "in_p50": inp.quantile(0.5),
         "in_p90": inp.quantile(0.9),
         "in_p99": inp.quantile(0.99),
         "out_mean": out.mean(),
+        "out_p10": out.quantile(0.1),
         "out_p50": out.quantile(0.5),
         "out_p90": out.quantile(0.9),
         "out_p99": out.quantile(0.99),
         "rate_p90": float(np.quantile(rates, 0.9)),
         "rate_p99": float(np.quantile(rates, 0.99)),
+        "length_corr": length_correlation(inp, out),
     }
+
+
+def length_correlation(inp: pd.Series, out: pd.Series) -> float:
+    """The instance's ``length_correlation``: Pearson correlation of the normal scores of the two
+    lengths' ranks (the Gaussian copula's parameter, planner.capacity draws pairs with it)."""
+    from planner.lengths import norm_ppf
+
+    n = len(inp)
+    if n < 3:
+        return 0.0
+    za = norm_ppf((inp.rank(method="average").to_numpy() - 0.5) / n)
+    zb = norm_ppf((out.rank(method="average").to_numpy() - 0.5) / n)
+    return float(np.corrcoef(za, zb)[0, 1])
 
 
 def main() -> None:
@@ -119,10 +135,13 @@ def print_query_types(rows: list[dict[str, float | int | str]], comments: list[s
         note = f"    # {comments[n]}" if comments else ""
         print(f"  - id: {r['type']}{note}\n    arrival_rate: {r['rate_rps']:.3f}")
         print(f"    arrival_rate_p90: {r['rate_p90']:.3f}\n    arrival_rate_p99: {r['rate_p99']:.3f}")
+        if "length_corr" in r:
+            print(f"    length_correlation: {float(r['length_corr']):.2f}")
         for side, key in (("in", "input_tokens"), ("out", "output_tokens")):
             print(f"    {key}: {round(float(r[side + '_mean']))}")
-            for p in ("p50", "p90", "p99"):
-                print(f"    {key}_{p}: {round(float(r[f'{side}_{p}']))}")
+            for p in ("p10", "p50", "p90", "p99"):
+                if f"{side}_{p}" in r:
+                    print(f"    {key}_{p}: {round(float(r[f'{side}_{p}']))}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from derive_azure_instance import print_query_types
+from derive_azure_instance import length_correlation, print_query_types
 
 FILE = "mooncake_conversation_trace.jsonl"
 NAMES = ("chat-8k", "long-32k", "doc-128k")
@@ -62,15 +62,18 @@ def describe(name: str, part: pd.DataFrame, span_s: float, t0: float, n_windows:
         "rate_p99": float(np.quantile(rates, 0.99)),
         "rate_max": float(rates.max()),
         "in_mean": inp.mean(),
+        "in_p10": inp.quantile(0.1),
         "in_p50": inp.quantile(0.5),
         "in_p90": inp.quantile(0.9),
         "in_p99": inp.quantile(0.99),
         "in_max": inp.max(),
         "out_mean": out.mean(),
+        "out_p10": out.quantile(0.1),
         "out_p50": out.quantile(0.5),
         "out_p90": out.quantile(0.9),
         "out_p99": out.quantile(0.99),
         "out_max": out.max(),
+        "length_corr": length_correlation(inp, out),
     }
 
 

@@ -13,6 +13,8 @@ against instance size (types × models × tiers).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import platform
 import time
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from planner.checker import check_plan
-from planner.fileio import write_atomic
+from planner.fileio import write_atomic, write_atomic_bytes
 from planner.generate import paper_instance
 from planner.loader import load_instance_data
 from planner.options import build_option_table
@@ -64,13 +66,14 @@ def run(
     milp_time_limit: float = 60.0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """One row per (family, seed, method) run."""
-    from rich.progress import Progress
+    """One row per (family, seed, method) run; ``progress``: a bar on stderr if it is a terminal."""
+    from planner.progress import Steps
+    from planner.progress import progress as display
 
     rows = []
     jobs = [(FAMILIES[f], s) for f in families for s in seeds]
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("benchmark", total=len(jobs) * len(methods))
+    shown = display("bench", total=len(jobs) * len(methods))
+    with shown if progress else contextlib.nullcontext(Steps(None, None, "")) as bar:
         for fam, seed in jobs:
             doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode)
             inst = load_instance_data(doc, f"{doc['name']}.yaml")
@@ -78,7 +81,7 @@ def run(
             table = build_option_table(inst)
             t_table = time.perf_counter() - t0
             for method in methods:
-                bar.update(task, description=f"{fam.name} seed {seed} {method}")
+                bar.update(f"{fam.name} seed {seed} {method}")
                 kw: dict[str, object] = {"seed": seed}
                 if method == "milp":
                     kw["time_limit"] = milp_time_limit
@@ -102,7 +105,7 @@ def run(
                         "eligible_pairs": len(table.pairs),
                     }
                 )
-                bar.advance(task)
+                bar.advance()
     df = pd.DataFrame(rows)
     best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
     df = df.join(best, on=["family", "seed"])
@@ -166,7 +169,9 @@ def plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / fname
-        fig.savefig(path, dpi=120)
+        buf = io.BytesIO()  # rendered in memory, then written atomically like every output
+        fig.savefig(buf, format="png", dpi=120)
+        write_atomic_bytes(path, buf.getvalue())
         plt.close(fig)
         paths.append(path)
     return paths

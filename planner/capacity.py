@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from planner.lengths import LengthDistribution
+from planner.lengths import LengthDistribution, norm_ppf
 from planner.perf import IterationTable, ReplicaModel
 
 if TYPE_CHECKING:
@@ -112,10 +112,20 @@ class Engine:
 def lengths_of(q: QueryType, max_len: int) -> tuple[LengthDistribution, LengthDistribution]:
     """Prompt and output length distributions of a type, prompts capped below ``max_len``."""
     inp = LengthDistribution.of(
-        q.input_tokens, q.input_tokens_p50, q.input_tokens_p90, q.input_tokens_p99, max_tokens=max(max_len - 1, 1)
+        q.input_tokens,
+        q.input_tokens_p50,
+        q.input_tokens_p90,
+        q.input_tokens_p99,
+        max_tokens=max(max_len - 1, 1),
+        p10=q.input_tokens_p10,
     )
     out = LengthDistribution.of(
-        q.output_tokens, q.output_tokens_p50, q.output_tokens_p90, q.output_tokens_p99, max_tokens=max_len
+        q.output_tokens,
+        q.output_tokens_p50,
+        q.output_tokens_p90,
+        q.output_tokens_p99,
+        max_tokens=max_len,
+        p10=q.output_tokens_p10,
     )
     return inp, out
 
@@ -136,8 +146,8 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     q = inst.query_types[type_index]
     bursty = (q.arrival_rate_p90 is not None or q.arrival_rate_p99 is not None) and q.arrival_rate > 0
     type_doc = q.model_dump(
-        include={"id", "input_tokens", "output_tokens", "slo"}
-        | {f"{s}_tokens_{p}" for s in ("input", "output") for p in ("p50", "p90", "p99")}
+        include={"id", "input_tokens", "output_tokens", "slo", "length_correlation"}
+        | {f"{s}_tokens_{p}" for s in ("input", "output") for p in ("p10", "p50", "p90", "p99")}
     )
     if bursty:
         type_doc["burst"] = [
@@ -169,7 +179,16 @@ def _type_samples(q: QueryType, type_index: int, context: int, n: int) -> tuple[
     rng = np.random.default_rng(int(hashlib.sha256(f"{q.id}|{type_index}".encode()).hexdigest()[:8], 16))
     d_in, d_out = lengths_of(q, context)
     gaps = rng.exponential(1.0, n)
-    return gaps, d_in.sample(n, rng), d_out.sample(n, rng)
+    inp, out = d_in.sample(n, rng), d_out.sample(n, rng)
+    rho = q.length_correlation or 0.0
+    if rho and n > 1:
+        # Gaussian copula: the outputs' normal scores are ρ·z_in + √(1−ρ²)·ε, and the (stratified)
+        # output sample is handed out in the order of those scores, so both marginals stay
+        # exactly as drawn and only the pairing changes.
+        z_in = norm_ppf((np.argsort(np.argsort(inp, kind="stable"), kind="stable") + 0.5) / n)
+        score = rho * z_in + math.sqrt(1.0 - rho * rho) * rng.standard_normal(n)
+        out = np.sort(out)[np.argsort(np.argsort(score, kind="stable"), kind="stable")]
+    return gaps, inp, out
 
 
 NO_CLIP = 10_000_000  # lengths are drawn unclipped: a prompt beyond a model's context is a miss
@@ -185,11 +204,11 @@ WINDOWS = 256  # stratified window-rate factors per type (the burst profile's re
 
 
 @functools.lru_cache(maxsize=1024)
-def rate_factors(q: QueryType, type_index: int, window_s: float = 10.0) -> np.ndarray:
-    r"""Burst profile of a type: the rate of each ``arrival_window_s`` window as a multiple of the
-    mean, f_j ≥ 0 with mean 1, stratified over the distribution that ``arrival_rate`` (mean) and
-    ``arrival_rate_p90/p99`` describe (:mod:`planner.lengths`' quantile form), in a seeded random
-    order. Without percentiles every f_j = 1: Poisson at the mean rate."""
+def rate_factors(q: QueryType, type_index: int, windows: int = WINDOWS) -> np.ndarray:
+    r"""Burst profile of a type: the rate of each of ``windows`` ``arrival_window_s`` windows as a
+    multiple of the mean, f_j ≥ 0 with mean 1, stratified over the distribution that
+    ``arrival_rate`` (mean) and ``arrival_rate_p90/p99`` describe (:mod:`planner.lengths`' quantile
+    form), in a seeded random order. Without percentiles every f_j = 1: Poisson at the mean rate."""
     if (q.arrival_rate_p90 is None and q.arrival_rate_p99 is None) or q.arrival_rate <= 0:
         return np.ones(1)
     unit = 1000.0 / q.arrival_rate  # work in units where the mean is 1000 (lengths clip at 1)
@@ -198,7 +217,7 @@ def rate_factors(q: QueryType, type_index: int, window_s: float = 10.0) -> np.nd
         p90=None if q.arrival_rate_p90 is None else q.arrival_rate_p90 * unit,
         p99=None if q.arrival_rate_p99 is None else q.arrival_rate_p99 * unit,
     )
-    u = (np.arange(WINDOWS) + 0.5) / WINDOWS
+    u = (np.arange(windows) + 0.5) / windows
     f = d.quantile(u)
     # The observed window rates also carry the Poisson noise of counting in W seconds, and the
     # simulation draws Poisson arrivals inside each window again: deliberately so. Removing that
@@ -207,7 +226,15 @@ def rate_factors(q: QueryType, type_index: int, window_s: float = 10.0) -> np.nd
     # stands in for.
     f = f / f.mean()
     rng = np.random.default_rng(int(hashlib.sha256(f"{q.id}|{type_index}|windows".encode()).hexdigest()[:8], 16))
-    return f[rng.permutation(WINDOWS)]
+    return f[rng.permutation(windows)]
+
+
+def sample_windows(requests: int, rate: float, window_s: float) -> int:
+    """How many windows a simulated sample of ``requests`` at mean ``rate`` spans: the profile is
+    stratified over exactly those, so every sample meets the whole burst distribution once,
+    whatever the rate (a fixed cycle of 256 windows was met only in a rate-dependent prefix: at
+    2 req/s 1,200 requests saw 60 of them, at 100 req/s one). At least 1; at most WINDOWS."""
+    return int(min(max(requests / max(rate * window_s, 1e-12), 1.0), WINDOWS))
 
 
 def arrival_times(gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: float) -> np.ndarray:
@@ -249,7 +276,8 @@ def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarra
 
     sim.metrics.finished = record  # type: ignore[method-assign]
     q = inst.query_types[key.type_index]
-    t = arrival_times(gaps, rate, rate_factors(q, key.type_index, inst.arrival_window_s), inst.arrival_window_s)
+    w = inst.arrival_window_s
+    t = arrival_times(gaps, rate, rate_factors(q, key.type_index, sample_windows(len(gaps), rate, w)), w)
     ty = key.type_index
     sim.run((k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(len(gaps)))
     return res
@@ -508,7 +536,7 @@ def estimate(
     held to ``tpot_s`` when that is tighter than its own limit)."""
     q = inst.query_types[type_index]
     _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
-    factors = rate_factors(q, type_index, inst.arrival_window_s)
+    factors = rate_factors(q, type_index)
     return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors)
 
 
@@ -606,9 +634,14 @@ def measure_many(inst: Instance, keys: Iterable[Key], workers: int | None = None
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as ex:
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        try:
             for key, cap in ex.map(_measure_job, [(inst, k) for k in todo]):
                 _CACHE[key] = cap
+        except BaseException:  # Ctrl-C (or a failure): drop the queued jobs instead of waiting
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown()
     else:
         for k in todo:
             _CACHE[k] = measure(inst, k)

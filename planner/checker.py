@@ -13,7 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.options import Option, OptionTable, build_option_table, check_pairs, needs_checks, tpot_limit
-from planner.plan import Cost, Plan, Replicas, Routing, Unserved, plan_cost, plan_pairs, plan_solution
+from planner.plan import (
+    Cost,
+    Plan,
+    Replicas,
+    Routing,
+    Unserved,
+    plan_cost,
+    plan_pairs,
+    plan_solution,
+    unknown_names,
+)
 from planner.problem import Instance, QueryType
 
 ABS_TOL = 1e-6
@@ -61,6 +71,11 @@ def check_plan(inst: Instance, plan: Plan, table: OptionTable | None = None) -> 
         rep.add("status", f"plan has status {plan.status!r}: it holds no solution to check")
         return rep
 
+    unknown = unknown_names(inst, plan)
+    if unknown:  # a model or GPU the instance lacks cannot be priced or looked up: report and stop
+        for u in unknown:
+            rep.add("reference", u)
+        return rep
     if inst.scaling is not None:
         _check_schedule(inst, plan, table, rep)
         return rep

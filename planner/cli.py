@@ -2,7 +2,12 @@
 
 Exit codes: 0 success; 1 ``check`` found violations; 2 bad input (one line on stderr naming the
 file and the field, nothing written); 3 proven infeasible (the plan with its diagnosis is still
-written); 4 the method stopped without a solution (time limit, say).
+written); 4 the method stopped without a solution (time limit, say); 130 interrupted (Ctrl-C:
+one line on stderr, no output written or changed).
+
+Streams: a document a command prints (the plan of ``solve`` without ``--out``, ``schema``,
+``--json``) is the only thing on stdout; the human summary then goes to stderr. Progress shows on
+stderr when it is a terminal, never in pipes. README, "Command-line conventions".
 """
 
 from __future__ import annotations
@@ -17,16 +22,44 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from planner import __version__
+from planner import __version__, cliargs
+from planner.cliargs import OneLineGroup
 from planner.errors import InputError
-from planner.fileio import JSON_SUFFIXES, YAML_SUFFIXES, dump_document, write_atomic
+from planner.fileio import JSON_SUFFIXES, YAML_SUFFIXES, check_writable, dump_document, write_atomic
 from planner.loader import load_instance
 from planner.options import OptionTable, build_option_table, needs_checks
-from planner.plan import Plan, plan_document, read_plan
+from planner.plan import Plan, plan_document, read_plan_for
+from planner.progress import Steps, progress
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_NO_SOLUTION = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
+INTERRUPTED = "interrupted: stopped before finishing; outputs not yet written are unchanged"
+
+
+def _flag_type(self: Any, ctx: Any) -> str | None:
+    """Typer's help labels every on/off flag ``<bool>``, as if it took a value: show none."""
+    return None if getattr(self, "is_flag", False) else _typer_option_type(self, ctx)
+
+
+_typer_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+class PlannerGroup(OneLineGroup):
+    """The command group: parser errors as one line (:class:`OneLineGroup`), and Ctrl-C as one
+    line and exit 130. Every output is written atomically after the work, so an interrupt leaves
+    an earlier output as it was; the backends make HiGHS give the interrupt back to Python."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.stderr.write(INTERRUPTED + "\n")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
 
 app = typer.Typer(
+    cls=PlannerGroup,  # parser errors (not a number, out of range) as one line, not a usage box; Ctrl-C
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -53,30 +86,31 @@ def _output_path(path: Path | None, option: str, suffixes: tuple[str, ...] = YAM
         return
     if path.suffix.lower() not in suffixes:
         raise InputError(str(path), option, f"output must end in {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise InputError(str(path), option, "is a directory; give a file path")
+    check_writable(path, option)  # a directory, a path under a file, a read-only directory
 
 
 def _money(v: float | None) -> str:
     return "-" if v is None else f"{v:,.2f}"
 
 
-def print_plan_summary(plan: Plan, table: OptionTable) -> None:
+def print_plan_summary(plan: Plan, table: OptionTable, console: Console | None = None) -> None:
+    """The plan for people, on ``console`` (stdout unless the plan itself goes there)."""
+    console = console or out
     inst = table.instance
     head = (
         f"[bold]{inst.name}[/] · method {plan.method}"
         + (f" ({plan.backend})" if plan.backend else "")
         + f" · status [bold]{plan.status}[/] · {plan.solve_seconds:.2f} s"
     )
-    out.print(head)
+    console.print(head)
     if plan.objective is not None:
         gap = "-" if plan.gap is None else f"{100 * plan.gap:.4f}%"
-        out.print(
+        console.print(
             f"objective ${_money(plan.objective)} per {inst.period_hours:g} h · bound {_money(plan.bound)} · gap {gap}"
         )
     if plan.cost is not None:
         c = plan.cost
-        out.print(
+        console.print(
             f"rental {_money(c.rental)} · storage {_money(c.storage)} · delay penalty {_money(c.delay_penalty)}"
             f" · unserved penalty {_money(c.unserved_penalty)}"
         )
@@ -88,7 +122,7 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
             cost = inst.period_hours * inst.gpu(d.gpu).price_per_hour * d.gpus
             mbt = "" if d.max_num_batched_tokens is None else f" · mbt {d.max_num_batched_tokens}"
             t.add_row(d.model, d.gpu + mbt, str(d.tp), str(d.pp), str(d.replicas), str(d.gpus), _money(cost))
-        out.print(t)
+        console.print(t)
         r = Table(title="routing")
         for col in ("query type", "option", "fraction", "ttft s", "tpot s", "e2e s"):
             r.add_column(col)
@@ -103,16 +137,16 @@ def print_plan_summary(plan: Plan, table: OptionTable) -> None:
             un = plan.unserved.get(q.id, 0.0)
             if un > 0:
                 r.add_row(q.id, "[italic]unserved[/]", f"{un:.4f}", "", "", "")
-        out.print(r)
+        console.print(r)
     if plan.diagnosis:
         d = Table(title="diagnosis: what blocks each query type")
         for col in ("query type", "constraint", "detail"):
             d.add_column(col)
         for b in plan.diagnosis:
             d.add_row(b.query_type, b.constraint, b.detail)
-        out.print(d)
+        console.print(d)
     if plan.message and plan.status == "no_solution":
-        out.print(f"[yellow]{plan.message}[/]")
+        console.print(f"[yellow]{plan.message}[/]")
 
 
 @app.command()
@@ -125,7 +159,9 @@ def solve(
     gap: Annotated[float, typer.Option(help="relative MIP gap at which to stop")] = 1e-6,
     threads: Annotated[int, typer.Option(help="solver threads")] = 1,
     seed: Annotated[int, typer.Option(help="random seed (heuristics)")] = 0,
-    bound: Annotated[bool, typer.Option("--bound", help="heuristics: also report the LP-relaxation bound")] = False,
+    bound: Annotated[
+        bool, typer.Option("--bound/--no-bound", help="heuristics: also report the LP-relaxation bound")
+    ] = False,
     warm_start: Annotated[
         str | None, typer.Option("--warm-start", help="milp: start from gh, agh, or a PLAN file")
     ] = None,
@@ -138,7 +174,9 @@ def solve(
         typer.Option("--validate", help="replay this trace through the solved plan (repeat for several files)"),
     ] = None,
     validate_policy: Annotated[str, typer.Option(help="placement policy for --validate")] = "jsq",
-    quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet/--no-quiet", help="print no summary (without --out, just the plan)")
+    ] = False,
 ) -> None:
     """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
     from planner.robustness import on_original, tightened
@@ -152,12 +190,10 @@ def solve(
             raise InputError(None, "--method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
         if backend not in BACKENDS:
             raise InputError(None, "--backend", f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
-        if time_limit is not None and time_limit <= 0:
-            raise InputError(None, "--time-limit", "must be > 0 seconds")
-        if not 0 <= gap < 1:
-            raise InputError(None, "--gap", "must be in [0, 1)")
-        if threads < 1:
-            raise InputError(None, "--threads", "must be >= 1")
+        cliargs.seconds("--time-limit", time_limit)
+        cliargs.number("--gap", gap, ge=0, lt=1)
+        cliargs.whole("--threads", threads, ge=1, le=1024)
+        cliargs.seed("--seed", seed)
         if not 0 <= headroom < 10:
             raise InputError(None, "--headroom", "must be in [0, 10)")
         if not 0 <= error_headroom < 10:
@@ -170,91 +206,113 @@ def solve(
             if export not in FORMATS:
                 raise InputError(None, "--export", f"unknown format {export!r}; known: {', '.join(FORMATS)}")
             check_target(export_dir, False, "--export-dir")
-        table = build_option_table(load_instance(instance))
-        if table.instance.scaling is not None:
+        inst = load_instance(instance)
+        if inst.scaling is not None:
             from planner.solvers import MULTIPERIOD
 
             if method not in MULTIPERIOD:
                 raise InputError(
                     str(instance), "scaling", f"multi-period instances are solved by {' or '.join(MULTIPERIOD)}"
                 )
-            if warm_start is not None or headroom > 0 or error_headroom > 0:
-                raise InputError(None, "--warm-start", "not supported for multi-period instances (nor --headroom)")
+            for name, given in (
+                ("--warm-start", warm_start is not None),
+                ("--headroom", headroom > 0),
+                ("--error-headroom", error_headroom > 0),
+            ):
+                if given:
+                    raise InputError(None, name, "not supported for multi-period instances")
         if validate:
-            from planner.sim.cli import TraceArgs, _check_policy, trace_feed
+            from planner.sim.cli import TraceArgs, _check_policy, feed_of, trace_feed
+            from planner.sim.scale import Requests
 
             _check_policy(validate_policy)
-            validation.extend(
-                trace_feed(table.instance, instance, TraceArgs(validate, None, 1.0, 1.0, None, 0.0, None, False, seed))
+            trace, mapper = trace_feed(
+                inst, instance, TraceArgs(validate, None, 1.0, 1.0, None, 0.0, None, False, seed)
             )
+            if inst.scaling is None:
+                # Read (and so check) the traces before any work: a bad line must cost no option
+                # table and no solve, and leave no plan behind.
+                validation.append(Requests.collect(feed_of(trace, mapper)))
         start = None
         if warm_start is not None:
             if method != "milp":
                 raise InputError(None, "--warm-start", "only the milp method takes a warm start")
             if warm_start not in ("gh", "agh"):
-                start = read_plan(Path(warm_start))
-                if start.instance != table.instance.name:
-                    raise InputError(
-                        warm_start, "instance", f"plan is for {start.instance!r}, not {table.instance.name!r}"
-                    )
-        return table, start
+                start = read_plan_for(inst, Path(warm_start))
+        return build_option_table(inst), start
 
     validation: list[Any] = []
     table, start = _guard(prepare)
-    if warm_start in ("gh", "agh"):
-        start = run(table.instance, warm_start, table=table, seed=seed)
-    options: dict[str, Any] = {"seed": seed}
-    if method == "milp":
-        options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads, warm_start=start)
-    else:
-        options.update(bound=bound)
-        if method == "agh" and time_limit is not None:
-            options.update(time_limit=time_limit)
-    if headroom > 0 or error_headroom > 0:
-        tight = tightened(table.instance, headroom, error_headroom)
-        plan = on_original(table, run(tight, method, **options), headroom, error_headroom)
-    else:
-        plan = run(table.instance, method, table=table, **options)
-    if validation and plan.has_solution and table.instance.scaling is None:
-        from planner.sim.cli import feed_of
-        from planner.sim.scale import Requests
-        from planner.validation import validate as validate_loop
+    # The plan goes to stdout only when it is all that goes there: then the summary (and every
+    # other line for people) goes to stderr, so `planner solve X > plan.yaml` is a plan.
+    say = err if out_path is None else out
 
-        trace, mapper = validation
-        reqs = _guard(lambda: Requests.collect(feed_of(trace, mapper)))
-        opts = {k: v for k, v in options.items() if k != "warm_start"}
+    def solve_and_validate(steps: Steps) -> tuple[Plan, OptionTable]:
+        t, first = table, start
+        if warm_start in ("gh", "agh"):
+            steps.update(f"warm start ({warm_start})")
+            first = run(t.instance, warm_start, table=t, seed=seed)
+        options: dict[str, Any] = {"seed": seed}
+        if method == "milp":
+            options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads, warm_start=first)
+        else:
+            options.update(bound=bound)
+            if method == "agh" and time_limit is not None:
+                options.update(time_limit=time_limit)
+        steps.update(method)
+        if headroom > 0 or error_headroom > 0:
+            tight = tightened(t.instance, headroom, error_headroom)
+            plan = on_original(t, run(tight, method, **options), headroom, error_headroom)
+        else:
+            plan = run(t.instance, method, table=t, **options)
+        if validation and plan.has_solution:
+            from planner.validation import validate as validate_loop
 
-        def resolve(t: OptionTable) -> Plan:
-            return run(t.instance, method, table=t, **opts)
+            opts = {k: v for k, v in options.items() if k != "warm_start"}
+            rounds = [1]
 
-        plan, table = _guard(
-            lambda: validate_loop(
-                table.instance, table, plan, reqs, resolve, [str(p) for p in validate], validate_policy, seed
+            def resolve(derated: OptionTable) -> Plan:
+                rounds[0] += 1
+                steps.update(f"validation round {rounds[0]}: re-solving with derated capacities")
+                solved = run(derated.instance, method, table=derated, **opts)
+                steps.update(f"validation round {rounds[0]}: replaying the traces")
+                return solved
+
+            steps.update("validation round 1: replaying the traces")
+            plan, t = _guard(
+                lambda: validate_loop(
+                    t.instance, t, plan, validation[0], resolve, [str(p) for p in validate], validate_policy, seed
+                )
             )
-        )
+        return plan, t
+
+    # A spinner on a terminal: model-mode solves simulate capacities and --validate replays traces.
+    with progress(f"solve {instance.name}") as steps:
+        plan, table = solve_and_validate(steps)
     if not quiet:
-        print_plan_summary(plan, table)
+        print_plan_summary(plan, table, say)
     if out_path is not None:
-        write_atomic(out_path, dump_document(plan_document(plan), out_path.suffix))
+        _guard(lambda: write_atomic(out_path, dump_document(plan_document(plan), out_path.suffix)))
         if not quiet:
-            out.print(f"plan written to {out_path}")
-    elif not quiet:
-        out.print(dump_document(plan_document(plan), ".yaml"), markup=False, highlight=False)
+            say.print(f"plan written to {out_path}")
+    else:
+        sys.stdout.write(dump_document(plan_document(plan), ".yaml"))  # not rich: no wrapping, no markup
+        sys.stdout.flush()
     if export is not None and export_dir is not None and plan.has_solution:
         from planner.export import export_plan
 
         written = _guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
         if not quiet:
-            out.print(f"{export} export: {len(written)} files in {export_dir}")
+            say.print(f"{export} export: {len(written)} files in {export_dir}")
     if plan.validation is not None:
         v = plan.validation
         cells = ", ".join(f"{t} {a:.4f}" for t, a in v.attainment.items() if a is not None)
-        out.print(
+        say.print(
             f"validation ({v.policy}, {v.rounds} round{'s' if v.rounds > 1 else ''}): attainment {cells}"
             + (f"; derated {', '.join(f'{k} ×{f:.3g}' for k, f in v.derating.items())}" if v.derating else "")
         )
         if not v.passed:
-            out.print(f"[yellow]validation: below target:[/] {v.message}", soft_wrap=True)
+            say.print(f"[yellow]validation: below target:[/] {v.message}", soft_wrap=True)
     if plan.status == "infeasible":
         raise typer.Exit(EXIT_INFEASIBLE)
     if plan.status == "no_solution":
@@ -269,7 +327,13 @@ def check(
     """Recompute every constraint and cost of PLAN from the two files alone (exit 0 ok, 1 violations)."""
     from planner.checker import check_plan
 
-    inst, plan = _guard(lambda: (load_instance(instance), read_plan(plan_file)))
+    def prepare() -> tuple[Any, Plan]:
+        inst = load_instance(instance)
+        # A malformed plan (unknown ids, degrees, fractions that are not a split) is bad input;
+        # a well-formed one that breaks a constraint is what the checker lists.
+        return inst, read_plan_for(inst, plan_file)
+
+    inst, plan = _guard(prepare)
     report = check_plan(inst, plan)
     if report.ok:
         c = report.cost
@@ -336,7 +400,7 @@ def option_records(table: OptionTable) -> list[dict[str, Any]]:
 def options(
     instance: Annotated[Path, typer.Argument(help="instance file")],
     csv: Annotated[Path | None, typer.Option(help="write every row to this CSV file")] = None,
-    show_all: Annotated[bool, typer.Option("--all", help="also show rows that are not candidates")] = False,
+    show_all: Annotated[bool, typer.Option("--all/--no-all", help="also show rows that are not candidates")] = False,
     query_type: Annotated[str | None, typer.Option("--type", help="only this query type")] = None,
 ) -> None:
     """Show every (option, query type) with its figures and why it is or is not eligible."""
@@ -352,7 +416,7 @@ def options(
     table = _guard(prepare)
     recs = [r for r in option_records(table) if query_type is None or r["query_type"] == query_type]
     if csv is not None:
-        write_atomic(csv, pd.DataFrame(recs, columns=list(OPTION_COLUMNS)).to_csv(index=False))
+        _guard(lambda: write_atomic(csv, pd.DataFrame(recs, columns=list(OPTION_COLUMNS)).to_csv(index=False)))
         out.print(f"{len(recs)} rows written to {csv}")
         return
     shown = [r for r in recs if show_all or r["candidate"]]
@@ -391,7 +455,7 @@ def options(
 
 
 @app.command()
-def schema(plan: Annotated[bool, typer.Option("--plan", help="the plan's schema instead")] = False) -> None:
+def schema(plan: Annotated[bool, typer.Option("--plan/--no-plan", help="the plan's schema instead")] = False) -> None:
     """Print the JSON Schema of the instance file (or of the plan file with --plan)."""
     from planner.problem import instance_json_schema
 

@@ -17,8 +17,10 @@ class InputError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        where = self.file or "<input>"
-        return f"{where}: {self.field}: {self.message}"
+        # An argument that is not a file (``--rate-scale``) is named by its field alone.
+        if not self.file:
+            return f"{self.field}: {self.message}"
+        return f"{self.file}: {self.field}: {self.message}"
 
     def in_file(self, file: str) -> InputError:
         """The same error attributed to ``file`` (used when a check runs before the file is known)."""

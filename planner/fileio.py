@@ -1,7 +1,13 @@
 """Reading YAML/JSON documents and writing outputs atomically.
 
 Outputs are written to a temporary file in the target directory and renamed into place, so a
-reader never sees a half-written plan and a failed run leaves nothing behind.
+reader never sees a half-written plan and a failed or interrupted run leaves nothing behind: an
+output that existed before is kept byte for byte until the new one is whole.
+
+Modes: a new file gets ``0o666 & ~umask`` (what ``open()`` or a shell redirection gives; the
+temporary file ``mkstemp`` makes is 0600 and is widened before the rename); a file that is
+replaced keeps its own mode, as it would if it were overwritten in place. Commands call
+:func:`check_writable` on every output before any work, so an unwritable path costs nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +72,8 @@ def read_document(path: str | Path) -> Any:
         if not isinstance(exc, json.JSONDecodeError):
             raise InputError(name, "-", f"not valid JSON: {exc}") from None
         raise InputError(name, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
+    except RecursionError:  # brackets nested thousands deep: the parsers recurse per level
+        raise InputError(name, "-", "nested too deeply to be an instance, plan or catalog") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "-"
@@ -104,20 +113,114 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> None:
         fh.write(data)
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``os.umask`` can only
+    read it by setting it, which races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode ``open()`` would give a new file (or a new directory/script when ``executable``)."""
+    return (0o777 if executable else 0o666) & ~umask()
+
+
+def _existing_mode(target: Path) -> int | None:
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def check_writable(path: str | Path, option: str, kind: str = "file") -> None:
+    """Refuse an output that could not be written, before any work is done.
+
+    ``kind``: ``file`` (a file replaced atomically: a temporary sibling is renamed onto it),
+    ``dir`` (a directory files are written into) or ``tree`` (a directory built beside itself and
+    renamed into place, as ``export`` does). Missing parent directories are fine (they are
+    created when the output is written); the nearest one that exists must be a writable
+    directory. The error names the option first: ``--out: PATH: why``.
+    """
+    target = Path(path)
+    name = str(path)
+    if kind == "file" and target.is_dir():
+        raise InputError(option, name, "is a directory; give a file path")
+    if kind != "file" and target.exists() and not target.is_dir():
+        raise InputError(option, name, "exists and is not a directory")
+    if kind == "dir" and target.is_dir():
+        where = target  # files are created inside it
+    else:
+        where = target.parent  # a temporary sibling is created, then renamed onto the target
+        while not where.exists() and where != where.parent:
+            where = where.parent
+    if where.exists() and not where.is_dir():
+        raise InputError(option, name, f"{where} is a file, not a directory")
+    if not _dir_writable(where):
+        raise InputError(option, name, f"directory {where} is not writable")
+
+
+def _dir_writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory``.
+
+    ``access()`` answers for permissions and read-only mounts, but root passes it everywhere,
+    even where the kernel refuses (``/proc``, ``/sys``): so a probe file is also created and
+    removed at once (a dot-file, like the temporary files of the writes themselves).
+    """
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".planner-probe.", dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return True
+
+
+class OutputError(InputError, OSError):
+    """An output that could not be written (disk full, a directory removed meanwhile): one
+    ``error:`` line naming it, like bad input, and still an OSError to library callers."""
+
+
+def _write_failed(exc: OSError, path: Path) -> OutputError:
+    return OutputError(None, str(path), f"cannot write: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, binary: bool = False) -> Iterator[Any]:
+def atomic_writer(path: str | Path, binary: bool = False, executable: bool = False) -> Iterator[Any]:
     """A file handle on a temporary file beside ``path``, renamed onto it only if the block ends
-    without an exception (so a stream of rows is never left half-written under the real name)."""
+    without an exception (so a stream of rows is never left half-written under the real name,
+    and an interrupt or a failure leaves the previous file as it was)."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _write_failed(exc, target) from None
+    mode = _existing_mode(target)
+    try:
+        # mkstemp makes 0600: give the file the mode it would have had if written directly.
+        os.fchmod(fd, file_mode(executable) if mode is None else mode)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # A write of this file (ENOSPC, EDQUOT, EIO: no file name) or its rename; an error
+        # naming another file comes from the caller's block (reading an input) and goes on.
+        if exc.filename in (None, tmp, str(target)):
+            raise _write_failed(exc, target) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,9 +7,10 @@ long prompts (TTFT), the short outputs that share one decode step with a prefill
 the long outputs (e2e). The distribution used here:
 
     log Q(u) is piecewise linear in the normal score z = Φ⁻¹(u), through the knots
-    (0, log p50), (1.2816, log p90), (2.3263, log p99)  [those that are given],
-    extended below the median with the slope of the first segment and above the last knot with
-    the slope of the last one, and clipped to [1, max_tokens].
+    (−1.2816, log p10), (0, log p50), (1.2816, log p90), (2.3263, log p99)  [those given; p10
+    only with p50], extended beyond the first and last knots, and clipped to [1, max_tokens].
+    With the median given, the two extension slopes are solved so that the mean is the stated
+    one (:meth:`LengthDistribution._match_mean`); otherwise they are the end segments' slopes.
 
 With p50 and p90 alone this is a lognormal; p99 bends its upper tail. A missing p50 is solved
 so that the mean of the clipped distribution equals the stated mean (when no median achieves it
@@ -24,13 +25,15 @@ thousand requests steady.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 Z90 = 1.2815515655446004  # Φ⁻¹(0.9)
 Z99 = 2.3263478740408408  # Φ⁻¹(0.99)
 _GRID = 4001  # quantile grid for means (midpoint rule over u)
+MEAN_TOL = 0.005  # relative mean error left alone when the median is given
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class LengthDistribution:
     knots_log: tuple[float, ...]  # log tokens at the knots
     max_tokens: float
     mean_error: float = 0.0  # relative error of the achieved mean (0 when exact)
+    # Slopes of log Q in z beyond the first and last knots (None: the end segments' slopes);
+    # solved so the mean matches when the median is given (see :meth:`_match_mean`).
+    lo_slope: float | None = None
+    hi_slope: float | None = None
 
     @property
     def constant(self) -> bool:
@@ -53,7 +60,8 @@ class LengthDistribution:
         if self.constant:
             return np.full(u.shape, min(max(self.mean, 1.0), self.max_tokens))
         z = norm_ppf(np.clip(u, 1e-12, 1 - 1e-12))
-        return np.clip(np.exp(_interp_extrap(z, self.knots_z, self.knots_log)), 1.0, self.max_tokens)
+        logq = _interp_extrap(z, self.knots_z, self.knots_log, self.lo_slope, self.hi_slope)
+        return np.clip(np.exp(logq), 1.0, self.max_tokens)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n stratified samples in whole tokens (≥ 1), in a seeded random order."""
@@ -69,15 +77,17 @@ class LengthDistribution:
         p90: float | None = None,
         p99: float | None = None,
         max_tokens: float = math.inf,
+        p10: float | None = None,
     ) -> LengthDistribution:
-        """The distribution with these figures (module docstring)."""
+        """The distribution with these figures (module docstring); ``p10`` is used with a ``p50``."""
         top = float(max_tokens) if math.isfinite(max_tokens) else 1e9
-        given = [(z, v) for z, v in ((0.0, p50), (Z90, p90), (Z99, p99)) if v is not None]
+        lower = p10 if p50 is not None else None
+        given = [(z, v) for z, v in ((-Z90, lower), (0.0, p50), (Z90, p90), (Z99, p99)) if v is not None]
         if not given:
             return cls(float(mean), (), (), top)
         if p50 is not None:
             d = cls(float(mean), tuple(z for z, _ in given), tuple(math.log(v) for _, v in given), top)
-            return cls(d.mean, d.knots_z, d.knots_log, top, d._mean_gap())
+            return d._match_mean()
         # Solve the median: the clipped mean grows with it (the upper knots are fixed).
         upper = [(z, math.log(v)) for z, v in given]
 
@@ -97,6 +107,46 @@ class LengthDistribution:
                     best_m, best_gap = float(x), gap
         best = build(math.exp(best_m))
         return cls(best.mean, best.knots_z, best.knots_log, top, best._mean_gap())
+
+    def _match_mean(self) -> LengthDistribution:
+        """The distribution with its tails' slopes solved so that its mean is the stated one, the
+        knots kept. A mean below what the knots give thickens the lower tail (more short requests
+        below the first knot: an output median of 374 with a mean of 266 means many short replies);
+        a mean above it thins the lower tail. Bisection on the slope (the mean is monotone in it);
+        the closest reachable mean when none matches (:attr:`mean_error` says how close)."""
+        if len(self.knots_z) < 2:
+            return replace(self, mean_error=self._mean_gap())
+        x, y = self.knots_z, self.knots_log
+        lo0 = (y[1] - y[0]) / (x[1] - x[0])
+        hi0 = (y[-1] - y[-2]) / (x[-1] - x[-2])
+
+        def gap(lo: float, hi: float) -> float:
+            return replace(self, lo_slope=lo, hi_slope=hi)._mean_gap()
+
+        def solve(f: Callable[[float], float], a: float, b: float) -> float:
+            """Root of f (monotone) in [a, b], or the end whose value is closer to zero."""
+            fa, fb = f(a), f(b)
+            if fa * fb > 0:
+                return a if abs(fa) <= abs(fb) else b
+            for _ in range(40):
+                m = (a + b) / 2
+                fm = f(m)
+                if fm * fa > 0:
+                    a, fa = m, fm
+                else:
+                    b = m
+            return (a + b) / 2
+
+        g0 = gap(lo0, hi0)
+        lo, hi = lo0, hi0
+        if g0 > MEAN_TOL:  # too long on average: a heavier lower tail
+            lo = solve(lambda s: gap(s, hi0), lo0, max(lo0, 0.0) + 8.0)
+        elif g0 < -MEAN_TOL and lo0 > 0:  # too short: a lighter lower tail (never a longer upper
+            # one: beyond p99 nothing is known, and a mean forced there puts prompts past the
+            # type's real maximum, e.g. beyond the bucket bound of a length-split type)
+            lo = solve(lambda s: gap(s, hi0), 0.0, lo0)
+        d = replace(self, lo_slope=lo, hi_slope=hi)
+        return replace(d, mean_error=d._mean_gap())
 
     def _grid_mean(self) -> float:
         u = (np.arange(_GRID) + 0.5) / _GRID
@@ -149,14 +199,22 @@ def norm_ppf(p: np.ndarray) -> np.ndarray:
     return np.where(p < 0.5, x, -x)
 
 
-def _interp_extrap(z: np.ndarray, xs: tuple[float, ...], ys: tuple[float, ...]) -> np.ndarray:
-    """Piecewise-linear through (xs, ys), extended with the end segments' slopes (a single knot:
-    a constant)."""
+def _interp_extrap(
+    z: np.ndarray,
+    xs: tuple[float, ...],
+    ys: tuple[float, ...],
+    lo_slope: float | None = None,
+    hi_slope: float | None = None,
+) -> np.ndarray:
+    """Piecewise-linear through (xs, ys), extended with the given slopes (default: the end
+    segments'; a single knot: a constant)."""
     if len(xs) == 1:
         return np.full(z.shape, ys[0])
     x, y = np.asarray(xs), np.asarray(ys)
     out = np.interp(z, x, y)
-    lo_slope = (y[1] - y[0]) / (x[1] - x[0])
-    hi_slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
+    if lo_slope is None:
+        lo_slope = (y[1] - y[0]) / (x[1] - x[0])
+    if hi_slope is None:
+        hi_slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
     out = np.where(z < x[0], y[0] + (z - x[0]) * lo_slope, out)
     return np.where(z > x[-1], y[-1] + (z - x[-1]) * hi_slope, out)

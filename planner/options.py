@@ -387,6 +387,7 @@ def derate_options(
     dropped = dropped or set()
     if not by_type and not dropped:
         return table
+
     def derated(o: Option, t: str, r: Row) -> Row:
         if not r.eligible or r.throughput_rps is None:
             return r
@@ -477,6 +478,8 @@ def _with_coefficients(
         table.load[i, k] = q.arrival_rate / r.throughput_rps
         table.delay[i, k] = delay_cost(inst, q, r.e2e_s)
         table.error[i, k] = inst.error(r.option.model, q.id)
+    if not any(inst.attainment(q) is not None for q in inst.query_types) or inst.performance_mode == "table":
+        return table  # one figure per pair (mean and table modes): no shared-pool rows
     by_k: dict[int, list[int]] = {}
     for i, k in table.pairs:
         by_k.setdefault(k, []).append(i)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from planner import cliargs
 from planner.errors import InputError
 
 MODEL_HELP = "catalog model id, or a YAML/JSON file holding one inline model spec (instance format)"
@@ -67,11 +68,6 @@ def _calibration_ref(value: str | None) -> str | None:
         return resolve_reference(value, Path.cwd(), "--calibration")
     except InputError as exc:
         raise InputError(None, "--calibration", exc.message) from None
-
-
-def _positive(name: str, value: float | None, integer: bool = True) -> None:
-    if value is not None and value <= 0:
-        raise InputError(None, name, "must be > 0" if not integer else "must be >= 1")
 
 
 def perf_report(
@@ -225,9 +221,10 @@ def perf(
     output_tokens: Annotated[
         int | None, typer.Option(help="output tokens per request: report requests/s at --batch (option-table r_max)")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    json_out: Annotated[bool, typer.Option("--json/--no-json", help="print one JSON object")] = False,
     iteration_model: Annotated[
-        bool, typer.Option("--iteration-model", help="fit and print the linear iteration-time model")
+        bool,
+        typer.Option("--iteration-model/--no-iteration-model", help="fit and print the linear iteration-time model"),
     ] = False,
     calibration: Annotated[
         str | None, typer.Option(help="calibration file or shipped id (default: the shipped default; 'none')")
@@ -237,11 +234,13 @@ def perf(
     from planner.cli import _guard
 
     def prepare() -> dict[str, Any]:
-        for name, v in (("--tp", tp), ("--pp", pp), ("--prefill-tokens", prefill_tokens), ("--batch", batch)):
-            _positive(name, v)
-        _positive("--context", context)
-        _positive("--output-tokens", output_tokens)
-        _positive("--tpot-s", tpot_s, integer=False)
+        for name, v in (("--tp", tp), ("--pp", pp)):
+            cliargs.whole(name, v, ge=1, le=cliargs.MAX_DEGREE)
+        tokens = (("--prefill-tokens", prefill_tokens), ("--context", context), ("--output-tokens", output_tokens))
+        for name, v in tokens:
+            cliargs.whole(name, v, ge=1, le=cliargs.MAX_TOKENS)
+        cliargs.whole("--batch", batch, ge=1, le=cliargs.MAX_BATCH)
+        cliargs.number("--tpot-s", tpot_s, gt=0, le=cliargs.MAX_SECONDS)
         m, g = _spec(model, "model"), _spec(gpu, "gpu")
         ref = _calibration_ref(calibration)
         return perf_report(m, g, tp, pp, prefill_tokens, batch, context, tpot_s, output_tokens, iteration_model, ref)
@@ -315,7 +314,7 @@ def calibrate(
         if vidur is None and not files:
             raise InputError(None, "--vidur/--serving", "give a Vidur profiling directory and/or serving results")
         for name, v in (("--tp", tp), ("--pp", pp)):
-            _positive(name, v)
+            cliargs.whole(name, v, ge=1, le=cliargs.MAX_DEGREE)
         runs = _serving_runs(files, model, gpu, tp, pp)
         if vidur is not None:
             cat = builtin_catalog()

@@ -814,6 +814,9 @@ def _number(doc: Mapping[str, Any], key: str, file: str) -> float:
     return float(v)
 
 
+MAX_MEAN_TOKENS = 10_000_000  # the longest context any model serves today
+
+
 def read_serving_result(path: Path) -> ServingResult:
     file = str(path)
     if path.suffix.lower() != ".json":
@@ -832,6 +835,13 @@ def read_serving_result(path: Path) -> ServingResult:
         raise InputError(file, "max_concurrency", f"must be a whole number >= 1 or null (got {mc!r})")
     meta = {k: str(doc[k]) for k in ("model_id", "gpu", "tp", "pp", "model") if doc.get(k) is not None}
     n = vals["completed"]
+    # The model is evaluated at the mean request: beyond any model's context it overflows the
+    # performance model's arithmetic (and is a corrupt file, not a measurement).
+    for key in ("total_input_tokens", "total_output_tokens"):
+        if vals[key] / n > MAX_MEAN_TOKENS:
+            raise InputError(
+                file, key, f"{vals[key] / n:.3g} tokens per completed request: at most {MAX_MEAN_TOKENS:,}"
+            )
     return ServingResult(
         file=file,
         completed=int(n),
@@ -890,6 +900,30 @@ def serving_predictions(run: ServingRun, q: Mapping[str, float]) -> tuple[float,
     return float(ttft[0]), float(tpot[0])
 
 
+# After the fit, every run's TTFT and TPOT must be matched within this (the shipped examples: 1.6%).
+# Efficiencies are capped at 100% of the datasheet, so a run faster than the hardware allows (or
+# a typo: request_throughput 10^6, mean_tpot_ms 0.0001) is left far off; writing that fit would
+# hand the planner a calibration that silently disagrees with the measurement it came from.
+MAX_SERVING_FIT_ERROR = 0.5
+
+
+def _check_serving_fit(runs: Sequence[ServingRun], after: np.ndarray, x: np.ndarray) -> None:
+    """Refuse a serving fit that cannot reproduce its measurements, naming the worst run and field."""
+    err = np.abs(np.expm1(after))
+    if np.all(np.isfinite(err)) and np.all(np.isfinite(x)) and float(err.max()) <= MAX_SERVING_FIT_ERROR:
+        return
+    worst = int(np.nanargmax(np.where(np.isfinite(err), err, np.inf)))
+    run, key = runs[worst // 2], ("mean_ttft_ms", "mean_tpot_ms")[worst % 2]
+    off = "not a finite number" if not np.isfinite(err[worst]) else f"{100 * err[worst]:.3g}% off"
+    raise InputError(
+        run.result.file,
+        key,
+        f"the performance model of {run.model.id} on {run.gpu.id} (tp {run.tp}, pp {run.pp}) cannot reproduce "
+        f"this run at any efficiency up to 100% ({off} after fitting; at most {100 * MAX_SERVING_FIT_ERROR:g}%): "
+        "check request_throughput, mean_ttft_ms, mean_tpot_ms and the deployment",
+    )
+
+
 def calibrate_serving(base: Calibration | None, runs: Sequence[ServingRun], source: str) -> Calibration:
     """Scale each measured tier's compute- and memory-side efficiencies to match TTFT and TPOT."""
     cal = base or Calibration(description="")
@@ -907,9 +941,12 @@ def calibrate_serving(base: Calibration | None, runs: Sequence[ServingRun], sour
             q = _scaled(start, math.exp(x[0]), math.exp(x[1]))
             return np.log([serving_predictions(r, q) for r in mine]).ravel() - meas
 
-        before = residual(np.zeros(2))
-        x = levenberg_marquardt(residual, [0.0, 0.0], max_iter=50)
-        after = residual(x)
+        # An impossible run drives the search to overflow; the check below reports it in one line.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            before = residual(np.zeros(2))
+            x = levenberg_marquardt(residual, [0.0, 0.0], max_iter=50)
+            after = residual(x)
+        _check_serving_fit(mine, after, x)
         fitted = _scaled(start, math.exp(x[0]), math.exp(x[1]))
         keep = {k: float(fitted[k]) for k in CALIBRATED_FIELDS if fitted.get(k) is not None}
         files = ", ".join(Path(r.result.file).name for r in mine)

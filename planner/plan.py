@@ -17,6 +17,7 @@ from planner.options import (
     storage_per_option,
     unserved_cost,
 )
+from planner.problem import Instance
 
 Status = Literal["optimal", "feasible", "infeasible", "no_solution"]
 Replicas = dict[Option, int]  # y[k]
@@ -321,6 +322,155 @@ def _drop_none_budgets(node: Any) -> None:
             _drop_none_budgets(v)
 
 
+# --------------------------------------------------------------------------------------------
+# Structure: a plan that can be read against an instance at all
+# --------------------------------------------------------------------------------------------
+
+# Far above any fleet a plan describes (10^6 replicas of one option); a larger count is a typo or
+# a tampered file, and simulating or exporting it would exhaust memory.
+MAX_REPLICAS = 1_000_000
+# vLLM's max_num_seqs: the performance model tabulates iteration times up to it.
+MAX_NUM_SEQS = 100_000
+COVERAGE_TOL = 2e-6  # the checker's coverage tolerance at 1 (1e-6 absolute + 1e-6 relative)
+
+
+def check_plan_structure(inst: Instance, plan: Plan, label: str, *, routed_deployed: bool = False) -> None:
+    """Raise an :class:`InputError` naming ``label`` and the field when ``plan`` is malformed
+    against ``inst``: for another instance, naming a model, GPU, query type, TP/PP degree or token
+    budget the instance lacks, listing an option twice, replica counts beyond
+    :data:`MAX_REPLICAS`, fractions outside [0, 1] or a type's fractions and unserved share not
+    adding up to 1. With ``routed_deployed`` (commands that replay traffic through the fleet),
+    every share must also go to an option the plan deploys.
+
+    What it does not judge is feasibility (capacity, accuracy, availability, budget, SLOs, cost):
+    that is :func:`planner.checker.check_plan`'s job, and a command whose point is to measure a
+    plan (``simulate``, ``scale``, ``review``) runs plans that violate it. Every command that reads
+    a plan runs this check first, so none of them meets a plan it cannot even look up.
+    """
+    if plan.instance != inst.name:
+        raise InputError(label, "instance", f"plan is for instance {plan.instance!r}, not {inst.name!r}")
+    refs = _References(inst)
+    deployed = refs.fleet(plan.deployments, label, "deployments")
+    if plan.base_fleet is not None:
+        refs.fleet(plan.base_fleet, label, "base_fleet")
+    if plan.schedule is not None and inst.scaling is None:
+        raise InputError(label, "schedule", "the instance has no demand windows (scaling:), the plan a schedule")
+    if plan.has_solution:
+        refs.routing(plan.routing, plan.unserved, label, "", deployed if routed_deployed else None)
+    for n, w in enumerate(plan.schedule or []):
+        where = f"schedule[{n}]."
+        wdeployed = refs.fleet(w.deployments, label, f"{where}deployments")
+        for kind, changes in (("added", w.added), ("removed", w.removed)):
+            for j, c in enumerate(changes):
+                refs.option(c, label, f"{where}{kind}[{j}]")
+                if c.replicas > MAX_REPLICAS:
+                    raise InputError(label, f"{where}{kind}[{j}].replicas", f"{c.replicas:,} > {MAX_REPLICAS:,}")
+        if plan.has_solution:
+            refs.routing(w.routing, w.unserved, label, where, wdeployed if routed_deployed else None)
+
+
+def unknown_names(inst: Instance, plan: Plan) -> list[str]:
+    """Each option reference of ``plan`` (deployments, routing, every window) whose model or GPU
+    ``inst`` does not have: nothing can be priced or looked up for it, so the checker reports
+    these and stops (a plan naming a model the instance lacks once crashed the pricing)."""
+    models, gpus = {m.id for m in inst.models}, {g.id for g in inst.gpus}
+    refs: list[tuple[str, _OptionRef]] = [(f"deployments[{n}]", d) for n, d in enumerate(plan.deployments)]
+    refs += [(f"base_fleet[{n}]", d) for n, d in enumerate(plan.base_fleet or [])]
+    refs += [(f"routing.{t}[{n}]", s) for t, shares in plan.routing.items() for n, s in enumerate(shares)]
+    for w, wp in enumerate(plan.schedule or []):
+        refs += [(f"schedule[{w}].deployments[{n}]", d) for n, d in enumerate(wp.deployments)]
+        refs += [
+            (f"schedule[{w}].routing.{t}[{n}]", s) for t, shares in wp.routing.items() for n, s in enumerate(shares)
+        ]
+        refs += [(f"schedule[{w}].{k}[{n}]", c) for k in ("added", "removed") for n, c in enumerate(getattr(wp, k))]
+    return [
+        f"{where} names {ref.option.key}: " + ("model" if ref.model not in models else "gpu") + " not in the instance"
+        for where, ref in refs
+        if ref.model not in models or ref.gpu not in gpus
+    ]
+
+
+class _References:
+    """What a plan may name in ``inst``: its models, GPUs, query types, degrees and budgets."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.models = {m.id for m in inst.models}
+        self.gpus = {g.id for g in inst.gpus}
+        self.types = [q.id for q in inst.query_types]
+        # Table mode's measurements may list degrees beyond parallelism: they are options too.
+        self.tp = set(inst.parallelism.tp) | {e.tp for e in inst.performance}
+        self.pp = set(inst.parallelism.pp) | {e.pp for e in inst.performance}
+        self.budgets: set[int | None] = {None}
+        if inst.performance_mode == "model":
+            self.budgets |= set(inst.token_budgets())
+
+    def option(self, ref: _OptionRef, label: str, where: str) -> None:
+        if ref.model not in self.models:
+            raise InputError(label, f"{where}.model", f"unknown model {ref.model!r}: not in the instance")
+        if ref.gpu not in self.gpus:
+            raise InputError(label, f"{where}.gpu", f"unknown gpu {ref.gpu!r}: not in the instance")
+        if ref.tp not in self.tp:
+            raise InputError(label, f"{where}.tp", f"tp {ref.tp} is not a degree of the instance {sorted(self.tp)}")
+        if ref.pp not in self.pp:
+            raise InputError(label, f"{where}.pp", f"pp {ref.pp} is not a degree of the instance {sorted(self.pp)}")
+        b = ref.max_num_batched_tokens
+        if b not in self.budgets:
+            known = sorted(x for x in self.budgets if x is not None)
+            raise InputError(
+                label,
+                f"{where}.max_num_batched_tokens",
+                f"{b} is not a token budget of the instance" + (f" {known}" if known else " (it plans none)"),
+            )
+
+    def fleet(self, deployments: list[Deployment], label: str, where: str) -> set[Option]:
+        """Check a list of deployments; the options with at least one replica."""
+        seen: set[Option] = set()
+        for n, d in enumerate(deployments):
+            at = f"{where}[{n}]"
+            self.option(d, label, at)
+            if d.option in seen:
+                raise InputError(label, at, f"deployment {d.option.key} is listed twice")
+            seen.add(d.option)
+            if d.replicas > MAX_REPLICAS:
+                raise InputError(label, f"{at}.replicas", f"{d.replicas:,} replicas: at most {MAX_REPLICAS:,}")
+            if d.max_num_seqs is not None and not 1 <= d.max_num_seqs <= MAX_NUM_SEQS:
+                msg = f"must be in [1, {MAX_NUM_SEQS:,}] (got {d.max_num_seqs})"
+                raise InputError(label, f"{at}.max_num_seqs", msg)
+        return {d.option for d in deployments if d.replicas > 0}
+
+    def routing(
+        self,
+        routing: dict[str, list[Share]],
+        unserved: dict[str, float],
+        label: str,
+        where: str,
+        deployed: set[Option] | None,
+    ) -> None:
+        for t in list(routing) + list(unserved):
+            if t not in self.types:
+                kind = "routing" if t in routing else "unserved"
+                raise InputError(label, f"{where}{kind}.{t}", f"unknown query type {t!r}: not in the instance")
+        for t, u in unserved.items():
+            if not 0 <= u <= 1:
+                raise InputError(label, f"{where}unserved.{t}", f"must be in [0, 1] (got {u:g})")
+        for t in self.types:
+            total = 0.0
+            for n, s in enumerate(routing.get(t, [])):
+                at = f"{where}routing.{t}[{n}]"
+                self.option(s, label, at)
+                if not 0 <= s.fraction <= 1:
+                    raise InputError(label, f"{at}.fraction", f"must be in [0, 1] (got {s.fraction:g})")
+                if deployed is not None and s.fraction > 0 and s.option not in deployed:
+                    raise InputError(label, at, f"routes to {s.option.key}, which the plan deploys no replica of")
+                total += s.fraction
+            un = unserved.get(t, 0.0)
+            if abs(total + un - 1.0) > COVERAGE_TOL:
+                raise InputError(
+                    label, f"{where}routing.{t}", f"fractions {total:.6g} + unserved {un:.6g} must add up to 1"
+                )
+
+
 def write_plan(path: str | Path, plan: Plan) -> None:
     write_document(path, plan_document(plan))
 
@@ -335,3 +485,10 @@ def read_plan(path: str | Path) -> Plan:
         from planner.loader import validation_error
 
         raise validation_error(str(path), exc) from None
+
+
+def read_plan_for(inst: Instance, path: str | Path, *, routed_deployed: bool = False) -> Plan:
+    """:func:`read_plan`, then :func:`check_plan_structure` against ``inst`` naming ``path``."""
+    plan = read_plan(path)
+    check_plan_structure(inst, plan, str(path), routed_deployed=routed_deployed)
+    return plan

@@ -30,13 +30,18 @@ from planner.errors import InputError
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+\-]*$")]
 # Numbers are strict: a bool or a numeric string is the wrong shape, and infinities are refused
-# (config below), so every figure that reaches a solver is a finite number.
+# (config below), so every figure that reaches a solver is a finite number. Magnitudes are capped
+# too: 10^12 (of $, req/s, seconds, GB...) and 10^9 (of layers, tokens, GPUs) are far beyond any
+# real figure, and products of larger ones (3600 · hours · rate · penalty, an arrival_rate of
+# 1e308) overflowed to inf and NaN costs.
+MAX_FIGURE = 1e12
+MAX_COUNT = 1_000_000_000
 Fraction = Annotated[float, StrictType(), Field(ge=0.0, le=1.0)]
-Positive = Annotated[float, StrictType(), Field(gt=0.0)]
-NonNegative = Annotated[float, StrictType(), Field(ge=0.0)]
+Positive = Annotated[float, StrictType(), Field(gt=0.0, le=MAX_FIGURE)]
+NonNegative = Annotated[float, StrictType(), Field(ge=0.0, le=MAX_FIGURE)]
 Degree = Annotated[int, StrictType(), Field(ge=1, le=1024)]
-Count = Annotated[int, StrictType(), Field(ge=1)]
-Count0 = Annotated[int, StrictType(), Field(ge=0)]
+Count = Annotated[int, StrictType(), Field(ge=1, le=MAX_COUNT)]
+Count0 = Annotated[int, StrictType(), Field(ge=0, le=MAX_COUNT)]
 Share = Annotated[float, StrictType(), Field(gt=0.0, le=1.0)]
 
 
@@ -153,12 +158,18 @@ class QueryType(Strict):
     delay_penalty: NonNegative = Field(0.0, description="ρ: $ per request per second of e2e delay")
     task: str | None = Field(None, description="catalog task whose error rates fill missing `errors` entries")
     # Length percentiles (optional): the attainment model's length distributions (planner.lengths).
+    input_tokens_p10: Positive | None = None  # used with a p50 (the lower tail: short replies)
     input_tokens_p50: Positive | None = None
     input_tokens_p90: Positive | None = None
     input_tokens_p99: Positive | None = None
+    output_tokens_p10: Positive | None = None
     output_tokens_p50: Positive | None = None
     output_tokens_p90: Positive | None = None
     output_tokens_p99: Positive | None = None
+    # Correlation of prompt and output lengths (optional; Gaussian copula of their normal scores,
+    # i.e. the Pearson correlation of the normal scores of their ranks). Chat traces pair long
+    # contexts with short replies (Azure conv, prompts > 1024 tokens: −0.65).
+    length_correlation: float | None = Field(None, ge=-1.0, le=1.0)
     # Burstiness (optional): percentiles of the rate over the instance's arrival_window_s windows.
     arrival_rate_p90: Positive | None = Field(None, description="p90 of windowed arrival rates, requests/s")
     arrival_rate_p99: Positive | None = Field(None, description="p99 of windowed arrival rates, requests/s")
@@ -170,7 +181,7 @@ class QueryType(Strict):
             if v2 < v1:
                 raise ValueError(f"arrival_rate_{p2} ({v2:g}) is below arrival_rate_{p1} ({v1:g})")
         for side in ("input", "output"):
-            vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("p50", "p90", "p99")]
+            vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("p10", "p50", "p90", "p99")]
             given = [(p, v) for p, v in vals if v is not None]
             for (p1, v1), (p2, v2) in itertools.pairwise(given):
                 if v2 < v1:
@@ -267,8 +278,10 @@ class PerfParams(Strict):
     gpu_memory_utilization: Share = 0.90
     runtime_reserve_gb: NonNegative = 1.5
     kv_cache_bytes: Positive = 2.0
-    max_num_seqs: Count = 256
-    prefill_chunk_tokens: Annotated[int, StrictType(), Field(ge=16)] = 2048
+    # Iteration times are tabulated up to these (planner.perf.IterationTable): bounded so a typo
+    # cannot ask for a table of 10^9 rows.
+    max_num_seqs: Annotated[int, StrictType(), Field(ge=1, le=100_000)] = 256
+    prefill_chunk_tokens: Annotated[int, StrictType(), Field(ge=16, le=1_048_576)] = 2048
     default_internode_gbs: Positive = 25.0
 
 

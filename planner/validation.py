@@ -7,13 +7,17 @@ r"""The validation loop: replay traces through a plan, derate the pools that mis
    pool replays its share with its planned replicas under the placement policy. Pools are
    independent once routing is fixed, so they run in a process pool. A type's attainment is its
    requests that met every SLO limit over those served, summed over the pools it is routed to.
-2. **Derate.** A pool that serves a type below its target gets the fewest replicas that reach the
-   target on its share (the same search as ``planner scale``), y*; the measured shortfall y/y*
-   (0.95 when y* = y: the mix misses by a hair) multiplies the capacity of that type on *every*
-   option, d_i ← d_i · min over its failing pools of y/y*: what a replay contradicts is the model
-   of the type's traffic (bursts, lengths), which follows it to any option, so derating only the
-   failing option would send the type to an untested one and miss again. A pool that cannot reach
-   the target at any count drops its option for that type.
+2. **Derate.** A pool that serves a type below its target is replayed on a thinned share of its
+   traffic (each request kept when its seeded uniform is below s, so smaller s keep subsets) with
+   its planned replicas: the largest s at which every type it serves meets its target, found by
+   bisection to 3% (MIN_SHARE ≤ s < 1), is the measured shortfall. It multiplies the capacity of
+   those types on *every* option, d_i ← d_i · min over its failing pools of s: what a replay
+   contradicts is the model of the type's traffic (bursts, lengths), which follows it to any
+   option, so derating only the failing option would send the type to an untested one and miss
+   again. (Counting replicas instead, y/y* with y* from ``planner scale``'s search, halves a
+   one-replica pool's capacity for a miss by a hair.) A pool that misses even at MIN_SHARE gets
+   the fewest replicas that reach the target (``scale``'s search), y*, and the factor y/y*; one
+   that cannot reach it at any count drops its option for that type.
 3. **Re-solve** on the derated table, and replay again, until every type meets its target or the
    round limit is reached; then the plan says which type fails and why.
 
@@ -37,6 +41,8 @@ from planner.plan import Deployment, Plan, ValidationRecord
 from planner.problem import Instance
 
 MAX_ROUNDS = 3
+MIN_SHARE = 0.25  # below this the shortfall is measured by replica counts instead
+SHARE_RESOLUTION = 1.03
 
 
 @dataclass
@@ -102,9 +108,35 @@ def replay(
     if n > 1 and len(jobs) > 1:
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as ex:
-            return list(ex.map(_replay_job, jobs))
+        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+        try:
+            out = list(ex.map(_replay_job, jobs))
+        except BaseException:  # Ctrl-C (or a failure): drop the queued replays instead of waiting
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown()
+        return out
     return [_replay_job(j) for j in jobs]
+
+
+def max_share(
+    inst: Instance, d: Deployment, sub: Any, policy: str, targets: dict[str, float], seed: int = 0
+) -> float | None:
+    """The largest share s of its traffic (thinned, nested in s) on which the pool meets every
+    type's target with its planned replicas, to SHARE_RESOLUTION; None below MIN_SHARE."""
+    u = np.random.default_rng(seed).random(len(sub))
+
+    def meets(s: float) -> bool:
+        r = _replay_job((inst, d, sub.subset(u < s), policy, seed))
+        return all(r.attainment(i) >= targets[inst.query_types[i].id] for i in r.served if r.served[i])
+
+    if not meets(MIN_SHARE):
+        return None
+    lo, hi = MIN_SHARE, 1.0
+    while hi / lo > SHARE_RESOLUTION:
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    return lo
 
 
 def type_attainment(inst: Instance, pools: list[PoolReplay]) -> dict[str, float | None]:
@@ -155,14 +187,17 @@ def validate(
                 if p.served[i] and p.attainment(i) < targets[inst.query_types[i].id]
             ]
             target = min(targets[t] for t in missed)
-            res = min_replicas(
-                inst, p.option, share_of[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
-            )
-            if res.replicas is None:
-                dropped.update((p.option, t) for t in missed)
-                why.append(f"{p.option.key}: {res.reason}")
-                continue
-            factor = p.replicas / res.replicas if res.replicas > p.replicas else 0.95
+            deployment = next(d for d, _ in shares if d.option == p.option)
+            factor = max_share(inst, deployment, share_of[p.option], policy, targets, seed)
+            if factor is None:
+                res = min_replicas(
+                    inst, p.option, share_of[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
+                )
+                if res.replicas is None:
+                    dropped.update((p.option, t) for t in missed)
+                    why.append(f"{p.option.key}: {res.reason}")
+                    continue
+                factor = p.replicas / max(res.replicas, p.replicas + 1)
             for t in missed:
                 step[t] = min(step.get(t, 1.0), factor)
         for t, f in step.items():

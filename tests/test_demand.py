@@ -325,7 +325,7 @@ def test_cli_writes_the_csv(tmp_path: Path) -> None:
         (["--out", "{dir}/demand.txt"], "--out"),
         (["--types", "{dir}/none.yml"], "none.yml"),
         (["{dir}/missing.csv"], "missing.csv"),
-        (["--rate-scale", "0"], "rate_scale"),
+        (["--rate-scale", "0"], "--rate-scale"),
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, args: list[str], needle: str) -> None:

@@ -105,6 +105,25 @@ def test_azure_2023_mapping_gives_the_instance_buckets() -> None:
 
 
 @needs_data
+def test_mooncake_mapping_spreads_its_coarse_clock() -> None:
+    """Mooncake's conversation trace ticks in ~3 s steps; its mapping spreads each tick's group
+    evenly up to the next tick: same requests, same order, distinct arrivals, same span."""
+    from planner.sim.cli import feed_of
+
+    path = INSTANCES / "mooncake-2025.yaml"
+    inst = load_instance(path)
+    mapper = TypeMapper.from_file(path.with_name("mooncake-2025.traces.yml"), inst)
+    assert mapper.spread_ties
+    raw = [r.arrival_s for r in Trace(mapper.trace_paths)]
+    fed = list(feed_of(Trace(mapper.trace_paths), mapper))
+    t = np.array([row[2] for row in fed])
+    assert [row[0] for row in fed] == list(range(len(raw))) and np.all(np.diff(t) > 0)
+    assert np.mean(np.diff(raw) == 0) > 0.8  # the raw clock: mostly ties
+    assert t[0] == raw[0] and t[-1] < raw[-1] + 3.5
+    assert np.all(t >= np.array(raw)) and np.all(t - np.array(raw) < 3.5)  # within its tick
+
+
+@needs_data
 def test_merged_order_is_sorted_with_running_index() -> None:
     reqs = list(Trace([AZURE_CONV, AZURE_CODE]))
     assert len(reqs) == 19366 + 8819

@@ -31,16 +31,19 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None, typer.Option("--out", help="output directory (written atomically)", show_default=False)
         ] = None,
-        force: Annotated[bool, typer.Option("--force", help="replace DIR if it exists and is not empty")] = False,
+        force: Annotated[
+            bool, typer.Option("--force/--no-force", help="replace DIR if it exists and is not empty")
+        ] = False,
         gateway: Annotated[str, typer.Option(help="router: Gateway the HTTPRoute attaches to")] = DEFAULT_GATEWAY,
     ) -> None:
         """Export PLAN as vLLM scripts, Kubernetes manifests, Helm values or router weights."""
         from planner.cli import _guard
         from planner.cli import out as console
         from planner.export import FORMATS, NEEDS_INSTANCE, export_plan
+        from planner.export.router import check_gateway
         from planner.export.tree import check_target
         from planner.loader import load_instance
-        from planner.plan import read_plan
+        from planner.plan import check_plan_structure, read_plan
 
         def run() -> list[Path]:
             if fmt is None:
@@ -58,8 +61,11 @@ def register(app: typer.Typer) -> None:
                 raise InputError(
                     None, "--instance", f"required for --format {fmt}: hf_id and node selectors come from the instance"
                 )
+            check_gateway(gateway)
             plan = read_plan(plan_file)
             inst = load_instance(instance) if instance is not None else None
+            if inst is not None:  # the checker then judges feasibility; malformed is bad input first
+                check_plan_structure(inst, plan, str(plan_file))
             return export_plan(
                 plan,
                 inst,

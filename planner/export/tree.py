@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from planner.errors import InputError
+from planner.fileio import OutputError, check_writable, file_mode
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -30,6 +31,7 @@ def check_target(out_dir: Path, force: bool, option: str = "--out") -> None:
         raise InputError(str(out_dir), option, "exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise InputError(str(out_dir), option, "directory exists and is not empty; pass --force to replace it")
+    check_writable(out_dir, option, "tree")
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -61,7 +63,8 @@ def _write_file(path: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.chmod(path, 0o755 if path.suffix == ".sh" else 0o644)
+    # The modes open() and mkdir would give under the umask (scripts executable), as for any output.
+    os.chmod(path, file_mode(executable=path.suffix == ".sh"))
 
 
 def _install(tmp: Path, out_dir: Path, force: bool) -> None:
@@ -90,15 +93,21 @@ def write_tree(out_dir: Path, files: dict[str, str], force: bool = False) -> lis
     out_dir = Path(out_dir)
     check_target(out_dir, force)
     parent = out_dir.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise OutputError(None, str(out_dir), f"cannot write: {exc.strerror or exc}") from None
     try:
         for rel, text in files.items():
             _write_file(tmp / rel, text)
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+        os.chmod(tmp, file_mode(executable=True))  # mkdtemp creates 0700
         _fsync_dir(tmp)
         _install(tmp, out_dir.absolute(), force)
         _fsync_dir(parent)
+    except OSError as exc:  # a full disk, say: the old tree (if any) is still in place
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(None, str(out_dir), f"cannot write: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

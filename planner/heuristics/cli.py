@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from planner import cliargs
+
+MAX_INFLATE = 1000.0
+MAX_SEEDS = 10_000  # seeds 0..N-1 are solved one after another: more is a typo, not a benchmark
+
 
 def register(app: typer.Typer) -> None:
     app.command()(generate)
@@ -33,10 +38,11 @@ def generate(
         _output_path(out, "--out")
         if mode not in ("table", "model"):
             raise InputError(None, "--mode", "must be table or model")
+        cliargs.seed("--seed", seed)
 
     _guard(prepare)
     doc = paper_instance(types, models, tiers, seed, mode=mode)
-    write_document(out, doc)
+    _guard(lambda: write_document(out, doc))
     n = len(doc.get("performance", []))
     console.print(
         f"{doc['name']}: {types} types × {models} models × {tiers} tiers ({mode} mode"
@@ -49,10 +55,11 @@ def stress(
     instance: Annotated[Path, typer.Argument(help="instance file")],
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="plan to freeze")],
     inflate: Annotated[str, typer.Option(help="comma-separated factors for delays and errors")] = "1.2,1.5",
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    json_out: Annotated[bool, typer.Option("--json/--no-json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Freeze PLAN, inflate delay and error figures, report the demand that breaks SLO or accuracy."""
     import json
+    import sys
     from dataclasses import asdict
 
     from rich.table import Table
@@ -63,29 +70,32 @@ def stress(
     from planner.errors import InputError
     from planner.loader import load_instance
     from planner.options import build_option_table
-    from planner.plan import read_plan
+    from planner.plan import read_plan_for
+    from planner.progress import Steps, progress
     from planner.robustness import stress as run_stress
 
-    def prepare():  # type: ignore[no-untyped-def]
-        try:
-            factors = [float(f) for f in inflate.split(",") if f.strip()]
-        except ValueError:
-            raise InputError(None, "--inflate", f"not a list of numbers: {inflate!r}") from None
-        if not factors or any(f <= 0 for f in factors):
-            raise InputError(None, "--inflate", "factors must be positive numbers")
-        inst, plan = load_instance(instance), read_plan(plan_file)
+    def prepare(steps: Steps):  # type: ignore[no-untyped-def]
+        # A factor multiplies delays and errors; beyond 1000 every figure is past every SLO anyway.
+        factors = cliargs.number_list("--inflate", inflate, gt=0, le=MAX_INFLATE)
+        steps.update("reading the instance and the plan")
+        inst = load_instance(instance)
+        plan = read_plan_for(inst, plan_file)
+        steps.update("option table")  # model mode: measures the plan's capacities (seconds)
         table = build_option_table(inst)
         if not plan.has_solution:
             raise InputError(str(plan_file), "status", f"plan has status {plan.status!r}: nothing to stress")
+        steps.update("checking the plan")
         report = check_plan(inst, plan, table)
         if not report.ok:
             raise InputError(str(plan_file), "-", f"the checker rejects this plan: {report.violations[0]}")
         return table, plan, factors
 
-    table, plan, factors = _guard(prepare)
-    results = run_stress(table, plan, [1.0, *[f for f in factors if f != 1.0]])
+    with progress("stress") as steps:
+        table, plan, factors = _guard(lambda: prepare(steps))
+        results = run_stress(table, plan, [1.0, *[f for f in factors if f != 1.0]])
     if json_out:
-        console.print_json(json.dumps([asdict(r) for r in results]))
+        # The document alone on stdout, as plain JSON (rich's print_json would wrap long lines).
+        sys.stdout.write(json.dumps([asdict(r) for r in results], indent=2) + "\n")
         return
     t = Table(title=f"stress test of {plan_file} ({plan.method})")
     for col in (
@@ -129,19 +139,30 @@ def bench(
     ] = "milp,gh,agh,cheapest-tier,best-model,melange",
     seeds: Annotated[int, typer.Option(help="seeds 0..N-1", min=1)] = 3,
     milp_time_limit: Annotated[float, typer.Option(help="seconds per MILP")] = 60.0,
-    out_dir: Annotated[Path, typer.Option("--out", help="results directory")] = Path("benchmarks/results"),
+    # Not benchmarks/results: those are the committed results (benchmarks/bench.py regenerates them).
+    out_dir: Annotated[Path, typer.Option("--out", help="results directory")] = Path("bench-results"),
 ) -> None:
     """Run methods × instance families × seeds; write CSV, Markdown and plots."""
     from planner.bench import FAMILIES, run, summary, write
     from planner.cli import _guard
     from planner.cli import out as console
     from planner.errors import InputError
+    from planner.fileio import check_writable
     from planner.solvers import METHODS
 
     fams = [f.strip() for f in families.split(",") if f.strip()]
     meths = [m.strip() for m in methods.split(",") if m.strip()]
 
     def prepare() -> None:
+        cliargs.seconds("--milp-time-limit", milp_time_limit)
+        cliargs.whole("--seeds", seeds, ge=1, le=MAX_SEEDS)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(str(out_dir), "--out", "exists and is not a directory")
+        check_writable(out_dir, "--out", "dir")  # before minutes of solving
+        if not fams:
+            raise InputError(None, "--families", f"no family given; known: {', '.join(FAMILIES)}")
+        if not meths:
+            raise InputError(None, "--methods", f"no method given; known: {', '.join(METHODS)}")
         for f in fams:
             if f not in FAMILIES:
                 raise InputError(None, "--families", f"unknown family {f!r}; known: {', '.join(FAMILIES)}")
@@ -151,7 +172,7 @@ def bench(
 
     _guard(prepare)
     df = run(fams, meths, range(seeds), milp_time_limit=milp_time_limit)
-    paths = write(df, out_dir)
+    paths = _guard(lambda: write(df, out_dir))
     console.print(summary(df).to_string(index=False))
     for p in paths:
         console.print(f"wrote {p}")

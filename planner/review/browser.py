@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.fileio import write_atomic_bytes
+
 __all__ = ["MAX_SCREENSHOT_HEIGHT", "RenderResult", "find_chromium", "render"]
 
 MAX_SCREENSHOT_HEIGHT = 20000
@@ -237,6 +239,8 @@ def _full_page_screenshot(driver: Any, path: Path, width: int, page_height: int)
     dw, dh = width - int(inner[0]), height - int(inner[1])
     if dw or dh:
         driver.set_window_size(width + dw, height + dh)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not driver.save_screenshot(str(path)):
-        raise RuntimeError(f"could not write the screenshot to {path}")
+    # Taken into memory and written atomically: a failed or interrupted run keeps an older PNG.
+    png = driver.get_screenshot_as_png()
+    if not png:
+        raise RuntimeError(f"could not take the screenshot for {path}")
+    write_atomic_bytes(path, png)

@@ -12,7 +12,27 @@ from typing import Annotated
 
 import typer
 
+from planner import cliargs
 from planner.errors import InputError
+
+
+def _check_screenshot(path: Path) -> None:
+    """Before any work: a .png path, and a browser to take it with (the review takes ~30 s)."""
+    from planner.review.browser import find_chromium
+
+    if path.suffix.lower() != ".png":
+        raise InputError(str(path), "--screenshot", "the screenshot is a PNG: give a .png path")
+    if find_chromium() is None:
+        raise InputError(
+            None,
+            "--screenshot",
+            "headless Chromium not found: install Debian's 'chromium' and 'chromium-driver' "
+            "(or set PLANNER_CHROMIUM and PLANNER_CHROMEDRIVER), or leave out --screenshot",
+        )
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        raise InputError(None, "--screenshot", "rendering needs selenium: pip install -e '.[dev]'") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -31,26 +51,35 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Weekly capacity review: demand, recommended plan vs current, cost, SLO risk, what-ifs, schedule."""
-        from planner.cli import _guard
+        from planner.cli import _guard, err
         from planner.cli import out as console
-        from planner.fileio import write_atomic
+        from planner.fileio import check_writable, write_atomic
         from planner.loader import load_instance
-        from planner.plan import read_plan
+        from planner.plan import check_plan_structure, read_plan
+        from planner.progress import progress
         from planner.review.demand import parse_window
         from planner.review.report import ReviewInputs, build_review, render_html, render_markdown
-        from planner.sim.cli import _check_policy
+        from planner.sim.cli import _check_policy, needs_model_mode
 
         def prepare() -> ReviewInputs:
             if out.exists() and not out.is_dir():
                 raise InputError(str(out), "--out", "exists and is not a directory")
+            check_writable(out, "--out", "dir")
+            if screenshot is not None:
+                check_writable(screenshot, "--screenshot")
             if method not in ("milp", "agh"):
                 raise InputError(None, "--method", "milp or agh")
             _check_policy(policy)
+            cliargs.seed("--seed", seed)
             w = parse_window(window)
+            if screenshot is not None:
+                _check_screenshot(screenshot)
             inst = load_instance(instance)
+            needs_model_mode(inst, instance)
             cur = read_plan(current)
-            if cur.instance != inst.name:
-                raise InputError(str(current), "instance", f"plan is for {cur.instance!r}, not {inst.name!r}")
+            # The current plan is simulated: it must be one the simulator can route (a plan that
+            # breaks capacity is fine, that is what the review measures).
+            check_plan_structure(inst, cur, str(current), routed_deployed=True)
             if not cur.has_solution:
                 raise InputError(str(current), "status", f"the current plan has no solution ({cur.status})")
             if cur.schedule is not None:
@@ -65,24 +94,36 @@ def register(app: typer.Typer) -> None:
         inputs = _guard(prepare)
 
         def build() -> dict:  # type: ignore[type-arg]
-            return build_review(inputs, progress=lambda m: console.print(f"· {m}", style="dim"))
+            with progress("review") as steps:  # on a terminal only: pipes get the results alone
+                return build_review(inputs, progress=steps.update)
 
         try:
             data = _guard(build)
+        except typer.Exit:  # bad input (exit 2) from _guard: typer.Exit is a RuntimeError too
+            raise
         except RuntimeError as exc:
-            console.print(f"error: {exc}", markup=False)
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(4) from None
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "review.json", json.dumps(data, indent=2, default=str) + "\n")
-        write_atomic(out / "review.md", render_markdown(data))
-        write_atomic(out / "review.html", render_html(data))
+        docs = {  # rendered first, so a failure in rendering writes none of them
+            "review.json": json.dumps(data, indent=2, default=str) + "\n",
+            "review.md": render_markdown(data),
+            "review.html": render_html(data),
+        }
+        for name, text in docs.items():
+            _guard(lambda: write_atomic(out / name, text))  # noqa: B023 (called at once)
         console.print(f"review written to {out}/review.html, review.md, review.json in {data['elapsed_s']} s")
         if data["cost_delta"] is not None:
             console.print(f"cost per period: recommended − current = {data['cost_delta']:+,.2f} $")
         if screenshot is not None:
             from planner.review.browser import render
 
-            res = render(out / "review.html", screenshot)
+            try:
+                res = _guard(lambda: render(out / "review.html", screenshot))  # an unwritable PNG: one line
+            except typer.Exit:
+                raise
+            except RuntimeError as exc:  # the browser failed to start or render: the review stands
+                err.print(f"error: --screenshot: {exc}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(4) from None
             console.print(
                 f"screenshot {screenshot}: {len(res.section_ids)} sections, {len(res.console_errors)} console errors"
             )

@@ -259,6 +259,8 @@ class _Builder:
     def index(self, t: float) -> int:
         """The window holding t (t >= start_s), consistent with :meth:`edge` despite rounding."""
         k = int((t - self.start_s) // self.window_s)
+        if k >= MAX_WINDOWS:  # refuse before the loops below: far out, k + 1 may not move the edge
+            self.advance(k)
         while self.edge(k + 1) <= t:
             k += 1
         while k > 0 and self.edge(k) > t:
@@ -294,7 +296,7 @@ class _Builder:
         if k >= MAX_WINDOWS:
             raise InputError(
                 None,
-                "window_s",
+                "--window",
                 f"more than {MAX_WINDOWS:,} windows of {self.window_s:g} s: use a longer window "
                 "(or check the trace's time unit)",
             )

@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         start: Annotated[float, typer.Option(help="skip the trace before this second (windows start here)")] = 0.0,
         duration: Annotated[float | None, typer.Option(help="keep this many seconds of the trace")] = None,
         skip_bad: Annotated[
-            bool, typer.Option("--skip-bad", help="skip bad trace lines (counted) instead of failing")
+            bool, typer.Option("--skip-bad/--no-skip-bad", help="skip bad trace lines (counted) instead of failing")
         ] = False,
         seed: Annotated[int, typer.Option(help="seed for --rate-scale thinning/replication")] = 0,
     ) -> None:
@@ -66,27 +66,25 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from planner.cli import _guard, out
+        from planner.fileio import check_writable
         from planner.loader import load_instance
         from planner.review.demand import Demand, demand_from_trace, parse_window
-        from planner.sim.cli import TraceArgs, trace_feed
+        from planner.sim.cli import TraceArgs, check_trace_args, trace_feed
 
         def run() -> tuple[Demand, float, int]:
+            targs = TraceArgs(traces, types, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
+            check_trace_args(targs)
             if out_path is None:
                 raise InputError(None, "--out", "required: the CSV file to write")
             if out_path.suffix.lower() != ".csv":
                 raise InputError(str(out_path), "--out", "the demand is a CSV file: give a .csv path")
-            if out_path.is_dir():
-                raise InputError(str(out_path), "--out", "is a directory; give a file path")
+            check_writable(out_path, "--out")  # a directory, under a file, read-only: before any work
             window_s = parse_window(window)
             if instance is None:
                 raise InputError(None, "--instance", "required: the instance file whose query types the demand is per")
             inst = load_instance(instance)
             try:
-                tr, mapper = trace_feed(
-                    inst,
-                    instance,
-                    TraceArgs(traces, types, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
-                )
+                tr, mapper = trace_feed(inst, instance, targs)
             except InputError as exc:
                 if exc.field not in _RENAMED:
                     raise

@@ -20,8 +20,10 @@ from typing import Annotated, Any
 
 import typer
 
+from planner import cliargs
 from planner.errors import InputError
 from planner.problem import Instance
+from planner.progress import Steps, progress
 
 POLICY_HELP = "round-robin | jsq | power-of-two | least-kv | aladdin"
 
@@ -45,6 +47,7 @@ def trace_feed(inst: Instance, instance_path: Path, args: TraceArgs) -> tuple[An
     from planner.sim.mapping import TypeMapper, mapping_file_for
     from planner.sim.traces import Trace, TraceOptions
 
+    check_trace_args(args)
     mapping_path = args.mapping or mapping_file_for(instance_path)
     if mapping_path is not None:
         mapper = TypeMapper.from_file(mapping_path, inst)
@@ -72,9 +75,41 @@ def trace_feed(inst: Instance, instance_path: Path, args: TraceArgs) -> tuple[An
     return Trace(paths, options), mapper
 
 
+def check_trace_args(args: TraceArgs) -> None:
+    """The trace options, under the names the user typed (``--rate-scale``, not ``rate_scale``);
+    commands call it first thing, before any file is read."""
+    cliargs.trace_window(
+        rate_scale=args.rate_scale,
+        time_scale=args.time_scale,
+        limit=args.limit,
+        start=args.start_s,
+        duration=args.duration_s,
+        seed_value=args.seed,
+    )
+
+
+def needs_model_mode(inst: Instance, instance_path: Path) -> None:
+    """The simulator times iterations with the performance model; table mode has no timings."""
+    if inst.performance_mode != "model":
+        raise InputError(
+            str(instance_path), "performance_mode", "simulation needs model mode (table mode has no iteration timings)"
+        )
+
+
+def check_outputs(*outputs: tuple[Path | None, str, str]) -> None:
+    """Refuse unwritable outputs (path, option, kind: file | dir) before any work is done."""
+    from planner.fileio import check_writable
+
+    for path, option, kind in outputs:
+        if path is not None:
+            check_writable(path, option, kind)
+
+
 def feed_of(trace: Any, mapper: Any) -> Any:
-    for n, r in enumerate(trace):
-        yield n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens
+    from planner.sim.mapping import spread_ties
+
+    feed = ((n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens) for n, r in enumerate(trace))
+    return spread_ties(feed) if getattr(mapper, "spread_ties", False) else feed
 
 
 def print_summary(s: dict[str, Any], target: float) -> None:
@@ -163,20 +198,24 @@ def _check_policy(policy: str) -> None:
 
 def _parse_split(text: str) -> Any:
     """``MODEL/GPU/TP/PP=P:DGPU/DTP/DPP:D`` → SplitSpec."""
-    from planner.sim.cluster import SplitSpec, parse_option
+    from planner.sim.cluster import MAX_ENGINES, SplitSpec, parse_option
 
     try:
         left, right = text.split("=", 1)
         p, dec, d = right.split(":")
         opt = parse_option(left, "--split")
         dgpu, dtp, dpp = dec.split("/")
-        return SplitSpec(opt, int(p), parse_option(f"{opt.model}/{dgpu}/{dtp}/{dpp}", "--split"), int(d))
+        spec = SplitSpec(opt, int(p), parse_option(f"{opt.model}/{dgpu}/{dtp}/{dpp}", "--split"), int(d))
     except (ValueError, TypeError):
         raise InputError(
             None,
             "--split",
             f"{text!r}: expected MODEL/GPU/TP/PP=PREFILL:DECODE_GPU/TP/PP:DECODE, e.g. m/h100/4/1=2:a100/4/1:3",
         ) from None
+    for n in (spec.prefill, spec.decode):
+        if not 1 <= n <= MAX_ENGINES:
+            raise InputError(None, "--split", f"{text!r}: replica counts must be in [1, {MAX_ENGINES:,}]")
+    return spec
 
 
 TraceOpt = Annotated[
@@ -190,7 +229,9 @@ TimeOpt = Annotated[float, typer.Option(help="compress time: arrivals / TIME_SCA
 LimitOpt = Annotated[int | None, typer.Option(help="at most this many requests per trace file")]
 StartOpt = Annotated[float, typer.Option(help="skip the trace before this second")]
 DurOpt = Annotated[float | None, typer.Option(help="keep this many seconds of the trace")]
-SkipOpt = Annotated[bool, typer.Option("--skip-bad", help="skip bad trace lines (counted) instead of failing")]
+SkipOpt = Annotated[
+    bool, typer.Option("--skip-bad/--no-skip-bad", help="skip bad trace lines (counted) instead of failing")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -207,7 +248,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="serve one option split-phase: M/G/TP/PP=PREFILL:DGPU/DTP/DPP:DECODE")
         ] = None,
         target: Annotated[float, typer.Option(help="attainment each type should reach")] = 0.99,
-        strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a type misses --target")] = False,
+        strict: Annotated[
+            bool, typer.Option("--strict/--no-strict", help="exit 1 when a type misses --target")
+        ] = False,
         rate_scale: RateOpt = 1.0,
         time_scale: TimeOpt = 1.0,
         limit: LimitOpt = None,
@@ -224,7 +267,7 @@ def register(app: typer.Typer) -> None:
         from planner.cli import _guard, out
         from planner.fileio import atomic_writer, write_atomic
         from planner.loader import load_instance
-        from planner.plan import read_plan
+        from planner.plan import check_plan_structure, read_plan
 
         def prepare() -> tuple[Instance, Any, Any, Any, Any]:
             _check_policy(policy)
@@ -232,48 +275,55 @@ def register(app: typer.Typer) -> None:
                 raise InputError(str(out_path), "--out", "the summary is JSON: give a .json path")
             if requests_csv is not None and requests_csv.suffix.lower() != ".csv":
                 raise InputError(str(requests_csv), "--requests", "give a .csv path")
-            if not 0 < target <= 1:
-                raise InputError(None, "--target", "must be in (0, 1]")
-            if staleness < 0:
-                raise InputError(None, "--staleness", "must be >= 0")
+            check_outputs((out_path, "--out", "file"), (requests_csv, "--requests", "file"), (plots, "--plots", "dir"))
+            cliargs.number("--target", target, gt=0, le=1)
+            cliargs.number("--staleness", staleness, ge=0, le=cliargs.MAX_SECONDS)
+            cliargs.number("--headroom", headroom, gt=0, le=1)
+            targs = TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
+            check_trace_args(targs)
+            sp = _parse_split(split) if split else None
             inst = load_instance(instance)
+            needs_model_mode(inst, instance)
             plan = read_plan(plan_file)
-            if plan.instance != inst.name:
-                raise InputError(str(plan_file), "instance", f"plan is for {plan.instance!r}, not {inst.name!r}")
+            # Structure first (a plan of another instance, unknown ids, fractions that do not
+            # split the traffic): the simulator replays only plans it can route.
+            check_plan_structure(inst, plan, str(plan_file), routed_deployed=True)
             if not plan.has_solution:
                 raise InputError(str(plan_file), "status", f"plan has no solution ({plan.status}): nothing to simulate")
-            tr, mapper = trace_feed(
-                inst,
-                instance,
-                TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
-            )
-            sp = _parse_split(split) if split else None
+            tr, mapper = trace_feed(inst, instance, targs)
             # Build once to validate the cluster before any output is opened.
             from planner.sim.cluster import simulator_for_plan
             from planner.sim.engine import SimConfig
 
-            simulator_for_plan(inst, plan, SimConfig(policy=policy), None, sp)
+            simulator_for_plan(inst, plan, SimConfig(policy=policy), None, sp, plan_label=str(plan_file))
             return inst, plan, tr, mapper, sp
 
         inst, plan, tr, mapper, sp = _guard(prepare)
 
+        def replay(fh: Any) -> Any:
+            sim = run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
+            if tr.stats.emitted == 0:  # raised inside the writer: no empty --requests file either
+                raise InputError(None, "--trace", "no request in the window (--start, --duration): nothing to simulate")
+            return sim
+
         def go() -> Any:
             if requests_csv is not None:
                 with atomic_writer(requests_csv) as fh:
-                    return run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
-            return run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, None, headroom)
+                    return replay(fh)
+            return replay(None)
 
-        sim = _guard(go)
+        with progress(f"simulate {plan_file.name}"):
+            sim = _guard(go)
         s = sim.summary()
         s["trace"] = tr.summary()
         if not quiet:
             print_summary(s, target)
         if out_path is not None:
-            write_atomic(out_path, json.dumps(s, indent=2) + "\n")
+            _guard(lambda: write_atomic(out_path, json.dumps(s, indent=2) + "\n"))
         if plots is not None:
             from planner.sim.report import plot
 
-            paths = plot(sim, plots)
+            paths = _guard(lambda: plot(sim, plots))
             if not quiet:
                 out.print(f"plots: {', '.join(str(p) for p in paths)}")
         missed = missed_types(s, target)
@@ -291,7 +341,9 @@ def register(app: typer.Typer) -> None:
         decode_option: Annotated[
             str | None, typer.Option(help="split phase: decode pool MODEL/GPU/TP/PP (prefill on --option)")
         ] = None,
-        tp_sweep: Annotated[bool, typer.Option("--tp-sweep", help="compare every TP of the instance")] = False,
+        tp_sweep: Annotated[
+            bool, typer.Option("--tp-sweep/--no-tp-sweep", help="compare every TP of the instance")
+        ] = False,
         policies: Annotated[str, typer.Option("--policy", help=f"comma list or 'all': {POLICY_HELP}")] = "all",
         target: Annotated[float, typer.Option(help="SLO attainment to reach")] = 0.99,
         mapping: MappingOpt = None,
@@ -314,37 +366,42 @@ def register(app: typer.Typer) -> None:
         def run() -> list[dict[str, Any]]:
             from planner.loader import load_instance
             from planner.options import build_option_table
-            from planner.plan import read_plan
-            from planner.sim.cluster import parse_option
+            from planner.plan import check_plan_structure, read_plan
+            from planner.sim.cluster import parse_option, replica_model
             from planner.sim.policies import POLICIES
             from planner.sim.scale import Requests
 
             names = list(POLICIES) if policies == "all" else [p.strip() for p in policies.split(",")]
             for p in names:
                 _check_policy(p)
-            if not 0 < target <= 1:
-                raise InputError(None, "--target", "must be in (0, 1]")
+            cliargs.number("--target", target, gt=0, le=1)
+            cliargs.number("--staleness", staleness, ge=0, le=cliargs.MAX_SECONDS)
+            targs = TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
+            check_trace_args(targs)
             if out_path is not None and out_path.suffix.lower() != ".json":
                 raise InputError(str(out_path), "--out", "give a .json path")
+            check_outputs((out_path, "--out", "file"))
             if (option is None) == (plan_file is None):
                 raise InputError(None, "--option", "give exactly one of --option and --plan")
+            if plan_file is not None and (decode_option is not None or tp_sweep):
+                raise InputError(None, "--plan", "--decode-option and --tp-sweep go with --option, not --plan")
+            opt = parse_option(option) if option is not None else None
+            dec = parse_option(decode_option, "--decode-option") if decode_option else None
             inst = load_instance(instance)
-            table = build_option_table(inst)
-            tr, mapper = trace_feed(
-                inst,
-                instance,
-                TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed),
-            )
-            reqs = Requests.collect(feed_of(tr, mapper))
-            if len(reqs) == 0:
-                raise InputError(None, "--trace", "the trace has no request in the window")
+            needs_model_mode(inst, instance)
+            # Everything named is checked against the instance before the trace is read.
+            plan = None
             if plan_file is not None:
                 plan = read_plan(plan_file)
-                return scale_plan(inst, table, plan, reqs, names, target, seed, staleness)
-            opt = parse_option(option or "")
-            dec = parse_option(decode_option, "--decode-option") if decode_option else None
-            opts = [opt]
-            if tp_sweep:
+                check_plan_structure(inst, plan, str(plan_file), routed_deployed=True)
+                if not plan.has_solution:
+                    msg = f"plan has no solution ({plan.status}): nothing to scale"
+                    raise InputError(str(plan_file), "status", msg)
+                for d in plan.deployments:
+                    if d.replicas > 0:
+                        replica_model(inst, d.option, str(plan_file))
+            opts = [] if opt is None else [opt]
+            if opt is not None and tp_sweep:
                 from planner.options import Option
                 from planner.perf import structural_reason
 
@@ -352,8 +409,6 @@ def register(app: typer.Typer) -> None:
                 gpus = {g.id: g for g in inst.gpus}
                 if opt.model not in models or opt.gpu not in gpus:
                     raise InputError(None, "--option", f"{opt.key}: model or gpu is not in the instance")
-                from planner.sim.cluster import replica_model
-
                 opts = []
                 for tp in inst.parallelism.tp:
                     cand = Option(opt.model, opt.gpu, tp, opt.pp)
@@ -366,9 +421,23 @@ def register(app: typer.Typer) -> None:
                     opts.append(cand)
                 if not opts:
                     raise InputError(None, "--option", f"{opt.key}: no TP degree of the instance fits")
-            return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec)
+            elif opt is not None:
+                replica_model(inst, opt)
+            if dec is not None:
+                replica_model(inst, dec, "--decode-option")
+            steps.update("option table")
+            table = build_option_table(inst)
+            tr, mapper = trace_feed(inst, instance, targs)
+            steps.update("reading the trace")
+            reqs = Requests.collect(feed_of(tr, mapper))
+            if len(reqs) == 0:
+                raise InputError(None, "--trace", "the trace has no request in the window")
+            if plan is not None:
+                return scale_plan(inst, table, plan, reqs, names, target, seed, staleness, steps)
+            return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec, steps)
 
-        rows = _guard(run)
+        with progress("scale", total=0) as steps:
+            rows = _guard(run)
         t = Table(title=f"fewest replicas at {target} attainment")
         for col in ("option", "policy", "replicas", "GPUs", "attainment", "goodput/GPU", "planner", "note"):
             t.add_column(col)
@@ -397,12 +466,22 @@ def register(app: typer.Typer) -> None:
                     f"{best['goodput_rps_per_gpu']} req/s/GPU"
                 )
         if out_path is not None:
-            write_atomic(out_path, json.dumps(rows, indent=2) + "\n")
+            _guard(lambda: write_atomic(out_path, json.dumps(rows, indent=2) + "\n"))
 
 
 def best_goodput(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     ok = [r for r in rows if r["goodput_rps_per_gpu"]]
     return max(ok, key=lambda r: r["goodput_rps_per_gpu"]) if ok else None
+
+
+def _cap(option: Any, decode_option: Any = None) -> int:
+    """The search's replica cap: the scale search's own, and no probe beyond the simulator's
+    engine limit (a split pair probes equal counts of both pools)."""
+    from planner.sim.cluster import MAX_ENGINES
+    from planner.sim.scale import MAX_REPLICAS
+
+    engines_per_step = option.pp + (decode_option.pp if decode_option is not None else 0)
+    return max(1, min(MAX_REPLICAS, MAX_ENGINES // engines_per_step))
 
 
 def scale_options(
@@ -415,14 +494,21 @@ def scale_options(
     seed: int,
     staleness: float,
     decode_option: Any = None,
+    steps: Steps | None = None,
 ) -> list[dict[str, Any]]:
     from planner.sim.scale import min_replicas
 
+    steps = steps or Steps(None, None, "")
+    steps.total(len(options) * len(policies))
     rows = []
     for opt in options:
         for p in policies:
-            res = min_replicas(inst, opt, reqs, p, target, table, seed, staleness, decode_option)
+            steps.update(f"{opt.key} {p}")
+            res = min_replicas(
+                inst, opt, reqs, p, target, table, seed, staleness, decode_option, cap=_cap(opt, decode_option)
+            )
             rows.append(res.row())
+            steps.advance()
     return rows
 
 
@@ -435,18 +521,22 @@ def scale_plan(
     target: float,
     seed: int,
     staleness: float,
+    steps: Steps | None = None,
 ) -> list[dict[str, Any]]:
     """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
     from planner.sim.scale import min_replicas
     from planner.validation import split_by_plan
 
+    steps = steps or Steps(None, None, "")
+    shares = [(d, sub) for d, sub in split_by_plan(inst, plan, reqs) if len(sub) > 0]
+    steps.total(len(shares) * len(policies))
     rows = []
-    for d, sub in split_by_plan(inst, plan, reqs):
-        if len(sub) == 0:
-            continue
+    for d, sub in shares:
         for p in policies:
-            row = min_replicas(inst, d.option, sub, p, target, table, seed, staleness).row()
+            steps.update(f"{d.option.key} {p}")
+            row = min_replicas(inst, d.option, sub, p, target, table, seed, staleness, cap=_cap(d.option)).row()
             row["planned_replicas"] = d.replicas
             row["requests"] = len(sub)
             rows.append(row)
+            steps.advance()
     return rows

@@ -23,6 +23,10 @@ from planner.problem import Instance
 from planner.sim.engine import PoolSpec, SimConfig, Simulator
 
 INF = math.inf
+# Each simulated engine holds its own queues and KV bookkeeping (~40 KB: 10,000 engines took
+# 0.5 GB), so a plan of 10^9 replicas exhausted memory before the first request. The limit is
+# what `planner scale` may probe (4,096 replicas) at pp 8, about 1.3 GB; larger fleets are refused.
+MAX_ENGINES = 32_768
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,16 @@ def planned_batch(table: OptionTable | None, option: Option, type_ids: Iterable[
     return max(batches) if batches else None
 
 
+def check_engines(engines: int, file: str | None, field: str) -> None:
+    """Refuse a simulation of more than :data:`MAX_ENGINES` engines (replicas × pp, all pools)."""
+    if engines > MAX_ENGINES:
+        raise InputError(
+            file, field, f"{engines:,} engines (replicas × pp) to simulate: the simulator holds at most {MAX_ENGINES:,}"
+        )
+
+
 def plan_routing(
-    inst: Instance, plan: Plan
+    inst: Instance, plan: Plan, plan_label: str = "plan"
 ) -> tuple[list[Deployment], dict[int, list[tuple[int | None, float]]], dict[Option, set[int]]]:
     """The plan's deployed options (service n = deployed[n]), each type's shares as (service or
     None for unserved, fraction), and the types each option serves; a plan routing to a type the
@@ -148,19 +160,19 @@ def plan_routing(
     tindex = {q.id: i for i, q in enumerate(inst.query_types)}
     deployed = [d for d in plan.deployments if d.replicas > 0]
     if not deployed:
-        raise InputError("plan", "deployments", "the plan deploys no replica: nothing to simulate")
+        raise InputError(plan_label, "deployments", "the plan deploys no replica: nothing to simulate")
     svc_index = {d.option: n for n, d in enumerate(deployed)}
     routed: dict[Option, set[int]] = {d.option: set() for d in deployed}
     routing: dict[int, list[tuple[int | None, float]]] = {}
     for t, shares in plan.routing.items():
         if t not in tindex:
-            raise InputError("plan", f"routing.{t}", "query type is not in the instance")
+            raise InputError(plan_label, f"routing.{t}", "query type is not in the instance")
         lst: list[tuple[int | None, float]] = []
         for s in shares:
             if s.fraction <= 0:
                 continue
             if s.option not in svc_index:
-                raise InputError("plan", f"routing.{t}", f"routes to {s.option.key}, which has no replicas")
+                raise InputError(plan_label, f"routing.{t}", f"routes to {s.option.key}, which has no replicas")
             lst.append((svc_index[s.option], s.fraction))
             routed[s.option].add(tindex[t])
         u = plan.unserved.get(t, 0.0)
@@ -177,13 +189,16 @@ def simulator_for_plan(
     table: OptionTable | None = None,
     split: SplitSpec | None = None,
     per_request: IO[str] | None = None,
+    plan_label: str = "plan",
 ) -> Simulator:
-    """Pools for the plan's deployments; routing from its fractions and unserved shares."""
-    deployed, routing, routed = plan_routing(inst, plan)
+    """Pools for the plan's deployments; routing from its fractions and unserved shares.
+    ``plan_label`` (the plan's file) is what an error about a deployment names."""
+    deployed, routing, routed = plan_routing(inst, plan, plan_label)
+    check_engines(sum(d.replicas * d.pp for d in deployed), plan_label, "deployments")
     services: list[tuple[str, list[PoolSpec]]] = []
     for d in deployed:
         types = routed[d.option]
-        label = f"deployments.{d.option.key}"
+        label = plan_label
         if split is not None and _same(split.option, d.option):
             services.append(
                 (
@@ -234,7 +249,8 @@ def _simulator(
     for _, pools in services:
         for p in pools:
             if p.replicas < 1:
-                raise InputError("cluster", p.key, "a pool needs at least one replica")
+                raise InputError(None, p.key, "a pool needs at least one replica")
+    check_engines(sum(p.replicas * p.engines_per_replica for _, pools in services for p in pools), None, "replicas")
     return Simulator(
         services,
         routing,

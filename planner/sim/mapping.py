@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -31,7 +32,7 @@ from planner.fileio import read_document
 from planner.problem import Instance
 from planner.sim.traces import TraceRequest
 
-TOP_KEYS = ("traces", "rules", "default")
+TOP_KEYS = ("traces", "rules", "default", "spread_ties")
 RULE_KEYS = ("type", "source", "input_tokens")
 MAPPING_SUFFIXES = (".traces.yml", ".traces.yaml")
 
@@ -57,12 +58,17 @@ class TypeMapper:
         default: str | None = None,
         trace_paths: tuple[Path, ...] = (),
         file: str | None = None,
+        spread_ties: bool = False,
     ) -> None:
         self.rules = rules
         self.type_ids = type_ids
         self.default = default
         self.trace_paths = trace_paths
         self.file = file
+        # The trace's clock is coarse (Mooncake's conversation trace stamps requests in ~3 s
+        # steps, up to 28 at one millisecond): replay spreads each group of equal arrival times
+        # evenly up to the next distinct time instead of releasing the group at once.
+        self.spread_ties = spread_ties
         self._index = {t: k for k, t in enumerate(type_ids)}
         self._by_source: dict[str, tuple[tuple[int, float, str], ...]] = {}
 
@@ -95,7 +101,10 @@ class TypeMapper:
         if not raw_rules and default is None:
             raise InputError(file, "rules", "no rules and no default: every request would be unmapped")
         rules = tuple(_rule(r, ids, file, f"rules[{k}]") for k, r in enumerate(raw_rules))
-        return cls(rules, ids, default, traces, file)
+        spread = doc.get("spread_ties", False)
+        if not isinstance(spread, bool):
+            raise InputError(file, "spread_ties", "must be true or false")
+        return cls(rules, ids, default, traces, file, spread)
 
     @classmethod
     def single(cls, instance: Instance) -> TypeMapper:
@@ -216,3 +225,26 @@ def _bounds(value: Any, file: str, where: str) -> tuple[int, float]:
     if hi < lo:
         raise InputError(file, where, f"max {hi} is below min {lo}: the rule matches nothing")
     return lo, hi
+
+
+FeedRow = tuple[int, int | None, float, int, int]
+
+
+def spread_ties(feed: Iterator[FeedRow]) -> Iterator[FeedRow]:
+    """A feed (uid, type, arrival s, input, output; sorted by arrival) with each group of equal
+    arrival times spread evenly over [t, t_next): the m-th of n at t + m·(t_next − t)/n. The last
+    group keeps the spacing of the gap before it (or stays at t when there is none)."""
+    group: list[FeedRow] = []
+    last_gap = 0.0
+    for row in feed:
+        if group and row[2] > group[0][2]:
+            t = group[0][2]
+            last_gap = row[2] - t
+            for m, (n, ty, _, i, o) in enumerate(group):
+                yield n, ty, t + m * last_gap / len(group), i, o
+            group = []
+        group.append(row)
+    if group:
+        t = group[0][2]
+        for m, (n, ty, _, i, o) in enumerate(group):
+            yield n, ty, t + m * last_gap / len(group), i, o

@@ -44,6 +44,13 @@ BLOCK = 65_536
 BACKWARDS_TOLERANCE_S = 1e-3
 """Arrivals may step back this much (clock jitter) and are then clamped to keep the stream sorted."""
 
+# Beyond these a value is a typo or a corrupt file, not a request: token counts are held as
+# int64 (10^23 once overflowed the conversion) and a prompt of 10^8 tokens is ten times the
+# longest context of any catalog model; an arrival 10^11 s (3,000 years) into the trace once made
+# `planner demand` count 10^305 windows and never finish.
+MAX_TOKENS = 100_000_000
+MAX_ARRIVAL_S = 1e11
+
 FORMATS = ("azure", "splitwise", "mooncake")
 _ALIASES = {"vidur": "splitwise", "jsonl": "mooncake"}
 _HEADERS: dict[str, tuple[str, str, str]] = {
@@ -353,7 +360,7 @@ def _fast_csv(block: list[str], fmt: str) -> tuple[NDArray[Any], NDArray[np.int6
         if v.dtype.kind not in "iuf":
             return None
         v = v.astype(np.float64)
-        if not (np.all(np.isfinite(v)) and np.all(v == np.floor(v)) and np.all(v >= minimum)):
+        if not (np.all(np.isfinite(v)) and np.all(v == np.floor(v)) and np.all((v >= minimum) & (v <= MAX_TOKENS))):
             return None
         tokens.append(v.astype(np.int64))
     if fmt == "azure":
@@ -365,7 +372,8 @@ def _fast_csv(block: list[str], fmt: str) -> tuple[NDArray[Any], NDArray[np.int6
         if raw.dtype.kind not in "iuf":
             return None
         raw = raw.astype(np.float64)
-        if not (np.all(np.isfinite(raw)) and np.all(raw >= 0)):
+        limit = MAX_ARRIVAL_S * (1000.0 if fmt == "mooncake" else 1.0)
+        if not (np.all(np.isfinite(raw)) and np.all((raw >= 0) & (raw <= limit))):
             return None
     return raw, tokens[0], tokens[1]
 
@@ -504,6 +512,8 @@ def _parse_splitwise(text: str) -> tuple[float, int, int]:
     t = _number(parts[0], "arrived_at")
     if t < 0:
         raise _Bad(f"arrived_at {_short(parts[0])} is negative")
+    if t > MAX_ARRIVAL_S:
+        raise _Bad(f"arrived_at {_short(parts[0])} is beyond {MAX_ARRIVAL_S:g} s")
     return t, _tokens(parts[1], "num_prefill_tokens", 1), _tokens(parts[2], "num_decode_tokens", 0)
 
 
@@ -526,6 +536,8 @@ def _parse_mooncake(text: str) -> tuple[float, int, int]:
     t_ms = _check_number(values[0], "timestamp", json.dumps(values[0]))
     if t_ms < 0:
         raise _Bad(f"timestamp {values[0]!r} is negative")
+    if t_ms > MAX_ARRIVAL_S * 1000:
+        raise _Bad(f"timestamp {values[0]!r} is beyond {MAX_ARRIVAL_S * 1000:g} ms")
     n_in = _whole(values[1], "input_length", 1, json.dumps(values[1]))
     n_out = _whole(values[2], "output_length", 0, json.dumps(values[2]))
     return t_ms / 1000.0, n_in, n_out
@@ -564,6 +576,8 @@ def _whole(v: float, column: str, minimum: int, shown: str) -> int:
         raise _Bad(f"{column} {_short(shown)} is negative")
     if v < minimum:
         raise _Bad(f"{column} must be at least {minimum}, got {_short(shown)}")
+    if v > MAX_TOKENS:
+        raise _Bad(f"{column} {_short(shown)} is beyond {MAX_TOKENS:,} tokens")
     return int(v)
 
 

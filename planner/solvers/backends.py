@@ -5,19 +5,31 @@ variables and return a :class:`BackendResult` with an honest status, the incumbe
 the proven bound. The OR-Tools backend translates the model's linear rows one to one
 (``generate_standard_repn``), so the constraints are written once, in ``milp.py``; it solves in a
 child process because OR-Tools' bundled HiGHS and highspy cannot share one process.
+
+Ctrl-C: HiGHS runs inside one long C++ call. A SIGINT that arrives meanwhile reaches Python only
+when that call returns, or inside one of HiGHS's callbacks, where it ends the solve as an
+ordinary "interrupted"/"error" status; the command would then report, and write, an empty plan.
+So HiGHS runs in a worker thread while the main thread waits with a timeout
+(:func:`_interruptible`): the main thread sees KeyboardInterrupt at once, asks HiGHS to stop
+(``cancelSolve``, checked by its interrupt callbacks), waits for it and re-raises, so no result
+is returned and nothing is written. The OR-Tools child is killed by ``subprocess.run`` on the
+same KeyboardInterrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyomo.environ as pyo
 from pyomo.repn import generate_standard_repn
@@ -41,6 +53,79 @@ class BackendResult:
     message: str = ""
 
 
+T = TypeVar("T")
+
+
+def _interruptible(work: Callable[[], T], cancel: Callable[[], None]) -> T:
+    """``work()`` (a HiGHS solve) in a worker thread, so that Ctrl-C stops it (module docstring).
+
+    On KeyboardInterrupt, ``cancel`` is called until the worker ends (the HiGHS object may not
+    exist yet when the signal comes), then the KeyboardInterrupt propagates: the caller never
+    sees the cut-short result. Off the main thread, signals are not delivered anyway: run inline.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    box: dict[str, Any] = {}
+    # An Event, not Thread.join: on Python 3.11 a join cut short by KeyboardInterrupt leaves the
+    # thread reported as not alive while HiGHS still runs (and aborts the process at exit).
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # handed to the main thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="highs-solve", daemon=True).start()
+    try:
+        while not done.wait(0.1):  # a timed wait: the main thread stays where signals are handled
+            pass
+    except KeyboardInterrupt:
+        while not done.is_set():
+            cancel()
+            # A second Ctrl-C must not leave HiGHS running in a thread the interpreter then
+            # tears down (the process would abort): keep asking it to stop until it has.
+            with contextlib.suppress(KeyboardInterrupt):
+                done.wait(0.05)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _quiet_fds() -> Iterator[None]:
+    """Point fds 1 and 2 at /dev/null for a moment: the first ``highspy.Highs()`` of a process
+    prints HiGHS's banner on stdout, before any option can turn it off, and that would corrupt a
+    plan printed on stdout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def new_highs() -> Any:
+    """A silent ``highspy.Highs`` whose solve stops on ``cancelSolve()`` (see :func:`_interruptible`)."""
+    import highspy
+
+    with _quiet_fds():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.HandleUserInterrupt = True  # cancelSolve() sets a flag HiGHS's interrupt callbacks read
+    return h
+
+
 def solve_highs(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult:
     from pyomo.contrib.solver.common.factory import SolverFactory
     from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
@@ -58,7 +143,17 @@ def solve_highs(model: pyo.ConcreteModel, opts: SolveOptions) -> BackendResult:
         kwargs["solver_options"]["mip_max_nodes"] = opts.node_limit
     if opts.time_limit is not None:
         kwargs["time_limit"] = opts.time_limit
-    res = solver.solve(model, **kwargs)
+
+    def cancel() -> None:
+        # Pyomo would log the cut-short solve ("unhandled status kInterrupt") on stderr; the
+        # command reports the interrupt itself, in one line.
+        logging.getLogger("pyomo.contrib.solver").setLevel(logging.ERROR)
+        # Pyomo makes its highspy.Highs inside solve() (and turns on its interrupt callbacks).
+        h = getattr(solver, "_solver_model", None)
+        if h is not None:
+            h.cancelSolve()
+
+    res = _interruptible(lambda: solver.solve(model, **kwargs), cancel)
     secs = time.perf_counter() - t0
     tc = res.termination_condition
     has_sol = res.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible)
@@ -114,8 +209,7 @@ def solve_highs_start(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[
 
     t0 = time.perf_counter()
     pyo_vars, payload = _linear_form(model)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("mip_rel_gap", opts.gap)
     h.setOptionValue("threads", opts.threads)
@@ -147,7 +241,7 @@ def solve_highs_start(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[
     sol.col_value = [float(start.get(id(v), 0.0)) for v in pyo_vars]
     sol.value_valid = True
     h.setSolution(sol)
-    h.run()
+    _interruptible(h.run, h.cancelSolve)
     secs = time.perf_counter() - t0
     status = h.getModelStatus()
     info = h.getInfo()

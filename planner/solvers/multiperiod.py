@@ -81,8 +81,10 @@ def build_model(table: OptionTable, tables: list[OptionTable]) -> pyo.ConcreteMo
     m.w = pyo.Var(m.JKT, domain=pyo.Binary)
     m.tight = pyo.Constraint(
         m.JKT,
-        rule=lambda _, j, k, t: sum(a * m.x[i, k, t] for i, a in rows[t][j, k].coef.items())
-        <= U * m.y[k, t] + rows[t][j, k].big_m * (1 - m.w[j, k, t]),
+        rule=lambda _, j, k, t: (
+            sum(a * m.x[i, k, t] for i, a in rows[t][j, k].coef.items())
+            <= U * m.y[k, t] + rows[t][j, k].big_m * (1 - m.w[j, k, t])
+        ),
     )
     m.tight_on = pyo.Constraint(m.JKT, rule=lambda _, j, k, t: m.x[j, k, t] <= m.w[j, k, t])
     excl = [(j, i, k, t) for (j, k, t) in m.JKT for i in rows[t][j, k].excluded]
