@@ -61,7 +61,8 @@ class LengthDistribution:
             return np.full(u.shape, min(max(self.mean, 1.0), self.max_tokens))
         z = norm_ppf(np.clip(u, 1e-12, 1 - 1e-12))
         logq = _interp_extrap(z, self.knots_z, self.knots_log, self.lo_slope, self.hi_slope)
-        return np.clip(np.exp(logq), 1.0, self.max_tokens)
+        # Clip in log space: a wild slope (p90 of 1e-300 tokens) must not overflow exp.
+        return np.clip(np.exp(np.clip(logq, 0.0, math.log(self.max_tokens))), 1.0, self.max_tokens)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n stratified samples in whole tokens (≥ 1), in a seeded random order."""
