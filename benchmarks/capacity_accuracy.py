@@ -75,7 +75,7 @@ def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float) -> f
     from planner.sim.engine import SimConfig
 
     q = inst.query_types[ty]
-    limits = (q.slo.ttft_s or math.inf, q.slo.tpot_s or math.inf, q.slo.e2e_s or math.inf)
+    limits = capacity._limits(q)
     base = len(sub) / max(float(sub.arrival[-1]), 1e-9)
     u = np.random.default_rng(ty).random(len(sub))
     nxt = np.append(sub.arrival[1:], sub.arrival[-1] + 1.0 / base)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from planner.loader import load_instance  # noqa: E402
-from planner.options import build_option_table  # noqa: E402
+from planner.options import build_option_table, rental_per_replica  # noqa: E402
 from planner.plan import Plan  # noqa: E402
 from planner.sim.cli import feed_of  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
@@ -40,7 +40,7 @@ POLICY = "jsq"
 
 
 def rental(inst: Any, replicas: dict[Any, int]) -> float:
-    return sum(inst.period_hours * inst.gpu(o.gpu).price_per_hour * o.gpus_per_replica * n for o, n in replicas.items())
+    return sum(rental_per_replica(inst, o) * n for o, n in replicas.items())
 
 
 def judge(inst: Any, table: Any, plan: Plan, reqs: Requests) -> dict[str, Any]:

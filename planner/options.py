@@ -327,12 +327,12 @@ def needs_checks(table: OptionTable) -> bool:
     return any(r.source == "model-estimate" and r.eligible for r in rows)
 
 
-def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]], dry_run: bool = False) -> OptionTable:
-    """The table with the given (option, type) pairs' estimates replaced by simulated capacities
-    (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing), and, for options
-    that serve several of the types, those types' rows held to each other's tighter TPOT limits.
-    The same table object when nothing is left to simulate; with ``dry_run`` a copy (and no
-    simulation) when something is."""
+def pending_checks(
+    table: OptionTable, pairs: Iterable[tuple[Option, str]]
+) -> dict[tuple[Option, str, float | None], Any]:
+    """The capacity keys :func:`check_pairs` would simulate for these pairs, by (option, type,
+    tighter TPOT limit or None): the pairs still estimated, and, for options that serve several of
+    the types, those types' rows held to each other's tighter TPOT limits. Empty: nothing left."""
     from planner import capacity
 
     inst = table.instance
@@ -354,10 +354,20 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]], dry_run
             row = table.tight.get((o, t, lvl))
             if lvl < tpot_limit(q) and row is not None and row.source == "model-estimate":
                 keys[o, t, lvl] = capacity.make_key(inst, o, index[t], _target(inst, q), lvl)
+    return keys
+
+
+def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> OptionTable:
+    """The table with :func:`pending_checks`' rows replaced by simulated capacities
+    (:mod:`planner.capacity`; cached, so checking a pair twice costs nothing); the same table
+    object when nothing is left to simulate."""
+    from planner import capacity
+
+    keys = pending_checks(table, pairs)
     if not keys:
         return table
-    if dry_run:
-        return replace(table)
+    inst = table.instance
+    index = {q.id: j for j, q in enumerate(inst.query_types)}
     caps = capacity.measure_many(inst, keys.values())
     rows = dict(table.by_key)
     tight = dict(table.tight)

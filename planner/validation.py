@@ -178,7 +178,7 @@ def validate(
         ]
         if not failing or done >= rounds or not plan.has_solution:
             break
-        share_of = {d.option: sub for d, sub in shares}
+        share_of = {d.option: (d, sub) for d, sub in shares}
         step: dict[str, float] = {}
         for p in failing:
             missed = [
@@ -187,12 +187,10 @@ def validate(
                 if p.served[i] and p.attainment(i) < targets[inst.query_types[i].id]
             ]
             target = min(targets[t] for t in missed)
-            deployment = next(d for d, _ in shares if d.option == p.option)
-            factor = max_share(inst, deployment, share_of[p.option], policy, targets, seed)
+            deployment, sub = share_of[p.option]
+            factor = max_share(inst, deployment, sub, policy, targets, seed)
             if factor is None:
-                res = min_replicas(
-                    inst, p.option, share_of[p.option], policy, target, table, seed, cap=max(8 * p.replicas, 64)
-                )
+                res = min_replicas(inst, p.option, sub, policy, target, table, seed, cap=max(8 * p.replicas, 64))
                 if res.replicas is None:
                     dropped.update((p.option, t) for t in missed)
                     why.append(f"{p.option.key}: {res.reason}")

@@ -26,9 +26,8 @@ _RENAME_EXCHANGE = 2
 
 
 def check_target(out_dir: Path, force: bool, option: str = "--out") -> None:
-    """Refuse an output directory before any work: not a directory, or not empty without force."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(str(out_dir), option, "exists and is not a directory")
+    """Refuse an output directory before any work: not a directory or not writable
+    (:func:`check_writable`), or not empty without force."""
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise InputError(str(out_dir), option, "directory exists and is not empty; pass --force to replace it")
     check_writable(out_dir, option, "tree")

@@ -156,8 +156,6 @@ def bench(
     def prepare() -> None:
         cliargs.seconds("--milp-time-limit", milp_time_limit)
         cliargs.whole("--seeds", seeds, ge=1, le=MAX_SEEDS)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(str(out_dir), "--out", "exists and is not a directory")
         check_writable(out_dir, "--out", "dir")  # before minutes of solving
         if not fams:
             raise InputError(None, "--families", f"no family given; known: {', '.join(FAMILIES)}")

@@ -95,16 +95,20 @@ def shared_pool_replicas(
     whose TPOT limit it cannot meet at all stays as it is, and the checker names it."""
     if not table.tight_load:
         return replicas
+    from planner.solvers.milp import tight_rows
+
     index = {t: i for i, t in enumerate(table.type_ids)}
+    x = {(index[t], table.option_index(o)): v for t, shares in routing.items() for o, v in shares.items() if v > 1e-12}
+    members: dict[int, list[int]] = {}
+    for i, k in x:
+        if k is not None:
+            members.setdefault(k, []).append(i)
     out = dict(replicas)
-    for k, o in enumerate(table.options):
-        x = {index[t]: shares.get(o, 0.0) for t, shares in routing.items() if shares.get(o, 0.0) > 1e-12}
-        need = 0.0
-        for j in x:
-            terms = [table.tight_load.get((j, i, k), table.load.get((i, k))) for i in x]
-            if all(a is not None for a in terms):
-                need = max(need, sum(a * x[i] for a, i in zip(terms, x, strict=True)))  # type: ignore[operator]
-        y = math.ceil(need / table.instance.max_utilization - 1e-9)
+    for r in tight_rows(table, members):
+        if any(i in members[r.k] for i in r.excluded):
+            continue
+        y = math.ceil(sum(a * x[i, r.k] for i, a in r.coef.items()) / table.instance.max_utilization - 1e-9)
+        o = table.options[r.k]
         if y > out.get(o, 0):
             out[o] = y
     return out

@@ -62,8 +62,6 @@ def register(app: typer.Typer) -> None:
         from planner.sim.cli import _check_policy, needs_model_mode
 
         def prepare() -> ReviewInputs:
-            if out.exists() and not out.is_dir():
-                raise InputError(str(out), "--out", "exists and is not a directory")
             check_writable(out, "--out", "dir")
             if screenshot is not None:
                 check_writable(screenshot, "--screenshot")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from planner.options import OptionTable, build_option_table, check_pairs, needs_checks
+from planner.options import OptionTable, build_option_table, check_pairs, needs_checks, pending_checks
 from planner.plan import Plan, plan_pairs
 from planner.problem import Instance
 
@@ -48,10 +48,6 @@ def method(name: str, multiperiod: bool = False) -> Method:
 MAX_CHECK_ROUNDS = 60
 
 
-def _simulated(table: OptionTable) -> int:
-    return sum(r.source == "simulated" for r in table.rows) + sum(r.source == "simulated" for r in table.tight.values())
-
-
 def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None = None, **options: Any) -> Plan:
     """Solve ``inst`` with a registered method; the option table is built once and shared. An
     instance with ``scaling`` windows is planned per window (multi-period milp or agh).
@@ -71,17 +67,17 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
     rounds, checked = 0, 0
     while True:
         plan = solver(table, **options)
-        # check_pairs simulates the plan's pairs still estimated, and the rows of its shared
-        # pools' types held to a tighter TPOT; it returns the same table when none is left.
-        checked_table = check_pairs(table, plan_pairs(plan), dry_run=rounds >= MAX_CHECK_ROUNDS)
-        if checked_table is table:
+        # The plan's pairs still estimated, and the rows of its shared pools' types held to a
+        # tighter TPOT: simulated, then solved again.
+        todo = pending_checks(table, plan_pairs(plan))
+        if not todo:
             break
         if rounds >= MAX_CHECK_ROUNDS:
             return plan.model_copy(
                 update={"status": "no_solution", "message": f"capacity checks did not settle in {rounds} rounds"}
             )
-        checked += _simulated(checked_table) - _simulated(table)
-        table = checked_table
+        table = check_pairs(table, plan_pairs(plan))
+        checked += len(todo)
         rounds += 1
     if not rounds:
         return plan
