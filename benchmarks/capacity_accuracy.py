@@ -9,11 +9,15 @@ For each pair, three rates at which one replica keeps 0.99 of the type's request
   * trace      the reference: the same replica replaying the type's own requests from the trace
                (lengths and arrival clock as recorded) thinned to mean rate r — each request kept
                when its seeded uniform u < r/r₀, so a lower rate keeps a subset (common random
-               numbers) — or, above the trace's own rate r₀, each request copied ⌊r/r₀⌋ or
-               ⌈r/r₀⌉ times, the copies spread evenly up to the next arrival; bisected on r to 4%.
-               Thinning is what a pool does to a type's traffic (each replica sees its share, on
-               the trace's clock); time-scaling the trace instead would stretch or squeeze its
-               bursts, which no plan does.
+               numbers) — or, above the trace's own rate r₀, the superposition of k = ⌈r/r₀⌉
+               copies of the trace, copy s circularly shifted by a seeded offset and thinned to
+               r/k: more users of the same kind, each independent of the others; bisected on r to
+               4%. Thinning is what a pool does to a type's traffic (each replica sees its share,
+               on the trace's clock); time-scaling the trace instead would stretch or squeeze its
+               bursts, which no plan does. (Until 2026-12 the copies above r₀ were clones of each
+               request spread up to the next arrival: clumps of identical requests that no
+               traffic has, which made the reference 1.5–2.2× pessimistic on conv-short at
+               30–130 req/s.)
 Errors are |predicted / trace − 1|. Pairs span prefill-heavy (code), decode-heavy (conv-short,
 conv-long outputs) and long-context (conv-long 4–14k prompts; mooncake) types, tiers, TP degrees
 and token budgets. Writes results/capacity_accuracy.{md,csv,png}.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import sys
@@ -50,6 +55,11 @@ from planner.sim.mapping import TypeMapper  # noqa: E402
 from planner.sim.scale import Requests  # noqa: E402
 from planner.sim.traces import Trace  # noqa: E402
 
+# Types whose largest burst alone holds more of the requests than the target lets miss
+# (planner demand's burst warning, planner/review/figures.py): one event of the hour decides their
+# trace capacity, which no burst percentile describes; reported apart as well as in the total.
+BURST_DECIDED = {"azure-2023": {"code"}}
+
 INSTANCES = [
     ("azure-2023", ROOT / "instances" / "azure-2023.yaml"),
     ("mooncake-2025", ROOT / "instances" / "mooncake-2025.yaml"),
@@ -68,8 +78,8 @@ def type_requests(path: Path) -> tuple[Any, dict[int, Any]]:
     return inst, by_type
 
 
-def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float) -> float:
-    """Highest mean rate r at which one replica replaying ``sub`` thinned (or copied) to rate r
+def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float, seed: int = 0) -> float:
+    """Highest mean rate r at which one replica replaying ``sub`` thinned (or superposed) to rate r
     meets the target (module docstring)."""
     from planner.sim.cluster import simulator_for_option
     from planner.sim.engine import SimConfig
@@ -77,22 +87,32 @@ def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float) -> f
     q = inst.query_types[ty]
     limits = capacity._limits(q)
     base = len(sub) / max(float(sub.arrival[-1]), 1e-9)
-    u = np.random.default_rng(ty).random(len(sub))
-    nxt = np.append(sub.arrival[1:], sub.arrival[-1] + 1.0 / base)
+    span = float(sub.arrival[-1]) + 1.0 / base  # the trace's clock wraps here
+
+    @functools.cache
+    def stream(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copy s of the trace: circularly shifted by a seeded offset (none for copy 0) and sorted,
+        with its seeded thinning uniforms (common random numbers: the same at every rate)."""
+        rng = np.random.default_rng([ty, s, seed])
+        shift = 0.0 if s == 0 else float(rng.uniform(0.0, span))
+        at = (sub.arrival + shift) % span
+        order = np.argsort(at, kind="stable")
+        return order, at[order], rng.random(len(sub))
 
     def scaled(r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = r / base
-        copies = np.floor(x) + (u < x - np.floor(x))
-        if x <= 1:
-            keep = copies > 0
-            idx, at = np.flatnonzero(keep), sub.arrival[keep]
-        else:
-            idx = np.repeat(np.arange(len(sub)), copies.astype(int))
-            first = np.repeat(np.cumsum(copies) - copies, copies.astype(int))
-            j = np.arange(len(idx)) - first  # copy number within its request
-            at = sub.arrival[idx] + j * (nxt[idx] - sub.arrival[idx]) / copies[idx]
-        n = min(len(idx), TRACE_REQUESTS)
-        return at[:n], sub.inp[idx][:n], sub.out[idx][:n]
+        k = max(1, math.ceil(r / base - 1e-9))
+        keep_p = r / base / k
+        parts = []
+        for s in range(k):
+            order, at, u = stream(s)
+            m = u < keep_p
+            parts.append((at[m], order[m]))
+        at = np.concatenate([a for a, _ in parts])
+        idx = np.concatenate([i for _, i in parts])
+        o = np.argsort(at, kind="stable")
+        n = min(len(o), TRACE_REQUESTS)
+        at, idx = at[o][:n], idx[o][:n]
+        return at, sub.inp[idx], sub.out[idx]
 
     def attain(r: float) -> float:
         at, inp, out = scaled(r)
@@ -140,6 +160,9 @@ def job(args: tuple[str, Path, Any, int, Any]) -> dict[str, Any]:
     sim = capacity.measure_many(inst, [capacity.make_key(inst, option, ty, TARGET)], workers=1)
     planner_rate = next(iter(sim.values())).rate_rps
     ref = trace_capacity(inst, option, ty, sub, planner_rate or est or 1.0)
+    # The reference's own noise: the same replay thinned with other seeded uniforms (and other
+    # offsets above the trace's rate). Nothing can be judged more finely than this.
+    ref2 = trace_capacity(inst, option, ty, sub, ref or planner_rate or est or 1.0, seed=1)
     return {
         "instance": name,
         "option": option.key,
@@ -147,6 +170,7 @@ def job(args: tuple[str, Path, Any, int, Any]) -> dict[str, Any]:
         "estimate_rps": est,
         "planner_rps": planner_rate,
         "trace_rps": ref,
+        "trace_seed1_rps": ref2,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -210,20 +234,33 @@ def main() -> None:
     for key, label in (
         ("estimate_rps", "analytic estimate (table before simulation)"),
         ("planner_rps", "planner (simulated on the instance's figures)"),
+        ("trace_seed1_rps", "the reference itself, thinned with another seed (its noise floor)"),
     ):
         e = err(key)
         bias = float(np.median([r[key] / r["trace_rps"] for r in ok]))
         lines.append(f"| {label} | {np.median(e):.1%} | {np.quantile(e, 0.9):.1%} | {bias:.3f} |")
+    burst = [r for r in ok if not BURST_DECIDED.get(r["instance"], set()) & {r["type"]}]
+    if len(burst) < len(ok):
+        e = np.array([abs(r["planner_rps"] / r["trace_rps"] - 1.0) for r in burst])
+        lines.append(
+            f"| planner, leaving out the types whose largest burst decides ({len(burst)} pairs) | "
+            f"{np.median(e):.1%} | {np.quantile(e, 0.9):.1%} | "
+            f"{float(np.median([r['planner_rps'] / r['trace_rps'] for r in burst])):.3f} |"
+        )
     lines += [
         "",
-        "By instance and type (planner):",
+        "By instance and type (planner; noise = median |seed-1 reference / reference − 1|):",
         "",
-        "| instance | type | pairs | median abs error | median planner/trace |",
-        "|---|---|---:|---:|---:|",
+        "| instance | type | pairs | median abs error | median planner/trace | noise |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for key in sorted({(r["instance"], r["type"]) for r in ok}):
-        v = np.array([r["planner_rps"] / r["trace_rps"] for r in ok if (r["instance"], r["type"]) == key])
-        lines.append(f"| {key[0]} | {key[1]} | {len(v)} | {np.median(np.abs(v - 1)):.1%} | {np.median(v):.3f} |")
+        sel = [r for r in ok if (r["instance"], r["type"]) == key]
+        v = np.array([r["planner_rps"] / r["trace_rps"] for r in sel])
+        noise = np.median([abs(r["trace_seed1_rps"] / r["trace_rps"] - 1) for r in sel])
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(v)} | {np.median(np.abs(v - 1)):.1%} | {np.median(v):.3f} | {noise:.1%} |"
+        )
     lines += [
         "",
         "| instance | option | type | estimate rps | planner rps | trace rps | planner / trace |",

@@ -74,16 +74,11 @@ def describe(name: str, part: pd.DataFrame, span_s: float, start: pd.Timestamp) 
 
 
 def length_correlation(inp: pd.Series, out: pd.Series) -> float:
-    """The instance's ``length_correlation``: Pearson correlation of the normal scores of the two
-    lengths' ranks (the Gaussian copula's parameter, planner.capacity draws pairs with it)."""
-    from planner.lengths import norm_ppf
+    """The instance's ``length_correlation`` (planner.review.figures.length_correlation: the
+    Gaussian copula parameter planner.capacity draws (prompt, output) pairs with)."""
+    from planner.review.figures import length_correlation as measured
 
-    n = len(inp)
-    if n < 3:
-        return 0.0
-    za = norm_ppf((inp.rank(method="average").to_numpy() - 0.5) / n)
-    zb = norm_ppf((out.rank(method="average").to_numpy() - 0.5) / n)
-    return float(np.corrcoef(za, zb)[0, 1])
+    return measured(inp.to_numpy(), out.to_numpy())
 
 
 def main() -> None:

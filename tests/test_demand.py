@@ -348,3 +348,100 @@ def test_cli_needs_instance_and_out(tmp_path: Path) -> None:
     res = cli(CONV, "--instance", INSTANCE)
     assert res.exit_code == 2 and "--out" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Instance figures (planner.review.figures, planner demand --figures)
+# --------------------------------------------------------------------------------------------
+
+
+def test_weighted_quantile_and_correlation_equal_the_expanded_sample() -> None:
+    from planner.review.figures import length_correlation, weighted_quantile
+
+    rng = np.random.default_rng(3)
+    vals = np.sort(rng.choice(np.arange(1, 400), size=60, replace=False)).astype(float)
+    counts = rng.integers(1, 9, size=60)
+    expanded = np.repeat(vals, counts)
+    for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0):
+        assert weighted_quantile(vals, counts, q) == pytest.approx(float(np.quantile(expanded, q)))
+    a = rng.integers(1, 50, 300)
+    b = a * 3 + rng.integers(0, 40, 300)
+    pairs, inv = np.unique(np.stack([a, b], 1), axis=0, return_inverse=True)
+    w = np.bincount(inv.ravel())
+    assert length_correlation(pairs[:, 0], pairs[:, 1], w) == pytest.approx(length_correlation(a, b))
+    assert length_correlation(np.arange(10), np.arange(10) ** 2) == pytest.approx(1.0)
+    assert length_correlation(np.arange(10), -np.arange(10)) == pytest.approx(-1.0)
+    assert length_correlation([5, 5, 5, 5], [1, 2, 3, 4]) == 0.0  # a constant length
+    assert length_correlation([1, 2], [2, 1]) == 0.0  # too few requests
+
+
+def test_figures_by_hand_and_the_largest_burst() -> None:
+    from planner.review.figures import FiguresBuilder
+
+    # Type a: one request per second for 100 s, then a clump of 30 within 2 s at 100..102 s.
+    # Type b: one request every 4 s. Windows of 10 s over a 110-s span.
+    reqs = [req(float(t), 100 + t, 10) for t in range(100)]
+    reqs += [req(100 + k / 15, 1000, 20) for k in range(30)]
+    reqs += [req(4.0 * k + 0.5, 50, 5, source="b") for k in range(27)]
+    reqs.sort(key=lambda r: r.arrival_s)
+    fb = FiguresBuilder(["a", "b"], 10.0)
+    for r in reqs:
+        fb.add("a" if r.source == "s" else "b", r.arrival_s, r.input_tokens, r.output_tokens)
+    figs = fb.finish(110.0)
+    a, b = figs["a"], figs["b"]
+    assert a.requests == 130 and a.arrival_rate == pytest.approx(130 / 110)
+    # windows 0..9 hold 10 each, window 10 holds the 30-request clump: p90 over 11 windows
+    assert a.arrival_rate_p90 == pytest.approx(float(np.quantile([1.0] * 10 + [3.0], 0.9)))
+    # the clump ends at 101.93 s; within 5 s of it also the requests at 97, 98 and 99 s
+    assert a.burst_requests == 30 + 3
+    assert a.burst_share == pytest.approx(33 / 130)
+    assert a.input_tokens["mean"] == pytest.approx((sum(100 + t for t in range(100)) + 30_000) / 130)
+    assert a.input_tokens["p50"] == pytest.approx(float(np.quantile([100 + t for t in range(100)] + [1000] * 30, 0.5)))
+    assert a.burst_warning(0.99) is not None and "33 requests within 5 s" in a.burst_warning(0.99)
+    assert b.burst_requests == 2 and b.burst_warning(0.99) is None
+    assert b.length_correlation == 0.0  # constant lengths
+    doc = a.query_type_doc()
+    assert doc["id"] == "a" and doc["input_tokens"] == round(a.input_tokens["mean"])
+    assert {"arrival_rate_p90", "input_tokens_p10", "output_tokens_p99", "length_correlation"} <= set(doc)
+
+
+@needs_azure
+def test_cli_figures_match_the_shipped_instance(tmp_path: Path) -> None:
+    import yaml
+
+    out, figs = tmp_path / "d.csv", tmp_path / "f.yaml"
+    res = cli("--instance", INSTANCE, "--window", "15m", "--out", out, "--figures", figs)
+    assert res.exit_code == 0, res.output
+    assert "warning: code: its largest burst" in res.output  # the Azure code trace's 5-s burst
+    doc = yaml.safe_load(figs.read_text())
+    assert doc["arrival_window_s"] == 10.0
+    got = {q["id"]: q for q in doc["query_types"]}
+    inst = load_instance(INSTANCE)
+    for q in inst.query_types:
+        g = got[q.id]
+        keys = [f"{s}_tokens{p}" for s in ("input", "output") for p in ("", "_p10", "_p50", "_p90", "_p99")]
+        assert {k: g[k] for k in keys} == {k: getattr(q, k) for k in keys}, q.id
+        assert g["length_correlation"] == q.length_correlation
+        if q.id != "code":  # the instance's code figures use the code trace's own span (derive script)
+            assert g["arrival_rate"] == pytest.approx(q.arrival_rate, abs=1e-3)
+            assert (g["arrival_rate_p90"], g["arrival_rate_p99"]) == (q.arrival_rate_p90, q.arrival_rate_p99)
+    # the fragment merges into a loadable instance
+    merged = yaml.safe_load(INSTANCE.read_text())
+    for q in merged["query_types"]:
+        q.update(got[q["id"]])
+    path = tmp_path / "merged.yaml"
+    merged["include"] = [str((INSTANCE.parent / p).resolve()) for p in merged["include"]]
+    path.write_text(yaml.safe_dump(merged))
+    assert [q.id for q in load_instance(path).query_types] == TYPES
+
+
+def test_cli_figures_bad_path_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    res = cli(
+        CONV, "--instance", INSTANCE, "--types", MAPPING, "--out", tmp_path / "d.csv", "--figures", tmp_path / "f.txt"
+    )
+    assert res.exit_code == 2 and "--figures" in res.output
+    res = cli(
+        CONV, "--instance", INSTANCE, "--types", MAPPING, "--out", tmp_path / "d.csv", "--figures", tmp_path / "d.csv"
+    )
+    assert res.exit_code == 2 and "--figures" in res.output
+    assert list(tmp_path.iterdir()) == []

@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 
 from planner.errors import InputError
 from planner.fileio import atomic_writer
+from planner.review.figures import FiguresBuilder
 
 COLUMNS = (
     "window", "start_s", "end_s", "query_type", "requests", "arrival_rate",
@@ -311,12 +312,14 @@ def demand_from_trace(
     window_s: float,
     start_s: float | None = None,
     end_s: float | None = None,
+    figures: FiguresBuilder | None = None,
 ) -> Demand:
     """Stream ``requests`` (TraceRequest-like: ``arrival_s``, ``input_tokens``, ``output_tokens``;
     sorted by arrival) into per-window, per-type demand; see the module docstring for the windows.
 
     Raises :class:`InputError` for a bad window, arrivals out of order, a ``type_of`` result that is
     not in ``type_ids``, or (without ``end_s``) no request in range or no time span at all.
+    ``figures``, when given, is fed every mapped request in range (:mod:`planner.review.figures`).
     """
     ids = list(type_ids)
     if not ids or len(set(ids)) != len(ids):
@@ -360,6 +363,8 @@ def demand_from_trace(
         elif c is None:
             raise InputError(None, "type_of", f"returned {qt!r}, not one of the query types {', '.join(ids)}")
         item = (c, int(r.input_tokens), int(r.output_tokens))
+        if figures is not None and qt is not None:
+            figures.add(qt, t, item[1], item[2])
         k = b.index(t)
         if last_k is not None and k > last_k:  # t == end_s on a boundary: the last window is right-closed
             k = last_k

@@ -61,17 +61,27 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--skip-bad/--no-skip-bad", help="skip bad trace lines (counted) instead of failing")
         ] = False,
         seed: Annotated[int, typer.Option(help="seed for --rate-scale thinning/replication")] = 0,
+        figures_path: Annotated[
+            Path | None,
+            typer.Option(
+                "--figures",
+                help="also write each type's instance figures (rate, burst and length percentiles, "
+                "length correlation) as a YAML instance fragment",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Arrival rate and request lengths per query type and time window of a trace, written as CSV."""
         from rich.table import Table
 
         from planner.cli import _guard, out
-        from planner.fileio import check_writable
+        from planner.fileio import atomic_writer, check_writable
         from planner.loader import load_instance
         from planner.review.demand import Demand, demand_from_trace, parse_window
+        from planner.review.figures import FiguresBuilder, TypeFigures, figures_yaml
         from planner.sim.cli import TraceArgs, check_trace_args, trace_feed
 
-        def run() -> tuple[Demand, float, int]:
+        def run() -> tuple[Demand, float, int, dict[str, TypeFigures], dict[str, float]]:
             targs = TraceArgs(traces, types, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
             check_trace_args(targs)
             if out_path is None:
@@ -79,6 +89,12 @@ def register(app: typer.Typer) -> None:
             if out_path.suffix.lower() != ".csv":
                 raise InputError(str(out_path), "--out", "the demand is a CSV file: give a .csv path")
             check_writable(out_path, "--out")  # a directory, under a file, read-only: before any work
+            if figures_path is not None:
+                if figures_path.suffix.lower() not in (".yaml", ".yml"):
+                    raise InputError(str(figures_path), "--figures", "the figures are YAML: give a .yaml path")
+                if figures_path.resolve() == out_path.resolve():
+                    raise InputError(str(figures_path), "--figures", "is the --out file")
+                check_writable(figures_path, "--figures")
             window_s = parse_window(window)
             if instance is None:
                 raise InputError(None, "--instance", "required: the instance file whose query types the demand is per")
@@ -90,11 +106,20 @@ def register(app: typer.Typer) -> None:
                     raise
                 new = _RENAMED[exc.field]
                 raise InputError(exc.file, new, exc.message.replace(exc.field, new)) from None
-            d = demand_from_trace(tr, mapper.type_of, [q.id for q in inst.query_types], window_s)
+            ids = [q.id for q in inst.query_types]
+            fb = FiguresBuilder(ids, inst.arrival_window_s)
+            d = demand_from_trace(tr, mapper.type_of, ids, window_s, figures=fb)
+            figs = fb.finish(float(d.lengths_s().sum()))
+            targets = {q.id: inst.attainment(q) or 0.99 for q in inst.query_types}
+            if figures_path is not None:
+                source = ", ".join(Path(p).name for p in (traces or mapper.trace_paths))
+                text = figures_yaml(figs, inst.arrival_window_s, source, targets)
+                with atomic_writer(figures_path) as fh:
+                    fh.write(text)
             d.write_csv(out_path)
-            return d, window_s, tr.stats.skipped_bad
+            return d, window_s, tr.stats.skipped_bad, figs, targets
 
-        d, window_s, skipped = _guard(run)
+        d, window_s, skipped, figs, targets = _guard(run)
         stats = d.type_stats()
         full = int(d.full().sum())
         span = float(d.lengths_s().sum())
@@ -116,4 +141,9 @@ def register(app: typer.Typer) -> None:
                 f"{s['output_mean']:.0f}/{s['output_p90']:.0f}",
             )
         out.print(t)
+        for f in figs.values():
+            if (w := f.burst_warning(targets[f.id])) is not None:
+                out.print(f"warning: {w}", markup=False, highlight=False)
         out.print(f"written to {out_path}", markup=False, highlight=False)
+        if figures_path is not None:
+            out.print(f"figures written to {figures_path}", markup=False, highlight=False)

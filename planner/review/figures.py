@@ -1,0 +1,242 @@
+r"""A query type's instance figures, measured from a trace: what ``planner demand --figures`` writes.
+
+The attainment capacity model (:mod:`planner.capacity`) reads a type's traffic from a few figures:
+its mean rate and burst percentiles, its length distributions and the two lengths' correlation.
+This module measures exactly those from a request stream, so an instance can be written from a
+trace without a hand-made script (``benchmarks/derive_*_instance.py`` use the same functions):
+
+    arrival_rate           requests / span (the span the demand covers, every type alike)
+    arrival_rate_p90/p99   percentiles of the type's rate over consecutive windows of the
+                           instance's ``arrival_window_s`` from the span's start; windows with no
+                           request of the type count as rate 0; numpy's linear interpolation
+    input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas)
+    length_correlation     Pearson correlation of the normal scores of the two lengths' ranks
+                           (ties averaged): the Gaussian copula parameter the capacity model
+                           draws (prompt, output) pairs with
+
+And one figure the model cannot carry, reported so the user knows when to distrust it:
+
+    largest burst          the most requests of the type inside any ``BURST_S``-second interval
+                           (a sliding window over arrivals, exact). A percentile profile of
+                           10-s windows describes typical bursts, not the hour's largest one;
+                           when that one burst holds more than ``1 − target`` of the type's
+                           requests (and it is more than twice the p99 window rate over
+                           those seconds), attainment over the trace is decided by whether a pool
+                           absorbs it (azure-2023's code trace: 268 requests within 5 s, 21× the
+                           mean rate, 3.0% of the hour's requests) and the plan must be checked
+                           by replay (``planner solve --validate``), which derates the pools that
+                           miss.
+
+Memory: per type one counter of (prompt, output) pairs (it grows with distinct pairs only), one
+counter of requests per window, and the arrivals of the last ``BURST_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+BURST_S = 5.0  # the largest-burst interval, s: about a TTFT limit, the scale a queue must clear in
+MIN_BURST = 20  # requests: fewer inside BURST_S is never warned about
+PERCENTILES = (("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+
+
+def weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """numpy's linear-interpolation quantile of ``values`` repeated ``counts`` times (values sorted
+    ascending, counts ≥ 1), without expanding them."""
+    if len(values) == 0:
+        return 0.0
+    cum = np.cumsum(counts)
+    n = int(cum[-1])
+    h = q * (n - 1)
+    lo = math.floor(h)
+    below = values[np.searchsorted(cum, lo, "right")]
+    above = values[np.searchsorted(cum, min(lo + 1, n - 1), "right")]
+    return float(below + (h - lo) * (above - below))
+
+
+def _normal_scores(values: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
+    """Normal score of each distinct value: Φ⁻¹((average rank − ½)/n) with ties averaged."""
+    from planner.lengths import norm_ppf
+
+    order = np.argsort(values, kind="stable")
+    c = counts[order]
+    first = np.cumsum(c) - c + 1  # rank of the first copy (1-based)
+    avg = first + (c - 1) / 2.0
+    z = np.empty(len(values))
+    z[order] = norm_ppf((avg - 0.5) / n)
+    return z
+
+
+def length_correlation(inp: Iterable[int], out: Iterable[int], counts: Iterable[int] | None = None) -> float:
+    """The instance's ``length_correlation`` (module docstring) of paired lengths, each pair
+    ``counts`` times (default once). 0 for fewer than 3 requests or a constant length."""
+    a = np.asarray(list(inp), dtype=np.float64)
+    b = np.asarray(list(out), dtype=np.float64)
+    w = np.ones(len(a)) if counts is None else np.asarray(list(counts), dtype=np.float64)
+    n = int(w.sum())
+    if n < 3:
+        return 0.0
+    za = _normal_scores_of(a, w, n)
+    zb = _normal_scores_of(b, w, n)
+    ma, mb = np.average(za, weights=w), np.average(zb, weights=w)
+    cov = np.average((za - ma) * (zb - mb), weights=w)
+    va, vb = np.average((za - ma) ** 2, weights=w), np.average((zb - mb) ** 2, weights=w)
+    if va <= 0 or vb <= 0:
+        return 0.0
+    return float(cov / math.sqrt(va * vb))
+
+
+def _normal_scores_of(x: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
+    vals, inv = np.unique(x, return_inverse=True)
+    counts = np.bincount(inv, weights=w)
+    return _normal_scores(vals, counts, n)[inv]
+
+
+@dataclass
+class TypeFigures:
+    """Measured figures of one query type (module docstring); rates in requests/s, lengths in tokens."""
+
+    id: str
+    requests: int
+    span_s: float
+    window_s: float
+    arrival_rate: float
+    arrival_rate_p90: float
+    arrival_rate_p99: float
+    input_tokens: dict[str, float]  # mean, p10, p50, p90, p99
+    output_tokens: dict[str, float]
+    length_correlation: float
+    burst_requests: int  # the most requests inside any BURST_S interval
+    burst_s: float = BURST_S
+
+    @property
+    def burst_share(self) -> float:
+        """The largest burst's share of the type's requests."""
+        return self.burst_requests / self.requests if self.requests else 0.0
+
+    @property
+    def burst_factor(self) -> float:
+        """The largest burst's rate as a multiple of the mean rate."""
+        return self.burst_requests / self.burst_s / self.arrival_rate if self.arrival_rate > 0 else 0.0
+
+    def burst_warning(self, target: float) -> str | None:
+        """A line when the largest burst alone holds more than ``1 − target`` of the requests and
+        is no burst the percentiles describe: more than twice the p99 window rate sustained over
+        ``burst_s``, and at least ``MIN_BURST`` requests (a short trace's couple of neighbours is
+        no burst)."""
+        if self.requests == 0 or self.burst_share <= 1.0 - target or self.burst_requests < MIN_BURST:
+            return None
+        if self.burst_requests <= 2.0 * self.arrival_rate_p99 * self.burst_s:
+            return None
+        return (
+            f"{self.id}: its largest burst, {self.burst_requests:,} requests within {self.burst_s:g} s "
+            f"({self.burst_factor:.1f}× the mean rate), holds {self.burst_share:.1%} of its requests, more "
+            f"than the {1 - target:.0%} the attainment target lets miss: burst percentiles do not describe "
+            "it, so check plans by replay (planner solve --validate this trace)"
+        )
+
+    def query_type_doc(self) -> dict[str, Any]:
+        """The figures as instance keys (``query_types[]`` entry without SLOs or accuracy)."""
+        doc: dict[str, Any] = {"id": self.id, "arrival_rate": round(self.arrival_rate, 4)}
+        if self.arrival_rate > 0:
+            doc["arrival_rate_p90"] = round(self.arrival_rate_p90, 4)
+            doc["arrival_rate_p99"] = round(self.arrival_rate_p99, 4)
+        doc["length_correlation"] = round(self.length_correlation, 2)
+        for side, stats in (("input_tokens", self.input_tokens), ("output_tokens", self.output_tokens)):
+            doc[side] = max(1, round(stats["mean"]))
+            for p, _ in PERCENTILES:
+                doc[f"{side}_{p}"] = max(1, round(stats[p]))
+        return doc
+
+
+@dataclass
+class _TypeAcc:
+    pairs: Counter[tuple[int, int]] = field(default_factory=Counter)
+    windows: Counter[int] = field(default_factory=Counter)
+    recent: deque[float] = field(default_factory=deque)
+    burst: int = 0
+
+
+class FiguresBuilder:
+    """Streams (type, arrival, prompt, output) and measures each type's figures (module docstring).
+
+    ``start_s`` is where the windows of ``window_s`` start; arrivals must come in time order.
+    """
+
+    def __init__(self, type_ids: list[str], window_s: float, start_s: float = 0.0) -> None:
+        self.type_ids = list(type_ids)
+        self.window_s = float(window_s)
+        self.start_s = float(start_s)
+        self._acc = {t: _TypeAcc() for t in self.type_ids}
+
+    def add(self, type_id: str, arrival_s: float, n_in: int, n_out: int) -> None:
+        acc = self._acc[type_id]
+        acc.pairs[(int(n_in), int(n_out))] += 1
+        acc.windows[int((arrival_s - self.start_s) // self.window_s)] += 1
+        acc.recent.append(arrival_s)
+        while acc.recent[0] < arrival_s - BURST_S:
+            acc.recent.popleft()
+        acc.burst = max(acc.burst, len(acc.recent))
+
+    def finish(self, span_s: float) -> dict[str, TypeFigures]:
+        """The figures of every type over a span of ``span_s`` seconds from ``start_s``."""
+        n_win = max(1, math.ceil(span_s / self.window_s - 1e-9))
+        out: dict[str, TypeFigures] = {}
+        for t, acc in self._acc.items():
+            counts = np.zeros(n_win)
+            for k, c in acc.windows.items():
+                counts[min(max(k, 0), n_win - 1)] += c  # the last arrival may sit on the span's end
+            rates = counts / self.window_s
+            n = sum(acc.pairs.values())
+            keys = list(acc.pairs)
+            w = np.array([acc.pairs[k] for k in keys], dtype=np.float64)
+            lengths = np.array(keys, dtype=np.float64).reshape(-1, 2)
+            sides = {}
+            for j, side in enumerate(("input", "output")):
+                vals, inv = np.unique(lengths[:, j], return_inverse=True)
+                cnt = np.bincount(inv, weights=w) if n else np.zeros(0)
+                stats = {"mean": float(vals @ cnt / n) if n else 0.0}
+                for p, q in PERCENTILES:
+                    stats[p] = weighted_quantile(vals, cnt, q)
+                sides[side] = stats
+            out[t] = TypeFigures(
+                id=t,
+                requests=n,
+                span_s=span_s,
+                window_s=self.window_s,
+                arrival_rate=n / span_s if span_s > 0 else 0.0,
+                arrival_rate_p90=float(np.quantile(rates, 0.9)),
+                arrival_rate_p99=float(np.quantile(rates, 0.99)),
+                input_tokens=sides["input"],
+                output_tokens=sides["output"],
+                length_correlation=length_correlation(lengths[:, 0], lengths[:, 1], w) if n else 0.0,
+                burst_requests=acc.burst,
+            )
+        return out
+
+
+def figures_yaml(figs: dict[str, TypeFigures], window_s: float, source: str, targets: dict[str, float]) -> str:
+    """The figures as an instance fragment: ``arrival_window_s`` and one ``query_types`` entry per
+    type (to merge with SLOs, ``max_error`` and the rest by hand), with the burst warnings as
+    comments."""
+    import yaml
+
+    lines = [
+        f"# Measured by planner demand --figures from {source}.",
+        "# Merge into an instance: add each type's slo, task/max_error and penalties.",
+    ]
+    for f in figs.values():
+        lines.append(
+            f"# {f.id}: {f.requests:,} requests over {f.span_s:,.1f} s; largest burst {f.burst_requests:,} "
+            f"within {f.burst_s:g} s ({f.burst_share:.1%} of its requests)"
+        )
+        if (w := f.burst_warning(targets.get(f.id, 0.99))) is not None:
+            lines.append(f"#   warning: {w}")
+    body = {"arrival_window_s": window_s, "query_types": [f.query_type_doc() for f in figs.values()]}
+    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, width=100)
