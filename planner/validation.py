@@ -1,6 +1,7 @@
 r"""The validation loop: replay traces through a plan, derate the pools that miss, re-solve.
 
-``planner solve --validate TRACE...`` (and the review) make a plan's promise a measured one:
+``planner solve --validate TRACE...`` and ``planner review`` (its recommended schedule, window by
+window) make a plan's promise a measured one:
 
 1. **Replay.** The trace's requests are split over the plan's deployments as the router would
    (each type's routing fractions, smooth weighted round-robin, unserved shares dropped), and each
@@ -147,6 +148,19 @@ def type_attainment(inst: Instance, pools: list[PoolReplay]) -> dict[str, float 
     return out
 
 
+def _scenes(plan: Plan, reqs: Any) -> list[tuple[Plan, Any]]:
+    """(plan, its traffic) to replay: the plan on the whole trace, or, for a multi-period plan
+    (``schedule``), each window's plan on that window's requests (``reqs`` is then one
+    :class:`~planner.sim.scale.Requests` per window, in schedule order)."""
+    if plan.schedule:
+        from planner.multiperiod import window_plan
+
+        if not isinstance(reqs, list | tuple) or len(reqs) != len(plan.schedule):
+            raise ValueError("a multi-period plan is validated on one request set per window")
+        return [(window_plan(plan, w), r) for w, r in zip(plan.schedule, reqs, strict=True)]
+    return [(plan, reqs)]
+
+
 def validate(
     inst: Instance,
     table: OptionTable,
@@ -158,7 +172,12 @@ def validate(
     seed: int = 0,
     rounds: int = MAX_ROUNDS,
 ) -> tuple[Plan, OptionTable]:
-    """The loop of the module docstring; returns the last plan (with ``validation``) and table."""
+    """The loop of the module docstring; returns the last plan (with ``validation``) and table.
+
+    A multi-period plan (the review's) is replayed window by window, each window's plan on that
+    window's requests (``reqs``: one request set per window, :func:`_scenes`); a type's attainment
+    is pooled over the windows and its derating is the smallest over its failing pools in any
+    window, so the re-solved schedule is derated where the replay contradicted it."""
     from planner.sim.scale import min_replicas
 
     targets = {q.id: (inst.attainment(q) or 0.99) for q in inst.query_types}
@@ -169,25 +188,25 @@ def validate(
     done = 0
     while True:
         done += 1
-        shares = split_by_plan(inst, plan, reqs)
+        shares = [(d, sub) for part, r in _scenes(plan, reqs) for d, sub in split_by_plan(inst, part, r) if len(sub)]
         pools = replay(inst, shares, policy, seed)
         att = type_attainment(inst, pools)
         history.append({t: None if v is None else round(v, 6) for t, v in att.items()})
         failing = [
-            p for p in pools if any(p.attainment(i) < targets[inst.query_types[i].id] for i in p.served if p.served[i])
+            (p, share)
+            for p, share in zip(pools, shares, strict=True)
+            if any(p.attainment(i) < targets[inst.query_types[i].id] for i in p.served if p.served[i])
         ]
         if not failing or done >= rounds or not plan.has_solution:
             break
-        share_of = {d.option: (d, sub) for d, sub in shares}
         step: dict[str, float] = {}
-        for p in failing:
+        for p, (deployment, sub) in failing:
             missed = [
                 inst.query_types[i].id
                 for i in p.served
                 if p.served[i] and p.attainment(i) < targets[inst.query_types[i].id]
             ]
             target = min(targets[t] for t in missed)
-            deployment, sub = share_of[p.option]
             factor = max_share(inst, deployment, sub, policy, targets, seed)
             if factor is None:
                 res = min_replicas(inst, p.option, sub, policy, target, table, seed, cap=max(8 * p.replicas, 64))

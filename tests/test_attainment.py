@@ -305,3 +305,43 @@ def test_azure_instance_carries_length_tails() -> None:
     code = next(q for q in inst.query_types if q.id == "code")
     assert code.input_tokens_p90 == 5188 and code.output_tokens_p99 == 251
     assert inst.attainment(code) == 0.99 and inst.token_budgets() == (512, 2048, 8192)
+
+
+def test_burst_profile_takes_the_counting_noise_out() -> None:
+    """Window rates counted from a Cox process (Poisson counts around a known intensity) carry
+    counting noise; the profile the simulator runs keeps the intensity's spread only."""
+    from planner.problem import QueryType
+
+    rng = np.random.default_rng(11)
+
+    def counted(rate: float, sd: float, window: float = 10.0, n: int = 20_000) -> Any:
+        f = np.exp(rng.normal(-sd * sd / 2, sd, n))  # intensity factors, mean 1, CV ≈ sd
+        c = rng.poisson(rate * window * f) / window
+        q = QueryType(
+            id="t",
+            arrival_rate=rate,
+            arrival_rate_p90=float(np.quantile(c, 0.9)),
+            arrival_rate_p99=float(np.quantile(c, 0.99)),
+            input_tokens=100,
+            output_tokens=10,
+        )
+        return q, float(np.std(f))
+
+    for rate, sd in ((3.0, 0.3), (3.0, 0.8), (30.0, 0.3), (50.0, 1.0)):
+        q, true_sd = counted(rate, sd)
+        prof = capacity.rate_factors(q, 0, 256, 10.0)
+        assert prof.mean() == pytest.approx(1.0) and (prof >= 0).all()
+        # the intensity's spread, not the counts' (within the lognormal fit's and the rounding's error)
+        assert np.std(prof) == pytest.approx(true_sd, abs=0.02 + 0.1 * true_sd), (rate, sd, np.std(prof))
+    # At 2 requests per window an intensity CV of 0.3 is a sixth of the counts' variance: p90/p99
+    # cannot resolve it and the profile is flat, where the counts' own spread (0.77) was used before.
+    q, true_sd = counted(0.2, 0.3)
+    assert np.std(capacity.rate_factors(q, 0, 256, 10.0)) <= true_sd
+    q, _ = counted(0.05, 0.0)  # pure Poisson counts at 0.5 per window: no burst at all
+    assert capacity.burst_shrink(q, 10.0) <= 0.1
+    q, _ = counted(50.0, 1.0)  # 500 per window: the counts are the intensity
+    assert capacity.burst_shrink(q, 10.0) >= 0.95
+    # the shrink is part of what a pair's capacity depends on; a re-rate by 2% reuses it
+    assert capacity.burst_shrink(q, 10.0) == capacity.burst_shrink(
+        q.model_copy(update={"arrival_rate": 51.0, "arrival_rate_p90": q.arrival_rate_p90 * 1.02,
+                             "arrival_rate_p99": q.arrival_rate_p99 * 1.02}), 10.0)  # fmt: skip

@@ -46,6 +46,13 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[str, typer.Option(help="placement policy for the simulations")] = "jsq",
         method: Annotated[str, typer.Option(help="milp | agh (multi-period)")] = "milp",
         seed: Annotated[int, typer.Option(help="seed")] = 0,
+        validate: Annotated[
+            bool,
+            typer.Option(
+                "--validate/--no-validate",
+                help="replay the recommended schedule window by window and re-solve where a type misses its target",
+            ),
+        ] = True,
         screenshot: Annotated[
             Path | None, typer.Option(help="also render the page in headless Chromium and save a PNG here")
         ] = None,
@@ -82,7 +89,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(str(current), "status", f"the current plan has no solution ({cur.status})")
             if cur.schedule is not None:
                 raise InputError(str(current), "schedule", "give the current single-period fleet plan")
-            inputs = ReviewInputs(inst, instance, list(trace or []), cur, w, policy, method, seed)
+            inputs = ReviewInputs(inst, instance, list(trace or []), cur, w, policy, method, seed, validate)
             from planner.sim.cli import TraceArgs, trace_feed
 
             tr, _ = trace_feed(inst, instance, TraceArgs(inputs.traces, None, 1.0, 1.0, None, 0.0, None, False, seed))

@@ -55,6 +55,7 @@ class ReviewInputs:
     policy: str = "jsq"
     method: str = "milp"
     seed: int = 0
+    validate: bool = True  # replay the recommended schedule and re-solve where it misses (planner.validation)
 
 
 def _sim_summary(inst: Instance, plan: Plan, trace: Any, mapper: Any, policy: str, seed: int) -> dict[str, Any]:
@@ -168,6 +169,30 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
     rec = solve(mp_inst, inputs.method, table=table, seed=inputs.seed)
     if not rec.has_solution:
         raise RuntimeError(f"no recommended plan: {rec.status} ({rec.message})")
+    targets_set = any(inst.attainment(q) is not None for q in inst.query_types)
+    if inputs.validate and rec.schedule and targets_set:
+        # The recommendation's promise is checked the way solve --validate checks a plan: each
+        # window's plan replays that window's traffic, a type that misses is derated by the
+        # measured shortfall and the schedule re-solved (planner.validation).
+        from planner.sim.cli import feed_of
+        from planner.sim.scale import Requests
+        from planner.validation import validate
+
+        say("validate recommended schedule")
+        per_window = [
+            Requests.collect(feed_of(*_trace(inputs, start_s=t * inputs.window_s, duration_s=inputs.window_s)))
+            for t in range(len(rec.schedule))
+        ]
+
+        def resolve(tb: OptionTable) -> Plan:
+            say("re-solve derated schedule")
+            return solve(mp_inst, inputs.method, table=tb, seed=inputs.seed)
+
+        rec, table = validate(
+            inst, table, rec, per_window, resolve, [str(p) for p in inputs.traces], inputs.policy, inputs.seed
+        )
+        if not rec.has_solution:
+            raise RuntimeError(f"no recommended plan after derating: {rec.status} ({rec.message})")
     check = check_plan(mp_inst, rec, table)
     cur_check = check_plan(inst, inputs.current)
 
@@ -227,6 +252,10 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
             "base_fleet": {d.option.key: d.replicas for d in rec.base_fleet or []},
             "cost": _cost(rec),
             "check": [str(v) for v in check.violations],
+            "validation": None if rec.validation is None else rec.validation.model_dump(mode="json"),
+            "validation_skipped": None
+            if rec.validation is not None
+            else ("--no-validate" if not inputs.validate else "mean-latency semantics: no attainment target to check"),
         },
         "diff": diff,
         "tiers": [
@@ -307,6 +336,17 @@ def _flags(rows: list[dict[str, Any]]) -> list[str]:
             if a is not None and a < x["target"]:
                 out.append(f"{plan} plan misses {x['type']}: attainment {a:.4f} < target {x['target']:g} in replay")
     return out
+
+
+def _validation_line(rec: dict[str, Any]) -> str:
+    """One sentence on the recommended schedule's replay check (planner.validation)."""
+    v = rec.get("validation")
+    if v is None:
+        return f"Not validated by replay ({rec.get('validation_skipped') or 'no schedule'})."
+    verdict = "meets every target" if v["passed"] else "still misses a target"
+    derated = ", ".join(f"{t} ×{f:g}" for t, f in sorted(v["derating_by_type"].items())) or "none"
+    line = f"Validated by replay, window by window: {verdict} after {v['rounds']} round(s); capacity derating by type: {derated}."
+    return line + (f" {v['message']}" if v.get("message") else "")
 
 
 def _headroom(slo: float | None, p99: float | None) -> float | None:
@@ -458,7 +498,8 @@ def render_html(review: dict[str, Any]) -> str:
         f"${_cell(r['recommended']['cost'].get('total'))} (delta <b>{_cell(r['cost_delta'])}</b>). "
         f"Recommended status {html.escape(str(r['recommended']['status']))}, gap {_cell(r['recommended']['gap'])}; "
         f"checker: {'OK' if not r['recommended']['check'] else html.escape('; '.join(r['recommended']['check']))}.</p>"
-        + (f"<p>Base fleet (rented all period): {_cell(r['recommended']['base_fleet'])}</p>" if r["recommended"]["base_fleet"] else ""),
+        + (f"<p>Base fleet (rented all period): {_cell(r['recommended']['base_fleet'])}</p>" if r["recommended"]["base_fleet"] else "")
+        + f"<p>{html.escape(_validation_line(r['recommended']))}</p>",
         "cost": _table(["term", "current", "recommended"],
                        [[t, r["current"]["cost"].get(t), r["recommended"]["cost"].get(t)]
                         for t in ("rental", "storage", "delay_penalty", "unserved_penalty", "total")])
@@ -518,7 +559,8 @@ def render_markdown(review: dict[str, Any]) -> str:
     ]
     lines += [f"| {d['option']} | {d['current']} | {d['recommended']} | {d['change']:+d} |" for d in r["diff"]]
     lines += ["", f"Cost per {r['period_hours']:g} h: current {r['current']['cost'].get('total')}, recommended "
-              f"{r['recommended']['cost'].get('total')}, delta {r['cost_delta']}."]  # fmt: skip
+              f"{r['recommended']['cost'].get('total')}, delta {r['cost_delta']}.",
+              "", _validation_line(r["recommended"])]  # fmt: skip
     lines += [
         "",
         "## SLO attainment (simulated)",
