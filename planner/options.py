@@ -30,7 +30,7 @@ Mean-latency mode and table mode keep one figure per pair (their meaning is the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -284,9 +284,10 @@ class OptionTable:
     error: dict[tuple[int, int], float] = field(default_factory=dict)
     by_key: dict[tuple[Option, str], Row] = field(default_factory=dict)
     by_option: dict[Option, list[Row]] = field(default_factory=dict)
-    # Validation (planner.validation): capacity factor per type and dropped pairs, kept when the
-    # lazy solve replaces estimates with simulated figures.
-    derate: dict[str, float] = field(default_factory=dict)
+    # Validation (planner.validation): capacity factors (derate_factor: by type id and by
+    # (option, type)) and dropped pairs, kept when the lazy solve replaces estimates with
+    # simulated figures.
+    derate: dict[str | tuple[Option, str], float] = field(default_factory=dict)
     dropped: set[tuple[Option, str]] = field(default_factory=set)
     # Shared pools (module docstring): rows held to another type's tighter TPOT, and their loads.
     tight: Tight = field(default_factory=dict)
@@ -376,8 +377,8 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
         row = _capacity_row(o, inst.query_types[index[t]], caps[key], old.kv_capacity_tokens)
         if (o, t) in table.dropped:
             row = replace(row, eligible=False, reason=old.reason)
-        elif t in table.derate and row.throughput_rps is not None:
-            row = replace(row, throughput_rps=row.throughput_rps * table.derate[t])
+        elif (f := derate_factor(table.derate, o, t)) != 1.0 and row.throughput_rps is not None:
+            row = replace(row, throughput_rps=row.throughput_rps * f)
         if lvl is None:
             rows[o, t] = row
         else:
@@ -388,14 +389,22 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
     return out
 
 
+def derate_factor(derate: Mapping[str | tuple[Option, str], float], o: Option, t: str) -> float:
+    """The capacity factor of (o, t) in a table's ``derate``: its type's times its own pair's."""
+    return derate.get(t, 1.0) * derate.get((o, t), 1.0)
+
+
 def derate_options(
-    table: OptionTable, by_type: dict[str, float], dropped: set[tuple[Option, str]] | None = None
+    table: OptionTable,
+    factors: Mapping[str | tuple[Option, str], float],
+    dropped: set[tuple[Option, str]] | None = None,
 ) -> OptionTable:
-    """The table with each type's capacity on every option multiplied by its factor (the
-    validation loop's measured shortfall, :mod:`planner.validation`) and the ``dropped``
-    (option, type) pairs made ineligible."""
+    """The table with capacities multiplied by the validation loop's measured factors
+    (:mod:`planner.validation`): a type id's factor applies to the type on every option, an
+    (option, type) pair's to that pair alone, both cumulative from the base table; the
+    ``dropped`` (option, type) pairs are made ineligible."""
     dropped = dropped or set()
-    if not by_type and not dropped:
+    if not factors and not dropped:
         return table
 
     def derated(o: Option, t: str, r: Row) -> Row:
@@ -403,15 +412,16 @@ def derate_options(
             return r
         if (o, t) in dropped:
             return replace(r, eligible=False, reason="validation: misses its target at any replica count")
-        if by_type.get(t, 1.0) != table.derate.get(t, 1.0):  # factors are cumulative from the base table
-            return replace(r, throughput_rps=r.throughput_rps * by_type[t] / table.derate.get(t, 1.0))
+        new, old = derate_factor(factors, o, t), derate_factor(table.derate, o, t)
+        if new != old:
+            return replace(r, throughput_rps=r.throughput_rps * new / old)
         return r
 
     rows = {(o, t): derated(o, t, r) for (o, t), r in table.by_key.items()}
     tight = {(o, t, lvl): derated(o, t, r) for (o, t, lvl), r in table.tight.items()}
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
     out = _with_coefficients(table.instance, ordered, rows, tight)
-    out.derate, out.dropped = dict(by_type), set(table.dropped) | dropped
+    out.derate, out.dropped = dict(factors), set(table.dropped) | dropped
     return out
 
 

@@ -18,7 +18,12 @@ window) make a plan's promise a measured one:
    again. (Counting replicas instead, y/y* with y* from ``planner scale``'s search, halves a
    one-replica pool's capacity for a miss by a hair.) A pool that misses even at MIN_SHARE gets
    the fewest replicas that reach the target (``scale``'s search), y*, and the factor y/y*; one
-   that cannot reach it at any count drops its option for that type.
+   that cannot reach it at any count drops its option for that type. The failing pool's own
+   (option, type) pairs, for every type it serves, end at s·u, u = Σ_i λ_i·x_ik / thr_ik /
+   (U·y_k) ≤ 1 its planned utilization: s measures the pool's capacity against the load it
+   *has* (all its types thinned alike), which is u of the capacity the table gives it, so its
+   re-solved load is y/s replicas. Without u a pool planned below its cap (or one that misses
+   for its mix of types, not its load) is re-solved to the same replica count round after round.
 3. **Re-solve** on the derated table, and replay again, until every type meets its target or the
    round limit is reached; then the plan says which type fails and why.
 
@@ -37,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.options import Option, OptionTable, derate_options
+from planner.options import Option, OptionTable, derate_factor, derate_options
 from planner.plan import Deployment, Plan, ValidationRecord
 from planner.problem import Instance
 
@@ -148,17 +153,33 @@ def type_attainment(inst: Instance, pools: list[PoolReplay]) -> dict[str, float 
     return out
 
 
-def _scenes(plan: Plan, reqs: Any) -> list[tuple[Plan, Any]]:
-    """(plan, its traffic) to replay: the plan on the whole trace, or, for a multi-period plan
-    (``schedule``), each window's plan on that window's requests (``reqs`` is then one
-    :class:`~planner.sim.scale.Requests` per window, in schedule order)."""
+def _scenes(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Plan, Any, tuple[float, ...]]]:
+    """(plan, its traffic, the rates it was planned for) to replay: the plan on the whole trace,
+    or, for a multi-period plan (``schedule``), each window's plan on that window's requests
+    (``reqs`` is then one :class:`~planner.sim.scale.Requests` per window, in schedule order) at
+    the window's rates."""
     if plan.schedule:
-        from planner.multiperiod import window_plan
+        from planner.multiperiod import window_plan, windows
 
         if not isinstance(reqs, list | tuple) or len(reqs) != len(plan.schedule):
             raise ValueError("a multi-period plan is validated on one request set per window")
-        return [(window_plan(plan, w), r) for w, r in zip(plan.schedule, reqs, strict=True)]
-    return [(plan, reqs)]
+        rates = [w.rates for w in windows(inst)]
+        return [(window_plan(plan, w), r, rates[t]) for t, (w, r) in enumerate(zip(plan.schedule, reqs, strict=True))]
+    return [(plan, reqs, tuple(q.arrival_rate for q in inst.query_types))]
+
+
+def pool_utilization(inst: Instance, table: OptionTable, d: Deployment, plan: Plan, rates: tuple[float, ...]) -> float:
+    """The pool's planned load over its cap, u = Σ_i λ_i·x_ik / thr_ik / (U·y_k) ≤ 1 (the MILP's
+    capacity row, :mod:`planner.options`), on the table's current (derated) capacities."""
+    load = 0.0
+    for i, q in enumerate(inst.query_types):
+        row = table.row(d.option, q.id)
+        if row is None or not row.throughput_rps:
+            continue
+        x = sum(s.fraction for s in plan.routing.get(q.id, []) if s.option == d.option)
+        load += rates[i] * x / row.throughput_rps
+    cap = inst.max_utilization * d.replicas
+    return min(1.0, load / cap) if cap > 0 else 1.0
 
 
 def validate(
@@ -181,15 +202,20 @@ def validate(
     from planner.sim.scale import min_replicas
 
     targets = {q.id: (inst.attainment(q) or 0.99) for q in inst.query_types}
-    derate: dict[str, float] = {}  # by type id
+    derate: dict[str | tuple[Option, str], float] = {}  # by type id and by (option, type)
     dropped: set[tuple[Option, str]] = set()
     history: list[dict[str, Any]] = []
     why: list[str] = []
     done = 0
     while True:
         done += 1
-        shares = [(d, sub) for part, r in _scenes(plan, reqs) for d, sub in split_by_plan(inst, part, r) if len(sub)]
-        pools = replay(inst, shares, policy, seed)
+        shares = [
+            (d, sub, part, rates)
+            for part, r, rates in _scenes(inst, plan, reqs)
+            for d, sub in split_by_plan(inst, part, r)
+            if len(sub)
+        ]
+        pools = replay(inst, [(d, sub) for d, sub, _, _ in shares], policy, seed)
         att = type_attainment(inst, pools)
         history.append({t: None if v is None else round(v, 6) for t, v in att.items()})
         failing = [
@@ -199,8 +225,9 @@ def validate(
         ]
         if not failing or done >= rounds or not plan.has_solution:
             break
-        step: dict[str, float] = {}
-        for p, (deployment, sub) in failing:
+        by_type: dict[str, float] = {}
+        by_pair: dict[tuple[Option, str], float] = {}
+        for p, (deployment, sub, part, rates) in failing:
             missed = [
                 inst.query_types[i].id
                 for i in p.served
@@ -215,10 +242,21 @@ def validate(
                     why.append(f"{p.option.key}: {res.reason}")
                     continue
                 factor = p.replicas / max(res.replicas, p.replicas + 1)
+            # The pool carries its traffic at share s: its capacity is s times its load, which
+            # is u ≤ 1 of the capacity the table gives it. The missed types' factor s follows
+            # them to every option (the traffic model was wrong); every type of the pool gets
+            # the rest on this option, so its pairs end at s·u and the pool at y/s replicas.
+            u = pool_utilization(inst, table, deployment, part, rates)
             for t in missed:
-                step[t] = min(step.get(t, 1.0), factor)
-        for t, f in step.items():
+                by_type[t] = min(by_type.get(t, 1.0), factor)
+            for i in p.served:
+                t = inst.query_types[i].id
+                own = u if t in missed else u * factor
+                by_pair[p.option, t] = min(by_pair.get((p.option, t), 1.0), own)
+        for t, f in by_type.items():
             derate[t] = derate.get(t, 1.0) * f
+        for pair, f in by_pair.items():
+            derate[pair] = derate.get(pair, 1.0) * f
         table = derate_options(table, derate, dropped)
         plan = resolve(table)
     passed = all(v is None or v >= targets[t] for t, v in history[-1].items())
@@ -241,21 +279,22 @@ def validate(
         attainment=history[-1],
         history=history,
         derating=_per_option(plan, derate),
-        derating_by_type={t: round(f, 6) for t, f in derate.items()},
+        derating_by_type={t: round(f, 6) for t, f in derate.items() if isinstance(t, str)},
         passed=passed,
         message="; ".join(why) or None,
     )
     return plan.model_copy(update={"validation": record}), table
 
 
-def _per_option(plan: Plan, derate: dict[str, float]) -> dict[str, float]:
-    """Per option key of the plan: the smallest capacity factor its routed types were given."""
+def _per_option(plan: Plan, derate: dict[str | tuple[Option, str], float]) -> dict[str, float]:
+    """Per option key of the plan: the smallest capacity factor its routed types were given
+    (their type's factor times the pair's own, :func:`planner.options.derate_factor`)."""
     out: dict[str, float] = {}
     for t, shares in plan.routing.items():
-        if t in derate:
-            for s in shares:
-                if s.fraction > 0:
-                    out[s.option.key] = round(min(out.get(s.option.key, 1.0), derate[t]), 6)
+        for s in shares:
+            f = derate_factor(derate, s.option, t)
+            if s.fraction > 0 and f != 1.0:
+                out[s.option.key] = round(min(out.get(s.option.key, 1.0), f), 6)
     return dict(sorted(out.items()))
 
 
