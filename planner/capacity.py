@@ -12,9 +12,12 @@ performance model's, :class:`planner.perf.IterationTable`) under N = 1,200 reque
 arrivals and lengths drawn from the type's distributions (:mod:`planner.lengths`; stratified,
 seeded, the same draws at every rate), arrivals Poisson within windows of ``arrival_window_s``
 whose rates follow the type's burst profile (``arrival_rate_p90/p99`` with their counting noise
-taken out; :func:`rate_factors`), the first 5% left out as warm-up; the rate is bracketed around
-the analytic estimate and found by bisection on log r (attainment falls with the rate) to 4%.
-Results are cached in memory and on disk (:func:`_disk_dir`), keyed by everything they depend on.
+taken out; :func:`rate_factors`) and, where the type states one, its largest burst injected
+with its weight (``arrival_burst_*``; :func:`burst_requests`: attainment is (1 − w)·A(sampled)
++ w·A(burst) with w the burst's share of the type's requests), the first 5% left out as warm-up;
+the rate is bracketed around the analytic estimate (which ignores the largest burst) and found by
+bisection on log r (attainment falls with the rate) to 4%. Results are cached in memory and on
+disk (:func:`_disk_dir`), keyed by everything they depend on.
 
 Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
     Simulating every pair would take minutes to hours, so the option table starts from the
@@ -156,6 +159,8 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
         ]
         type_doc["window"] = inst.arrival_window_s
         type_doc["shrink"] = burst_shrink(q, inst.arrival_window_s)
+    if q.arrival_burst_rate is not None and q.arrival_rate > 0:
+        type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
     parts = [
         inst.model(option.model).model_dump_json(),
         json.dumps(inst.gpu(option.gpu).model_dump(exclude=_PRICE_FIELDS), sort_keys=True),
@@ -301,13 +306,31 @@ def _limits(q: QueryType, tpot_s: float | None = None) -> tuple[float, float, fl
     return (q.slo.ttft_s or math.inf, tpot, q.slo.e2e_s or math.inf)
 
 
+def burst_requests(q: QueryType, rate: float) -> tuple[int, float]:
+    """(requests, weight) of the type's largest burst at one replica fed ``rate`` of it: the
+    burst thinned to the replica's share, ⌈arrival_burst_rate·arrival_burst_s·rate/λ⌉ requests
+    within ``arrival_burst_s``, and its share of the type's requests; (0, 0) without one."""
+    if q.arrival_burst_rate is None or q.arrival_burst_s is None or q.arrival_burst_share is None:
+        return 0, 0.0
+    if q.arrival_rate <= 0:
+        return 0, 0.0
+    n = math.ceil(q.arrival_burst_rate * q.arrival_burst_s * rate / q.arrival_rate - 1e-9)
+    return max(n, 1), float(q.arrival_burst_share)
+
+
 def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Simulate one replica at ``rate``; rows (ttft, tpot, e2e) per request, NaN when rejected."""
+    """Simulate one replica at ``rate``; rows (ttft, tpot, e2e) per request, NaN when rejected.
+    With a largest burst (:func:`burst_requests`), its b requests follow the n sampled ones in
+    the rows: they arrive evenly within ``arrival_burst_s`` from the middle request's arrival,
+    with their own stratified lengths (seeded by the type and b)."""
     from planner.sim.cluster import simulator_for_option
     from planner.sim.engine import SimConfig
 
     sim = simulator_for_option(inst, key.option, 1, SimConfig(policy="jsq"), [key.type_index])
-    res = np.full((len(gaps), 3), np.nan)
+    q = inst.query_types[key.type_index]
+    n = len(gaps)
+    b, _ = burst_requests(q, rate)
+    res = np.full((n + b, 3), np.nan)
     orig = sim.metrics.finished
 
     def record(r: Any, now: float, pool: str, worker: int) -> None:
@@ -316,11 +339,18 @@ def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarra
         orig(r, now, pool, worker)
 
     sim.metrics.finished = record  # type: ignore[method-assign]
-    q = inst.query_types[key.type_index]
     w = inst.arrival_window_s
-    t = arrival_times(gaps, rate, rate_factors(q, key.type_index, sample_windows(len(gaps), rate, w), w), w)
+    t = arrival_times(gaps, rate, rate_factors(q, key.type_index, sample_windows(n, rate, w), w), w)
     ty = key.type_index
-    sim.run((k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(len(gaps)))
+    reqs = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
+    if b:
+        assert q.arrival_burst_s is not None
+        _, b_in, b_out = _type_samples(q, key.type_index + 1_000_003 * b, NO_CLIP, b)
+        start = float(t[n // 2])
+        at = start + (np.arange(b) + 0.5) * q.arrival_burst_s / b
+        reqs += [(n + j, ty, float(at[j]), int(b_in[j]), int(b_out[j])) for j in range(b)]
+        reqs.sort(key=lambda x: x[2])
+    sim.run(iter(reqs))
     return res
 
 
@@ -345,8 +375,15 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     warm = int(WARMUP * requests)
 
     def attain(rate: float) -> tuple[float, np.ndarray]:
-        res = _run(inst, key, rate, gaps, inp, out)[warm:]
-        return float(_met(res, limits).mean()), res
+        # The sampled requests stand for the type's steady traffic, the burst's (if any) for its
+        # largest burst: attainment weighs them (1 − share) and share.
+        rows = _run(inst, key, rate, gaps, inp, out)
+        res, burst = rows[warm:requests], rows[requests:]
+        a = float(_met(res, limits).mean())
+        if len(burst):
+            share = burst_requests(q, rate)[1]
+            a = (1.0 - share) * a + share * float(_met(burst, limits).mean())
+        return a, res
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.

@@ -65,7 +65,7 @@ def with_rate(q: QueryType, rate: float) -> QueryType:
     """Type q at another mean rate, its burst percentiles scaled with it (a burst shape is a
     property of the traffic, not of one window's volume)."""
     update: dict[str, float | None] = {"arrival_rate": rate}
-    for key in ("arrival_rate_p90", "arrival_rate_p99"):
+    for key in ("arrival_rate_p90", "arrival_rate_p99", "arrival_burst_rate"):
         v = getattr(q, key)
         update[key] = None if v is None or q.arrival_rate <= 0 else v * rate / q.arrival_rate
     return q.model_copy(update=update)
