@@ -15,7 +15,7 @@ whose rates follow the type's burst profile (``arrival_rate_p90/p99`` with their
 taken out; :func:`rate_factors`) and, where the type states one, its largest burst injected
 with its weight (``arrival_burst_*``; :func:`burst_requests`: attainment is (1 − w)·A(sampled)
 + w·A(burst) with w the burst's share of the type's requests), the first 5% left out as warm-up;
-the rate is bracketed around the analytic estimate (which ignores the largest burst) and found by
+the rate is bracketed around the analytic estimate (the burst's queue in closed form there) and found by
 bisection on log r (attainment falls with the rate) to 4%. Results are cached in memory and on
 disk (:func:`_disk_dir`), keyed by everything they depend on.
 
@@ -469,6 +469,7 @@ def estimate_figures(
     limits: tuple[float, float, float],
     target: float,
     factors: np.ndarray | None = None,
+    burst: tuple[float, float, float] | None = None,
 ) -> Capacity:
     r"""Analytic estimate of the capacity at the target (what the option table holds for a pair
     until a solution uses it and it is simulated). At rate r, with D running decodes at mean
@@ -486,7 +487,9 @@ def estimate_figures(
     prefills (service S = m·t_c, load ρ = r·E[S], P(W > t) = ρ·e^(−ρt/E[W]),
     E[W] = r·E[S²]/(2(1 − ρ))) plus its own S; e2e adds n·E[TPOT]. Attainment(r) = the mean over
     the length samples of P(TPOT ok)·P(TTFT and e2e ok); the estimate is the largest r with
-    attainment ≥ target."""
+    attainment ≥ target. With the type's largest burst (``burst``: requests per unit rate, its
+    length T, its weight w) the attainment is (1 − w)·A + w·A_burst, A_burst the share of the
+    burst's b prompts whose queue behind the ones before it (S̄ − T/b each) leaves its limit met."""
     tab = engine.timing
     max_len = engine.max_len
     ok_len = (inp < max_len) & (inp + 1 <= engine.kv_capacity)
@@ -572,6 +575,38 @@ def estimate_figures(
         lr = np.log(rates[:, 0])
         at = np.interp(np.log(rates * factors[None, :]), lr, att, left=float(att[0]), right=0.0)
         att = (at * factors[None, :]).sum(axis=1) / factors.sum()
+    if burst is not None:
+        # The largest burst (nb = per_rate·r requests within T, weight w). TTFT: its prompts
+        # queue when a prefill S̄ takes longer than their spacing T/nb; the j-th waits
+        # ≈ j·(S̄ − T/nb) and meets the TTFT (or e2e) limit L while j ≤ (L − S̄)/(S̄ − T/nb).
+        # TPOT: the j-th's decode steps ride with the full-budget chunks of the prompts queued
+        # behind it when its prefill ends (those arrived by (j + 1)·S̄ less the j + 1 done), E[I]/chunk
+        # iterations each (at most its n steps); it meets its limit when
+        # that is within the K = n·(L_tpot − t_d)/(t_chunk − t_d) chunk steps it can absorb.
+        per_rate, span, w = burst
+        nb = np.maximum(np.ceil(per_rate * rates[:, 0] - 1e-9), 1.0)  # (R,)
+        s_bar = np.mean(s_req, axis=1)
+        lim = min(l_ttft, l_e2e)
+        gap = s_bar - span / nb
+        jmax = np.where(gap > 0, (lim - s_bar) / np.maximum(gap, 1e-12), np.inf)
+        jmax = np.where(lim >= s_bar, jmax, -1.0)
+        chunk = np.maximum(b - dd, b // 2)  # (R, 1) prompt tokens per full iteration
+        t_chunk = tab.time(
+            np.minimum(chunk + dd, top), np.minimum(dd + 2, len(tab.seq_s) - 1), chunk * chunk, chunk, 0, 0, dd * ctx
+        )
+        k_b = np.where(t_chunk > t_d, n * (l_tpot - t_d) / np.maximum(t_chunk - t_d, 1e-12), np.inf)  # (R, N)
+        m_bar = float(np.mean(i)) / chunk[:, 0]  # full chunks per queued prompt (chunks carry several short ones)
+        j = np.arange(int(nb.max()))[None, :]  # (1, J)
+        live = j < nb[:, None]
+        ok_ttft = j <= jmax[:, None]
+        # prompts queued when the j-th's prefill ends, ≈ (j + 1)·S̄ after the burst starts
+        arrived = np.minimum(nb[:, None], (j + 1) * (s_bar * nb / span)[:, None])
+        behind = np.clip(arrived - (j + 1), 0.0, None) * m_bar[:, None]  # (R, J) chunk iterations
+        ok_tpot = np.mean(
+            (n[None, :, :] == 0) | (np.minimum(behind[:, :, None], n[None, :, :]) <= k_b[:, None, :]), axis=2
+        )
+        ok_b = np.sum(np.where(live, ok_ttft * ok_tpot, 0.0), axis=1) / nb
+        att = (1.0 - w) * att + w * ok_b
     good = np.nonzero(att >= target)[0]
     if good.size == 0:
         return Capacity(
@@ -615,7 +650,10 @@ def estimate(
     q = inst.query_types[type_index]
     _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
     factors = rate_factors(q, type_index, WINDOWS, inst.arrival_window_s)
-    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors)
+    burst = None
+    if q.arrival_burst_rate is not None and q.arrival_burst_s is not None and q.arrival_burst_share is not None:
+        burst = (q.arrival_burst_rate * q.arrival_burst_s / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share)
+    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors, burst)
 
 
 def table_figures(
