@@ -572,9 +572,15 @@ class ReplicaModel:
             running[None],
             context[None],
         )
-        # Pipeline of identical stages: chunks t_j end after Σ t_j + (p − 1)·max t_j.
-        longest = np.maximum(np.where(full > 0, both[0], 0.0), np.where(rest > 0, both[1], 0.0))
-        return full * both[0] + np.where(rest > 0, both[1], 0.0) + fill * longest
+        total = full * both[0] + np.where(rest > 0, both[1], 0.0)
+        if not fill:
+            return total
+        # Pipeline of identical stages: chunks t_j end after Σ t_j + (p − 1)·max t_j. The longest
+        # full chunk is the last one, over (⌊I/b⌋ − 1)·b cached tokens, not the mean chunk above:
+        # with the mean, a prompt that completes a chunk could come out faster than a shorter one.
+        last = self.stage_time(b, np.maximum(full - 1.0, 0.0) * b, running, context)
+        longest = np.maximum(np.where(full > 0, last, 0.0), np.where(rest > 0, both[1], 0.0))
+        return total + fill * longest
 
     def prefill_work(self, prompt: np.ndarray) -> np.ndarray:
         """T_pf: stage-time one prompt of I tokens costs on an otherwise idle replica, seconds."""
