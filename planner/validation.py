@@ -223,7 +223,11 @@ def validate(
             for p, share in zip(pools, shares, strict=True)
             if any(p.attainment(i) < targets[inst.query_types[i].id] for i in p.served if p.served[i])
         ]
-        if not failing or done >= rounds or not plan.has_solution:
+        # The promise is per type (its share of requests over every pool it is routed to), so the
+        # loop stops when each type meets its target, even if one of its smaller pools alone
+        # does not; while a type misses, every pool that misses for some type is derated.
+        met = all(v is None or v >= targets[t] for t, v in att.items())
+        if met or not failing or done >= rounds or not plan.has_solution:
             break
         by_type: dict[str, float] = {}
         by_pair: dict[tuple[Option, str], float] = {}
@@ -246,12 +250,18 @@ def validate(
             # is u ≤ 1 of the capacity the table gives it. The missed types' factor s follows
             # them to every option (the traffic model was wrong); every type of the pool gets
             # the rest on this option, so its pairs end at s·u and the pool at y/s replicas.
+            # A pool that serves one type misses because the type's traffic is harder than its
+            # figures say: that holds on every option. A mixed pool may miss for its mix (one
+            # type's long prompts hold the FIFO queue and the iterations the others decode in),
+            # which the type's own capacities elsewhere do not share: its factor stays on the
+            # pool's pairs, or every option of the type would be derated for one pool's mix.
             u = pool_utilization(inst, table, deployment, part, rates)
-            for t in missed:
+            mixed = sum(1 for i in p.served if p.served[i]) > 1
+            for t in missed if not mixed else ():
                 by_type[t] = min(by_type.get(t, 1.0), factor)
             for i in p.served:
                 t = inst.query_types[i].id
-                own = u if t in missed else u * factor
+                own = u if t in missed and not mixed else u * factor
                 by_pair[p.option, t] = min(by_pair.get((p.option, t), 1.0), own)
         for t, f in by_type.items():
             derate[t] = derate.get(t, 1.0) * f

@@ -386,7 +386,9 @@ def test_validation_loop_derates_a_plan_that_misses_and_re_solves(small_plan: tu
     v = final.validation
     assert v is not None and v.rounds >= 2 and len(v.history) == v.rounds
     assert min(x for x in v.history[0].values() if x is not None) < 0.99  # the plan missed at first
-    assert v.derating_by_type and all(0 < f < 1 for f in v.derating_by_type.values())
+    # The small plan's pool is mixed (chat and code on one option): its miss derates that pool's
+    # pairs, not the types on every option (their factor would follow them to unshared pools).
+    assert v.derating and all(0 < f < 1 for f in v.derating.values()) and not v.derating_by_type
     assert sum(d.gpus for d in final.deployments) > sum(d.gpus for d in plan.deployments)
     assert v.passed == all(x is None or x >= 0.99 for x in v.attainment.values())
     assert check_plan(inst, final).ok, check_plan(inst, final).violations
@@ -395,6 +397,22 @@ def test_validation_loop_derates_a_plan_that_misses_and_re_solves(small_plan: tu
     same, _ = validate(inst, table, plan, calm, _resolver(inst), ["synthetic"])
     assert same.validation is not None and same.validation.rounds == 1 and same.validation.passed
     assert same.deployments == plan.deployments and not same.validation.derating_by_type
+
+
+def test_validation_derates_a_type_that_misses_alone_on_every_option() -> None:
+    """One type, traffic at 6× its rate: its pool serves it alone, so the miss says the type's
+    traffic is harder than its figures, on any option: the factor is the type's, not the pair's."""
+    from planner.validation import validate
+
+    doc = _small_doc()
+    inst = load_instance_data({**doc, "query_types": doc["query_types"][:1]}, "attain-one.yaml")
+    plan = solve(inst, "milp")
+    reqs = _traffic(inst, {0: 6 * inst.query_types[0].arrival_rate}, 900.0, 3)
+    final, _ = validate(inst, build_option_table(inst), plan, reqs, _resolver(inst), ["synthetic"], rounds=3)
+    v = final.validation
+    assert v is not None and v.history[0]["chat"] < 0.99 and v.passed
+    assert set(v.derating_by_type) == {"chat"} and 0 < v.derating_by_type["chat"] < 1
+    assert sum(d.gpus for d in final.deployments) > sum(d.gpus for d in plan.deployments)
 
 
 def test_validation_grows_a_pool_planned_below_its_cap(small_plan: tuple[Any, Any, Path]) -> None:
