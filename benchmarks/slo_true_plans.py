@@ -123,7 +123,8 @@ def main() -> None:
         "`python benchmarks/slo_true_plans.py` (see its docstring). Attainment: share of a type's served",
         "requests that met every SLO limit in replay. *plan / scaled*: the plan's rental over the rental",
         "of the same options with each pool's replicas minimized by simulation on its share of the",
-        "trace (below 1: the plan under-provisions and misses; above 1.10: it over-provisions).",
+        "trace, every pool held to the target alone (above 1.10: the plan over-provisions; below 1:",
+        "some pool misses on its own share, though its types may meet their targets over all their pools).",
         "",
     ]
     for name in args.instances:
