@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from planner.calibration import (
+from planner.cli import app
+from planner.errors import InputError
+from planner.loader import builtin_catalog
+from planner.options import build_option_table
+from planner.perf import ReplicaModel
+from planner.perf.calibration import (
     CALIBRATED_FIELDS,
     DONORS,
     effective_params,
@@ -18,12 +23,7 @@ from planner.calibration import (
     shipped_dir,
     write_calibration,
 )
-from planner.cli import app
-from planner.errors import InputError
-from planner.loader import builtin_catalog
-from planner.options import build_option_table
-from planner.perf import ReplicaModel
-from planner.perf_fit import (
+from planner.perf.fit import (
     LATENCY_MAX_BYTES,
     Collective,
     Hardware,

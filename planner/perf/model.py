@@ -5,7 +5,7 @@ within a node, p pipeline stages of L = ⌈layers/p⌉ layers each. Units: secon
 tokens. Hardware figures are the catalog's datasheet values (F dense bf16 TFLOP/s, F8 fp8,
 B memory bandwidth, I interconnect, N inter-node); every efficiency η and latency below is a
 field of :class:`planner.problem.PerfParams`, set per GPU tier by the calibration
-(:mod:`planner.calibration`, fitted by :mod:`planner.perf_fit` to measured operator, collective
+(:mod:`planner.perf.calibration`, fitted by :mod:`planner.perf.fit` to measured operator, collective
 and serving timings). Nothing is keyed on a model name: every time follows from the architecture
 (h hidden, n_q / n_kv heads, d head_dim, f FFN, V vocab, w weight bytes, E / k experts).
 
@@ -368,13 +368,13 @@ class ReplicaModel:
 
     ``params`` are the instance's :class:`PerfParams`; ``calibration`` is the instance's
     ``calibration`` reference (None: the shipped default). The tier's calibrated factors apply
-    unless ``params`` sets them explicitly (:func:`planner.calibration.effective_params`).
+    unless ``params`` sets them explicitly (:func:`planner.perf.calibration.effective_params`).
     """
 
     def __init__(
         self, model: LLM, gpu: GPU, tp: int, pp: int, params: PerfParams, calibration: str | None = None
     ) -> None:
-        from planner.calibration import effective_params
+        from planner.perf.calibration import effective_params
 
         assert model.layers and model.hidden_size and model.intermediate_size and model.attention_heads
         assert model.kv_heads and model.head_dim and model.vocab_size

@@ -42,10 +42,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from planner.calibration import CALIBRATED_FIELDS, Calibration, TierCalibration, extrapolate
 from planner.errors import InputError
 from planner.fileio import read_document
-from planner.perf import PCIE_GEN4_GBS, ReplicaModel, attention_time, elementwise_time, gemm_time, layer_shapes
+from planner.perf.calibration import CALIBRATED_FIELDS, Calibration, TierCalibration, extrapolate
+from planner.perf.model import (
+    PCIE_GEN4_GBS,
+    ReplicaModel,
+    attention_time,
+    elementwise_time,
+    gemm_time,
+    layer_shapes,
+)
 from planner.problem import GPU, LLM, PerfParams
 
 MS = 1e-3

@@ -127,7 +127,7 @@ class Calibration(Strict):
 
 def shipped_dir() -> Path:
     """``models/calibration`` in a checkout; ``planner/_catalog/calibration`` inside a wheel."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the planner package
     for candidate in (here.parent / "models" / "calibration", here / "_catalog" / "calibration"):
         if candidate.is_dir():
             return candidate
