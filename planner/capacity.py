@@ -691,6 +691,8 @@ def _code_version() -> str:
     for rel in (
         "capacity.py",
         "lengths.py",
+        "perf/ops.py",
+        "perf/iteration.py",
         "perf/model.py",
         "perf/calibration.py",
         "sim/engine.py",

@@ -45,14 +45,8 @@ import pandas as pd
 from planner.errors import InputError
 from planner.fileio import read_document
 from planner.perf.calibration import CALIBRATED_FIELDS, Calibration, TierCalibration, extrapolate
-from planner.perf.model import (
-    PCIE_GEN4_GBS,
-    ReplicaModel,
-    attention_time,
-    elementwise_time,
-    gemm_time,
-    layer_shapes,
-)
+from planner.perf.model import ReplicaModel
+from planner.perf.ops import PCIE_GEN4_GBS, attention_time, elementwise_time, gemm_time, layer_shapes
 from planner.problem import GPU, LLM, PerfParams
 
 MS = 1e-3
