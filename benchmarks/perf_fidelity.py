@@ -34,25 +34,26 @@ sys.path.insert(0, str(ROOT))
 
 from planner.loader import builtin_catalog  # noqa: E402
 from planner.perf.fit import (  # noqa: E402
+    Hardware,
+    fit_attention,
+    fit_collective,
+    fit_compute,
+    layer_total,
+    measured_layer_total,
+    predict_attention,
+    predict_collective,
+    predict_ops,
+)
+from planner.perf.lsq import ape, stats  # noqa: E402
+from planner.perf.vidur import (  # noqa: E402
     ATTENTION_FILE,
     ATTENTION_TIER,
     VIDUR_GPUS,
     AttentionData,
     Collective,
-    Hardware,
-    ape,
-    fit_attention,
-    fit_collective,
-    fit_compute,
-    layer_total,
     load_vidur_gpu,
-    measured_layer_total,
-    predict_attention,
-    predict_collective,
-    predict_ops,
     read_attention,
     read_collective,
-    stats,
     vidur_compute_files,
 )
 from planner.problem import GPU  # noqa: E402

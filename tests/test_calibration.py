@@ -25,22 +25,16 @@ from planner.perf.calibration import (
 )
 from planner.perf.fit import (
     LATENCY_MAX_BYTES,
-    Collective,
     Hardware,
-    ServingRun,
-    calibrate_serving,
     fit_allreduce,
     fit_compute,
     layer_total,
-    levenberg_marquardt,
-    load_vidur_gpu,
     measured_layer_total,
     predict_ops,
-    read_collective,
-    read_serving_result,
-    read_vidur_compute,
-    serving_predictions,
 )
+from planner.perf.lsq import levenberg_marquardt
+from planner.perf.serving import ServingRun, calibrate_serving, read_serving_result, serving_predictions
+from planner.perf.vidur import Collective, load_vidur_gpu, read_collective, read_vidur_compute
 from planner.problem import GPU, LLM, PerfParams
 from tests.conftest import ROOT, SHARED, make_instance
 

@@ -254,7 +254,7 @@ def perf(
 
 def _serving_runs(files: list[Path], model: str | None, gpu: str | None, tp: int | None, pp: int | None) -> list[Any]:
     from planner.loader import builtin_catalog
-    from planner.perf.fit import ServingRun, read_serving_result
+    from planner.perf.serving import ServingRun, read_serving_result
 
     runs = []
     hf = {v.get("hf_id"): k for k, v in sorted(builtin_catalog().models.items()) if v.get("hf_id")}
@@ -306,7 +306,8 @@ def calibrate(
 
     def run() -> Calibration:
         from planner.loader import builtin_catalog
-        from planner.perf.fit import calibrate_serving, calibrate_vidur
+        from planner.perf.fit import calibrate_vidur
+        from planner.perf.serving import calibrate_serving
         from planner.problem import GPU
 
         _output_path(out_path, "--out")

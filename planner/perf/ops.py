@@ -14,6 +14,7 @@ import numpy as np
 
 ACT_BYTES = 2.0  # activations, embedding and LM head are bf16/fp16
 GB = 1e9
+MS = 1e-3  # seconds per millisecond (measurement files are in ms)
 TILE = 128.0  # GEMM output tile edge used by the efficiency ramp (cuBLAS/CUTLASS tiles are 64-256)
 PCIE_GEN4_GBS = 64.0  # PCIe Gen4 x16, bidirectional headline (reference for PCIe collectives)
 
