@@ -44,7 +44,16 @@ import pandas as pd
 from planner.errors import InputError
 from planner.perf.calibration import Calibration, TierCalibration, extrapolate
 from planner.perf.lsq import ape, levenberg_marquardt, logit, sigmoid, stats
-from planner.perf.ops import MS, PCIE_GEN4_GBS, attention_time, elementwise_time, gemm_time, layer_shapes
+from planner.perf.ops import (
+    MS,
+    PCIE_GEN4_GBS,
+    attention_time,
+    elementwise_time,
+    gemm_time,
+    layer_shapes,
+    p2p_time,
+    ring_allreduce_time,
+)
 from planner.perf.vidur import (
     ATTENTION_FILE,
     ATTENTION_TIER,
@@ -110,15 +119,15 @@ def _shapes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
-    """Seconds of QKV, O, gate+up, down per row (shape rows × 4); weights in bf16."""
-    k, n, _ = _shapes(df)
-    rows = df.num_tokens.to_numpy(float)[:, None]
+def _gemm_seconds(
+    rows: np.ndarray, k: np.ndarray, n: np.ndarray, weight_bytes: np.ndarray, q: Mapping[str, float], hw: Hardware
+) -> np.ndarray:
+    """:func:`gemm_time` of K×N weight shards of ``weight_bytes`` at ``rows`` token rows under the factors ``q``."""
     return gemm_time(
         rows,
         k,
         n,
-        k * n * 2.0,
+        weight_bytes,
         hw.flops,
         hw.bandwidth,
         q["compute_efficiency"],
@@ -127,6 +136,13 @@ def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.
         q["memory_efficiency"],
         q["kernel_latency_s"],
     )
+
+
+def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+    """Seconds of QKV, O, gate+up, down per row (shape rows × 4); weights in bf16."""
+    k, n, _ = _shapes(df)
+    rows = df.num_tokens.to_numpy(float)[:, None]
+    return _gemm_seconds(rows, k, n, k * n * 2.0, q, hw)
 
 
 def predict_ops(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> dict[str, np.ndarray]:
@@ -180,21 +196,7 @@ def fit_gemm(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
     w = k * n * 2.0
 
     def residual(x: np.ndarray) -> np.ndarray:
-        q = _gemm_params(x)
-        pred = gemm_time(
-            rows,
-            k,
-            n,
-            w,
-            hw.flops,
-            hw.bandwidth,
-            q["compute_efficiency"],
-            q["gemm_half_tiles"],
-            q["gemm_overlap"],
-            q["memory_efficiency"],
-            q["kernel_latency_s"],
-        )
-        return np.log(pred).ravel() - measured
+        return np.log(_gemm_seconds(rows, k, n, w, _gemm_params(x), hw)).ravel() - measured
 
     s = GEMM_START
     x0 = [
@@ -287,8 +289,10 @@ def fit_attention(a: AttentionData, hw: Hardware) -> dict[str, float]:
 
 
 def predict_collective(c: Collective, latency: float, bytes_per_s: float, ring: bool) -> np.ndarray:
-    factor = 2.0 * (c.workers - 1.0) / c.workers if ring else 1.0
-    return latency + factor * c.size / bytes_per_s
+    """Each row's time as a ring all-reduce over its workers (``ring``) or as one send."""
+    if ring:
+        return ring_allreduce_time(c.size, c.workers, bytes_per_s, latency)
+    return p2p_time(c.size, bytes_per_s, latency)
 
 
 def fit_collective(c: Collective, reference_bytes_per_s: float, ring: bool) -> tuple[float, float]:
@@ -375,7 +379,7 @@ def predict_allreduce(
     """Each row's time under its own worker count's (α, η)."""
     alpha = np.array([fits[int(w)][0] for w in c.workers])
     eta = np.array([fits[int(w)][1] for w in c.workers])
-    return alpha + 2.0 * (c.workers - 1.0) / c.workers * c.size / (eta * reference_bytes_per_s)
+    return ring_allreduce_time(c.size, c.workers, eta * reference_bytes_per_s, alpha)
 
 
 def fit_host(path: Path, label: str | None = None) -> dict[str, float]:

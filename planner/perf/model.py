@@ -79,7 +79,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.perf.iteration import IterationModel, IterationTable
-from planner.perf.ops import ACT_BYTES, GB, allreduce_time, attention_time, elementwise_time, gemm_time, layer_shapes
+from planner.perf.ops import (
+    ACT_BYTES,
+    GB,
+    allreduce_time,
+    attention_time,
+    elementwise_time,
+    gemm_time,
+    kv_bytes_per_token,
+    layer_shapes,
+    p2p_time,
+)
 from planner.problem import GPU, LLM, PerfParams
 
 
@@ -133,7 +143,6 @@ class ReplicaModel:
         self.h, self.d = h, d
         self.layers_per_stage = math.ceil(model.layers / pp)
         self.nq_gpu = model.attention_heads / tp
-        self.nkv_gpu = max(1.0, model.kv_heads / tp)  # KV heads are replicated when tp > n_kv
         self.experts = model.num_experts or 1
         self.top_k = min(model.experts_per_token or 1, self.experts)
         self.wb = model.weight_bytes
@@ -160,7 +169,7 @@ class ReplicaModel:
             [q.norm_efficiency, q.rope_efficiency, q.act_efficiency, q.add_efficiency, q.embed_efficiency]
         )
         self.e_lat = np.array([q.norm_latency_s, q.rope_latency_s, q.act_latency_s, q.add_latency_s, q.embed_latency_s])
-        self.kv_tok_l = 2.0 * self.nkv_gpu * d * q.kv_cache_bytes  # bytes per token per layer per GPU
+        self.kv_tok_l = kv_bytes_per_token(model.kv_heads, d, tp, q.kv_cache_bytes)  # per token, layer and GPU
         self.kv_tok = self.kv_tok_l * L
         eta_n, self.ar_lat = q.network_efficiency, q.collective_latency_s
         if tp > 2:
@@ -257,7 +266,7 @@ class ReplicaModel:
     def _hop(self, n_tokens: np.ndarray) -> np.ndarray:
         if self.pp == 1:
             return np.zeros_like(n_tokens)
-        return self.hop_lat + n_tokens * self.h * ACT_BYTES / self.hop_bw
+        return p2p_time(n_tokens * self.h * ACT_BYTES, self.hop_bw, self.hop_lat)
 
     def components(
         self,

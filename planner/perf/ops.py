@@ -1,7 +1,7 @@
 r"""Operator formulas of the replica model: pure functions of arrays and scalars, and their constants.
 
 Each function is the time of one kind of kernel (a GEMM, a bandwidth-bound element-wise op, one
-layer's attention, a ring all-reduce) from its shapes, the GPU's datasheet
+layer's attention, a ring all-reduce, a point-to-point send) from its shapes, the GPU's datasheet
 figures and the efficiencies and latencies of :class:`planner.problem.PerfParams`.
 :class:`planner.perf.model.ReplicaModel` sums them into an iteration (equations: the docstring of
 :mod:`planner.perf.model`), and the calibration (:mod:`planner.perf.fit`) fits exactly these
@@ -75,7 +75,25 @@ def allreduce_time(nbytes: np.ndarray, workers: int, bus_bytes_per_s: float, lat
     """Ring all-reduce: α + 2(t−1)/t · bytes / bus bandwidth; zero on one GPU."""
     if workers <= 1:
         return np.zeros_like(nbytes)
+    return ring_allreduce_time(nbytes, workers, bus_bytes_per_s, latency)
+
+
+def ring_allreduce_time(
+    nbytes: np.ndarray, workers: np.ndarray | float, bus_bytes_per_s: np.ndarray | float, latency: np.ndarray | float
+) -> np.ndarray:
+    """α + 2(t−1)/t · bytes / bus bandwidth of a ring of t ≥ 2 GPUs (arguments may be arrays: one
+    measured message per row)."""
     return latency + 2.0 * (workers - 1) / workers * nbytes / bus_bytes_per_s
+
+
+def p2p_time(nbytes: np.ndarray, bytes_per_s: float, latency: float) -> np.ndarray:
+    """One point-to-point send (a pipeline hop): α + bytes / bandwidth."""
+    return latency + nbytes / bytes_per_s
+
+
+def kv_bytes_per_token(kv_heads: float, head_dim: float, tp: float, kv_bytes: float) -> float:
+    """Bytes of K and V one token holds in one layer on one GPU (KV heads are replicated when tp > n_kv)."""
+    return 2.0 * max(1.0, kv_heads / tp) * head_dim * kv_bytes
 
 
 def layer_shapes(

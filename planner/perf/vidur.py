@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from planner.errors import InputError
-from planner.perf.ops import MS
+from planner.perf.ops import MS, kv_bytes_per_token
 
 VIDUR_GPUS: dict[str, str] = {"a100": "a100-80gb", "h100": "h100-80gb", "a40": "a40"}
 VIDUR_NODES: dict[str, str] = {"a100-80gb": "a100_dgx", "h100-80gb": "h100_dgx", "a40": "a40_pairwise_nvlink"}
@@ -183,7 +183,7 @@ def read_attention(path: Path, label: str | None = None) -> AttentionData:
         is_prefill=p,
         nq_gpu=nq / tp,
         head_dim=d,
-        kv_bytes_tok_l=2.0 * max(1.0, nkv / tp) * d * 2.0,
+        kv_bytes_tok_l=kv_bytes_per_token(nkv, d, tp, 2.0),  # the profiled runs' KV cache is 16-bit
     )
 
 
