@@ -3,7 +3,7 @@
 ``planner perf MODEL GPU`` evaluates one replica with the very :class:`~planner.perf.ReplicaModel`
 the option table uses (same calibration resolution, same code path). ``planner calibrate`` fits a
 calibration file from the Vidur profiling data and/or vLLM serving benchmark results
-(:mod:`planner.perf.fit`). Bad input: one line on stderr, exit 2, nothing written.
+(:mod:`planner.perf.fit`, :mod:`planner.perf.serving`). Bad input: one line on stderr, exit 2, nothing written.
 """
 
 from __future__ import annotations

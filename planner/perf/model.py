@@ -5,9 +5,12 @@ within a node, p pipeline stages of L = ⌈layers/p⌉ layers each. Units: secon
 tokens. Hardware figures are the catalog's datasheet values (F dense bf16 TFLOP/s, F8 fp8,
 B memory bandwidth, I interconnect, N inter-node); every efficiency η and latency below is a
 field of :class:`planner.problem.PerfParams`, set per GPU tier by the calibration
-(:mod:`planner.perf.calibration`, fitted by :mod:`planner.perf.fit` to measured operator, collective
-and serving timings). Nothing is keyed on a model name: every time follows from the architecture
-(h hidden, n_q / n_kv heads, d head_dim, f FFN, V vocab, w weight bytes, E / k experts).
+(:mod:`planner.perf.calibration`, fitted by :mod:`planner.perf.fit` to measured operator and
+collective timings and by :mod:`planner.perf.serving` to serving benchmarks). Nothing is keyed on a
+model name: every time follows from the architecture (h hidden, n_q / n_kv heads, d head_dim,
+f FFN, V vocab, w weight bytes, E / k experts). The operator formulas below (GEMM, element-wise,
+attention, collectives) are the functions of :mod:`planner.perf.ops`; the iteration-time forms a
+simulator uses are in :mod:`planner.perf.iteration`.
 
 Memory (per GPU, GB = 1e9 bytes)
     W_gpu   = params_b · w / (t·p)                                              weights
