@@ -2,7 +2,7 @@
 
 1. Leave-one-model-out (LOMO) on the per-operator GPU timings: for every GPU and every model in
    ``compute/<gpu>/*/*/mlp.csv``, fit the GEMM and element-wise factors on the OTHER models of that
-   GPU (``planner.perf_fit.fit_compute``), predict the held-out model's per-layer operator total
+   GPU (``planner.perf.fit.fit_compute``), predict the held-out model's per-layer operator total
    (the nine per-layer ops: norms, QKV, RoPE, O, gate+up, activation, down, add; no attention
    kernel, no communication) at every measured token count 1…4096 and TP degree, and report the
    absolute percentage error (APE): median and p90, for prefill-sized (≥ 128 tokens) and
@@ -33,26 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planner.loader import builtin_catalog  # noqa: E402
-from planner.perf_fit import (  # noqa: E402
+from planner.perf.fit import (  # noqa: E402
+    Hardware,
+    fit_attention,
+    fit_collective,
+    fit_compute,
+    layer_total,
+    measured_layer_total,
+    predict_attention,
+    predict_collective,
+    predict_ops,
+)
+from planner.perf.lsq import ape, stats  # noqa: E402
+from planner.perf.vidur import (  # noqa: E402
     ATTENTION_FILE,
     ATTENTION_TIER,
     VIDUR_GPUS,
     AttentionData,
     Collective,
-    Hardware,
-    ape,
-    fit_attention,
-    fit_collective,
-    fit_compute,
-    layer_total,
     load_vidur_gpu,
-    measured_layer_total,
-    predict_attention,
-    predict_collective,
-    predict_ops,
     read_attention,
     read_collective,
-    stats,
     vidur_compute_files,
 )
 from planner.problem import GPU  # noqa: E402

@@ -691,8 +691,10 @@ def _code_version() -> str:
     for rel in (
         "capacity.py",
         "lengths.py",
-        "perf.py",
-        "calibration.py",
+        "perf/ops.py",
+        "perf/iteration.py",
+        "perf/model.py",
+        "perf/calibration.py",
         "sim/engine.py",
         "sim/cluster.py",
         "sim/policies.py",
@@ -705,7 +707,7 @@ def _code_version() -> str:
 
 
 def _disk_name(inst: Instance, key: Key) -> str:
-    from planner.calibration import _locate
+    from planner.perf.calibration import _locate
 
     where = _locate(inst.calibration)
     cal = Path(where[0]).read_bytes() if where is not None else b""

@@ -482,7 +482,7 @@ def _root(
 # ``register(app: typer.Typer) -> None``. A module that is not there yet is skipped.
 EXTENSIONS: tuple[str, ...] = (
     "planner.export.cli",
-    "planner.perf_cli",
+    "planner.perf.cli",
     "planner.heuristics.cli",
     "planner.sim.cli",
     "planner.review.cli",

@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from planner.calibration import resolve_reference
 from planner.errors import InputError
 from planner.fileio import read_document
+from planner.perf.calibration import resolve_reference
 from planner.problem import GPU, LLM, Instance, check_consistency
 
 CATALOG_FILES = ("llms.yaml", "gpus.yaml")

@@ -241,9 +241,9 @@ class PerformanceEntry(Strict):
 
 
 class PerfParams(Strict):
-    """Named factors of the performance model (``planner.perf``; equations in its docstring).
+    """Named factors of the performance model (``planner.perf.model``; equations in its docstring).
 
-    Resolution, per GPU tier (``planner.calibration.effective_params``): these defaults (priors:
+    Resolution, per GPU tier (``planner.perf.calibration.effective_params``): these defaults (priors:
     rounded medians of the A100/H100/A40 fits) < the tier's entry in the calibration file (the
     instance's ``calibration:``, else the shipped ``models/calibration/default.yaml``) < the keys
     the instance sets explicitly under ``performance_params`` (those apply to every tier).

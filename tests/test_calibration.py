@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from planner.calibration import (
+from planner.cli import app
+from planner.errors import InputError
+from planner.loader import builtin_catalog
+from planner.options import build_option_table
+from planner.perf import ReplicaModel
+from planner.perf.calibration import (
     CALIBRATED_FIELDS,
     DONORS,
     effective_params,
@@ -18,29 +23,18 @@ from planner.calibration import (
     shipped_dir,
     write_calibration,
 )
-from planner.cli import app
-from planner.errors import InputError
-from planner.loader import builtin_catalog
-from planner.options import build_option_table
-from planner.perf import ReplicaModel
-from planner.perf_fit import (
+from planner.perf.fit import (
     LATENCY_MAX_BYTES,
-    Collective,
     Hardware,
-    ServingRun,
-    calibrate_serving,
     fit_allreduce,
     fit_compute,
     layer_total,
-    levenberg_marquardt,
-    load_vidur_gpu,
     measured_layer_total,
     predict_ops,
-    read_collective,
-    read_serving_result,
-    read_vidur_compute,
-    serving_predictions,
 )
+from planner.perf.lsq import levenberg_marquardt
+from planner.perf.serving import ServingRun, calibrate_serving, read_serving_result, serving_predictions
+from planner.perf.vidur import Collective, load_vidur_gpu, read_collective, read_vidur_compute
 from planner.problem import GPU, LLM, PerfParams
 from tests.conftest import ROOT, SHARED, make_instance
 

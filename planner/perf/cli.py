@@ -3,7 +3,7 @@
 ``planner perf MODEL GPU`` evaluates one replica with the very :class:`~planner.perf.ReplicaModel`
 the option table uses (same calibration resolution, same code path). ``planner calibrate`` fits a
 calibration file from the Vidur profiling data and/or vLLM serving benchmark results
-(:mod:`planner.perf_fit`). Bad input: one line on stderr, exit 2, nothing written.
+(:mod:`planner.perf.fit`, :mod:`planner.perf.serving`). Bad input: one line on stderr, exit 2, nothing written.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _spec(value: str, kind: str) -> Any:
 
 
 def _calibration_ref(value: str | None) -> str | None:
-    from planner.calibration import resolve_reference
+    from planner.perf.calibration import resolve_reference
 
     if value is None:
         return None
@@ -84,8 +84,8 @@ def perf_report(
     calibration: str | None,
 ) -> dict[str, Any]:
     """Every figure ``planner perf`` prints, from one :class:`ReplicaModel` (the option table's)."""
-    from planner.calibration import load_calibration
-    from planner.perf import ReplicaModel, structural_reason
+    from planner.perf.calibration import load_calibration
+    from planner.perf.model import ReplicaModel, structural_reason
     from planner.problem import PerfParams
 
     why = structural_reason(model, gpu, tp, pp)
@@ -254,7 +254,7 @@ def perf(
 
 def _serving_runs(files: list[Path], model: str | None, gpu: str | None, tp: int | None, pp: int | None) -> list[Any]:
     from planner.loader import builtin_catalog
-    from planner.perf_fit import ServingRun, read_serving_result
+    from planner.perf.serving import ServingRun, read_serving_result
 
     runs = []
     hf = {v.get("hf_id"): k for k, v in sorted(builtin_catalog().models.items()) if v.get("hf_id")}
@@ -301,12 +301,13 @@ def calibrate(
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
     """Fit per-tier performance factors from measurements and write a calibration file atomically."""
-    from planner.calibration import Calibration, load_calibration, write_calibration
     from planner.cli import _guard, _output_path, out
+    from planner.perf.calibration import Calibration, load_calibration, write_calibration
 
     def run() -> Calibration:
         from planner.loader import builtin_catalog
-        from planner.perf_fit import calibrate_serving, calibrate_vidur
+        from planner.perf.fit import calibrate_vidur
+        from planner.perf.serving import calibrate_serving
         from planner.problem import GPU
 
         _output_path(out_path, "--out")

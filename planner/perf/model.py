@@ -5,9 +5,12 @@ within a node, p pipeline stages of L = ⌈layers/p⌉ layers each. Units: secon
 tokens. Hardware figures are the catalog's datasheet values (F dense bf16 TFLOP/s, F8 fp8,
 B memory bandwidth, I interconnect, N inter-node); every efficiency η and latency below is a
 field of :class:`planner.problem.PerfParams`, set per GPU tier by the calibration
-(:mod:`planner.calibration`, fitted by :mod:`planner.perf_fit` to measured operator, collective
-and serving timings). Nothing is keyed on a model name: every time follows from the architecture
-(h hidden, n_q / n_kv heads, d head_dim, f FFN, V vocab, w weight bytes, E / k experts).
+(:mod:`planner.perf.calibration`, fitted by :mod:`planner.perf.fit` to measured operator and
+collective timings and by :mod:`planner.perf.serving` to serving benchmarks). Nothing is keyed on a
+model name: every time follows from the architecture (h hidden, n_q / n_kv heads, d head_dim,
+f FFN, V vocab, w weight bytes, E / k experts). The operator formulas below (GEMM, element-wise,
+attention, collectives) are the functions of :mod:`planner.perf.ops`; the iteration-time forms a
+simulator uses are in :mod:`planner.perf.iteration`.
 
 Memory (per GPU, GB = 1e9 bytes)
     W_gpu   = params_b · w / (t·p)                                              weights
@@ -73,113 +76,24 @@ fitted by least relative squares (:meth:`ReplicaModel.iteration_model`).
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from planner.perf.iteration import IterationModel, IterationTable
+from planner.perf.ops import (
+    ACT_BYTES,
+    GB,
+    allreduce_time,
+    attention_time,
+    elementwise_time,
+    gemm_time,
+    kv_bytes_per_token,
+    layer_shapes,
+    p2p_time,
+)
 from planner.problem import GPU, LLM, PerfParams
-
-ACT_BYTES = 2.0  # activations, embedding and LM head are bf16/fp16
-GB = 1e9
-TILE = 128.0  # GEMM output tile edge used by the efficiency ramp (cuBLAS/CUTLASS tiles are 64-256)
-PCIE_GEN4_GBS = 64.0  # PCIe Gen4 x16, bidirectional headline (reference for PCIe collectives)
-
-
-# ------------------------------------------------------------------------------------------------
-# Operator formulas. Pure functions of arrays and scalars: the calibration fits exactly these.
-# ------------------------------------------------------------------------------------------------
-def gemm_time(
-    rows: np.ndarray,
-    k: np.ndarray | float,
-    n_out: np.ndarray | float,
-    weight_bytes: np.ndarray | float,
-    flops_per_s: np.ndarray | float,
-    bytes_per_s: float,
-    eff_c: float,
-    half_tiles: float,
-    overlap: float,
-    eff_m: float,
-    latency: float,
-) -> np.ndarray:
-    """t0 + (Tc^p + Tm^p)^(1/p) of a GEMM with ``rows`` token rows and a K×N weight shard."""
-    tc = 2.0 * k * (rows * n_out + half_tiles * TILE * TILE) / (flops_per_s * eff_c)
-    tm = (weight_bytes + ACT_BYTES * rows * (k + n_out)) / (bytes_per_s * eff_m)
-    hi = np.maximum(tc, tm)
-    # Scaled smooth max hi·(1 + (lo/hi)^p)^(1/p): exact, overflow-free for any p in [1, 16].
-    return latency + hi * np.power(1.0 + np.power(np.minimum(tc, tm) / hi, overlap), 1.0 / overlap)
-
-
-def elementwise_time(
-    nbytes: np.ndarray, bytes_per_s: float, eff: np.ndarray | float, latency: np.ndarray | float
-) -> np.ndarray:
-    """A bandwidth-bound op: fixed kernel time plus its bytes at a fraction of memory bandwidth."""
-    return latency + nbytes / (bytes_per_s * eff)
-
-
-def attention_time(
-    chunk: np.ndarray,
-    cached: np.ndarray,
-    decodes: np.ndarray,
-    context: np.ndarray,
-    nq_gpu: float,
-    head_dim: float,
-    kv_bytes_tok_l: float,
-    flops_per_s: float,
-    bytes_per_s: float,
-    eff_self: float,
-    eff_ctx: float,
-    half_blocks: float,
-    eff_kv: float,
-    latency: float,
-) -> np.ndarray:
-    """One layer's attention kernel(s) for one prefill chunk over its cache plus decodes (seconds)."""
-    has_chunk = (chunk > 0).astype(float)
-    self_flops = nq_gpu * chunk * chunk / 2.0 + 0.5 * half_blocks * TILE * chunk
-    ctx_flops = cached * (nq_gpu * chunk + half_blocks * TILE * has_chunk) + nq_gpu * decodes * context
-    compute = 4.0 * head_dim / flops_per_s * (self_flops / eff_self + ctx_flops / eff_ctx)
-    return latency + compute + decodes * context * kv_bytes_tok_l / (bytes_per_s * eff_kv)
-
-
-def allreduce_time(nbytes: np.ndarray, workers: int, bus_bytes_per_s: float, latency: float) -> np.ndarray:
-    """Ring all-reduce: α + 2(t−1)/t · bytes / bus bandwidth; zero on one GPU."""
-    if workers <= 1:
-        return np.zeros_like(nbytes)
-    return latency + 2.0 * (workers - 1) / workers * nbytes / bus_bytes_per_s
-
-
-def layer_shapes(
-    hidden: np.ndarray | float,
-    q_heads: np.ndarray | float,
-    kv_heads: np.ndarray | float,
-    head_dim: np.ndarray | float,
-    ffn: np.ndarray | float,
-    tp: np.ndarray | float,
-    gated: np.ndarray | bool = True,
-    top_k: np.ndarray | float = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-GPU shapes of one layer (arguments may be arrays of one shape S): GEMM K and N of
-    (QKV, O, gate+up, down), shape S+(4,), and the element-wise bytes per token of (norm, rope, act,
-    add, embed), shape S+(5,). KV heads are replicated when tp > n_kv."""
-    hidden, q_heads, kv_heads, head_dim, ffn, tp, top_k = (
-        np.asarray(x, float) for x in (hidden, q_heads, kv_heads, head_dim, ffn, tp, top_k)
-    )
-    nq, nkv = q_heads / tp, np.maximum(1.0, kv_heads / tp)
-    up = np.where(gated, 2.0, 1.0) * ffn / tp
-    k = np.stack(np.broadcast_arrays(hidden, nq * head_dim, hidden, ffn / tp), axis=-1)
-    n = np.stack(np.broadcast_arrays((nq + 2 * nkv) * head_dim, hidden, up, hidden), axis=-1)
-    ew = ACT_BYTES * np.stack(
-        np.broadcast_arrays(
-            2.0 * hidden,  # rmsnorm: read and write the hidden state
-            2.0 * (nq + nkv) * head_dim,  # rope: read and write q and k
-            (up + ffn / tp) * top_k,  # activation: read gate (and up), write one
-            3.0 * hidden,  # residual add: two reads, one write
-            1.0 * hidden,  # embedding gather: one row per token
-        ),
-        axis=-1,
-    )
-    return k, n, ew
 
 
 @dataclass(frozen=True)
@@ -210,171 +124,18 @@ class TypeFigures:
     decode_step_s: np.ndarray  # pipeline traverse of one decode step at the planned batch
 
 
-@dataclass(frozen=True)
-class IterationModel:
-    """Iteration time c0 + c1·P + c2·D + c3·ΣC + c4·A (module docstring), seconds."""
-
-    c0: float
-    c1: float
-    c2: float
-    c3: float
-    max_rel_error: float  # over the grid it was fitted on
-    grid_points: int
-    c4: float = 0.0
-
-    def time(
-        self,
-        prefill_tokens: np.ndarray | float,
-        decode_requests: np.ndarray | float,
-        decode_context_tokens: np.ndarray | float,
-        prefill_attention: np.ndarray | float = 0.0,
-    ) -> np.ndarray | float:
-        """Predicted iteration time, seconds (``decode_context_tokens`` = Σ context of the decodes,
-        ``prefill_attention`` = Σ c·(k + c/2) over the prefill chunks)."""
-        return (
-            self.c0
-            + self.c1 * prefill_tokens
-            + self.c2 * decode_requests
-            + self.c3 * decode_context_tokens
-            + self.c4 * prefill_attention
-        )
-
-    def prefill_time(self, prompt: int, budget: int) -> float:
-        """An idle replica's time to prefill ``prompt`` tokens in chunks of at most ``budget``."""
-        total, done = 0.0, 0
-        while done < prompt:
-            c = min(budget, prompt - done)
-            total += float(self.time(c, 0, 0, c * (done + c / 2)))
-            done += c
-        return total
-
-
-@dataclass(frozen=True)
-class IterationTable:
-    r"""The replica model's exact iteration time, laid out so a simulator pays a lookup per batch.
-
-    τ (module docstring) is a sum of terms that each depend on one feature of the batch:
-        p·τ = T_tok[n] + T_seq[s] + T_0 + a₂·Σc² + a₁·Σc + a_kc·Σk·c + a_k·Σ_{c>0} k + a_C·ΣC
-    n = prefill tokens + decodes (rows of every layer GEMM, element-wise op, all-reduce and stage
-    hop: the only non-linear part, tabulated at every integer n), s = sequences (LM-head rows and
-    per-sequence host time, tabulated), T_0 = host time per iteration + the attention kernels'
-    latency, and the attention kernel's terms, linear in its features: causal self-attention of
-    each chunk (c², c), each chunk against its k cached tokens (k·c, k) and the decodes against
-    their Σ C context tokens. A batch with several prefill chunks sums their attention work under
-    one kernel latency (vLLM launches one varlen attention kernel per layer). With one chunk the
-    sum is :meth:`ReplicaModel.iteration_time` exactly (to float rounding; tests and
-    ``benchmarks/iteration_fidelity.py`` check it on dense grids), so the simulator's iteration times
-    are the performance model's, not a fit of it. All figures are seconds through all p stages."""
-
-    token_s: np.ndarray  # [n], n = 0 … max(budget, max_num_seqs) + max_num_seqs
-    seq_s: np.ndarray  # [s], s = 0 … max_num_seqs + 1
-    const_s: float
-    chunk_sq_s: float  # per Σ c²
-    chunk_s: float  # per Σ c
-    cached_chunk_s: float  # per Σ k·c
-    cached_s: float  # per Σ k over chunks
-    context_s: float  # per Σ C over decodes
-    budget: int  # max_num_batched_tokens the table was built for
-    _prefill_memo: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
-
-    def _prefill_scalar(self, prompt: int) -> float:
-        """:meth:`prefill_time` of one prompt in plain floats (the same closed form)."""
-        b = self.budget
-        n, rest = divmod(prompt, b)
-        seq1, t0 = float(self.seq_s[1]), self.const_s
-        kc, k = self.cached_chunk_s, self.cached_s
-
-        def chunk(c: int, cached: float) -> float:
-            return (
-                float(self.token_s[c]) + seq1 + t0 + self.chunk_sq_s * c * c + self.chunk_s * c + (kc * c + k) * cached
-            )
-
-        total = n * chunk(b, 0.0) + (kc * b + k) * b * n * (n - 1) / 2.0 if n else 0.0
-        return total + (chunk(rest, float(n * b)) if rest else 0.0)
-
-    def time(
-        self,
-        tokens: np.ndarray | int,
-        seqs: np.ndarray | int,
-        chunk_sq: np.ndarray | float = 0.0,
-        chunk_tok: np.ndarray | float = 0.0,
-        cached_chunk: np.ndarray | float = 0.0,
-        cached: np.ndarray | float = 0.0,
-        context: np.ndarray | float = 0.0,
-    ) -> np.ndarray | float:
-        """p·τ of a batch given its features (``tokens`` n and ``seqs`` s are integers)."""
-        return (
-            self.token_s[tokens]
-            + self.seq_s[seqs]
-            + self.const_s
-            + self.chunk_sq_s * chunk_sq
-            + self.chunk_s * chunk_tok
-            + self.cached_chunk_s * cached_chunk
-            + self.cached_s * cached
-            + self.context_s * context
-        )
-
-    @functools.cached_property
-    def decode_base_s(self) -> np.ndarray:
-        """T_tok[D] + T_seq[D] + T_0 for D = 0 … max_num_seqs + 1 (the placement policies' hot path)."""
-        n = len(self.seq_s)
-        return self.token_s[:n] + self.seq_s + self.const_s
-
-    def decode_time(self, decodes: np.ndarray | int, context: np.ndarray | float) -> np.ndarray | float:
-        """A pure-decode iteration of ``decodes`` requests whose contexts sum to ``context`` tokens."""
-        return self.decode_base_s[decodes] + self.context_s * context
-
-    def chunk_time(self, chunk: np.ndarray | int, cached: np.ndarray | float) -> np.ndarray | float:
-        """One prefill chunk of ``chunk`` tokens over ``cached`` cached ones, alone in its iteration."""
-        c = np.asarray(chunk)
-        return (
-            self.token_s[c]
-            + self.seq_s[1]
-            + self.const_s
-            + self.chunk_sq_s * c * c
-            + self.chunk_s * c
-            + (self.cached_chunk_s * c + self.cached_s) * cached
-        )
-
-    def idle_request(self, prompt: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(TTFT, decode time after the first token) of requests alone on an idle engine: the
-        chunked prefill, then O − 1 single-decode steps at contexts I + 1 … I + O − 1."""
-        steps = np.maximum(np.asarray(output) - 1, 0)
-        prompt = np.asarray(prompt)
-        ttft = np.asarray(self.prefill_time(prompt), float)
-        dec = steps * self.decode_time(1, 0.0) + self.context_s * (steps * prompt + steps * (steps + 1) / 2.0)
-        return ttft, dec
-
-    def prefill_time(self, prompt: np.ndarray | int) -> np.ndarray | float:
-        """An idle engine's time to prefill ``prompt`` tokens in chunks of at most ``budget``, in closed
-        form: n full chunks (chunk j sees j·B cached tokens) and a remainder over n·B."""
-        if isinstance(prompt, int):  # the router asks per request: memoised, plain floats
-            hit = self._prefill_memo.get(prompt)
-            if hit is None:
-                hit = self._prefill_memo[prompt] = self._prefill_scalar(prompt)
-            return hit
-        p = np.asarray(prompt, np.int64)
-        b = self.budget
-        n, rest = p // b, p % b
-        tri = b * n * (n - 1) / 2.0  # Σ_j j·B over the full chunks
-        full = n * self.chunk_time(b, 0.0) + (self.cached_chunk_s * b + self.cached_s) * tri
-        last = np.where(rest > 0, self.chunk_time(rest, n * b), 0.0)
-        out = full + last
-        return float(out) if out.ndim == 0 else out
-
-
 class ReplicaModel:
     """Timing and memory of one replica of (model, gpu, tp, pp); see the module docstring.
 
     ``params`` are the instance's :class:`PerfParams`; ``calibration`` is the instance's
     ``calibration`` reference (None: the shipped default). The tier's calibrated factors apply
-    unless ``params`` sets them explicitly (:func:`planner.calibration.effective_params`).
+    unless ``params`` sets them explicitly (:func:`planner.perf.calibration.effective_params`).
     """
 
     def __init__(
         self, model: LLM, gpu: GPU, tp: int, pp: int, params: PerfParams, calibration: str | None = None
     ) -> None:
-        from planner.calibration import effective_params
+        from planner.perf.calibration import effective_params
 
         assert model.layers and model.hidden_size and model.intermediate_size and model.attention_heads
         assert model.kv_heads and model.head_dim and model.vocab_size
@@ -385,7 +146,6 @@ class ReplicaModel:
         self.h, self.d = h, d
         self.layers_per_stage = math.ceil(model.layers / pp)
         self.nq_gpu = model.attention_heads / tp
-        self.nkv_gpu = max(1.0, model.kv_heads / tp)  # KV heads are replicated when tp > n_kv
         self.experts = model.num_experts or 1
         self.top_k = min(model.experts_per_token or 1, self.experts)
         self.wb = model.weight_bytes
@@ -412,7 +172,7 @@ class ReplicaModel:
             [q.norm_efficiency, q.rope_efficiency, q.act_efficiency, q.add_efficiency, q.embed_efficiency]
         )
         self.e_lat = np.array([q.norm_latency_s, q.rope_latency_s, q.act_latency_s, q.add_latency_s, q.embed_latency_s])
-        self.kv_tok_l = 2.0 * self.nkv_gpu * d * q.kv_cache_bytes  # bytes per token per layer per GPU
+        self.kv_tok_l = kv_bytes_per_token(model.kv_heads, d, tp, q.kv_cache_bytes)  # per token, layer and GPU
         self.kv_tok = self.kv_tok_l * L
         eta_n, self.ar_lat = q.network_efficiency, q.collective_latency_s
         if tp > 2:
@@ -509,7 +269,7 @@ class ReplicaModel:
     def _hop(self, n_tokens: np.ndarray) -> np.ndarray:
         if self.pp == 1:
             return np.zeros_like(n_tokens)
-        return self.hop_lat + n_tokens * self.h * ACT_BYTES / self.hop_bw
+        return p2p_time(n_tokens * self.h * ACT_BYTES, self.hop_bw, self.hop_lat)
 
     def components(
         self,

@@ -33,6 +33,7 @@ latencies are the donor's, applied to their own datasheet figures).
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -127,7 +128,7 @@ class Calibration(Strict):
 
 def shipped_dir() -> Path:
     """``models/calibration`` in a checkout; ``planner/_catalog/calibration`` inside a wheel."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the planner package
     for candidate in (here.parent / "models" / "calibration", here / "_catalog" / "calibration"):
         if candidate.is_dir():
             return candidate
@@ -296,3 +297,8 @@ def extrapolate(cal: Calibration, tiers: list[str]) -> Calibration:
             params=dict(cal.tiers[donor].params),
         )
     return cal.model_copy(update={"tiers": out})
+
+
+def result_json(cal: Calibration) -> str:
+    """A compact JSON summary (tests and the CLI's --json)."""
+    return json.dumps({t: tc.params for t, tc in sorted(cal.tiers.items())}, sort_keys=True)

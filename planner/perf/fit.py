@@ -1,6 +1,7 @@
-r"""Fitting the performance model's factors to measurements (what ``planner calibrate`` runs).
+r"""Fitting the performance model's factors to the Vidur measurements (``planner calibrate --vidur``).
 
-Sources and what each fits, per GPU tier (formulas: :mod:`planner.perf`):
+Sources of ``planner calibrate`` and what each fits, per GPU tier (formulas: :mod:`planner.perf.ops`;
+the Vidur files and their readers: :mod:`planner.perf.vidur`; the last row: :mod:`planner.perf.serving`):
 
 =========================================  =====================================================
 Vidur ``compute/<gpu>/<org>/<model>/       GEMM factors (η_c, w½, p, η_m, t0) by Levenberg–Marquardt
@@ -32,51 +33,54 @@ Gen4 x16 figure. Every fit is deterministic: same files, same bytes out.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from planner.calibration import CALIBRATED_FIELDS, Calibration, TierCalibration, extrapolate
 from planner.errors import InputError
-from planner.fileio import read_document
-from planner.perf import PCIE_GEN4_GBS, ReplicaModel, attention_time, elementwise_time, gemm_time, layer_shapes
-from planner.problem import GPU, LLM, PerfParams
+from planner.perf.calibration import Calibration, TierCalibration, extrapolate
+from planner.perf.lsq import ape, levenberg_marquardt, logit, sigmoid, stats
+from planner.perf.ops import (
+    MS,
+    PCIE_GEN4_GBS,
+    attention_time,
+    elementwise_time,
+    gemm_time,
+    layer_shapes,
+    p2p_time,
+    ring_allreduce_time,
+)
+from planner.perf.vidur import (
+    ATTENTION_FILE,
+    ATTENTION_TIER,
+    CPU_FILES,
+    GEMM_OPS,
+    LAYER_OPS,
+    PCIE_NODE,
+    PCIE_WORKERS,
+    VIDUR_GPUS,
+    VIDUR_NODES,
+    AttentionData,
+    Collective,
+    load_vidur_gpu,
+    read_attention,
+    read_collective,
+    read_table,
+    vidur_compute_files,
+)
+from planner.problem import GPU, PerfParams
 
-MS = 1e-3
-VIDUR_GPUS: dict[str, str] = {"a100": "a100-80gb", "h100": "h100-80gb", "a40": "a40"}
-VIDUR_NODES: dict[str, str] = {"a100-80gb": "a100_dgx", "h100-80gb": "h100_dgx", "a40": "a40_pairwise_nvlink"}
-PCIE_NODE, PCIE_WORKERS = "a100_pairwise_nvlink", 4
-ATTENTION_FILE, ATTENTION_TIER = "legacy-2024-05/a100/attention.csv", "a100-80gb"
-CPU_FILES: dict[str, str] = {
-    "a100-80gb": "legacy-2024-05/a100/cpu_overheads.csv",
-    "a40": "legacy-2024-05/a40/cpu_overheads.csv",
-}
 HOST_DONOR = "a100-80gb"  # host (CPU) time is a property of the serving host, not of the GPU
-MAX_FIT_TOKENS = 4096
+
 # Streaming weights never reaches the datasheet bandwidth (copy kernels top out near 90-93%). Left
 # free, the H100 fit trades kernel latency for 100% bandwidth: small GEMMs pull t0 up and the
 # bandwidth with it, and decode of large models comes out ~10% fast. The cap keeps the fit physical.
 MAX_STREAM_EFFICIENCY = 0.92
 
-GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
-ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "mlp_act", "add", "emb")  # order of layer_shapes' ew
-LAYER_OPS = (  # the nine per-layer ops Vidur measures (the embedding is once per forward pass)
-    "input_layernorm",
-    "attn_pre_proj",
-    "attn_rope",
-    "attn_post_proj",
-    "post_attention_layernorm",
-    "mlp_up_proj",
-    "mlp_act",
-    "mlp_down_proj",
-    "add",
-)
 EW_FIELDS = {  # Vidur op -> the PerfParams prefix of its efficiency and latency
     "input_layernorm": "norm",
     "post_attention_layernorm": "norm",
@@ -86,147 +90,6 @@ EW_FIELDS = {  # Vidur op -> the PerfParams prefix of its efficiency and latency
     "emb": "embed",
 }
 EW_INDEX = {"input_layernorm": 0, "post_attention_layernorm": 0, "attn_rope": 1, "mlp_act": 2, "add": 3, "emb": 4}
-SHAPE_COLS = (
-    "n_head",
-    "n_kv_head",
-    "n_embd",
-    "n_expanded_embd",
-    "vocab_size",
-    "num_tokens",
-    "num_tensor_parallel_workers",
-)
-
-
-# ------------------------------------------------------------------------------------------------
-# Least squares (numpy only, deterministic)
-# ------------------------------------------------------------------------------------------------
-def levenberg_marquardt(
-    residual: Callable[[np.ndarray], np.ndarray], x0: Sequence[float], max_iter: int = 200, tol: float = 1e-12
-) -> np.ndarray:
-    """Minimise ‖residual(x)‖² from ``x0`` (forward-difference Jacobian, Marquardt scaling)."""
-    x = np.asarray(x0, float).copy()
-    r = residual(x)
-    cost = float(r @ r)
-    lam = 1e-3
-    for _ in range(max_iter):
-        jac = np.empty((r.size, x.size))
-        for j in range(x.size):
-            step = 1e-6 * max(1.0, abs(x[j]))
-            xs = x.copy()
-            xs[j] += step
-            jac[:, j] = (residual(xs) - r) / step
-        a = jac.T @ jac
-        g = jac.T @ r
-        improved = False
-        while lam < 1e12:
-            dx = np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), -g)
-            r_new = residual(x + dx)
-            cost_new = float(r_new @ r_new)
-            if np.isfinite(cost_new) and cost_new < cost:
-                improved = True
-                break
-            lam *= 4.0
-        if not improved:
-            break
-        x, r = x + dx, r_new
-        done = cost - cost_new <= tol * max(cost, 1e-30)
-        cost = cost_new
-        lam = max(lam / 3.0, 1e-9)
-        if done:
-            break
-    return x
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading measurement files (every failure: one InputError naming the file and the column)
-# ------------------------------------------------------------------------------------------------
-def read_table(
-    path: Path, required: Sequence[str], label: str | None = None, may_be_empty: Sequence[str] = ()
-) -> pd.DataFrame:
-    """A CSV whose ``required`` columns exist, are numeric and finite; at least one row. Cells of the
-    ``may_be_empty`` columns may be empty (NaN), never text."""
-    name = label or str(path)
-    if not path.is_file():
-        raise InputError(name, "-", "file not found" if not path.exists() else "is not a file")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise InputError(name, "-", "empty file (no header, no rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(name, "-", f"not a valid CSV file: {str(exc).splitlines()[0]}") from None
-    for col in required:
-        if col not in df.columns:
-            raise InputError(name, col, "required column is missing")
-    if df.empty:
-        raise InputError(name, "-", "no data rows")
-    for col in required:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values.to_numpy(float, na_value=np.nan))
-        if col in may_be_empty:
-            bad &= df[col].notna()
-        if bad.any():
-            row = int(np.argmax(bad.to_numpy()))
-            raise InputError(name, col, f"non-numeric value {df[col].iloc[row]!r} in data row {row + 1}")
-        df[col] = values.astype(float)
-    return df
-
-
-def _bool_column(df: pd.DataFrame, col: str, name: str) -> np.ndarray:
-    raw = df[col].astype(str).str.strip().str.lower()
-    ok = raw.isin(["true", "false", "1", "0", "1.0", "0.0"])
-    if not ok.all():
-        row = int(np.argmax(~ok.to_numpy()))
-        raise InputError(name, col, f"not a boolean: {df[col].iloc[row]!r} in data row {row + 1}")
-    return raw.isin(["true", "1", "1.0"]).to_numpy()
-
-
-def read_vidur_compute(path: Path, label: str | None = None) -> pd.DataFrame:
-    """One ``mlp.csv``: shape columns plus one column per op (median seconds), duplicates merged."""
-    name = label or str(path)
-    read_table(path, (), name)  # existence, emptiness and CSV syntax first
-    ops = (*LAYER_OPS, "emb")
-    # The GEMMs are required; an architecture may lack an element-wise op (phi-2 has one norm).
-    present = ("emb", *(op for op in LAYER_OPS if f"time_stats.{op}.median" in pd.read_csv(path, nrows=0).columns))
-    df = read_table(path, (*SHAPE_COLS, *(f"time_stats.{op}.median" for op in (*GEMM_OPS, *present))), name)
-    if "use_gated_mlp" not in df.columns:
-        raise InputError(name, "use_gated_mlp", "required column is missing")
-    out = pd.DataFrame({c: df[c] for c in SHAPE_COLS})
-    out["gated"] = _bool_column(df, "use_gated_mlp", name)
-    for op in ops:
-        out[op] = df[f"time_stats.{op}.median"] * MS if op in present else np.nan
-    if (out[list(ops)] <= 0).any().any():
-        raise InputError(name, "-", "operator times must be > 0 ms")
-    keys = [*SHAPE_COLS, "gated"]
-    return out.groupby(keys, as_index=False, sort=True).median()
-
-
-def vidur_compute_files(data_dir: Path) -> dict[str, list[Path]]:
-    """``compute/<gpu>/<org>/<model>/mlp.csv`` files by GPU directory, sorted."""
-    out: dict[str, list[Path]] = {}
-    for p in sorted((data_dir / "compute").glob("*/*/*/mlp.csv")):
-        out.setdefault(p.parts[-4], []).append(p)
-    return out
-
-
-def load_vidur_gpu(data_dir: Path, gpu_dir: str) -> pd.DataFrame:
-    """Every model of one GPU directory, with a ``model`` column (the file's model directory)."""
-    frames = []
-    for p in vidur_compute_files(data_dir).get(gpu_dir, []):
-        df = read_vidur_compute(p, str(p.relative_to(data_dir)))
-        df.insert(0, "model", p.parts[-2])
-        frames.append(df)
-    if not frames:
-        raise InputError(str(data_dir), "-", f"no compute/{gpu_dir}/*/*/mlp.csv files")
-    df = pd.concat(frames, ignore_index=True)
-    return df[df.num_tokens <= MAX_FIT_TOKENS].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,15 +119,15 @@ def _shapes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
-    """Seconds of QKV, O, gate+up, down per row (shape rows × 4); weights in bf16."""
-    k, n, _ = _shapes(df)
-    rows = df.num_tokens.to_numpy(float)[:, None]
+def _gemm_seconds(
+    rows: np.ndarray, k: np.ndarray, n: np.ndarray, weight_bytes: np.ndarray, q: Mapping[str, float], hw: Hardware
+) -> np.ndarray:
+    """:func:`gemm_time` of K×N weight shards of ``weight_bytes`` at ``rows`` token rows under the factors ``q``."""
     return gemm_time(
         rows,
         k,
         n,
-        k * n * 2.0,
+        weight_bytes,
         hw.flops,
         hw.bandwidth,
         q["compute_efficiency"],
@@ -273,6 +136,13 @@ def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.
         q["memory_efficiency"],
         q["kernel_latency_s"],
     )
+
+
+def predict_gemms(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+    """Seconds of QKV, O, gate+up, down per row (shape rows × 4); weights in bf16."""
+    k, n, _ = _shapes(df)
+    rows = df.num_tokens.to_numpy(float)[:, None]
+    return _gemm_seconds(rows, k, n, k * n * 2.0, q, hw)
 
 
 def predict_ops(df: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> dict[str, np.ndarray]:
@@ -310,10 +180,10 @@ GEMM_START = {
 
 def _gemm_params(x: np.ndarray) -> dict[str, float]:
     return {
-        "compute_efficiency": _sigmoid(x[0]),
+        "compute_efficiency": sigmoid(x[0]),
         "gemm_half_tiles": math.exp(x[1]),
         "gemm_overlap": 1.0 + min(math.exp(x[2]), 15.0),
-        "memory_efficiency": MAX_STREAM_EFFICIENCY * _sigmoid(x[3]),
+        "memory_efficiency": MAX_STREAM_EFFICIENCY * sigmoid(x[3]),
         "kernel_latency_s": math.exp(x[4]),
     }
 
@@ -326,28 +196,14 @@ def fit_gemm(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
     w = k * n * 2.0
 
     def residual(x: np.ndarray) -> np.ndarray:
-        q = _gemm_params(x)
-        pred = gemm_time(
-            rows,
-            k,
-            n,
-            w,
-            hw.flops,
-            hw.bandwidth,
-            q["compute_efficiency"],
-            q["gemm_half_tiles"],
-            q["gemm_overlap"],
-            q["memory_efficiency"],
-            q["kernel_latency_s"],
-        )
-        return np.log(pred).ravel() - measured
+        return np.log(_gemm_seconds(rows, k, n, w, _gemm_params(x), hw)).ravel() - measured
 
     s = GEMM_START
     x0 = [
-        _logit(s["compute_efficiency"]),
+        logit(s["compute_efficiency"]),
         math.log(s["gemm_half_tiles"]),
         math.log(s["gemm_overlap"] - 1.0),
-        _logit(s["memory_efficiency"] / MAX_STREAM_EFFICIENCY),
+        logit(s["memory_efficiency"] / MAX_STREAM_EFFICIENCY),
         math.log(s["kernel_latency_s"]),
     ]
     return _gemm_params(levenberg_marquardt(residual, x0))
@@ -387,60 +243,6 @@ def fit_compute(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
     return {**fit_gemm(df, hw), **fit_elementwise(df, hw)}
 
 
-@dataclass(frozen=True)
-class AttentionData:
-    """Legacy Vidur attention rows as model inputs (per GPU: n_q/t heads, n_kv/t KV heads)."""
-
-    chunk: np.ndarray
-    cached: np.ndarray
-    decodes: np.ndarray
-    context: np.ndarray
-    seconds: np.ndarray
-    is_prefill: np.ndarray
-    nq_gpu: float
-    head_dim: float
-    kv_bytes_tok_l: float
-
-
-def read_attention(path: Path, label: str | None = None) -> AttentionData:
-    name = label or str(path)
-    cols = (
-        "time_stats.attn_prefill.median",
-        "time_stats.attn_decode.median",
-        "n_embd",
-        "n_q_head",
-        "n_kv_head",
-        "num_tensor_parallel_workers",
-        "batch_size",
-        "prefill_chunk_size",
-        "kv_cache_size",
-    )
-    df = read_table(path, cols, name, may_be_empty=cols[:2])
-    if "is_prefill" not in df.columns:
-        raise InputError(name, "is_prefill", "required column is missing")
-    pre = _bool_column(df, "is_prefill", name)
-    shape = df[["n_embd", "n_q_head", "n_kv_head", "num_tensor_parallel_workers"]].drop_duplicates()
-    if len(shape) != 1:
-        raise InputError(name, "n_embd", "expected one attention shape per file")
-    h, nq, nkv, tp = (float(v) for v in shape.iloc[0])
-    d = h / nq
-    secs = np.where(pre, df["time_stats.attn_prefill.median"], df["time_stats.attn_decode.median"]) * MS
-    keep = np.isfinite(secs) & (secs > 0)
-    f = df[keep]
-    p = pre[keep]
-    return AttentionData(
-        chunk=np.where(p, f.prefill_chunk_size, 0.0),
-        cached=np.where(p, f.kv_cache_size, 0.0),
-        decodes=np.where(p, 0.0, f.batch_size),
-        context=np.where(p, 0.0, f.kv_cache_size),
-        seconds=secs[keep],
-        is_prefill=p,
-        nq_gpu=nq / tp,
-        head_dim=d,
-        kv_bytes_tok_l=2.0 * max(1.0, nkv / tp) * d * 2.0,
-    )
-
-
 def predict_attention(a: AttentionData, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
     return attention_time(
         a.chunk,
@@ -462,10 +264,10 @@ def predict_attention(a: AttentionData, q: Mapping[str, float], hw: Hardware) ->
 
 def _attention_params(x: np.ndarray) -> dict[str, float]:
     return {
-        "attention_efficiency": _sigmoid(x[0]),
-        "context_attention_efficiency": _sigmoid(x[1]),
+        "attention_efficiency": sigmoid(x[0]),
+        "context_attention_efficiency": sigmoid(x[1]),
         "attention_half_blocks": math.exp(x[2]),
-        "kv_efficiency": _sigmoid(x[3]),
+        "kv_efficiency": sigmoid(x[3]),
         "attention_latency_s": math.exp(x[4]),
     }
 
@@ -482,36 +284,15 @@ def fit_attention(a: AttentionData, hw: Hardware) -> dict[str, float]:
     def residual(x: np.ndarray) -> np.ndarray:
         return sw * (np.log(predict_attention(a, _attention_params(x), hw)) - target)
 
-    x0 = [_logit(0.3), _logit(0.4), math.log(10.0), _logit(0.7), math.log(1e-5)]
+    x0 = [logit(0.3), logit(0.4), math.log(10.0), logit(0.7), math.log(1e-5)]
     return _attention_params(levenberg_marquardt(residual, x0))
 
 
-@dataclass(frozen=True)
-class Collective:
-    """Measured collective times: bytes, workers, seconds."""
-
-    size: np.ndarray
-    workers: np.ndarray
-    seconds: np.ndarray
-
-
-def read_collective(path: Path, kind: str, devices_per_node: int | None, label: str | None = None) -> Collective:
-    """Rows of ``all_reduce.csv`` (intra-node: workers == devices_per_node) or ``send_recv.csv``."""
-    name = label or str(path)
-    df = read_table(path, (f"time_stats.{kind}.median", "num_workers", "size", "devices_per_node"), name)
-    if devices_per_node is None:
-        df = df[(df.num_workers == df.devices_per_node) & (df.num_workers > 1)]
-    else:
-        df = df[(df.devices_per_node == devices_per_node) & (df.num_workers == 2)]
-    df = df.groupby(["num_workers", "size"], as_index=False, sort=True)[f"time_stats.{kind}.median"].median()
-    secs = df[f"time_stats.{kind}.median"].to_numpy(float) * MS
-    keep = (secs > 0) & (df["size"].to_numpy(float) > 0)
-    return Collective(df["size"].to_numpy(float)[keep], df.num_workers.to_numpy(float)[keep], secs[keep])
-
-
 def predict_collective(c: Collective, latency: float, bytes_per_s: float, ring: bool) -> np.ndarray:
-    factor = 2.0 * (c.workers - 1.0) / c.workers if ring else 1.0
-    return latency + factor * c.size / bytes_per_s
+    """Each row's time as a ring all-reduce over its workers (``ring``) or as one send."""
+    if ring:
+        return ring_allreduce_time(c.size, c.workers, bytes_per_s, latency)
+    return p2p_time(c.size, bytes_per_s, latency)
 
 
 def fit_collective(c: Collective, reference_bytes_per_s: float, ring: bool) -> tuple[float, float]:
@@ -519,10 +300,10 @@ def fit_collective(c: Collective, reference_bytes_per_s: float, ring: bool) -> t
     target = np.log(c.seconds)
 
     def residual(x: np.ndarray) -> np.ndarray:
-        return np.log(predict_collective(c, math.exp(x[0]), reference_bytes_per_s * _sigmoid(x[1]), ring)) - target
+        return np.log(predict_collective(c, math.exp(x[0]), reference_bytes_per_s * sigmoid(x[1]), ring)) - target
 
-    x = levenberg_marquardt(residual, [math.log(2e-5), _logit(0.5)])
-    return math.exp(x[0]), _sigmoid(x[1])
+    x = levenberg_marquardt(residual, [math.log(2e-5), logit(0.5)])
+    return math.exp(x[0]), sigmoid(x[1])
 
 
 # Message sizes that set each all-reduce parameter: a decode step all-reduces tokens·h·2 bytes
@@ -598,7 +379,7 @@ def predict_allreduce(
     """Each row's time under its own worker count's (α, η)."""
     alpha = np.array([fits[int(w)][0] for w in c.workers])
     eta = np.array([fits[int(w)][1] for w in c.workers])
-    return alpha + 2.0 * (c.workers - 1.0) / c.workers * c.size / (eta * reference_bytes_per_s)
+    return ring_allreduce_time(c.size, c.workers, eta * reference_bytes_per_s, alpha)
 
 
 def fit_host(path: Path, label: str | None = None) -> dict[str, float]:
@@ -618,21 +399,6 @@ def fit_host(path: Path, label: str | None = None) -> dict[str, float]:
     x = np.stack([np.ones(len(df)), df.batch_size.to_numpy(float)], axis=1)
     c0, c1 = np.linalg.lstsq(x, y, rcond=None)[0]
     return {"iteration_overhead_s": max(float(c0), 0.0), "sequence_overhead_s": max(float(c1), 0.0)}
-
-
-# ------------------------------------------------------------------------------------------------
-# Error statistics
-# ------------------------------------------------------------------------------------------------
-def ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
-    """Absolute percentage error, in %."""
-    return 100.0 * np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)
-
-
-def stats(errors: np.ndarray) -> tuple[float, float]:
-    """(median, p90) of absolute percentage errors."""
-    if errors.size == 0:
-        return float("nan"), float("nan")
-    return float(np.median(errors)), float(np.quantile(errors, 0.9))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -775,198 +541,3 @@ def calibrate_vidur(data_dir: Path, gpus: Mapping[str, GPU], all_tiers: Sequence
         tiers=tiers,
     )
     return extrapolate(cal, list(all_tiers))
-
-
-# ------------------------------------------------------------------------------------------------
-# vLLM serving benchmark results
-# ------------------------------------------------------------------------------------------------
-SERVING_FIELDS = (
-    "completed",
-    "total_input_tokens",
-    "total_output_tokens",
-    "request_throughput",
-    "mean_ttft_ms",
-    "mean_tpot_ms",
-)
-
-
-@dataclass(frozen=True)
-class ServingResult:
-    """The fields ``planner calibrate --serving`` reads from a ``vllm bench serve --save-result`` file."""
-
-    file: str
-    completed: int
-    mean_input_tokens: float
-    mean_output_tokens: float
-    request_throughput: float
-    mean_ttft_s: float
-    mean_tpot_s: float
-    max_concurrency: int | None
-    metadata: dict[str, str]
-
-
-def _number(doc: Mapping[str, Any], key: str, file: str) -> float:
-    v = doc.get(key)
-    if v is None:
-        raise InputError(file, key, "required field is missing (expected a `vllm bench serve --save-result` file)")
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-        raise InputError(file, key, f"must be a finite number >= 0 (got {v!r})")
-    return float(v)
-
-
-MAX_MEAN_TOKENS = 10_000_000  # the longest context any model serves today
-
-
-def read_serving_result(path: Path) -> ServingResult:
-    file = str(path)
-    if path.suffix.lower() != ".json":
-        raise InputError(file, "-", "a vLLM serving benchmark result must be a .json file")
-    doc = read_document(path)
-    if not isinstance(doc, dict):
-        raise InputError(file, "-", "must be a JSON object (a `vllm bench serve --save-result` file)")
-    vals = {k: _number(doc, k, file) for k in SERVING_FIELDS}
-    if vals["completed"] < 1 or vals["completed"] != int(vals["completed"]):
-        raise InputError(file, "completed", f"must be a whole number >= 1 (got {doc['completed']!r})")
-    for key in ("request_throughput", "mean_ttft_ms", "mean_tpot_ms", "total_input_tokens", "total_output_tokens"):
-        if vals[key] <= 0:
-            raise InputError(file, key, f"must be > 0 (got {doc[key]!r})")
-    mc = doc.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        raise InputError(file, "max_concurrency", f"must be a whole number >= 1 or null (got {mc!r})")
-    meta = {k: str(doc[k]) for k in ("model_id", "gpu", "tp", "pp", "model") if doc.get(k) is not None}
-    n = vals["completed"]
-    # The model is evaluated at the mean request: beyond any model's context it overflows the
-    # performance model's arithmetic (and is a corrupt file, not a measurement).
-    for key in ("total_input_tokens", "total_output_tokens"):
-        if vals[key] / n > MAX_MEAN_TOKENS:
-            raise InputError(
-                file, key, f"{vals[key] / n:.3g} tokens per completed request: at most {MAX_MEAN_TOKENS:,}"
-            )
-    return ServingResult(
-        file=file,
-        completed=int(n),
-        mean_input_tokens=vals["total_input_tokens"] / n,
-        mean_output_tokens=vals["total_output_tokens"] / n,
-        request_throughput=vals["request_throughput"],
-        mean_ttft_s=vals["mean_ttft_ms"] * MS,
-        mean_tpot_s=vals["mean_tpot_ms"] * MS,
-        max_concurrency=mc,
-        metadata=meta,
-    )
-
-
-@dataclass(frozen=True)
-class ServingRun:
-    """A serving result with the deployment it measured."""
-
-    result: ServingResult
-    model: LLM
-    gpu: GPU
-    tp: int
-    pp: int
-
-
-COMPUTE_SIDE = ("compute_efficiency", "attention_efficiency", "context_attention_efficiency")
-MEMORY_SIDE = (
-    "memory_efficiency",
-    "kv_efficiency",
-    "norm_efficiency",
-    "rope_efficiency",
-    "act_efficiency",
-    "add_efficiency",
-    "embed_efficiency",
-)
-
-
-def _scaled(base: Mapping[str, float], s_compute: float, s_memory: float) -> dict[str, float]:
-    out = dict(base)
-    for k in COMPUTE_SIDE:
-        out[k] = min(base[k] * s_compute, 1.0)
-    for k in MEMORY_SIDE:
-        out[k] = min(base[k] * s_memory, 1.0)
-    return out
-
-
-def serving_predictions(run: ServingRun, q: Mapping[str, float]) -> tuple[float, float]:
-    """(TTFT, TPOT) the model predicts for the run's mean request at its measured request rate."""
-    params = PerfParams.model_validate(dict(q))
-    rm = ReplicaModel(run.model, run.gpu, run.tp, run.pp, params, "none")
-    r = run.result
-    cap = float(min(r.max_concurrency or params.max_num_seqs, params.max_num_seqs * run.pp)) / run.pp
-    one = np.ones(1)
-    _, tpot, ttft = rm.load_point(
-        one * r.mean_input_tokens, one * r.mean_output_tokens, one * r.request_throughput, one * cap
-    )
-    return float(ttft[0]), float(tpot[0])
-
-
-# After the fit, every run's TTFT and TPOT must be matched within this (the shipped examples: 1.6%).
-# Efficiencies are capped at 100% of the datasheet, so a run faster than the hardware allows (or
-# a typo: request_throughput 10^6, mean_tpot_ms 0.0001) is left far off; writing that fit would
-# hand the planner a calibration that silently disagrees with the measurement it came from.
-MAX_SERVING_FIT_ERROR = 0.5
-
-
-def _check_serving_fit(runs: Sequence[ServingRun], after: np.ndarray, x: np.ndarray) -> None:
-    """Refuse a serving fit that cannot reproduce its measurements, naming the worst run and field."""
-    err = np.abs(np.expm1(after))
-    if np.all(np.isfinite(err)) and np.all(np.isfinite(x)) and float(err.max()) <= MAX_SERVING_FIT_ERROR:
-        return
-    worst = int(np.nanargmax(np.where(np.isfinite(err), err, np.inf)))
-    run, key = runs[worst // 2], ("mean_ttft_ms", "mean_tpot_ms")[worst % 2]
-    off = "not a finite number" if not np.isfinite(err[worst]) else f"{100 * err[worst]:.3g}% off"
-    raise InputError(
-        run.result.file,
-        key,
-        f"the performance model of {run.model.id} on {run.gpu.id} (tp {run.tp}, pp {run.pp}) cannot reproduce "
-        f"this run at any efficiency up to 100% ({off} after fitting; at most {100 * MAX_SERVING_FIT_ERROR:g}%): "
-        "check request_throughput, mean_ttft_ms, mean_tpot_ms and the deployment",
-    )
-
-
-def calibrate_serving(base: Calibration | None, runs: Sequence[ServingRun], source: str) -> Calibration:
-    """Scale each measured tier's compute- and memory-side efficiencies to match TTFT and TPOT."""
-    cal = base or Calibration(description="")
-    tiers = dict(cal.tiers)
-    for tier in sorted({r.gpu.id for r in runs}):
-        mine = [r for r in runs if r.gpu.id == tier]
-        start = PerfParams().model_dump()
-        if tier in tiers:
-            start.update(tiers[tier].params)
-        meas = np.log([[r.result.mean_ttft_s, r.result.mean_tpot_s] for r in mine]).ravel()
-
-        def residual(
-            x: np.ndarray, start: dict[str, Any] = start, mine: list[ServingRun] = mine, meas: np.ndarray = meas
-        ) -> np.ndarray:
-            q = _scaled(start, math.exp(x[0]), math.exp(x[1]))
-            return np.log([serving_predictions(r, q) for r in mine]).ravel() - meas
-
-        # An impossible run drives the search to overflow; the check below reports it in one line.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            before = residual(np.zeros(2))
-            x = levenberg_marquardt(residual, [0.0, 0.0], max_iter=50)
-            after = residual(x)
-        _check_serving_fit(mine, after, x)
-        fitted = _scaled(start, math.exp(x[0]), math.exp(x[1]))
-        keep = {k: float(fitted[k]) for k in CALIBRATED_FIELDS if fitted.get(k) is not None}
-        files = ", ".join(Path(r.result.file).name for r in mine)
-        prior = tiers[tier].source if tier in tiers else "PerfParams defaults"
-        tiers[tier] = TierCalibration(
-            source=f"serving benchmark ({files}): compute-side ×{math.exp(x[0]):.3g}, memory-side "
-            f"×{math.exp(x[1]):.3g} on [{prior}]",
-            params=keep,
-            quality={
-                "serving_ape_max_before": float(np.max(100 * np.abs(np.exp(before) - 1))),
-                "serving_ape_max_after": float(np.max(100 * np.abs(np.exp(after) - 1))),
-            },
-        )
-    inputs = dict(cal.inputs)
-    for r in runs:
-        inputs[Path(r.result.file).name] = hashlib.sha256(Path(r.result.file).read_bytes()).hexdigest()[:16]
-    desc = (cal.description + " " if cal.description else "") + source
-    return cal.model_copy(update={"tiers": tiers, "inputs": inputs, "description": desc.strip()})
-
-
-def result_json(cal: Calibration) -> str:
-    """A compact JSON summary (tests and the CLI's --json)."""
-    return json.dumps({t: tc.params for t, tc in sorted(cal.tiers.items())}, sort_keys=True)
