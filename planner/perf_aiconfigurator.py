@@ -358,6 +358,7 @@ def _numeric(df: pd.DataFrame, col: str, label: str) -> np.ndarray:
     if bad.any():
         row = _first_bad(bad)
         raw = df[col].iloc[row]
+        raw = raw.item() if isinstance(raw, np.generic) else raw  # 'inf', not np.float64(inf)
         what = "missing value" if pd.isna(raw) else f"non-numeric value {raw!r}"
         raise InputError(label, col, f"{what} in data row {row + 1}")
     return values
@@ -368,7 +369,7 @@ def _latency_seconds(df: pd.DataFrame, label: str) -> np.ndarray:
     bad = ms <= 0
     if bad.any():
         row = _first_bad(bad)
-        raise InputError(label, "latency", f"must be > 0 ms (got {ms[row]!r}) in data row {row + 1}")
+        raise InputError(label, "latency", f"must be > 0 ms (got {float(ms[row])!r}) in data row {row + 1}")
     return ms * MS
 
 
@@ -377,7 +378,9 @@ def _whole(df: pd.DataFrame, col: str, label: str, minimum: int = 1) -> np.ndarr
     bad = (values < minimum) | (values != np.round(values))
     if bad.any():
         row = _first_bad(bad)
-        raise InputError(label, col, f"must be a whole number >= {minimum} (got {values[row]!r}) in data row {row + 1}")
+        raise InputError(
+            label, col, f"must be a whole number >= {minimum} (got {float(values[row])!r}) in data row {row + 1}"
+        )
     return values.astype(np.int64)
 
 
