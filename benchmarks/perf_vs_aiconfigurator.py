@@ -11,8 +11,8 @@ the measured time:
   fp8 with per-tensor scales (weights 1 byte at the fp8 TFLOP/s figure: what ``ReplicaModel`` does
   for an fp8 checkpoint).
 * Context attention (one sequence of 512 … 8192 tokens, causal, no cache) and generation attention
-  (batch 1 … 128 decodes over 512 … 8192 cached tokens) at those models' per-GPU head counts,
-  head_dim 128, bf16 KV cache.
+  (batch 1 … 128 decodes over the measured contexts nearest 512 … 8192 tokens, i.e. 511 … 8191)
+  at those models' per-GPU head counts, head_dim 128, bf16 KV cache.
 * All-reduce over TP 2, 4, 8 GPUs of decode messages (1 … 256 tokens · hidden · 2 bytes) and of a
   prefill chunk (2048 · hidden · 2 bytes), for vLLM's custom all-reduce (CUDA-graph mode) and NCCL.
 
@@ -151,6 +151,15 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[s
     return out
 
 
+def near_contexts(table: pd.DataFrame) -> pd.Series:
+    """Rows at the measured context nearest each of CONTEXTS (the grid holds 2^k − 1 tokens)."""
+    measured = np.unique(table["context"].to_numpy(float))
+    if measured.size == 0:
+        return table["context"] == -1
+    picks = {measured[np.argmin(np.abs(np.log(measured / c)))] for c in CONTEXTS}
+    return table["context"].isin(sorted(picks))
+
+
 def predict_attention(
     rm: ReplicaModel,
     head_dim: float,
@@ -196,7 +205,7 @@ def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[d
 
             for family, table, select in (
                 ("context_attention", ctx, lambda t: (t["batch"] == 1) & t["isl"].isin(PROMPTS)),
-                ("generation_attention", gen, lambda t: t["batch"].isin(DECODE_BATCHES) & t["context"].isin(CONTEXTS)),
+                ("generation_attention", gen, lambda t: t["batch"].isin(DECODE_BATCHES) & near_contexts(t)),
             ):
                 table = table[(table["kv_dtype"] == "bfloat16") & (table["head_dim"] == model.head_dim)]
                 table = table[select(table)]
@@ -432,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Models: {', '.join(MODELS)}; TP {', '.join(map(str, TPS))}; GEMM token counts 1-8192 "
         f"(decode: m ≤ {DECODE_MAX_ROWS}); context attention batch 1 × {PROMPTS[0]}-{PROMPTS[-1]} tokens; "
-        f"generation batch {DECODE_BATCHES[0]}-{DECODE_BATCHES[-1]} × context {CONTEXTS[0]}-{CONTEXTS[-1]}; "
+        f"generation batch {DECODE_BATCHES[0]}-{DECODE_BATCHES[-1]} × context {CONTEXTS[0] - 1}-{CONTEXTS[-1] - 1}; "
         f"all-reduce of {DECODE_TOKENS[0]}-{DECODE_TOKENS[-1]} decode tokens and one {PREFILL_TOKENS}-token "
         f"prefill chunk × hidden ({', '.join(map(str, hidden))}) × 2 bytes.",
         "",

@@ -26,9 +26,12 @@ Units (checked against the aiconfigurator-core 0.12.0 sdk, see the notes at each
                  per_token_elements". ``bytes`` = elements · dtype size (bfloat16/half: 2). The
                  bus bandwidths this gives (H100 SXM, 8 GPUs, NCCL 512 MiB: ≈ 445 GB/s) are
                  NVLink4's; reading it as bytes would halve them.
-    generation   one new token per sequence over a KV cache: the collector logs isl = 1 and
-                 step = (sequence length) − 1, so ``context`` = isl + step is the number of KV
-                 tokens each query attends (its own included).
+    generation   one new token per sequence over a KV cache. The collector
+                 (``collector/vllm/collect_attn.py`` of github.com/ai-dynamo/aiconfigurator) builds
+                 sequences of ``input_len`` tokens, the last one the query, and logs isl = 1,
+                 step = input_len; its grid passes input_len = s − 1 for s = 2, 4, … 131072 (hence
+                 steps 1, 3, 7, …). So ``context`` = step is the number of KV tokens each query
+                 attends, its own included; isl + step would count the new token twice.
 
 Which rows are taken
     * Versions: the newest ``<version>`` directory holding the table, by release ordering
@@ -256,17 +259,23 @@ class SystemSpec:
     file: str
 
 
-def _field(doc: Mapping[str, Any], path: str, file: str, required: bool = True) -> float | None:
+def _optional(doc: Mapping[str, Any], path: str, file: str) -> float | None:
+    """The number at dotted ``path`` (None when absent); it must be finite and > 0."""
     node: Any = doc
     for part in path.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
     if node is None:
-        if required:
-            raise InputError(file, path, "required field is missing")
         return None
     if isinstance(node, bool) or not isinstance(node, int | float) or not math.isfinite(node) or node <= 0:
         raise InputError(file, path, f"must be a number > 0 (got {node!r})")
     return float(node)
+
+
+def _required(doc: Mapping[str, Any], path: str, file: str) -> float:
+    value = _optional(doc, path, file)
+    if value is None:
+        raise InputError(file, path, "required field is missing")
+    return value
 
 
 def read_system_spec(root: Path, system: str) -> SystemSpec:
@@ -276,29 +285,19 @@ def read_system_spec(root: Path, system: str) -> SystemSpec:
     doc = read_document(path)
     if not isinstance(doc, Mapping):
         raise InputError(file, "-", "a system file must be a mapping with gpu: and node: sections")
-    nccl = (doc.get("misc") or {}).get("nccl_version") if isinstance(doc.get("misc"), Mapping) else None
-    per_node = _field(doc, "node.num_gpus_per_node", file)
-    assert per_node is not None
+    misc = doc.get("misc")
+    nccl = misc.get("nccl_version") if isinstance(misc, Mapping) else None
+    per_node = _required(doc, "node.num_gpus_per_node", file)
     if per_node != int(per_node):
         raise InputError(file, "node.num_gpus_per_node", f"must be a whole number (got {per_node!r})")
-    values = {
-        name: _field(doc, key, file)
-        for name, key in (
-            ("memory_bytes", "gpu.mem_capacity"),
-            ("memory_bytes_per_s", "gpu.mem_bw"),
-            ("bf16_flops", "gpu.bfloat16_tc_flops"),
-            ("intra_node_bytes_per_s", "node.intra_node_bw"),
-            ("inter_node_bytes_per_s", "node.inter_node_bw"),
-        )
-    }
     return SystemSpec(
         system=system,
-        memory_bytes=float(values["memory_bytes"] or 0.0),
-        memory_bytes_per_s=float(values["memory_bytes_per_s"] or 0.0),
-        bf16_flops=float(values["bf16_flops"] or 0.0),
-        fp8_flops=_field(doc, "gpu.fp8_tc_flops", file, required=False),
-        intra_node_bytes_per_s=float(values["intra_node_bytes_per_s"] or 0.0),
-        inter_node_bytes_per_s=float(values["inter_node_bytes_per_s"] or 0.0),
+        memory_bytes=_required(doc, "gpu.mem_capacity", file),
+        memory_bytes_per_s=_required(doc, "gpu.mem_bw", file),
+        bf16_flops=_required(doc, "gpu.bfloat16_tc_flops", file),
+        fp8_flops=_optional(doc, "gpu.fp8_tc_flops", file),
+        intra_node_bytes_per_s=_required(doc, "node.intra_node_bw", file),
+        inter_node_bytes_per_s=_required(doc, "node.inter_node_bw", file),
         gpus_per_node=int(per_node),
         nccl_version=None if nccl is None else str(nccl),
         data_dir=str(doc.get("data_dir") or f"data/{system}"),
@@ -458,8 +457,8 @@ def _attention_frame(raw: pd.DataFrame, label: str, generation: bool) -> pd.Data
         }
     )
     if generation:
-        # isl = 1 new token, step = tokens already cached: the query attends isl + step KV tokens.
-        df.insert(1, "context", isl + _whole(raw, "step", label, minimum=0))
+        # step is the sequence length the kernel ran (module docstring), the new token included.
+        df.insert(1, "context", _whole(raw, "step", label))
     else:
         df.insert(1, "isl", isl)
     return df[window == 0]
@@ -479,7 +478,7 @@ def read_context_attention(path: Path, source: str, label: str | None = None) ->
 
 def read_generation_attention(path: Path, source: str, label: str | None = None) -> pd.DataFrame:
     """``generation_attention_perf.parquet``, full attention: ``batch`` decodes, one new token
-    each, over ``context`` KV tokens (isl + step); other columns as :func:`read_context_attention`."""
+    each, over ``context`` KV tokens (the table's step); other columns as :func:`read_context_attention`."""
     label = label or str(path)
     df = _attention_frame(_read_parquet(path, label), label, generation=True)
     key = ["kv_dtype", "heads", "kv_heads", "head_dim", "batch", "context"]
