@@ -14,7 +14,7 @@ import pytest
 
 from planner.errors import InputError
 from planner.loader import builtin_catalog
-from planner.perf_aiconfigurator import (
+from planner.perf.aiconfigurator import (
     INSTALL_HINT,
     SYSTEM_GPUS,
     UNMAPPED_SYSTEMS,

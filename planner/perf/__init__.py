@@ -15,6 +15,8 @@ One job per file:
 ``vidur.py``        the Vidur profiling data: which files measure which tier, and their readers
 ``fit.py``          operator predictions on measured rows, the fits, ``calibrate_vidur``
 ``serving.py``      refitting tiers to vLLM serving benchmark results (``calibrate_serving``)
+``aiconfigurator.py``  NVIDIA AIConfigurator's measured vLLM operator tables (GEMM, attention,
+                    all-reduce), read in SI units from the installed package (optional extra)
 ``cli.py``          ``planner perf`` and ``planner calibrate``
 
 Each file imports only files listed above it, but for model's lazy import of calibration (when a

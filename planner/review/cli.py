@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
         screenshot: Annotated[
             Path | None, typer.Option(help="also render the page in headless Chromium and save a PNG here")
         ] = None,
+        time_limit: Annotated[
+            float, typer.Option(help="seconds per solve (the multi-period plan, each what-if); 0: no limit")
+        ] = 60.0,
     ) -> None:
         """Weekly capacity review: demand, recommended plan vs current, cost, SLO risk, what-ifs, schedule."""
         from planner.cli import _guard, err
@@ -76,6 +79,8 @@ def register(app: typer.Typer) -> None:
                 raise InputError(None, "--method", "milp or agh")
             _check_policy(policy)
             cliargs.seed("--seed", seed)
+            if time_limit != 0:
+                cliargs.seconds("--time-limit", time_limit)
             w = parse_window(window)
             if screenshot is not None:
                 _check_screenshot(screenshot)
@@ -89,7 +94,9 @@ def register(app: typer.Typer) -> None:
                 raise InputError(str(current), "status", f"the current plan has no solution ({cur.status})")
             if cur.schedule is not None:
                 raise InputError(str(current), "schedule", "give the current single-period fleet plan")
-            inputs = ReviewInputs(inst, instance, list(trace or []), cur, w, policy, method, seed, validate)
+            inputs = ReviewInputs(
+                inst, instance, list(trace or []), cur, w, policy, method, seed, validate, time_limit or None
+            )
             from planner.sim.cli import TraceArgs, trace_feed
 
             tr, _ = trace_feed(inst, instance, TraceArgs(inputs.traces, None, 1.0, 1.0, None, 0.0, None, False, seed))

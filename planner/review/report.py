@@ -56,6 +56,9 @@ class ReviewInputs:
     method: str = "milp"
     seed: int = 0
     validate: bool = True  # replay the recommended schedule and re-solve where it misses (planner.validation)
+    # Seconds per solve (the multi-period MILP over every window, each what-if): a weekly review
+    # must end; a solve that stops at the limit reports its status and gap on the page.
+    time_limit: float | None = 60.0
 
 
 def _sim_summary(inst: Instance, plan: Plan, trace: Any, mapper: Any, policy: str, seed: int) -> dict[str, Any]:
@@ -116,7 +119,7 @@ def _cost(plan: Plan) -> dict[str, float]:
 
 
 def _what_if(
-    inst: Instance, base_cost: float, method: str, seed: int, busiest_tier: str | None
+    inst: Instance, base_cost: float, method: str, seed: int, busiest_tier: str | None, time_limit: float | None
 ) -> list[dict[str, Any]]:
     """Each scenario re-solved as a single-period plan at the peak window rates."""
     from planner.multiperiod import peak_instance, with_rate
@@ -133,7 +136,11 @@ def _what_if(
         scenarios.append((f"{busiest_tier} unavailable", peak.model_copy(update={"gpus": gone})))
     rows = []
     for name, sc in scenarios:
-        p = solve(sc, method, seed=seed) if method == "agh" else solve(sc, "milp")
+        p = (
+            solve(sc, method, seed=seed, time_limit=time_limit)
+            if method == "agh"
+            else solve(sc, "milp", time_limit=time_limit)
+        )
         ok = p.has_solution and p.objective is not None
         rows.append(
             {
@@ -166,7 +173,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
     mp_inst = _with_windows(inst, demand)
     table: OptionTable = build_option_table(mp_inst)
     say("multi-period plan")
-    rec = solve(mp_inst, inputs.method, table=table, seed=inputs.seed)
+    rec = solve(mp_inst, inputs.method, table=table, seed=inputs.seed, time_limit=inputs.time_limit)
     if not rec.has_solution:
         raise RuntimeError(f"no recommended plan: {rec.status} ({rec.message})")
     targets_set = any(inst.attainment(q) is not None for q in inst.query_types)
@@ -186,7 +193,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
 
         def resolve(tb: OptionTable) -> Plan:
             say("re-solve derated schedule")
-            return solve(mp_inst, inputs.method, table=tb, seed=inputs.seed)
+            return solve(mp_inst, inputs.method, table=tb, seed=inputs.seed, time_limit=inputs.time_limit)
 
         rec, table = validate(
             inst, table, rec, per_window, resolve, [str(p) for p in inputs.traces], inputs.policy, inputs.seed
@@ -211,7 +218,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
 
     say("what-if")
     busiest = max(_tiers(rec).items(), key=lambda kv: kv[1])[0] if rec.deployments else None
-    what_if = _what_if(mp_inst, rec.objective or 0.0, inputs.method, inputs.seed, busiest)
+    what_if = _what_if(mp_inst, rec.objective or 0.0, inputs.method, inputs.seed, busiest, inputs.time_limit)
 
     cur_fleet, rec_fleet = _fleet(inputs.current), _fleet(rec)
     diff = []
