@@ -283,6 +283,19 @@ class PerfParams(Strict):
     network_efficiency_tp8: Share | None = Field(None, description="η_n at TP > 4 (None: network_efficiency)")
     collective_latency_tp4_s: NonNegative | None = Field(None, description="α_n at TP 3-4 (None: collective_latency_s)")
     collective_latency_tp8_s: NonNegative | None = Field(None, description="α_n at TP > 4 (None: collective_latency_s)")
+    # vLLM's custom all-reduce (one CUDA kernel over peer memory, in its CUDA graphs) instead of
+    # NCCL for messages up to custom_allreduce_max_bytes within a node whose GPUs are all linked by
+    # NVLink, or on two GPUs (vLLM custom_all_reduce.py: "not supported on more than two PCIe-only
+    # GPUs"); its latency is ~5 µs where NCCL's is 15-40. None: NCCL for every message.
+    custom_allreduce_latency_s: NonNegative | None = Field(None, description="custom all-reduce α at TP ≤ 2")
+    custom_allreduce_latency_tp4_s: NonNegative | None = Field(None, description="at TP 3-4 (None: the TP-2 value)")
+    custom_allreduce_latency_tp8_s: NonNegative | None = Field(None, description="at TP > 4 (None: the TP-2 value)")
+    custom_allreduce_efficiency: Share | None = Field(None, description="its bus bandwidth (None: network_efficiency)")
+    custom_allreduce_efficiency_tp4: Share | None = None
+    custom_allreduce_efficiency_tp8: Share | None = None
+    custom_allreduce_max_bytes: Positive = Field(
+        8 * 1024 * 1024, description="largest message on the custom path (vLLM CustomAllreduce max_size, 8 MiB)"
+    )
     p2p_efficiency: Share = Field(0.79, description="intra-node send/recv / (interconnect_gbs / 2)")
     p2p_latency_s: NonNegative = 7.7e-6
     internode_efficiency: Share = Field(0.31, description="inter-node send/recv / internode_gbs")

@@ -175,7 +175,10 @@ def test_iteration_model_tracks_the_model() -> None:
     rm = ReplicaModel(llm("llama-3.1-8b"), gpu("h100-80gb"), 1, 1, P)
     it = rm.iteration_model()
     assert min(it.c0, it.c1, it.c2, it.c3) >= 0 and it.c1 > 0 and it.c3 > 0
-    assert it.max_rel_error < 0.3
+    # Aladdin's linear form cannot bend at the GEMM roofline's corner; with the AIConfigurator-fitted
+    # GEMM (a sharper corner, p 2.2) its worst grid point is ~41% off (the simulator runs the exact
+    # IterationTable; this form is reported by `planner perf --iteration-model` only).
+    assert it.max_rel_error < 0.45
     for p_tok, dec, ctx in ((512, 0, 0), (0, 64, 64 * 1024), (256, 32, 32 * 2000)):
         exact = rm.iteration_time(p_tok, dec, ctx)
         assert it.time(p_tok, dec, ctx) == pytest.approx(float(exact), rel=it.max_rel_error + 1e-9)

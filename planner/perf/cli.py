@@ -295,8 +295,20 @@ def calibrate(
     gpu: Annotated[str | None, typer.Option(help="GPU tier of the --serving runs (else their metadata)")] = None,
     tp: Annotated[int | None, typer.Option(help="TP degree of the --serving runs (else metadata, else 1)")] = None,
     pp: Annotated[int | None, typer.Option(help="PP degree of the --serving runs (else metadata, else 1)")] = None,
+    aiconfigurator: Annotated[
+        bool,
+        typer.Option(
+            "--aiconfigurator",
+            help="refit GEMM, attention and all-reduce to AIConfigurator's measured vLLM tables "
+            "(pip install 'planner[calibrate]', or --aic-systems)",
+        ),
+    ] = False,
+    aic_systems: Annotated[
+        Path | None, typer.Option(help="AIConfigurator systems directory (default: the installed package's)")
+    ] = None,
     base: Annotated[
-        str | None, typer.Option(help="calibration the --serving fit starts from (default: shipped default)")
+        str | None,
+        typer.Option(help="calibration the --aiconfigurator/--serving fit starts from (default: shipped default)"),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
@@ -306,23 +318,34 @@ def calibrate(
 
     def run() -> Calibration:
         from planner.loader import builtin_catalog
+        from planner.perf.aic_fit import calibrate_aiconfigurator
+        from planner.perf.aiconfigurator import locate_database
         from planner.perf.fit import calibrate_vidur
         from planner.perf.serving import calibrate_serving
         from planner.problem import GPU
 
         _output_path(out_path, "--out")
         files = list(serving or [])
-        if vidur is None and not files:
-            raise InputError(None, "--vidur/--serving", "give a Vidur profiling directory and/or serving results")
+        if vidur is None and not files and not aiconfigurator:
+            raise InputError(
+                None,
+                "--vidur/--aiconfigurator/--serving",
+                "give a Vidur profiling directory, --aiconfigurator and/or serving results",
+            )
+        if aic_systems is not None and not aiconfigurator:
+            raise InputError(None, "--aic-systems", "only with --aiconfigurator")
+        aic_root = locate_database(aic_systems) if aiconfigurator else None
         for name, v in (("--tp", tp), ("--pp", pp)):
             cliargs.whole(name, v, ge=1, le=cliargs.MAX_DEGREE)
         runs = _serving_runs(files, model, gpu, tp, pp)
+        cat = builtin_catalog()
+        gpus = {k: GPU.model_validate(v) for k, v in cat.gpus.items()}
         if vidur is not None:
-            cat = builtin_catalog()
-            gpus = {k: GPU.model_validate(v) for k, v in cat.gpus.items()}
             cal = calibrate_vidur(vidur, gpus, sorted(gpus))
         else:
             cal = load_calibration(_calibration_ref(base)) or Calibration()
+        if aic_root is not None:
+            cal = calibrate_aiconfigurator(cal, aic_root, gpus)
         if runs:
             names = ", ".join(p.name for p in files)
             cal = calibrate_serving(cal, runs, f"Tiers refitted to vLLM serving results: {names}.")

@@ -190,13 +190,20 @@ def _gemm_params(x: np.ndarray) -> dict[str, float]:
 
 def fit_gemm(df: pd.DataFrame, hw: Hardware) -> dict[str, float]:
     """GEMM factors minimising Σ log²(predicted/measured) over the four GEMM ops of every row."""
-    measured = np.log(df[list(GEMM_OPS)].to_numpy(float)).ravel()
     k, n, _ = _shapes(df)
     rows = df.num_tokens.to_numpy(float)[:, None]
-    w = k * n * 2.0
+    return fit_gemm_rows(rows, k, n, k * n * 2.0, df[list(GEMM_OPS)].to_numpy(float), hw)
+
+
+def fit_gemm_rows(
+    rows: np.ndarray, k: np.ndarray, n: np.ndarray, weight_bytes: np.ndarray, seconds: np.ndarray, hw: Hardware
+) -> dict[str, float]:
+    """GEMM factors minimising Σ log²(predicted/measured) over measured GEMMs (arrays broadcast):
+    ``rows`` token rows through K×N weights of ``weight_bytes``, in ``seconds``."""
+    measured = np.log(np.broadcast_to(seconds, np.broadcast_shapes(rows.shape, k.shape, seconds.shape))).ravel()
 
     def residual(x: np.ndarray) -> np.ndarray:
-        return np.log(_gemm_seconds(rows, k, n, w, _gemm_params(x), hw)).ravel() - measured
+        return np.log(_gemm_seconds(rows, k, n, weight_bytes, _gemm_params(x), hw)).ravel() - measured
 
     s = GEMM_START
     x0 = [

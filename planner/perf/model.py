@@ -38,6 +38,9 @@ context C (n_q,gpu = n_q/t, b = attention_half_blocks):
 Collectives: all-reduce of s bytes over t GPUs, and one pipeline hop (intra- or inter-node)
     t_ar    = α_n(t) + 2(t−1)/t · s / (η_n(t) · I/2)   two per layer + one for the vocab-parallel embedding
               (α_n, η_n per ring size: t ≤ 2, 3–4, > 4; an unset 3–4 or > 4 value is the t ≤ 2 one)
+    vLLM's custom all-reduce replaces NCCL for s ≤ S_c (8 MiB) where vLLM enables it (one node,
+    t ∈ {2, 4, 6, 8}, NVLink between every pair or t = 2), in the same form with its own α_c(t),
+    η_c(t); past S_c, max(t_ar(s), t_c(S_c)) so the time never drops at the switch
     t_hop   = α_p2p + s / (η_p2p · I/2)   or   α_in + s / (η_in · N)       s = n·h·2
 Host: o_it + o_seq·(sequences in the batch) per iteration (engine time that does not overlap).
 
@@ -85,6 +88,7 @@ from planner.perf.iteration import IterationModel, IterationTable
 from planner.perf.ops import (
     ACT_BYTES,
     GB,
+    PCIE_GEN5_GBS,
     allreduce_time,
     attention_time,
     elementwise_time,
@@ -184,6 +188,24 @@ class ReplicaModel:
             eta_n = eta_n if eta_t is None else eta_t
             self.ar_lat = self.ar_lat if lat_t is None else lat_t
         self.ar_bus = gpu.interconnect_gbs / 2 * GB * eta_n
+        # vLLM's custom all-reduce path (PerfParams): within one node, TP in {2, 4, 6, 8}, every GPU
+        # pair on NVLink or only two GPUs. A tier is taken as NVLink-connected when its node
+        # bandwidth exceeds a PCIe Gen5 x16 link (the catalog gives PCIe cards their PCIe figure).
+        self.car: tuple[float, float, float] | None = None
+        nvlink = gpu.interconnect_gbs > PCIE_GEN5_GBS
+        custom_ok = tp in (2, 4, 6, 8) and tp <= gpu.gpus_per_node and (nvlink or tp == 2)
+        if q.custom_allreduce_latency_s is not None and custom_ok:
+            lat_c, eta_c = q.custom_allreduce_latency_s, q.custom_allreduce_efficiency
+            if tp > 2:
+                lt, et = (
+                    (q.custom_allreduce_latency_tp4_s, q.custom_allreduce_efficiency_tp4)
+                    if tp <= 4
+                    else (q.custom_allreduce_latency_tp8_s, q.custom_allreduce_efficiency_tp8)
+                )
+                lat_c = lat_c if lt is None else lt
+                eta_c = eta_c if et is None else et
+            bus = gpu.interconnect_gbs / 2 * GB * (eta_n if eta_c is None else eta_c)
+            self.car = (lat_c, bus, q.custom_allreduce_max_bytes)
         self.nodes = math.ceil(tp * pp / gpu.gpus_per_node)
         if self.nodes > 1:
             internode = gpu.internode_gbs or q.default_internode_gbs
@@ -264,7 +286,15 @@ class ReplicaModel:
         )
 
     def _allreduce(self, n_tokens: np.ndarray) -> np.ndarray:
-        return allreduce_time(n_tokens * self.h * ACT_BYTES, self.tp, self.ar_bus, self.ar_lat)
+        nbytes = n_tokens * self.h * ACT_BYTES
+        nccl = allreduce_time(nbytes, self.tp, self.ar_bus, self.ar_lat)
+        if self.car is None:
+            return nccl
+        lat, bus, top = self.car
+        # Custom kernel up to its size limit, NCCL beyond; never faster past the switch than at
+        # it, so more tokens never take less time (a real switch may, by a few µs).
+        custom = allreduce_time(np.minimum(nbytes, top), self.tp, bus, lat)
+        return np.where(nbytes <= top, custom, np.maximum(nccl, custom))
 
     def _hop(self, n_tokens: np.ndarray) -> np.ndarray:
         if self.pp == 1:

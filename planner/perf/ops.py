@@ -17,6 +17,7 @@ GB = 1e9
 MS = 1e-3  # seconds per millisecond (measurement files are in ms)
 TILE = 128.0  # GEMM output tile edge used by the efficiency ramp (cuBLAS/CUTLASS tiles are 64-256)
 PCIE_GEN4_GBS = 64.0  # PCIe Gen4 x16, bidirectional headline (reference for PCIe collectives)
+PCIE_GEN5_GBS = 128.0  # PCIe Gen5 x16, bidirectional: a node bandwidth above it is NVLink (or another fabric)
 
 
 def gemm_time(
