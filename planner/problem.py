@@ -273,6 +273,9 @@ class PerfParams(Strict):
     attention_efficiency: Share = Field(0.17, description="causal prefill attention: fraction of dense TFLOP/s")
     context_attention_efficiency: Share = Field(0.47, description="attention over cached tokens: fraction")
     attention_half_blocks: NonNegative = Field(16.0, description="query blocks (128 tokens x heads) at half efficiency")
+    context_attention_half_blocks: NonNegative | None = Field(
+        None, description="the same for a chunk over its cache (None: attention_half_blocks)"
+    )
     kv_efficiency: Share = Field(0.84, description="decode KV-cache read fraction of memory bandwidth")
     attention_latency_s: NonNegative = 1.6e-5
     # Collectives: all-reduce α + 2(t−1)/t · bytes / (η_n · interconnect/2); send/recv α + bytes / β.

@@ -10,10 +10,11 @@ is its donor's (:data:`planner.perf.calibration.DONORS`):
 GEMM (bf16, m ≤ 8192 token rows)  η_c, w½, p, η_m, t0 by Levenberg–Marquardt on
                                   log(predicted/measured) (:func:`planner.perf.fit.fit_gemm_rows`)
 context attention (batch 1,       η_a, w_b (attention_half_blocks), η_kv, α_a on log ratios,
-head_dim 128, bf16 KV) and        prefill and decode rows each half of the weight; η_ctx (a chunk
-generation attention (head_dim    over its cache) is not measured by AIConfigurator: it is kept at
-128, bf16 KV, batch ≤ 256)        least the causal prefill's η_a (both are the same flash kernel
-                                  over dense tiles; the causal one also skips half of them)
+head_dim 128, bf16 KV) and        prefill and decode rows each half of the weight; a chunk over its
+generation attention (head_dim    cache is not measured by AIConfigurator: its ramp stays the base's
+128, bf16 KV, batch ≤ 256)        (Vidur's chunked-prefill rows), its η_ctx at least the causal
+                                  prefill's η_a (both are the same flash kernel over dense tiles;
+                                  the causal one also skips half of them)
 NCCL all_reduce                   α_n(t), η_n(t) per ring size (:func:`planner.perf.fit.fit_allreduce`)
 vLLM custom all-reduce (graph     α_c(t), η_c(t) on messages up to ``custom_allreduce_max_bytes``
 mode, the path of decode steps)   (the only ones vLLM sends it)
@@ -186,6 +187,12 @@ def calibrate_tier(data: SystemData, gpu: GPU, base: Mapping[str, float]) -> tup
     if a.prefill.any() and (~a.prefill).any():
         eta_ctx = base.get("context_attention_efficiency", PerfParams().context_attention_efficiency)
         params.update(fit_attention_rows(a, hw, eta_ctx))
+        # A chunk over its cache is not in AIConfigurator's tables; Vidur's chunked-prefill rows
+        # measured its ramp (the base's attention_half_blocks), which the causal prefill's fitted
+        # ramp (10× larger on H100: few query blocks of a short prompt) must not replace.
+        params["context_attention_half_blocks"] = base.get(
+            "context_attention_half_blocks", base.get("attention_half_blocks", PerfParams().attention_half_blocks)
+        )
         err = ape(predict_attention_rows(a, params, hw), a.seconds.to_numpy())
         pre = a.prefill.to_numpy()
         quality["attention_ape_median_prefill"], quality["attention_ape_p90_prefill"] = stats(err[pre])

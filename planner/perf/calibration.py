@@ -69,6 +69,7 @@ CALIBRATED_FIELDS: tuple[str, ...] = (
     "attention_efficiency",
     "context_attention_efficiency",
     "attention_half_blocks",
+    "context_attention_half_blocks",
     "kv_efficiency",
     "attention_latency_s",
     "network_efficiency",

@@ -30,8 +30,8 @@ GEMM (each linear layer, per GPU, for n token rows, K×N weight shard of W bytes
 Element-wise (bandwidth-bound on activations), t = t0_op + bytes / (B·η_op):
     norm ×2: 4·n·h   rope: 4·n·(n_q/t + n_kv,gpu)·d   act: 2·n·k·3f/t   add: 6·n·h   embed: 2·n·h
 Attention, per layer, for a prefill chunk of c tokens over k cached ones plus D decodes at mean
-context C (n_q,gpu = n_q/t, b = attention_half_blocks):
-    t_att   = α_a + 4d/F · [ (n_q,gpu·c²/2 + 64·b·c)/η_a + k·(n_q,gpu·c + 128·b·[c>0])/η_ctx
+context C (n_q,gpu = n_q/t, b = attention_half_blocks, b_ctx = context_attention_half_blocks or b):
+    t_att   = α_a + 4d/F · [ (n_q,gpu·c²/2 + 64·b·c)/η_a + k·(n_q,gpu·c + 128·b_ctx·[c>0])/η_ctx
                             + n_q,gpu·D·C/η_ctx ] + D·C·b_kv,l / (B·η_kv)
   (causal self-attention of the chunk with a block-count ramp; the chunk against its cache and the
   decodes against theirs at the context efficiency; decode reads every cached K/V once)
@@ -283,6 +283,7 @@ class ReplicaModel:
             q.attention_half_blocks,
             q.kv_efficiency,
             q.attention_latency_s,
+            q.context_attention_half_blocks,
         )
 
     def _allreduce(self, n_tokens: np.ndarray) -> np.ndarray:

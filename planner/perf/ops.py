@@ -63,11 +63,14 @@ def attention_time(
     half_blocks: float,
     eff_kv: float,
     latency: float,
+    half_blocks_ctx: float | None = None,
 ) -> np.ndarray:
-    """One layer's attention kernel(s) for one prefill chunk over its cache plus decodes (seconds)."""
+    """One layer's attention kernel(s) for one prefill chunk over its cache plus decodes (seconds);
+    the chunk-over-cache ramp is ``half_blocks_ctx`` (None: the causal prefill's ``half_blocks``)."""
     has_chunk = (chunk > 0).astype(float)
+    b_ctx = half_blocks if half_blocks_ctx is None else half_blocks_ctx
     self_flops = nq_gpu * chunk * chunk / 2.0 + 0.5 * half_blocks * TILE * chunk
-    ctx_flops = cached * (nq_gpu * chunk + half_blocks * TILE * has_chunk) + nq_gpu * decodes * context
+    ctx_flops = cached * (nq_gpu * chunk + b_ctx * TILE * has_chunk) + nq_gpu * decodes * context
     compute = 4.0 * head_dim / flops_per_s * (self_flops / eff_self + ctx_flops / eff_ctx)
     return latency + compute + decodes * context * kv_bytes_tok_l / (bytes_per_s * eff_kv)
 
