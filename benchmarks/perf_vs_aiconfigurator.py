@@ -97,7 +97,7 @@ def _rows(
 # ------------------------------------------------------------------------------------------------
 # Per family: measured rows at the models' shapes, with the formula's prediction
 # ------------------------------------------------------------------------------------------------
-def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[str, object]]:
+def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | None) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for dtype, wbytes in GEMM_DTYPES.items():
         flops = gpu.tflops if dtype == "bfloat16" else gpu.tflops_fp8
@@ -109,7 +109,7 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[s
             for tp in TPS:
                 if not tp_allowed(model, tp, gpu):
                     continue
-                rm = ReplicaModel(model, gpu, tp, 1, PerfParams())
+                rm = ReplicaModel(model, gpu, tp, 1, PerfParams(), cal)
                 q = rm.q
                 k_l, n_l, _ = layer_shapes(
                     model.hidden_size,
@@ -123,6 +123,7 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[s
                     shape, exact = nearest(shapes, ("n", "k"), (n_want, k_want))
                     rows = table[(table["n"] == shape["n"]) & (table["k"] == shape["k"])]
                     n, k, m = float(shape["n"]), float(shape["k"]), rows["m"].to_numpy(float)
+                    fp8 = dtype == "fp8"
                     pred = gemm_time(
                         m,
                         k,
@@ -130,10 +131,12 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[s
                         k * n * wbytes,
                         flops * 1e12,
                         rm.bw,
-                        q.compute_efficiency,
+                        # fp8 GEMMs with the fp8 factors where the calibration has them (as
+                        # ReplicaModel runs them)
+                        q.fp8_compute_efficiency if fp8 and q.fp8_compute_efficiency else q.compute_efficiency,
                         q.gemm_half_tiles,
                         q.gemm_overlap,
-                        q.memory_efficiency,
+                        q.fp8_memory_efficiency if fp8 and q.fp8_memory_efficiency else q.memory_efficiency,
                         q.kernel_latency_s,
                     )
                     base = {
@@ -190,7 +193,7 @@ def predict_attention(
     )
 
 
-def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[str, object]]:
+def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | None) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     ctx = data.context_attention
     gen = data.generation_attention
@@ -200,7 +203,7 @@ def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[d
         for tp in TPS:
             if not tp_allowed(model, tp, gpu):
                 continue
-            rm = ReplicaModel(model, gpu, tp, 1, PerfParams())
+            rm = ReplicaModel(model, gpu, tp, 1, PerfParams(), cal)
             want = (model.attention_heads / tp, max(1.0, model.kv_heads / tp))
 
             for family, table, select in (
@@ -234,7 +237,7 @@ def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[d
     return out
 
 
-def allreduce_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[dict[str, object]]:
+def allreduce_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | None) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     hidden = sorted({int(m.hidden_size or 0) for m in models.values()})
     wanted = [("decode", t * h) for t in DECODE_TOKENS for h in hidden] + [
@@ -247,11 +250,19 @@ def allreduce_rows(data: SystemData, gpu: GPU, models: dict[str, LLM]) -> list[d
             table = data.allreduce[(data.allreduce["impl"] == impl) & (data.allreduce["gpus"] == tp)]
             if table.empty or tp > gpu.gpus_per_node:
                 continue
-            rm = ReplicaModel(probe, gpu, tp, 1, PerfParams())
+            rm = ReplicaModel(probe, gpu, tp, 1, PerfParams(), cal)
             sizes = table.sort_values("elements").reset_index(drop=True)
             for regime, elements in wanted:
                 row, exact = nearest(sizes, ("elements",), (float(elements),))
-                pred = allreduce_time(np.array([float(row["bytes"])]), tp, rm.ar_bus, rm.ar_lat)
+                nbytes = float(row["bytes"])
+                if impl == "nccl":
+                    pred = allreduce_time(np.array([nbytes]), tp, rm.ar_bus, rm.ar_lat)
+                elif rm.car is not None and nbytes <= rm.car[2]:  # the model's custom path
+                    pred = allreduce_time(np.array([nbytes]), tp, rm.car[1], rm.car[0])
+                elif cal is None or rm.car is not None:
+                    continue  # vLLM sends this message through NCCL: its custom time is not used
+                else:  # a calibration without the custom path: its NCCL time stands for every call
+                    pred = allreduce_time(np.array([nbytes]), tp, rm.ar_bus, rm.ar_lat)
                 measured = pd.DataFrame([row])[["gpus", "elements", "bytes", "kernel", "seconds", "source"]]
                 base = {
                     "family": f"allreduce_{impl}",
@@ -344,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--systems", type=Path, default=None, help="AIConfigurator systems/ directory")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--baseline", default=None, help="a calibration file whose errors are shown beside")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -354,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat = builtin_catalog()
     models = {m: LLM.model_validate(cat.models[m]) for m in MODELS}
     records: list[dict[str, object]] = []
+    baseline_records: list[dict[str, object]] = []
     loaded: dict[str, SystemData] = {}
     mapping_rows = []
     spec_rows = []
@@ -379,11 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         loaded[system] = data
         for rows in (
-            gemm_rows(data, gpu, models),
-            attention_rows(data, gpu, models),
-            allreduce_rows(data, gpu, models),
+            gemm_rows(data, gpu, models, None),
+            attention_rows(data, gpu, models, None),
+            allreduce_rows(data, gpu, models, None),
         ):
             records.extend({"system": system, "gpu": gpu_id, **r} for r in rows)
+        if args.baseline:
+            for rows in (
+                gemm_rows(data, gpu, models, args.baseline),
+                attention_rows(data, gpu, models, args.baseline),
+                allreduce_rows(data, gpu, models, args.baseline),
+            ):
+                baseline_records.extend({"system": system, "gpu": gpu_id, **r} for r in rows)
 
     points = merge_points(pd.DataFrame(records))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -420,6 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_family = summary(points, ["gpu", "family"])
     by_regime = summary(points, ["gpu", "family", "regime"])
     fmt = {"median_ape": pct, "p90_ape": pct, "median_ratio": ratio}
+    if baseline_records:
+        before = merge_points(pd.DataFrame(baseline_records))
+        for name, keys in (("by_family", ["gpu", "family"]), ("by_regime", ["gpu", "family", "regime"])):
+            b = summary(before, keys).rename(
+                columns={"median_ape": "before_median", "p90_ape": "before_p90", "median_ratio": "before_ratio"}
+            )
+            b = b[[*keys, "before_median", "before_p90", "before_ratio"]]
+            merged = (by_family if name == "by_family" else by_regime).merge(b, on=keys, how="left")
+            if name == "by_family":
+                by_family = merged
+            else:
+                by_regime = merged
+        fmt.update({"before_median": pct, "before_p90": pct, "before_ratio": ratio})
     specs = pd.concat(spec_rows, ignore_index=True)
     specs = specs[specs["catalog"].notna() | specs["aic"].notna()]
     spec_fmt = {
@@ -437,7 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shipped calibration (`ReplicaModel(...).q`). APE = |predicted/measured − 1|; ratio = "
         "predicted/measured (> 1: the model is slower than measured). Each measured point counts once; "
         "`exact` = points that are a model shape exactly (others are the nearest measured shape, the "
-        "formula evaluated there).",
+        "formula evaluated there)."
+        + (
+            f" `before_*`: the same with the calibration `{Path(args.baseline).name}` (`--baseline`)."
+            if args.baseline
+            else ""
+        ),
         "",
         f"Models: {', '.join(MODELS)}; TP {', '.join(map(str, TPS))}; GEMM token counts 1-8192 "
         f"(decode: m ≤ {DECODE_MAX_ROWS}); context attention batch 1 × {PROMPTS[0]}-{PROMPTS[-1]} tokens; "

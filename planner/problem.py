@@ -272,6 +272,10 @@ class PerfParams(Strict):
     # Attention kernel: prefill FLOPs at a fraction of peak, decode KV reads at a fraction of bandwidth.
     attention_efficiency: Share = Field(0.17, description="causal prefill attention: fraction of dense TFLOP/s")
     context_attention_efficiency: Share = Field(0.47, description="attention over cached tokens: fraction")
+    # Per-tensor fp8 GEMMs (vLLM's CUTLASS scaled-mm, activations quantized on the fly) reach a
+    # smaller share of their peak and carry more fixed time than bf16 ones. None: the bf16 factor.
+    fp8_compute_efficiency: Share | None = Field(None, description="η_c of fp8 GEMMs, share of the fp8 TFLOP/s")
+    fp8_memory_efficiency: Share | None = Field(None, description="η_m of fp8 GEMMs")
     attention_half_blocks: NonNegative = Field(16.0, description="query blocks (128 tokens x heads) at half efficiency")
     context_attention_half_blocks: NonNegative | None = Field(
         None, description="the same for a chunk over its cache (None: attention_half_blocks)"

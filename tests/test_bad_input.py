@@ -1010,7 +1010,17 @@ CMDS: list[Cmd] = [
     Cmd("perf_calibration_unknown", (*PERF, "--calibration", "nope"), ("--calibration",)),
     Cmd("perf_model_file_bad", ("perf", "{bad}", "l4"), ("{bad}",), ("text", ".yaml", "- 1\n")),
     # ---- calibrate
-    Cmd("calibrate_no_source", ("calibrate", "--out", "{out_yaml}"), ("--vidur/--serving",)),
+    Cmd("calibrate_no_source", ("calibrate", "--out", "{out_yaml}"), ("--vidur/--aiconfigurator/--serving",)),
+    Cmd(
+        "calibrate_aic_systems_alone",
+        ("calibrate", "--aic-systems", "{tmp}", "--vidur", "{tmp}", "--out", "{out_yaml}"),
+        ("--aic-systems",),
+    ),
+    Cmd(
+        "calibrate_aic_missing",
+        ("calibrate", "--aiconfigurator", "--aic-systems", "{tmp}/none", "--out", "{out_yaml}"),
+        ("--aic-systems",),
+    ),
     Cmd("calibrate_out_suffix", ("calibrate", "--serving", str(SERVING), "--out", "{tmp}/cal.txt"), ("--out",)),
     Cmd("calibrate_out_missing", ("calibrate", "--serving", str(SERVING)), ("--out",)),
     *_numeric("calibrate", CALIBRATE, "--tp", ("0", "-1", "4096")),

@@ -9,6 +9,7 @@ is its donor's (:data:`planner.perf.calibration.DONORS`):
 ================================  ==========================================================
 GEMM (bf16, m ≤ 8192 token rows)  η_c, w½, p, η_m, t0 by Levenberg–Marquardt on
                                   log(predicted/measured) (:func:`planner.perf.fit.fit_gemm_rows`)
+GEMM (per-tensor fp8)             η8, η_m8, t0_8 (``fp8_*``); ramp and roofline shape as bf16's
 context attention (batch 1,       η_a, w_b (attention_half_blocks), η_kv, α_a on log ratios,
 head_dim 128, bf16 KV) and        prefill and decode rows each half of the weight; a chunk over its
 generation attention (head_dim    cache is not measured by AIConfigurator: its ramp stays the base's
@@ -36,7 +37,14 @@ import pandas as pd
 from planner.errors import InputError
 from planner.perf.aiconfigurator import SYSTEM_GPUS, SystemData, list_systems, load_system
 from planner.perf.calibration import Calibration, TierCalibration, extrapolate
-from planner.perf.fit import Hardware, allreduce_by_tp, fit_allreduce, fit_gemm_rows, predict_allreduce
+from planner.perf.fit import (
+    MAX_STREAM_EFFICIENCY,
+    Hardware,
+    allreduce_by_tp,
+    fit_allreduce,
+    fit_gemm_rows,
+    predict_allreduce,
+)
 from planner.perf.lsq import ape, levenberg_marquardt, logit, sigmoid, stats
 from planner.perf.ops import attention_time, gemm_time, kv_bytes_per_token
 from planner.perf.vidur import Collective
@@ -64,21 +72,51 @@ def gemm_rows(data: SystemData) -> pd.DataFrame:
     return g[(g.dtype == "bfloat16") & (g.m <= MAX_GEMM_ROWS)]
 
 
-def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float], hw: Hardware, fp8: GPU | None = None) -> np.ndarray:
+    """bf16 GEMMs, or (``fp8``: the tier) per-tensor fp8 ones: 1-byte weights at the fp8 rate and η8."""
     k, n = rows.k.to_numpy(float), rows.n.to_numpy(float)
+    flops = hw.flops if fp8 is None else float(fp8.tflops_fp8 or 0.0) * 1e12
     return gemm_time(
         rows.m.to_numpy(float),
         k,
         n,
-        k * n * 2.0,
-        hw.flops,
+        k * n * (2.0 if fp8 is None else 1.0),
+        flops,
         hw.bandwidth,
-        q["compute_efficiency"],
+        q["compute_efficiency"] if fp8 is None else q["fp8_compute_efficiency"],
         q["gemm_half_tiles"],
         q["gemm_overlap"],
-        q["memory_efficiency"],
+        q["memory_efficiency"] if fp8 is None else q["fp8_memory_efficiency"],
         q["kernel_latency_s"],
     )
+
+
+def fit_fp8(rows: pd.DataFrame, q: Mapping[str, float], gpu: GPU) -> dict[str, float]:
+    """η_m8 and η8 of per-tensor fp8 GEMMs (vLLM's CUTLASS scaled-mm, activations quantized on the
+    fly), each where it decides the time, as the all-reduce fit does: η_m8 on decode-sized GEMMs
+    (m ≤ 64: weight streaming), then η8 on prefill-sized ones (m ≥ 1024); the bf16 fit's ramp,
+    roofline shape and kernel latency kept. One parameter each, Levenberg–Marquardt on log ratios
+    (one joint fit trades one regime against the other: 45% median error at both)."""
+    hw = Hardware.of(gpu)
+    m = rows.m.to_numpy()
+    out = {"fp8_compute_efficiency": q["compute_efficiency"], "fp8_memory_efficiency": q["memory_efficiency"]}
+    for key, sel, cap in (
+        ("fp8_memory_efficiency", m <= 64, MAX_STREAM_EFFICIENCY),
+        ("fp8_compute_efficiency", m >= 1024, 1.0),
+    ):
+        part = rows[sel]
+        if part.empty:
+            continue
+        target = np.log(part.seconds.to_numpy())
+
+        def residual(
+            x: np.ndarray, part: pd.DataFrame = part, key: str = key, cap: float = cap, target: np.ndarray = target
+        ) -> np.ndarray:
+            trial = {**q, **out, key: cap * sigmoid(x[0])}
+            return np.log(predict_gemm(part, trial, hw, fp8=gpu)) - target
+
+        out[key] = cap * sigmoid(levenberg_marquardt(residual, [logit(0.6)])[0])
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +221,11 @@ def calibrate_tier(data: SystemData, gpu: GPU, base: Mapping[str, float]) -> tup
         params.update(fit_gemm_rows(g.m.to_numpy(float), k, n, k * n * 2.0, g.seconds.to_numpy(float), hw))
         err = ape(predict_gemm(g, params, hw), g.seconds.to_numpy())
         quality["gemm_ape_median"], quality["gemm_ape_p90"] = stats(err)
+    g8 = data.gemm[(data.gemm.dtype == "fp8") & (data.gemm.m <= MAX_GEMM_ROWS)]
+    if len(g) and len(g8) and gpu.tflops_fp8:
+        params.update(fit_fp8(g8, params, gpu))
+        err = ape(predict_gemm(g8, params, hw, fp8=gpu), g8.seconds.to_numpy())
+        quality["gemm_fp8_ape_median"], quality["gemm_fp8_ape_p90"] = stats(err)
     a = attention_rows(data)
     if a.prefill.any() and (~a.prefill).any():
         eta_ctx = base.get("context_attention_efficiency", PerfParams().context_attention_efficiency)

@@ -68,6 +68,8 @@ CALIBRATED_FIELDS: tuple[str, ...] = (
     "embed_latency_s",
     "attention_efficiency",
     "context_attention_efficiency",
+    "fp8_compute_efficiency",
+    "fp8_memory_efficiency",
     "attention_half_blocks",
     "context_attention_half_blocks",
     "kv_efficiency",

@@ -26,7 +26,8 @@ GEMM (each linear layer, per GPU, for n token rows, K×N weight shard of W bytes
   per layer: QKV (K=h, N=(n_q/t + 2·max(1, n_kv/t))·d), O (n_q·d/t, h), gate+up (h, 2f/t),
   down (f/t, h); MoE gate+up/down run n·k rows over E·(1 − (1 − k/E)^n) experts' weights;
   LM head (h, V/t) on one row per sequence. F is the fp8 rate for fp8 weights on a GPU that has
-  one; embedding and LM head stay 16-bit.
+  one, with its own η_c and η_m where the calibration has them (fp8_*); embedding and LM head
+  stay 16-bit.
 Element-wise (bandwidth-bound on activations), t = t0_op + bytes / (B·η_op):
     norm ×2: 4·n·h   rope: 4·n·(n_q/t + n_kv,gpu)·d   act: 2·n·k·3f/t   add: 6·n·h   embed: 2·n·h
 Attention, per layer, for a prefill chunk of c tokens over k cached ones plus D decodes at mean
@@ -166,6 +167,12 @@ class ReplicaModel:
         bytes_w = np.array([self.wb] * 4 + [ACT_BYTES])
         self.g_w = self.g_k * self.g_n * bytes_w
         self.g_f = np.array([f_lin] * 4 + [f16])
+        # GEMM factors per column: the layer GEMMs of fp8 weights on an fp8 GPU take the fp8 ones
+        # where the calibration has them (η8, η_m8); everything else the bf16 ones.
+        f8 = fp8 and gpu.tflops_fp8 is not None
+        c8, m8 = (q.fp8_compute_efficiency, q.fp8_memory_efficiency) if f8 else (None, None)
+        self.g_eff_c = np.array([q.compute_efficiency if c8 is None else c8] * 4 + [q.compute_efficiency])
+        self.g_eff_m = np.array([q.memory_efficiency if m8 is None else m8] * 4 + [q.memory_efficiency])
         self.g_mult = np.array([L, L, L, L, 1], float)
         self.g_layer = np.array([1, 1, 1, 1, 0], float)
         self.g_head = 1.0 - self.g_layer
@@ -253,10 +260,10 @@ class ReplicaModel:
             w,
             self.g_f,
             self.bw,
-            q.compute_efficiency,
+            self.g_eff_c,  # type: ignore[arg-type]  # per GEMM column (bf16 or fp8 factors)
             q.gemm_half_tiles,
             q.gemm_overlap,
-            q.memory_efficiency,
+            self.g_eff_m,  # type: ignore[arg-type]
             q.kernel_latency_s,
         )
         # A GEMM with no rows is not launched (a stage with no sequences has no LM head).
