@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from planner.errors import InputError  # noqa: E402
 from planner.loader import builtin_catalog  # noqa: E402
 from planner.perf import ReplicaModel, allreduce_time, attention_time, gemm_time, layer_shapes  # noqa: E402
+from planner.perf.aic_fit import calibrate_tier  # noqa: E402
 from planner.perf.aiconfigurator import (  # noqa: E402
     SYSTEM_GPUS,
     UNMAPPED_SYSTEMS,
@@ -55,7 +56,19 @@ from planner.perf.aiconfigurator import (  # noqa: E402
     load_system,
     locate_database,
 )
+from planner.perf.calibration import Calibration, TierCalibration, load_calibration, write_calibration  # noqa: E402
 from planner.problem import GPU, LLM, PerfParams  # noqa: E402
+
+# Leave one GPU out: each measured tier predicted with the factors fitted on another one (the
+# nearest part: same die or the same memory/fabric class), applied to its own datasheet figures,
+# as an unmeasured tier is extrapolated from its donor.
+HELD_OUT_DONORS = {
+    "h100-80gb": "h200",
+    "h200": "h100-80gb",
+    "b200": "h100-80gb",
+    "a100-80gb": "h100-80gb",
+    "l40s": "a100-80gb",
+}
 
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen2.5-7b", "qwen2.5-72b")
 TPS = (1, 2, 4, 8)
@@ -356,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--systems", type=Path, default=None, help="AIConfigurator systems/ directory")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--baseline", default=None, help="a calibration file whose errors are shown beside")
+    ap.add_argument("--scratch", type=Path, default=Path("/tmp"), help="where the held-out calibrations go")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -405,6 +419,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             ):
                 baseline_records.extend({"system": system, "gpu": gpu_id, **r} for r in rows)
 
+    # Leave one GPU out (HELD_OUT_DONORS): the donor's AIConfigurator fit on the held-out tier.
+    shipped = load_calibration(None) or Calibration()
+    by_gpu = {SYSTEM_GPUS[s]: (s, d) for s, d in loaded.items()}
+    held: list[dict[str, object]] = []
+    for tier, donor in HELD_OUT_DONORS.items():
+        if tier not in by_gpu or donor not in by_gpu:
+            continue
+        _, ddata = by_gpu[donor]
+        dgpu = GPU.model_validate(cat.gpus[donor])
+        base = shipped.tiers[donor].params if donor in shipped.tiers else {}
+        params, _ = calibrate_tier(ddata, dgpu, base)
+        path = args.scratch / f"held-out-{tier}.yaml"
+        write_calibration(path, Calibration(tiers={tier: TierCalibration(source=f"fitted on {donor}", params=params)}))
+        system, data = by_gpu[tier]
+        gpu = GPU.model_validate(cat.gpus[tier])
+        for rows in (
+            gemm_rows(data, gpu, models, str(path)),
+            attention_rows(data, gpu, models, str(path)),
+            allreduce_rows(data, gpu, models, str(path)),
+        ):
+            held.extend({"system": system, "gpu": tier, **r} for r in rows)
+
     points = merge_points(pd.DataFrame(records))
     args.out.mkdir(parents=True, exist_ok=True)
     csv_cols = [
@@ -453,6 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 by_regime = merged
         fmt.update({"before_median": pct, "before_p90": pct, "before_ratio": ratio})
+    held_table = pd.DataFrame()
+    if held:
+        h = summary(merge_points(pd.DataFrame(held)), ["gpu", "family"])
+        h.insert(1, "fitted on", h["gpu"].map(HELD_OUT_DONORS))
+        held_table = h[["gpu", "fitted on", "family", "count", "median_ape", "p90_ape", "median_ratio"]]
     specs = pd.concat(spec_rows, ignore_index=True)
     specs = specs[specs["catalog"].notna() | specs["aic"].notna()]
     spec_fmt = {
@@ -501,6 +542,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the versions read for this note) and, on GPUs without NVLink, only for 2 GPUs; otherwise NCCL. "
         "So the prefill-sized rows and L40S at TP 4/8 are NCCL's in a real deployment; the custom "
         "table measures them anyway.",
+        "",
+        "## Leave one GPU out",
+        "",
+        "Each tier predicted with the AIConfigurator factors fitted on another tier (`fitted on`), "
+        "applied to its own datasheet figures: how far an extrapolated tier may be off.",
+        "",
+        md_table(held_table, fmt) if not held_table.empty else "(no pair of measured tiers)",
         "",
         "## Systems read",
         "",
