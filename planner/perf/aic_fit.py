@@ -44,10 +44,11 @@ from planner.perf.fit import (
     fit_allreduce,
     fit_gemm_rows,
     predict_allreduce,
+    predict_attention,
 )
 from planner.perf.lsq import ape, levenberg_marquardt, logit, sigmoid, stats
-from planner.perf.ops import attention_time, gemm_time, kv_bytes_per_token
-from planner.perf.vidur import Collective
+from planner.perf.ops import gemm_time, kv_bytes_per_token
+from planner.perf.vidur import AttentionData, Collective
 from planner.problem import GPU, PerfParams
 
 MAX_GEMM_ROWS = 8192  # the largest token budget an instance plans: bigger GEMMs are not run
@@ -146,23 +147,20 @@ def attention_rows(data: SystemData) -> pd.DataFrame:
 
 
 def predict_attention_rows(rows: pd.DataFrame, q: Mapping[str, float], hw: Hardware) -> np.ndarray:
+    """:func:`planner.perf.fit.predict_attention` on these rows (heads and KV bytes per row)."""
     kv = np.array([kv_bytes_per_token(h, HEAD_DIM, 1, 2.0) for h in rows.kv_heads.to_numpy()])
-    return attention_time(
-        rows.chunk.to_numpy(),
-        np.zeros(len(rows)),
-        rows.decodes.to_numpy(),
-        rows.context.to_numpy(),
-        rows.heads.to_numpy(),  # type: ignore[arg-type]  # per-row heads broadcast like a scalar
-        HEAD_DIM,
-        kv,  # type: ignore[arg-type]
-        hw.flops,
-        hw.bandwidth,
-        q["attention_efficiency"],
-        q["context_attention_efficiency"],
-        q["attention_half_blocks"],
-        q["kv_efficiency"],
-        q["attention_latency_s"],
+    data = AttentionData(
+        chunk=rows.chunk.to_numpy(),
+        cached=np.zeros(len(rows)),
+        decodes=rows.decodes.to_numpy(),
+        context=rows.context.to_numpy(),
+        seconds=rows.seconds.to_numpy(),
+        is_prefill=rows.prefill.to_numpy(),
+        nq_gpu=rows.heads.to_numpy(),  # type: ignore[arg-type]  # per-row heads broadcast like a scalar
+        head_dim=HEAD_DIM,
+        kv_bytes_tok_l=kv,  # type: ignore[arg-type]
     )
+    return predict_attention(data, q, hw)
 
 
 def fit_attention_rows(rows: pd.DataFrame, hw: Hardware, context_efficiency: float) -> dict[str, float]:
