@@ -185,15 +185,8 @@ class ReplicaModel:
         self.e_lat = np.array([q.norm_latency_s, q.rope_latency_s, q.act_latency_s, q.add_latency_s, q.embed_latency_s])
         self.kv_tok_l = kv_bytes_per_token(model.kv_heads, d, tp, q.kv_cache_bytes)  # per token, layer and GPU
         self.kv_tok = self.kv_tok_l * L
-        eta_n, self.ar_lat = q.network_efficiency, q.collective_latency_s
-        if tp > 2:
-            eta_t, lat_t = (
-                (q.network_efficiency_tp4, q.collective_latency_tp4_s)
-                if tp <= 4
-                else (q.network_efficiency_tp8, q.collective_latency_tp8_s)
-            )
-            eta_n = eta_n if eta_t is None else eta_t
-            self.ar_lat = self.ar_lat if lat_t is None else lat_t
+        eta_n = _per_tp(tp, q.network_efficiency, q.network_efficiency_tp4, q.network_efficiency_tp8)
+        self.ar_lat = _per_tp(tp, q.collective_latency_s, q.collective_latency_tp4_s, q.collective_latency_tp8_s)
         self.ar_bus = gpu.interconnect_gbs / 2 * GB * eta_n
         # vLLM's custom all-reduce path (PerfParams): within one node, TP in {2, 4, 6, 8}, every GPU
         # pair on NVLink or only two GPUs. A tier is taken as NVLink-connected when its node
@@ -202,15 +195,12 @@ class ReplicaModel:
         nvlink = gpu.interconnect_gbs > PCIE_GEN5_GBS
         custom_ok = tp in (2, 4, 6, 8) and tp <= gpu.gpus_per_node and (nvlink or tp == 2)
         if q.custom_allreduce_latency_s is not None and custom_ok:
-            lat_c, eta_c = q.custom_allreduce_latency_s, q.custom_allreduce_efficiency
-            if tp > 2:
-                lt, et = (
-                    (q.custom_allreduce_latency_tp4_s, q.custom_allreduce_efficiency_tp4)
-                    if tp <= 4
-                    else (q.custom_allreduce_latency_tp8_s, q.custom_allreduce_efficiency_tp8)
-                )
-                lat_c = lat_c if lt is None else lt
-                eta_c = eta_c if et is None else et
+            lat_c = _per_tp(
+                tp, q.custom_allreduce_latency_s, q.custom_allreduce_latency_tp4_s, q.custom_allreduce_latency_tp8_s
+            )
+            eta_c = _per_tp(
+                tp, q.custom_allreduce_efficiency, q.custom_allreduce_efficiency_tp4, q.custom_allreduce_efficiency_tp8
+            )
             bus = gpu.interconnect_gbs / 2 * GB * (eta_n if eta_c is None else eta_c)
             self.car = (lat_c, bus, q.custom_allreduce_max_bytes)
         self.nodes = math.ceil(tp * pp / gpu.gpus_per_node)
@@ -641,6 +631,12 @@ class ReplicaModel:
             prefill_s=idle,
             decode_step_s=self.pp * t_s[rows, pick],
         )
+
+
+def _per_tp(tp: int, two: float | None, four: float | None, eight: float | None) -> float | None:
+    """A collective factor by ring size: the TP ≤ 2 value, or the TP 3-4 / > 4 one where it is set."""
+    pick = None if tp <= 2 else four if tp <= 4 else eight
+    return two if pick is None else pick
 
 
 def batch_grid(max_num_seqs: int) -> np.ndarray:
