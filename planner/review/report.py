@@ -195,8 +195,9 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
             say("re-solve derated schedule")
             return solve(mp_inst, inputs.method, table=tb, seed=inputs.seed, time_limit=inputs.time_limit)
 
+        # The schedule's windows are the multi-period instance's (validation._scenes reads them).
         rec, table = validate(
-            inst, table, rec, per_window, resolve, [str(p) for p in inputs.traces], inputs.policy, inputs.seed
+            mp_inst, table, rec, per_window, resolve, [str(p) for p in inputs.traces], inputs.policy, inputs.seed
         )
         if not rec.has_solution:
             raise RuntimeError(f"no recommended plan after derating: {rec.status} ({rec.message})")

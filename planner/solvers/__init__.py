@@ -48,6 +48,9 @@ def method(name: str, multiperiod: bool = False) -> Method:
 MAX_CHECK_ROUNDS = 60
 
 
+LATE_ROUND_S = 5.0  # a lazy round's time limit once the solve's own limit is spent (seconds)
+
+
 def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None = None, **options: Any) -> Plan:
     """Solve ``inst`` with a registered method; the option table is built once and shared. An
     instance with ``scaling`` windows is planned per window (multi-period milp or agh).
@@ -58,14 +61,20 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
     simulates at least one new pair, so the loop ends. The last round's status, bound and gap are
     those of its table: the pairs the plan uses simulated, the others estimated. The estimates are
     not bounds, so "optimal" is not a claim about a fully simulated table; the plan's message says
-    so."""
+    so. A ``time_limit`` is the whole solve's: each round gets what is left of it (at least
+    :data:`LATE_ROUND_S`)."""
     table = table or build_option_table(inst)
     solver = method(method_name, table.instance.scaling is not None)
     if not needs_checks(table):
         return solver(table, **options)
     start = time.perf_counter()
     rounds, checked = 0, 0
+    limit = options.get("time_limit")
     while True:
+        if limit is not None:
+            # The time limit is the whole solve's, over every lazy round; once it is spent a round
+            # still gets LATE_ROUND_S, as the plan must end on simulated pairs only.
+            options["time_limit"] = max(limit - (time.perf_counter() - start), LATE_ROUND_S)
         plan = solver(table, **options)
         # The plan's pairs still estimated, and the rows of its shared pools' types held to a
         # tighter TPOT: simulated, then solved again.
