@@ -157,3 +157,44 @@ def test_review_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
     res = run("review", "--instance", INSTANCE, "--current", tmp_path / "none.yaml", "--out", tmp_path / "r")
     assert res.exit_code == 2
+
+
+def test_review_validates_its_schedule_on_an_attainment_instance(tmp_path: Path) -> None:
+    """Attainment targets (not mean semantics): the review replays its recommended schedule window
+    by window and records the validation (the call once got the single-period instance, whose
+    missing windows raised). Small instance, 30 minutes of synthetic Azure-format traffic."""
+    import numpy as np
+
+    from tests.test_attainment import _small_doc
+
+    doc = _small_doc()
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    rng = np.random.default_rng(5)
+    for stem, rate, (i_med, o_med) in (("chat_conv", 3.0, (600, 110)), ("code_code", 1.0, (1500, 25))):
+        n = rng.poisson(rate * 1800)
+        at = np.sort(rng.uniform(0, 1800, n))
+        lines = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+        for a, i, o in zip(at, rng.lognormal(np.log(i_med), 0.6, n), rng.lognormal(np.log(o_med), 0.6, n), strict=True):
+            stamp = f"2023-11-16 18:{int(a // 60):02d}:{a % 60:09.6f}"
+            lines.append(f"{stamp},{min(int(i) + 1, 7000)},{min(int(o) + 1, 400)}")
+        (tmp_path / f"{stem}.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "small.traces.yml").write_text(
+        yaml.safe_dump(
+            {
+                "traces": ["chat_conv.csv", "code_code.csv"],
+                "rules": [{"type": "chat", "source": "chat*"}, {"type": "code", "source": "code*"}],
+                "default": None,
+            }
+        )
+    )
+    current = tmp_path / "current.yaml"
+    assert run("solve", path, "--out", current, "--quiet").exit_code == 0
+    out = tmp_path / "review"
+    res = run("review", "--instance", path, "--current", current, "--out", out, "--time-limit", "20")
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "review.json").read_text())["recommended"]
+    v = rec["validation"]
+    assert v is not None and v["rounds"] >= 1 and set(v["attainment"]) == {"chat", "code"}
+    assert v["passed"] == all(x is None or x >= 0.99 for x in v["attainment"].values())
+    assert "Validated by replay, window by window" in (out / "review.md").read_text()
