@@ -89,7 +89,8 @@ def part_a(inst: Any, table: Any, plan: Any, mapper: Any, st: dict[str, Any]) ->
 
 
 def gpus_per_replica(key: str) -> int:
-    _, _, tp, pp = key.split("/")
+    """GPUs of one replica from an option key, model/gpu/tpN/ppN[/mbtB]."""
+    tp, pp = key.split("/")[2:4]
     return int(tp.removeprefix("tp")) * int(pp.removeprefix("pp"))
 
 
