@@ -329,6 +329,10 @@ def test_perf_iteration_model_and_table_output() -> None:
     assert it["c1_s_per_prefill_token"] > 0 and 0 <= it["max_rel_error"] < 0.3
     res = runner.invoke(app, ["perf", "llama-3.1-8b", "l4", "--iteration-model", "--tpot-s", "0.1"])
     assert res.exit_code == 0 and "max relative error" in res.stdout and "decode step" in res.stdout
+    # A replica that does not fit has no batch to fit the form to: said, not a traceback.
+    assert perf_json("llama-2-70b", "l4", "--iteration-model")["iteration_model"] is None
+    res = runner.invoke(app, ["perf", "llama-2-70b", "l4", "--iteration-model"])
+    assert res.exit_code == 0 and "does not fit in memory" in res.stdout
 
 
 def test_perf_accepts_spec_files(tmp_path: Path) -> None:

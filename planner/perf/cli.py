@@ -144,7 +144,10 @@ def perf_report(
         rep["max_batch"] = best
         rep["requests_in_flight"] = best * pp
         rep["throughput_tokens_s"] = float(best / rm.decode_stage_time(one * best, one * context)[0]) if best else 0.0
-    if iteration:
+    if iteration and not fit.fits:
+        # No batch runs on a replica that does not fit: there is nothing to fit the form to.
+        rep["iteration_model"] = None
+    elif iteration:
         it = rm.iteration_model()
         rep["iteration_model"] = {
             "c0_s": it.c0,
@@ -196,7 +199,9 @@ def _print_table(rep: dict[str, Any]) -> None:
         parts = rep[key]
         b.add_row(name, *(ms(parts[k]) for k in ("gemm", "elementwise", "attention", "communication", "host")))
     out.print(b)
-    if "iteration_model" in rep:
+    if "iteration_model" in rep and rep["iteration_model"] is None:
+        out.print("iteration model: none (the replica does not fit in memory)")
+    elif "iteration_model" in rep:
         it = rep["iteration_model"]
         out.print(
             f"iteration ≈ {1e3 * it['c0_s']:.3f} ms + {1e6 * it['c1_s_per_prefill_token']:.3f} µs·prefill tokens"
