@@ -82,7 +82,9 @@ def main() -> None:
             if w8 is not None and m % 16 == 0:
                 x8 = x.to(torch.float8_e4m3fn)
                 try:
-                    sec = timed(lambda x8=x8, w8=w8: torch._scaled_mm(x8, w8, scale_a=one, scale_b=one, out_dtype=bf))
+                    sec = timed(
+                        lambda x8=x8, w8=w8, s=one: torch._scaled_mm(x8, w8, scale_a=s, scale_b=s, out_dtype=bf)
+                    )
                     add("gemm_fp8", sec, m=m, k=k, n=n)
                 except (RuntimeError, TypeError) as exc:  # a build without the kernel for this shape
                     print(f"fp8 {m}x{k}x{n}: {exc}".splitlines()[0], flush=True)
