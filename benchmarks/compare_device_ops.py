@@ -24,43 +24,47 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planner.loader import builtin_catalog  # noqa: E402
-from planner.perf import attention_time, elementwise_time, gemm_time  # noqa: E402
+from planner.perf import elementwise_time  # noqa: E402
+from planner.perf.aic_fit import predict_attention_rows, predict_gemm  # noqa: E402
 from planner.perf.calibration import effective_params  # noqa: E402
-from planner.perf.ops import ACT_BYTES, kv_bytes_per_token  # noqa: E402
+from planner.perf.fit import Hardware  # noqa: E402
+from planner.perf.ops import ACT_BYTES  # noqa: E402
 from planner.problem import GPU, PerfParams  # noqa: E402
 
 
 def predict(df: pd.DataFrame, gpu: GPU, q: PerfParams) -> np.ndarray:
-    """Each row's time under the factors ``q`` (seconds)."""
-    f16, bw = (gpu.tflops or 0) * 1e12, (gpu.bandwidth_tbs or 0) * 1e12
-    f8 = (gpu.tflops_fp8 or gpu.tflops or 0) * 1e12
+    """Each row's time under the factors ``q`` (seconds): the GEMM and attention predictions the
+    AIConfigurator refit uses (:mod:`planner.perf.aic_fit`), element-wise ops by their bytes."""
+    hw, p = Hardware.of(gpu), q.model_dump()
     out = np.full(len(df), np.nan)
-    for i, r in enumerate(df.itertuples()):
-        if r.kind in ("gemm_bf16", "gemm_fp8"):
-            fp8 = r.kind == "gemm_fp8"
-            out[i] = gemm_time(
-                np.array(r.m), r.k, r.n, r.k * r.n * (1.0 if fp8 else 2.0), f8 if fp8 else f16, bw,
-                (q.fp8_compute_efficiency or q.compute_efficiency) if fp8 else q.compute_efficiency,
-                q.gemm_half_tiles, q.gemm_overlap,
-                (q.fp8_memory_efficiency or q.memory_efficiency) if fp8 else q.memory_efficiency,
-                q.kernel_latency_s,
-            )  # fmt: skip
-        elif r.kind in ("prefill_attention", "decode_attention"):
-            pre = r.kind == "prefill_attention"
-            chunk = r.tokens if pre else 0.0
-            dec, ctx = (0.0, 0.0) if pre else (r.batch, r.context)
-            kv = kv_bytes_per_token(r.kv_heads, 128, 1, q.kv_cache_bytes)
-            out[i] = attention_time(
-                np.array(chunk), np.array(0.0), np.array(dec), np.array(ctx), r.heads, 128, kv, f16, bw,
-                q.attention_efficiency, q.context_attention_efficiency, q.attention_half_blocks,
-                q.kv_efficiency, q.attention_latency_s, q.context_attention_half_blocks,
-            )  # fmt: skip
-        elif r.kind == "rmsnorm":  # read and write the hidden state
-            out[i] = elementwise_time(np.array(ACT_BYTES * 2 * r.m * r.n), bw, q.norm_efficiency, q.norm_latency_s)
-        elif r.kind == "add":  # two reads, one write
-            out[i] = elementwise_time(np.array(ACT_BYTES * 3 * r.m * r.n), bw, q.add_efficiency, q.add_latency_s)
-        elif r.kind == "silu_mul":  # read gate and up, write one
-            out[i] = elementwise_time(np.array(ACT_BYTES * 3 * r.m * r.n), bw, q.act_efficiency, q.act_latency_s)
+    for kind in ("gemm_bf16", "gemm_fp8"):
+        sel = (df.kind == kind).to_numpy()
+        out[sel] = predict_gemm(df[sel], p, hw, fp8=gpu if kind == "gemm_fp8" else None)
+    sel = df.kind.str.endswith("_attention").to_numpy()
+    pre = (df.kind[sel] == "prefill_attention").to_numpy()
+    att = df[sel]
+    rows = pd.DataFrame(
+        {
+            "chunk": np.where(pre, att.tokens, 0.0),
+            "decodes": np.where(pre, 0.0, att.batch),
+            "context": np.where(pre, 0.0, att.context),
+            "heads": att.heads.to_numpy(float),
+            "kv_heads": att.kv_heads.to_numpy(float),
+            "prefill": pre,
+            "seconds": att.seconds.to_numpy(float),
+        }
+    )
+    out[sel] = predict_attention_rows(rows, p, hw)
+    # Element-wise, bytes per token: RMSNorm reads and writes the hidden state, the residual add
+    # reads two and writes one, SiLU·mul reads gate and up and writes one.
+    bw = hw.bandwidth
+    for kind, width, eff, lat in (
+        ("rmsnorm", 2, q.norm_efficiency, q.norm_latency_s),
+        ("add", 3, q.add_efficiency, q.add_latency_s),
+        ("silu_mul", 3, q.act_efficiency, q.act_latency_s),
+    ):
+        r = df[df.kind == kind]
+        out[(df.kind == kind).to_numpy()] = elementwise_time(ACT_BYTES * width * r.m * r.n, bw, eff, lat)
     return out
 
 

@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from planner.errors import InputError  # noqa: E402
 from planner.loader import builtin_catalog  # noqa: E402
-from planner.perf import ReplicaModel, allreduce_time, attention_time, gemm_time, layer_shapes  # noqa: E402
-from planner.perf.aic_fit import calibrate_tier  # noqa: E402
+from planner.perf import ReplicaModel, allreduce_time, layer_shapes  # noqa: E402
+from planner.perf.aic_fit import calibrate_tier, predict_gemm  # noqa: E402
 from planner.perf.aiconfigurator import (  # noqa: E402
     SYSTEM_GPUS,
     UNMAPPED_SYSTEMS,
@@ -57,6 +57,10 @@ from planner.perf.aiconfigurator import (  # noqa: E402
     locate_database,
 )
 from planner.perf.calibration import Calibration, TierCalibration, load_calibration, write_calibration  # noqa: E402
+from planner.perf.fit import Hardware  # noqa: E402
+from planner.perf.fit import predict_attention as predict_attention_rows_of  # noqa: E402
+from planner.perf.ops import kv_bytes_per_token  # noqa: E402
+from planner.perf.vidur import AttentionData  # noqa: E402
 from planner.problem import GPU, LLM, PerfParams  # noqa: E402
 
 # Leave one GPU out: each measured tier predicted with the factors fitted on another one (the
@@ -74,7 +78,7 @@ MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen2.5-7b", "qwen2.5-72b")
 TPS = (1, 2, 4, 8)
 TOKENS = tuple(2**i for i in range(14))  # 1 … 8192
 GEMM_OPS = ("qkv", "o", "gate_up", "down")  # the order of layer_shapes' columns
-GEMM_DTYPES = {"bfloat16": 2.0, "fp8": 1.0}  # weight bytes per element
+GEMM_DTYPES = ("bfloat16", "fp8")  # per-tensor fp8 (vLLM's CUTLASS scaled-mm); fp8_block is not read
 PROMPTS = (512, 1024, 2048, 4096, 8192)
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 CONTEXTS = (512, 1024, 2048, 4096, 8192)
@@ -112,7 +116,7 @@ def _rows(
 # ------------------------------------------------------------------------------------------------
 def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | None) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
-    for dtype, wbytes in GEMM_DTYPES.items():
+    for dtype in GEMM_DTYPES:
         flops = gpu.tflops if dtype == "bfloat16" else gpu.tflops_fp8
         table = data.gemm[(data.gemm["dtype"] == dtype) & data.gemm["m"].isin(TOKENS)]
         if flops is None or table.empty:
@@ -122,8 +126,7 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | Non
             for tp in TPS:
                 if not tp_allowed(model, tp, gpu):
                     continue
-                rm = ReplicaModel(model, gpu, tp, 1, PerfParams(), cal)
-                q = rm.q
+                q = ReplicaModel(model, gpu, tp, 1, PerfParams(), cal).q.model_dump()
                 k_l, n_l, _ = layer_shapes(
                     model.hidden_size,
                     model.attention_heads,
@@ -136,22 +139,8 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | Non
                     shape, exact = nearest(shapes, ("n", "k"), (n_want, k_want))
                     rows = table[(table["n"] == shape["n"]) & (table["k"] == shape["k"])]
                     n, k, m = float(shape["n"]), float(shape["k"]), rows["m"].to_numpy(float)
-                    fp8 = dtype == "fp8"
-                    pred = gemm_time(
-                        m,
-                        k,
-                        n,
-                        k * n * wbytes,
-                        flops * 1e12,
-                        rm.bw,
-                        # fp8 GEMMs with the fp8 factors where the calibration has them (as
-                        # ReplicaModel runs them)
-                        q.fp8_compute_efficiency if fp8 and q.fp8_compute_efficiency else q.compute_efficiency,
-                        q.gemm_half_tiles,
-                        q.gemm_overlap,
-                        q.fp8_memory_efficiency if fp8 and q.fp8_memory_efficiency else q.memory_efficiency,
-                        q.kernel_latency_s,
-                    )
+                    shard = pd.DataFrame({"m": m, "k": k, "n": n})
+                    pred = predict_gemm(shard, q, Hardware.of(gpu), fp8=gpu if dtype == "fp8" else None)
                     base = {
                         "family": f"gemm_{'bf16' if dtype == 'bfloat16' else dtype}",
                         "used_by": f"{mid}/tp{tp}/{op}",
@@ -187,23 +176,19 @@ def predict_attention(
 ) -> np.ndarray:
     """One attention kernel as the replica times it, at a measured shape (heads per GPU): a prompt of
     ``chunk`` tokens with no cache, or ``decodes`` decodes over ``context`` cached tokens."""
-    q = rm.q
-    return attention_time(
+    none = np.zeros_like(chunk)
+    rows = AttentionData(
         chunk,
-        np.zeros_like(chunk),
+        none,
         decodes,
         context,
+        none,
+        chunk > 0,
         heads,
         head_dim,
-        2.0 * kv_heads * head_dim * KV_BYTES,
-        rm.f16,
-        rm.bw,
-        q.attention_efficiency,
-        q.context_attention_efficiency,
-        q.attention_half_blocks,
-        q.kv_efficiency,
-        q.attention_latency_s,
+        kv_bytes_per_token(kv_heads, head_dim, 1, KV_BYTES),
     )
+    return predict_attention_rows_of(rows, rm.q.model_dump(), Hardware(rm.f16, rm.bw))
 
 
 def attention_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | None) -> list[dict[str, object]]:

@@ -206,6 +206,11 @@ def validate(
     dropped: set[tuple[Option, str]] = set()
     history: list[dict[str, Any]] = []
     why: list[str] = []
+
+    def meets(att: dict[str, float | None]) -> bool:
+        """Every type with served requests at or above its target."""
+        return all(v is None or v >= targets[t] for t, v in att.items())
+
     done = 0
     while True:
         done += 1
@@ -226,8 +231,7 @@ def validate(
         # The promise is per type (its share of requests over every pool it is routed to), so the
         # loop stops when each type meets its target, even if one of its smaller pools alone
         # does not; while a type misses, every pool that misses for some type is derated.
-        met = all(v is None or v >= targets[t] for t, v in att.items())
-        if met or not failing or done >= rounds or not plan.has_solution:
+        if meets(att) or not failing or done >= rounds or not plan.has_solution:
             break
         by_type: dict[str, float] = {}
         by_pair: dict[tuple[Option, str], float] = {}
@@ -269,7 +273,7 @@ def validate(
             derate[pair] = derate.get(pair, 1.0) * f
         table = derate_options(table, derate, dropped)
         plan = resolve(table)
-    passed = all(v is None or v >= targets[t] for t, v in history[-1].items())
+    passed = meets(history[-1])
     if not passed:
         for t, v in history[-1].items():
             if v is not None and v < targets[t]:

@@ -73,8 +73,15 @@ def gemm_rows(data: SystemData) -> pd.DataFrame:
     return g[(g.dtype == "bfloat16") & (g.m <= MAX_GEMM_ROWS)]
 
 
-def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float], hw: Hardware, fp8: GPU | None = None) -> np.ndarray:
-    """bf16 GEMMs, or (``fp8``: the tier) per-tensor fp8 ones: 1-byte weights at the fp8 rate and η8."""
+def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float | None], hw: Hardware, fp8: GPU | None = None) -> np.ndarray:
+    """GEMMs of ``m`` token rows through k×n weights: bf16, or (``fp8``: the tier) per-tensor fp8
+    ones, 1-byte weights at the fp8 rate with the fp8 factors where ``q`` has them (the bf16 ones
+    where it does not, as a replica runs them)."""
+
+    def factor(name: str) -> float:
+        v = q.get(f"fp8_{name}") if fp8 is not None else None
+        return float(q[name] if v is None else v)  # type: ignore[arg-type]
+
     k, n = rows.k.to_numpy(float), rows.n.to_numpy(float)
     flops = hw.flops if fp8 is None else float(fp8.tflops_fp8 or 0.0) * 1e12
     return gemm_time(
@@ -84,11 +91,11 @@ def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float], hw: Hardware, fp8: 
         k * n * (2.0 if fp8 is None else 1.0),
         flops,
         hw.bandwidth,
-        q["compute_efficiency"] if fp8 is None else q["fp8_compute_efficiency"],
-        q["gemm_half_tiles"],
-        q["gemm_overlap"],
-        q["memory_efficiency"] if fp8 is None else q["fp8_memory_efficiency"],
-        q["kernel_latency_s"],
+        factor("compute_efficiency"),
+        q["gemm_half_tiles"],  # type: ignore[arg-type]
+        q["gemm_overlap"],  # type: ignore[arg-type]
+        factor("memory_efficiency"),
+        q["kernel_latency_s"],  # type: ignore[arg-type]
     )
 
 
