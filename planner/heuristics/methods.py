@@ -11,6 +11,7 @@ import numpy as np
 from planner.heuristics.construct import construct
 from planner.heuristics.fluid import slope_scaling
 from planner.heuristics.polish import polish as polish_restricted
+from planner.heuristics.repair import REPAIR_TIME_S, Repaired, cheapest_per_type, repair
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State
 from planner.heuristics.stopping import AnyOf, MaxIterations, MaxRuntime, StoppingCriterion
@@ -19,21 +20,6 @@ from planner.plan import Plan, build_plan
 
 POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
 POLISH_ROUNDS = 2  # polishes in a row while each improves
-
-
-def cheapest_per_type(data: Data, n: int) -> set[int]:
-    """Per type, the ``n`` options cheapest per unit of its demand when replicas run full."""
-    K = data.K
-    price = np.where(
-        data.ok[:, :K],
-        (data.rental[:K] + data.storage[:K])[None, :] / data.umax * data.L[:, :K] + data.D[:, :K],
-        np.inf,
-    )
-    out: set[int] = set()
-    for i in range(data.n):
-        finite = np.flatnonzero(np.isfinite(price[i]))
-        out.update(int(k) for k in finite[np.lexsort((finite, price[i, finite]))][:n])
-    return out
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -115,10 +101,33 @@ def shared_pool_replicas(
 
 
 def _plan(
-    table: OptionTable, method: str, state: State | None, why: str, seconds: float, seed: int, bound: bool
+    table: OptionTable,
+    method: str,
+    state: State | None,
+    why: str,
+    seconds: float,
+    seed: int,
+    bound: bool,
+    repaired: Repaired | None = None,
 ) -> Plan:
     if state is None:
-        return build_plan(table, method=method, status="no_solution", solve_seconds=seconds, seed=seed, message=why)
+        if repaired is not None and repaired.status == "infeasible":
+            from planner.solvers.backends import SolveOptions
+            from planner.solvers.diagnosis import diagnose
+
+            return build_plan(
+                table,
+                method=method,
+                status="infeasible",
+                solve_seconds=seconds,
+                seed=seed,
+                message=f"{repaired.message} (the greedy pass stalled: {why})",
+                diagnosis=diagnose(table, "highs", SolveOptions(time_limit=REPAIR_TIME_S)),
+            )
+        detail = f"; {repaired.message}" if repaired is not None else ""
+        return build_plan(
+            table, method=method, status="no_solution", solve_seconds=seconds, seed=seed, message=why + detail
+        )
     replicas, routing, unserved = state.solution()
     replicas = shared_pool_replicas(table, replicas, routing)
     lb = lp_bound(table) if bound else None
@@ -132,25 +141,32 @@ def _plan(
         bound=lb,
         solve_seconds=seconds,
         seed=seed,
-        message="heuristic: no optimality claim" if lb is None else "heuristic with LP-relaxation bound",
+        message=("heuristic: no optimality claim" if lb is None else "heuristic with LP-relaxation bound")
+        + ("" if repaired is None else f"; {repaired.message}"),
     )
     if plan.gap is not None and plan.gap <= 1e-9:  # the bound proves it
         plan = plan.model_copy(update={"status": "optimal", "message": "heuristic, proven optimal by the LP bound"})
     return plan
 
 
-def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False) -> Plan:
+def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False, time_limit: float | None = None) -> Plan:
     """One greedy pass, types by descending arrival rate (the paper's GH).
 
     Where that pass gets stuck (scarce GPUs taken by earlier types), one more pass takes the types
-    with the fewest eligible options first; that fallback is ours, not the paper's.
+    with the fewest eligible options first, and where that stalls too, the feasibility repair
+    (:mod:`planner.heuristics.repair`, within ``time_limit``); both fallbacks are ours, not the
+    paper's.
     """
     t0 = time.perf_counter()
     data = Data.from_table(table)
     state, why = construct(data, orders(data, seed, 0)[0])
     if state is None:
         state, _ = construct(data, fewest_choices_first(data))
-    return _plan(table, "gh", state, why, time.perf_counter() - t0, seed, bound)
+    fixed = None
+    if state is None:
+        fixed = repair(data, time_limit=time_limit)
+        state = fixed.state
+    return _plan(table, "gh", state, why, time.perf_counter() - t0, seed, bound, fixed)
 
 
 def solve_agh(
@@ -222,4 +238,13 @@ def solve_agh(
             polished = local_search(polished)
             if best is None or polished.cost < best.cost - 1e-9:
                 best = polished
-    return _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound)
+    fixed = None
+    if best is None:
+        # Every start stalled (a budget or availability limit binding across types): the repair
+        # finds a plan where one exists, or proves there is none, or says the time ran out.
+        left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
+        hint = {int(k) for _, s in built for k in np.flatnonzero(s.y[: data.K] > 0)} | set(touched)
+        fixed = repair(data, hint=hint, time_limit=left)
+        if fixed.state is not None:
+            best = local_search(fixed.state)
+    return _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)

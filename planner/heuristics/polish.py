@@ -51,19 +51,26 @@ def polish(
         union.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
     if not union:
         return None
-    model = build_model(data.table, ModelScope(options=frozenset(union)))
+    best = min(states, key=lambda s: s.cost) if states else None
+    return solve_scope(data, union, time_limit, best, improving_limit)[1]
+
+
+def solve_scope(
+    data: Data, scope: set[int], time_limit: float, start: State | None = None, improving_limit: int = 2
+) -> tuple[str, State | None]:
+    """(status, state) of the spec's MILP restricted to the options ``scope`` (Pyomo model, HiGHS),
+    from ``start`` where given; status as the backend's (optimal and feasible read "feasible")."""
+    from planner.heuristics.repair import state_of
+
+    model = build_model(data.table, ModelScope(options=frozenset(scope)))
     opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
     # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
-    start = start_values(model, min(states, key=lambda s: s.cost)) if states else {}
-    res = BACKENDS["highs"](model, opts, start)
+    res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
     if res.status not in ("optimal", "feasible"):
-        return None
+        return res.status, None
     X = np.zeros((data.n, data.K + 1))
     for i, k in model.P:
         X[i, k] = max(0.0, float(pyo.value(model.x[i, k])))
     for i in model.I:
         X[i, data.K] = max(0.0, float(pyo.value(model.u[i])))
-    X[X < 1e-12] = 0.0
-    X /= X.sum(axis=1, keepdims=True)  # solver round-off: rows sum to exactly 1
-    state = State(data, X)
-    return state if state.feasible() else None
+    return "feasible", state_of(data, X)

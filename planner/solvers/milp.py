@@ -24,14 +24,23 @@ No optimal solution needs more replicas than the full load of every type it can 
 availability and budget limits cap y[k] anyway, so the bound cuts off no optimum.
 
 **Dominated options are left out** (:func:`dominated`): option b is dominated by option a of the
-same model on the same GPU tier with the same GPUs per replica when rental[a] ≤ rental[b] and, for
-every type in scope, (i,b) ∈ P ⇒ (i,a) ∈ P with load[i,a] ≤ load[i,b] and delay[i,a] ≤ delay[i,b]
-(ties: the lower index stays). Moving b's replicas and routing onto a keeps every constraint —
-capacity Σ load[i,a]·(x_a + x_b) ≤ Σ load[i,a]·x_a + load[i,b]·x_b ≤ U·(y_a + y_b), the same GPUs
-on the same tier, the same model's errors — and costs no more (rental, delay; storage is paid once
-fewer), so some optimum avoids b, and the optimal value is unchanged. In attainment tables the
-three token budgets of an option often order this way (azure-2023: 315 of 603 options). Not done
-when the scope restricts options or pairs (polish, baselines), nor with shared-pool rows.
+same model when a serves every type b serves, with ρ = max_i load[i,a]/load[i,b] over those types
+and n = ⌈ρ⌉:
+
+    rental[a]·n ≤ rental[b],   delay[i,a] ≤ delay[i,b] ∀ i,   and a's tier is unlimited, or it is
+    b's tier and tp·pp(a)·n ≤ tp·pp(b).
+
+Replace the y_b replicas of b by ⌈ρ·y_b⌉ of a and route b's shares to a: capacity holds
+(Σ load[i,a]·x_i ≤ ρ·Σ load[i,b]·x_i ≤ ρ·U·y_b ≤ U·⌈ρ·y_b⌉); rental does not grow, since
+⌈ρ·y⌉ ≤ n·y for every y ≥ 1 (so the budget row holds too); GPUs on b's tier do not grow, or a's
+tier has no limit; errors and storage are the same model's; delay does not grow. So some optimum
+avoids b, and the optimal value is unchanged (ties: the lower index stays; the relation is
+transitive, so dropping b whose dominator is dropped too is safe). ρ ≤ 1 on the same tier is
+the plain case (the three token budgets of one option, azure-2023: 315 of 603 options); ρ > 1
+drops a dear provider's tier where a cheap one of the same GPU with no limit has n replicas'
+worth of capacity for the price of one (a 4× price gap absorbs ±10% figure noise). Not done when
+the scope restricts options or pairs (polish, baselines, ``prune=False``), nor with shared-pool
+rows; ``tests/test_solvers_scale.py`` checks pruned against unpruned optima on seeded instances.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyomo.environ as pyo
 
 from planner.options import Option, OptionTable
@@ -57,6 +67,7 @@ class ModelScope:
     whole: bool = False  # x binary: each type goes wholly to one option (Mélange-style buckets)
     availability: bool = True
     budget: bool = True
+    prune: bool = True  # leave out dominated options (module docstring); only without options/pairs
 
 
 def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
@@ -78,28 +89,52 @@ def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
     return out
 
 
-def dominated(table: OptionTable, pairs: list[tuple[int, int]]) -> set[int]:
-    """Options (indices) dominated by another on the given pairs (module docstring)."""
-    of: dict[int, dict[int, tuple[float, float]]] = {}
-    for i, k in pairs:
-        of.setdefault(k, {})[i] = (table.load[i, k], table.delay[i, k])
-    groups: dict[tuple[str, str, int], list[int]] = {}
-    for k in sorted(of):
-        o = table.options[k]
-        groups.setdefault((o.model, o.gpu, o.gpus_per_replica), []).append(k)
-
-    def covers(a: int, b: int) -> bool:
-        if table.rental[a] > table.rental[b]:
-            return False
-        fa, fb = of[a], of[b]
-        return all(i in fa and fa[i][0] <= lb and fa[i][1] <= db for i, (lb, db) in fb.items())
-
+def dominated(table: OptionTable, pairs: list[tuple[int, int]] | np.ndarray) -> set[int]:
+    """Options (indices) dominated by another on the given pairs (module docstring); vectorised
+    over the dominating option, per model."""
+    inst = table.instance
+    P = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if not len(P):
+        return set()
+    load = np.array([table.load[int(i), int(k)] for i, k in P], dtype=float)
+    delay = np.array([table.delay[int(i), int(k)] for i, k in P], dtype=float)
+    unlimited = np.array([inst.gpu(o.gpu).available is None for o in table.options], dtype=bool)
+    by_model: dict[str, list[int]] = {}
+    for k in np.unique(P[:, 1]):
+        by_model.setdefault(table.options[int(k)].model, []).append(int(k))
     out: set[int] = set()
-    for ks in groups.values():
-        for b in ks:
-            for a in ks:
-                if a != b and a not in out and covers(a, b) and (a < b or not covers(b, a)):
-                    out.add(b)
+    for ks in by_model.values():
+        if len(ks) < 2:
+            continue
+        ks_arr = np.array(ks)
+        col = np.full(len(table.options), -1, dtype=np.int64)
+        col[ks_arr] = np.arange(len(ks))
+        sel = col[P[:, 1]] >= 0
+        ts, rows = np.unique(P[sel, 0], return_inverse=True)
+        Lg = np.full((len(ts), len(ks)), np.inf)
+        Dg = np.full((len(ts), len(ks)), np.inf)
+        Lg[rows, col[P[sel, 1]]] = load[sel]
+        Dg[rows, col[P[sel, 1]]] = delay[sel]
+        rent = table.rental[ks_arr].astype(float)
+        gpus = table.gpus[ks_arr].astype(float)
+        tier = table.tier[ks_arr]
+        free = unlimited[ks_arr]
+        cover = np.zeros((len(ks), len(ks)), dtype=bool)  # cover[a, b]: a dominates b
+        for b in range(len(ks)):
+            served = np.isfinite(Lg[:, b])
+            La, Lb = Lg[served], Lg[served, b][:, None]
+            with np.errstate(invalid="ignore"):
+                rho = (La / Lb).max(axis=0)
+            n = np.ceil(rho * (1 - 1e-12))
+            ok = np.isfinite(rho) & (Dg[served] <= Dg[served, b][:, None] + 1e-12).all(axis=0)
+            ok &= rent * n <= rent[b] * (1 + 1e-12) + 1e-12
+            ok &= free | ((tier == tier[b]) & (gpus * n <= gpus[b]))
+            ok[b] = False
+            cover[:, b] = ok
+        for b in range(len(ks)):
+            for a in np.flatnonzero(cover[:, b]):
+                if ks[a] not in out and (a < b or not cover[b, a]):
+                    out.add(ks[b])
                     break
     return out
 
@@ -116,7 +151,7 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
         and (scope.options is None or k in scope.options)
         and (scope.pairs is None or (i, k) in scope.pairs)
     ]
-    if scope.options is None and scope.pairs is None and not table.tight_load:
+    if scope.prune and scope.options is None and scope.pairs is None and not table.tight_load:
         drop = dominated(table, pairs)
         pairs = [(i, k) for i, k in pairs if k not in drop]
     used = sorted({k for _, k in pairs})

@@ -1,0 +1,134 @@
+r"""Feasibility repair: when the greedy and fluid starts all stall, find a plan if one exists.
+
+GH's construction places types one at a time; a budget or an availability limit that binds
+across types can leave the last ones with nothing affordable even where a plan exists (the
+benchmark's table-10×10×10 seeds 0, 5, 6 and table-50×20×20 seeds 5, 6). The repair does not
+guess an order. It asks the exact model, in steps that each cost little:
+
+1. **LP relaxation** of the full model (:mod:`planner.solvers.matrix`, without the link_route
+   rows). Infeasible ⇒ the MILP is infeasible too: that is a proof, and the plan says
+   ``infeasible``.
+2. **Restricted MILPs** over growing option scopes: the LP's support (options it opens or routes
+   to) with the options the stalled starts opened and each type's two cheapest options; then
+   each type's eight cheapest; then every option. Any solution of a restricted model is a plan
+   of the full one (it is the same model with columns fixed at 0). The first scope with a
+   solution ends the repair; the search stops at the second improving solution (a deterministic
+   work limit), as the polish does.
+3. The last scope is the full model: "no solution" there means the model is proven infeasible
+   (status ``infeasible``) or the time limit was hit (``no_solution``, said so).
+
+So "no plan" from GH/AGH means the instance is infeasible or the time ran out, and the plan says
+which. Tables with shared-pool rows (several TPOT limits on one pool) take the Pyomo model for
+the restricted steps, as the polish does; their LP step is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.heuristics.state import Data, State
+
+REPAIR_TIME_S = 60.0  # the repair's default time limit when the method has none
+SCOPES = (2, 8)  # cheapest options per type added in the restricted steps (then: every option)
+
+
+@dataclass
+class Repaired:
+    state: State | None
+    status: str  # feasible | infeasible | no_solution
+    message: str
+    steps: list[str]
+
+
+def state_of(data: Data, X: np.ndarray) -> State | None:
+    """A solver's routing as a heuristic state (round-off cleared; None if it breaks a limit)."""
+    X = np.where(X < 1e-12, 0.0, X)
+    X /= X.sum(axis=1, keepdims=True)  # solver round-off: rows sum to exactly 1
+    state = State(data, X)
+    return state if state.feasible() else None
+
+
+def cheapest_per_type(data: Data, n: int) -> set[int]:
+    """Per type, the ``n`` options cheapest per unit of its demand when replicas run full."""
+    K = data.K
+    price = np.where(
+        data.ok[:, :K],
+        (data.rental[:K] + data.storage[:K])[None, :] / data.umax * data.L[:, :K] + data.D[:, :K],
+        np.inf,
+    )
+    out: set[int] = set()
+    for i in range(data.n):
+        finite = np.flatnonzero(np.isfinite(price[i]))
+        out.update(int(k) for k in finite[np.lexsort((finite, price[i, finite]))][:n])
+    return out
+
+
+def _restricted(data: Data, scope: set[int] | None, time_limit: float) -> tuple[str, State | None]:
+    """(status, state) of the model restricted to ``scope`` (None: every option)."""
+    from planner.solvers.matrix import build_matrix, supported
+
+    table = data.table
+    if supported(table):
+        mm = build_matrix(table, options=None if scope is None else np.array(sorted(scope), dtype=np.int64))
+        res = mm.solve(time_limit=time_limit, gap=2e-3, improving_limit=2)
+        if res.status == "infeasible":
+            return "infeasible", None
+        if res.values is None:
+            return "no_solution", None
+        return "feasible", state_of(data, mm.routing(res.values))
+    from planner.heuristics.polish import solve_scope
+
+    return solve_scope(data, set(range(data.K)) if scope is None else scope, time_limit)
+
+
+def lp_support(data: Data, time_limit: float) -> tuple[str, set[int]]:
+    """(status of the LP relaxation, options it opens or routes to)."""
+    from planner.solvers.matrix import build_matrix, supported
+
+    if not supported(data.table):
+        return "skipped", set()
+    mm = build_matrix(data.table, route_links=False)
+    res = mm.solve(relax=True, time_limit=time_limit)
+    if res.values is None:
+        return res.status, set()
+    y = mm.replicas(res.values)
+    X = mm.routing(res.values)
+    used = (y[: data.K] > 1e-7) | (X[:, : data.K] > 1e-7).any(axis=0)
+    return res.status, {int(k) for k in np.flatnonzero(used)}
+
+
+def repair(data: Data, hint: set[int] | None = None, time_limit: float | None = None) -> Repaired:
+    """A feasible state by the steps of the module docstring, or a proven "infeasible", or
+    "no_solution" when ``time_limit`` (default :data:`REPAIR_TIME_S`) ran out."""
+    t0 = time.perf_counter()
+    limit = REPAIR_TIME_S if time_limit is None else time_limit
+
+    def left() -> float:
+        return max(limit - (time.perf_counter() - t0), 0.01)
+
+    steps: list[str] = []
+    status, support = lp_support(data, left())
+    steps.append(f"LP relaxation: {status}, {len(support)} options in its support")
+    if status == "infeasible":
+        return Repaired(None, "infeasible", "proven infeasible: the LP relaxation has no solution", steps)
+    scope = set(support) | set(hint or ())
+    for n in SCOPES:
+        scope |= cheapest_per_type(data, n)
+        if len(scope) >= data.K:
+            break
+        st, state = _restricted(data, scope, left() / 2)
+        steps.append(f"restricted MILP on {len(scope)} options: {st}")
+        if state is not None:
+            return Repaired(state, "feasible", "found by the feasibility repair (restricted MILP)", steps)
+        if time.perf_counter() - t0 >= limit:
+            return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit", steps)
+    st, state = _restricted(data, None, left())
+    steps.append(f"full MILP: {st}")
+    if state is not None:
+        return Repaired(state, "feasible", "found by the feasibility repair (full MILP)", steps)
+    if st == "infeasible":
+        return Repaired(None, "infeasible", "proven infeasible by the exact model", steps)
+    return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit", steps)

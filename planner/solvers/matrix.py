@@ -1,0 +1,321 @@
+r"""The exact model of :mod:`planner.solvers.milp` as sparse arrays, handed to HiGHS directly.
+
+Why a second form: Pyomo spends ~20 µs per variable and row building and translating a model. At
+fleet scale (200 types × 40 models × 40 tiers: ~10⁶ eligible pairs) that is minutes before HiGHS
+starts, where the heuristics' feasibility repair (:mod:`planner.heuristics.repair`) needs the LP
+relaxation in seconds. This module writes the same families from the same
+:class:`~planner.options.OptionTable` coefficients with numpy, one vectorised block per family:
+
+==================  ======================================================  ============
+family              row (index set)                                          units
+==================  ======================================================  ============
+coverage[i]         Σ_{k:(i,k)∈P} x[i,k] + u[i] = 1            (i ∈ I)       fraction
+capacity[k]         Σ_i load[i,k]·x[i,k] − U·y[k] ≤ 0          (k ∈ K)       replicas
+accuracy[i]         Σ_k e[i,k]·x[i,k] ≤ ε_i                     (i limited)   error rate
+availability[g]     Σ_{k on g} tp·pp·y[k] ≤ available_g         (g limited)   GPUs
+budget              Σ rental[k]·y[k] + storage[k]·z[k] ≤ B                    $ / period
+link_upper[k]       y[k] − M_k·z[k] ≤ 0                        (k ∈ K)       replicas
+link_lower[k]       z[k] − y[k] ≤ 0                            (k ∈ K)
+link_route[i,k]     x[i,k] − z[k] ≤ 0                          ((i,k) ∈ P)   fraction
+objective           Σ rental·y + Σ storage·z + Σ delay·x + Σ unserved·u       $ / period
+==================  ======================================================  ============
+
+with the same big-M (:func:`planner.solvers.milp.big_m`) and the same dominance pruning
+(:func:`planner.solvers.milp.dominated`) as the Pyomo model; ``tests/test_solvers_scale.py``
+asserts equal optima of both forms on seeded instances. Limits: no shared-pool rows (attainment
+tables with several TPOT limits on one option): :func:`supported` says so and callers use the
+Pyomo model there. Columns are laid out y (K), z (K), x (P), u (I).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.options import Option, OptionTable
+from planner.solvers.backends import _interruptible, new_highs
+from planner.solvers.milp import big_m, dominated
+
+
+def supported(table: OptionTable) -> bool:
+    """Can the matrix form state this table's model exactly (no shared-pool rows)?"""
+    return not table.tight_load
+
+
+@dataclass
+class MatrixResult:
+    status: str  # optimal | feasible | infeasible | no_solution (as BackendResult)
+    objective: float | None
+    bound: float | None
+    seconds: float
+    values: np.ndarray | None = None
+    message: str = ""
+
+
+@dataclass
+class MatrixModel:
+    """The model's arrays (module docstring); build with :func:`build_matrix`."""
+
+    table: OptionTable
+    types: np.ndarray  # I
+    K: np.ndarray  # option indices in the model
+    P: np.ndarray  # (n_pairs, 2): (type, option) indices
+    cost: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    integer: np.ndarray  # column indices that are integer (y, z)
+    starts: np.ndarray  # CSR rows
+    index: np.ndarray
+    value: np.ndarray
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    seconds: float = 0.0
+    col: dict[str, slice] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> int:
+        return len(self.cost)
+
+    def solve(
+        self,
+        *,
+        relax: bool = False,
+        time_limit: float | None = None,
+        gap: float = 1e-6,
+        improving_limit: int | None = None,
+        start: np.ndarray | None = None,
+    ) -> MatrixResult:
+        """HiGHS on the arrays (one thread, seed 0): the LP relaxation when ``relax``."""
+        import highspy
+
+        t0 = time.perf_counter()
+        h = new_highs()
+        h.setOptionValue("random_seed", 0)
+        h.setOptionValue("threads", 1)
+        h.setOptionValue("mip_rel_gap", gap)
+        if time_limit is not None:
+            h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
+        if improving_limit is not None:
+            h.setOptionValue("mip_max_improving_sols", int(improving_limit))
+        n = self.columns
+        h.addCols(n, self.cost, self.lb, self.ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        h.addRows(len(self.row_lo), self.row_lo, self.row_hi, len(self.index), self.starts, self.index, self.value)
+        if not relax and len(self.integer):
+            h.changeColsIntegrality(
+                len(self.integer), self.integer, np.full(len(self.integer), highspy.HighsVarType.kInteger)
+            )
+        if start is not None and not relax:
+            sol = highspy.HighsSolution()
+            sol.col_value = [float(v) for v in start]
+            sol.value_valid = True
+            h.setSolution(sol)
+        _interruptible(h.run, h.cancelSolve)
+        secs = time.perf_counter() - t0
+        status = h.getModelStatus()
+        info = h.getInfo()
+        if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+            return MatrixResult("infeasible", None, None, secs, message="INFEASIBLE")
+        if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+            return MatrixResult("no_solution", None, None, secs, message=h.modelStatusToString(status))
+        values = np.asarray(h.getSolution().col_value, dtype=float)
+        objective = float(info.objective_function_value)
+        if relax:
+            bound = objective if status == highspy.HighsModelStatus.kOptimal else None
+        else:
+            bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e300 else None
+        done = "optimal" if status == highspy.HighsModelStatus.kOptimal else "feasible"
+        return MatrixResult(done, objective, bound, secs, values, h.modelStatusToString(status))
+
+    def replicas(self, values: np.ndarray) -> np.ndarray:
+        """y over the table's options (zeros outside K)."""
+        y = np.zeros(len(self.table.options))
+        y[self.K] = values[self.col["y"]]
+        return y
+
+    def routing(self, values: np.ndarray) -> np.ndarray:
+        """X as the heuristics lay it out: (types × options+1), column K the unserved share."""
+        t = self.table
+        X = np.zeros((len(t.type_ids), len(t.options) + 1))
+        X[self.P[:, 0], self.P[:, 1]] = np.clip(values[self.col["x"]], 0.0, None)
+        X[self.types, len(t.options)] = np.clip(values[self.col["u"]], 0.0, None)
+        return X
+
+    def start_of(self, y: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Column values of a solution given as y (over the table's options) and X (as :meth:`routing`)."""
+        v = np.zeros(self.columns)
+        v[self.col["y"]] = y[self.K]
+        v[self.col["z"]] = (y[self.K] > 0).astype(float)
+        v[self.col["x"]] = X[self.P[:, 0], self.P[:, 1]]
+        v[self.col["u"]] = X[self.types, len(self.table.options)]
+        return v
+
+
+def build_matrix(
+    table: OptionTable, options: np.ndarray | None = None, prune: bool = True, route_links: bool = True
+) -> MatrixModel:
+    """The model over every type, restricted to ``options`` when given (a heuristic's scope; then
+    nothing is pruned, as in the Pyomo model's scoped form). Without ``route_links`` the
+    link_route rows are left out: implied at integrality (capacity forces y ≥ 1 where x > 0), they
+    only tighten the LP relaxation's storage term, and they are one row per pair."""
+    t0 = time.perf_counter()
+    inst = table.instance
+    nI = len(table.type_ids)
+    types = np.arange(nI)
+    pairs = np.asarray(table.pairs, dtype=np.int64).reshape(-1, 2)
+    if options is not None:
+        keep = np.zeros(len(table.options), dtype=bool)
+        keep[np.asarray(options, dtype=np.int64)] = True
+        pairs = pairs[keep[pairs[:, 1]]]
+    elif prune:
+        drop = dominated(table, pairs)
+        if drop:
+            dropped = np.zeros(len(table.options), dtype=bool)
+            dropped[list(drop)] = True
+            pairs = pairs[~dropped[pairs[:, 1]]]
+    K = np.unique(pairs[:, 1])
+    nK, nP = len(K), len(pairs)
+    pos = np.full(len(table.options), -1, dtype=np.int64)
+    pos[K] = np.arange(nK)
+    kk = pos[pairs[:, 1]]  # option position of each pair
+    ii = pairs[:, 0]
+    load = np.array([table.load[int(i), int(k)] for i, k in pairs], dtype=float)
+    delay = np.array([table.delay[int(i), int(k)] for i, k in pairs], dtype=float)
+    err = np.array([table.error[int(i), int(k)] for i, k in pairs], dtype=float)
+    M = np.asarray(big_m(table, range(nI)), dtype=float)[K]
+
+    y0, z0, x0, u0 = 0, nK, 2 * nK, 2 * nK + nP
+    n = u0 + nI
+    cost = np.concatenate([table.rental[K], table.storage[K], delay, table.unserved[types]]).astype(float)
+    zeta = np.array([q.max_unserved for q in inst.query_types], dtype=float)
+    lb = np.zeros(n)
+    ub = np.concatenate([M, np.ones(nK), np.ones(nP), zeta])
+
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, col, coef) blocks
+    lo: list[np.ndarray] = []
+    hi: list[np.ndarray] = []
+    r = 0
+
+    def block(row: np.ndarray, col: np.ndarray, coef: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+        nonlocal r
+        rows.append((row + r, col, coef))
+        lo.append(low)
+        hi.append(high)
+        r += len(low)
+
+    # coverage[i]: Σ x + u = 1
+    block(
+        np.concatenate([ii, types]),
+        np.concatenate([x0 + np.arange(nP), u0 + types]),
+        np.ones(nP + nI),
+        np.ones(nI),
+        np.ones(nI),
+    )
+    # capacity[k]: Σ load·x − U·y ≤ 0
+    block(
+        np.concatenate([kk, np.arange(nK)]),
+        np.concatenate([x0 + np.arange(nP), y0 + np.arange(nK)]),
+        np.concatenate([load, np.full(nK, -inst.max_utilization)]),
+        np.full(nK, -np.inf),
+        np.zeros(nK),
+    )
+    # accuracy[i]: Σ e·x ≤ ε_i, for limited types with pairs
+    eps = np.array([np.inf if q.max_error is None else q.max_error for q in inst.query_types], dtype=float)
+    limited = np.flatnonzero(np.isfinite(eps) & (np.bincount(ii, minlength=nI) > 0))
+    if len(limited):
+        rowof = np.full(nI, -1, dtype=np.int64)
+        rowof[limited] = np.arange(len(limited))
+        sel = rowof[ii] >= 0
+        block(rowof[ii[sel]], x0 + np.flatnonzero(sel), err[sel], np.full(len(limited), -np.inf), eps[limited])
+    # availability[g]: Σ gpus·y ≤ available_g
+    tiers = [g for g, spec in enumerate(inst.gpus) if spec.available is not None]
+    tier_of = table.tier[K]
+    tiers = [g for g in tiers if np.any(tier_of == g)]
+    if tiers:
+        rowof = np.full(len(inst.gpus), -1, dtype=np.int64)
+        rowof[tiers] = np.arange(len(tiers))
+        sel = rowof[tier_of] >= 0
+        block(
+            rowof[tier_of[sel]],
+            y0 + np.flatnonzero(sel),
+            table.gpus[K][sel].astype(float),
+            np.full(len(tiers), -np.inf),
+            np.array([float(inst.gpus[g].available) for g in tiers]),  # type: ignore[arg-type]
+        )
+    # budget: Σ rental·y + storage·z ≤ B
+    if inst.budget is not None and nK:
+        block(
+            np.zeros(2 * nK, dtype=np.int64),
+            np.arange(2 * nK),
+            np.concatenate([table.rental[K], table.storage[K]]).astype(float),
+            np.array([-np.inf]),
+            np.array([float(inst.budget)]),
+        )
+    # link_upper[k]: y − M·z ≤ 0;  link_lower[k]: z − y ≤ 0
+    ar = np.arange(nK)
+    block(
+        np.concatenate([ar, ar]),
+        np.concatenate([y0 + ar, z0 + ar]),
+        np.concatenate([np.ones(nK), -M]),
+        np.full(nK, -np.inf),
+        np.zeros(nK),
+    )
+    block(
+        np.concatenate([ar, ar]),
+        np.concatenate([z0 + ar, y0 + ar]),
+        np.concatenate([np.ones(nK), -np.ones(nK)]),
+        np.full(nK, -np.inf),
+        np.zeros(nK),
+    )
+    # link_route[i,k]: x − z ≤ 0
+    ap = np.arange(nP)
+    if route_links:
+        block(
+            np.concatenate([ap, ap]),
+            np.concatenate([x0 + ap, z0 + kk]),
+            np.concatenate([np.ones(nP), -np.ones(nP)]),
+            np.full(nP, -np.inf),
+            np.zeros(nP),
+        )
+
+    row = np.concatenate([b[0] for b in rows])
+    col = np.concatenate([b[1] for b in rows])
+    coef = np.concatenate([b[2] for b in rows])
+    order = np.lexsort((col, row))
+    row, col, coef = row[order], col[order], coef[order]
+    starts = np.searchsorted(row, np.arange(r)).astype(np.int32)
+    return MatrixModel(
+        table=table,
+        types=types,
+        K=K,
+        P=pairs,
+        cost=cost,
+        lb=lb,
+        ub=ub,
+        integer=np.arange(2 * nK, dtype=np.int32),
+        starts=starts,
+        index=col.astype(np.int32),
+        value=coef,
+        row_lo=np.concatenate(lo),
+        row_hi=np.concatenate(hi),
+        seconds=time.perf_counter() - t0,
+        col={"y": slice(y0, z0), "z": slice(z0, x0), "x": slice(x0, u0), "u": slice(u0, n)},
+    )
+
+
+def solution_of(
+    mm: MatrixModel, values: np.ndarray
+) -> tuple[dict[Option, float], dict[str, dict[Option, float]], dict[str, float]]:
+    """(replicas, routing, unserved) keyed as :func:`planner.plan.build_plan` takes them."""
+    t = mm.table
+    y = values[mm.col["y"]]
+    x = values[mm.col["x"]]
+    u = values[mm.col["u"]]
+    replicas = {t.options[int(k)]: float(v) for k, v in zip(mm.K, y, strict=True)}
+    routing: dict[str, dict[Option, float]] = {tid: {} for tid in t.type_ids}
+    for (i, k), v in zip(mm.P, x, strict=True):
+        if v > 0:
+            routing[t.type_ids[int(i)]][t.options[int(k)]] = float(v)
+    unserved = {t.type_ids[int(i)]: float(v) for i, v in zip(mm.types, u, strict=True)}
+    return replicas, routing, unserved
