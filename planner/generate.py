@@ -181,14 +181,62 @@ def _catalog_dir() -> Path:
     return builtin_catalog_dir()
 
 
+def _prices_doc() -> dict[str, Any]:
+    with open(_catalog_dir() / "prices.yaml", encoding="utf-8") as fh:
+        doc: dict[str, Any] = yaml.safe_load(fh)
+    return doc
+
+
 def provider_prices() -> dict[str, dict[str, float]]:
     """$ per GPU-hour by GPU id and provider, from ``models/prices.yaml`` (sources there)."""
-    with open(_catalog_dir() / "prices.yaml", encoding="utf-8") as fh:
-        return {g: dict(p) for g, p in yaml.safe_load(fh)["prices"].items()}
+    return {g: dict(p) for g, p in _prices_doc()["prices"].items()}
+
+
+def fleet_tiers(rng: np.random.Generator, n_tiers: int, gpus: set[str]) -> list[dict[str, Any]]:
+    """``n_tiers`` tiers drawn from every (GPU, provider, region, on-demand | spot) of
+    ``models/prices.yaml`` (its ``fleet`` section says which figures are sourced and which are
+    assumptions): region multipliers on the listed price; spot at the listed spot price or a drawn
+    fraction of on-demand, always with an availability limit; some on-demand tiers limited."""
+    doc = _prices_doc()
+    fleet = doc["fleet"]
+    combos = []
+    for g, by in doc["prices"].items():
+        if g not in gpus:
+            continue
+        for provider, price in by.items():
+            for region, mult in fleet["regions"].get(provider, {"default": 1.0}).items():
+                for kind in ("on-demand", "spot"):
+                    combos.append((g, provider, region, kind, float(price) * float(mult)))
+    out = []
+    for j in rng.permutation(len(combos))[: min(n_tiers, len(combos))]:
+        g, provider, region, kind, price = combos[int(j)]
+        tier: dict[str, Any] = {"id": f"{g}-{provider}-{region}" + ("-spot" if kind == "spot" else "")}
+        if kind == "spot":
+            listed = fleet["spot"]["listed"].get(g, {}).get(provider)
+            lo, hi = fleet["spot"]["fraction"]
+            spot = float(listed) * price / float(doc["prices"][g][provider]) if listed else price * rng.uniform(lo, hi)
+            tier["price_per_hour"] = round(spot, 3)
+            tier["available"] = int(rng.choice(fleet["spot"]["available"]))
+            src = "listed spot price" if listed else "spot at a drawn fraction of on-demand (assumption)"
+        else:
+            tier["price_per_hour"] = round(price, 3)
+            if rng.random() < float(fleet["on_demand_limited"]):
+                tier["available"] = int(rng.choice(fleet["on_demand_available"]))
+            src = "on-demand list price × region multiplier"
+        tier["price_source"] = f"models/prices.yaml: {g} at {provider} {region}, {src}"
+        tier["gpu"] = g
+        out.append(tier)
+    return out
 
 
 def paper_instance(
-    n_types: int, n_models: int, n_tiers: int, seed: int, mode: str = "table", tp: tuple[int, ...] = (1, 2, 4, 8)
+    n_types: int,
+    n_models: int,
+    n_tiers: int,
+    seed: int,
+    mode: str = "table",
+    tp: tuple[int, ...] = (1, 2, 4, 8),
+    fleet: bool = False,
 ) -> dict[str, Any]:
     """A paper-shaped instance (Cheng & Nguyen's setting) from the catalogs, as a document.
 
@@ -197,6 +245,12 @@ def paper_instance(
     (GPU, provider) pairs at that provider's listed price. Budgets, availability limits and unserved
     allowances bind on some seeds. In ``table`` mode the performance entries are the performance
     model's figures for every option that fits, perturbed by ±10% as measurements would be.
+
+    ``fleet``: tiers are (GPU, provider, region, on-demand | spot) (:func:`fleet_tiers`), and the
+    figures are the hardware's: computed once per (base model, GPU, TP, type) and perturbed once
+    per (model, GPU, TP, type), so a GPU's tiers share them (as a measurement would), fine-tunes
+    get their own noise, and generating 200 × 40 × 40 takes seconds, not the minutes of one
+    model-mode table over every tier.
     """
     from planner.loader import builtin_catalog, load_instance_data
     from planner.options import build_option_table
@@ -216,9 +270,13 @@ def paper_instance(
         spec.pop("sources", None)
         models.append(spec)
 
-    pairs = [(g, p, price) for g, by in provider_prices().items() if g in cat.gpus for p, price in by.items()]
-    pick = rng.permutation(len(pairs))[: min(n_tiers, len(pairs))]
     gpus: list[dict[str, Any]] = []
+    hardware: dict[str, str] = {}  # tier id → GPU catalog id (fleet tiers)
+    for tier in fleet_tiers(rng, n_tiers, set(cat.gpus)) if fleet else []:
+        hardware[tier["id"]] = tier.pop("gpu")
+        gpus.append({**{k: v for k, v in cat.gpus[hardware[tier["id"]]].items() if k not in ("sources",)}, **tier})
+    pairs = [(g, p, price) for g, by in provider_prices().items() if g in cat.gpus for p, price in by.items()]
+    pick = [] if fleet else rng.permutation(len(pairs))[: min(n_tiers, len(pairs))]
     for j in pick:
         g, p, price = pairs[int(j)]
         tier: dict[str, Any] = {
@@ -282,6 +340,10 @@ def paper_instance(
         # The paper's semantics: SLOs bound mean latencies (attainment targets: planner.capacity).
         "slo_attainment": "mean",
     }
+    if fleet:
+        doc["name"] = f"fleet-{n_types}x{n_models}x{n_tiers}-s{seed}"
+        if mode == "table":
+            return _fleet_table(doc, rng, hardware, cat)
     inst = load_instance_data(doc, f"{doc['name']}.yaml")
     table = build_option_table(inst)
     if mode == "table":
@@ -330,6 +392,74 @@ def paper_instance(
         from planner.heuristics.state import Data
 
         plan = slope_scaling(Data.from_table(table))
+        if plan is not None:
+            doc["budget"] = round(plan.spend * float(rng.uniform(0.95, 1.6)), 2)
+    return doc
+
+
+def _fleet_table(doc: dict[str, Any], rng: np.random.Generator, hardware: dict[str, str], cat: Any) -> dict[str, Any]:
+    """The table-mode form of a fleet document (:func:`paper_instance` with ``fleet``): the
+    performance model runs once per (base model, GPU, TP, type) on a hardware-only instance."""
+    from planner.heuristics.fluid import slope_scaling
+    from planner.heuristics.state import Data
+    from planner.loader import load_instance_data
+    from planner.options import build_option_table
+
+    models = doc["models"]
+    base_of = {(m if isinstance(m, str) else m["id"]): (m if isinstance(m, str) else m["id"].rsplit("-ft", 1)[0])
+               for m in models}  # fmt: skip
+    bases = sorted(set(base_of.values()))
+    hw_doc = {
+        **doc,
+        "name": doc["name"] + "-hardware",
+        "models": bases,
+        "gpus": sorted(set(hardware.values())),
+        "errors": {b: doc["errors"].get(b, next(iter(doc["errors"].values()))) for b in bases},
+    }
+    hw = build_option_table(load_instance_data(hw_doc, f"{hw_doc['name']}.yaml"))
+    by_base: dict[str, list[Any]] = {}
+    for r in hw.rows:
+        if r.candidate and r.throughput_rps is not None:
+            by_base.setdefault(r.option.model, []).append(r)
+    tiers_of: dict[str, list[str]] = {}
+    for tier, g in hardware.items():
+        tiers_of.setdefault(g, []).append(tier)
+    entries = []
+    for m, base in base_of.items():
+        rows = by_base.get(base, [])
+        noise = rng.uniform(0.9, 1.1, size=(len(rows), 4))  # one measurement per (model, GPU, TP, type)
+        for r, f in zip(rows, noise, strict=True):
+            figures = {
+                "throughput_rps": round(float(r.throughput_rps * f[0]), 5),
+                "ttft_s": round(float(r.ttft_s * f[1]), 5),
+                "tpot_s": round(float(r.tpot_s * f[2]), 6),
+                "e2e_s": round(float(r.e2e_s * f[3]), 4),
+            }
+            for tier in tiers_of[r.option.gpu]:
+                entries.append(
+                    {"model": m, "gpu": tier, "tp": r.option.tp, "pp": r.option.pp, "query_type": r.query_type,
+                     **figures}
+                )  # fmt: skip
+    doc["performance_mode"] = "table"
+    doc["performance"] = entries
+    doc["models"] = [
+        {
+            "id": m if isinstance(m, str) else m["id"],
+            "params_b": (cat.models[m] if isinstance(m, str) else m)["params_b"],
+            "weight_bytes": (cat.models[m] if isinstance(m, str) else m).get("weight_bytes", 2),
+        }
+        for m in models
+    ]
+    doc["gpus"] = [
+        {"id": g["id"], "price_per_hour": g["price_per_hour"], "price_source": g["price_source"],
+         **({"available": g["available"]} if "available" in g else {})}
+        for g in doc["gpus"]
+    ]  # fmt: skip
+    doc.pop("slo_attainment", None)
+    if rng.random() < 0.4:
+        # A budget around what a good plan spends, as in the paper-shaped families.
+        table = build_option_table(load_instance_data(doc, f"{doc['name']}.yaml"))
+        plan = slope_scaling(Data.from_table(table)) if table.pairs else None
         if plan is not None:
             doc["budget"] = round(plan.spend * float(rng.uniform(0.95, 1.6)), 2)
     return doc

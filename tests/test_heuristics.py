@@ -25,8 +25,15 @@ def check_all(seed: int, density: float = 0.7) -> None:
     exact = solve(inst, "milp", table=table, gap=1e-9)
     for method in (*HEURISTICS, *BASELINES):
         plan = solve(inst, method, table=table, seed=seed)
-        assert plan.status in ("optimal", "feasible", "no_solution"), (method, plan.status)
+        assert plan.status in ("optimal", "feasible", "no_solution", "infeasible"), (method, plan.status)
+        if method in HEURISTICS:
+            # The feasibility repair: a plan exactly where the MILP finds one, "infeasible" only
+            # where the MILP proves it (and then with a diagnosis).
+            assert plan.has_solution == (exact.status == "optimal"), (method, plan.status, exact.status)
+            if plan.status == "infeasible":
+                assert exact.status == "infeasible" and plan.diagnosis is not None
         if not plan.has_solution:
+            assert plan.status != "infeasible" or exact.status == "infeasible", method
             continue
         report = check_plan(inst, plan, table)
         assert report.ok, (method, report.violations)

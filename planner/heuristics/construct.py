@@ -135,31 +135,46 @@ def tp_upgrades(s: State, i: int) -> list[tuple[int, int]]:
 
 
 def migrate(s: State, k_from: int, k_to: int) -> State | None:
-    """A copy of ``s`` with every share on ``k_from`` moved to ``k_to``, or None if infeasible."""
+    """A copy of ``s`` with every share on ``k_from`` moved to ``k_to`` (the same model on the same
+    GPU and PP at a higher TP: errors do not change), or None if the result breaks the budget or
+    the tier's availability."""
     s2 = s.copy()
-    for j in np.flatnonzero(s2.X[:, k_from] > 0):
-        amount = float(s2.X[j, k_from])
-        _dcost, feas = s2.delta(int(j), k_from, amount)
-        if not feas[k_to]:
-            return None
-        s2.move(int(j), k_from, k_to, amount)
+    s2.delay += float(s2.X[:, k_from] @ (s.d.D[:, k_to] - s.d.D[:, k_from]))
+    s2.X[:, k_to] += s2.X[:, k_from]
+    s2.X[:, k_from] = 0.0
+    s2._refresh_options([k_from, k_to])
+    d = s.d
+    g = d.tier[k_to]
+    if s2.spend > d.budget * (1 + 1e-12) + 1e-9 or s2.used[g] > d.avail[g] + 1e-9:
+        return None
     return s2
 
 
 def _best_tp_upgrade(s: State, i: int, full: np.ndarray) -> Placement | None:
+    """M3 priced in closed form (no state copies): migrate k0's riders to k1, then place type i
+    on k1; the ratio is (Δspend + Δdelay) / (amount·λ_i), feasibility the budget and k1's tier."""
+    d = s.d
     best: Placement | None = None
-    base = s.cost
+    caps: np.ndarray | None = None
     for k0, k1 in tp_upgrades(s, i):
-        s2 = migrate(s, k0, k1)
-        if s2 is None:
-            continue
-        amount = float(min(full[k1], accuracy_caps(s2, i, float(full.max()))[k1]))
+        if caps is None:  # migration keeps every error, so the accuracy caps are the state's own
+            caps = accuracy_caps(s, i, float(full.max()))
+        amount = float(min(full[k1], caps[k1]))
         if amount <= MIN_SHARE:
             continue
-        dcost, feas = s2.delta(i, None, amount)
-        if not feas[k1]:
+        riders = s.X[:, k0]
+        load1 = s.load[k1] + float(riders @ d.L[:, k1]) + amount * d.L[i, k1]
+        y1 = float(np.ceil(load1 / d.umax - CEIL_TOL))
+        dy1 = y1 - s.y[k1]
+        dspend = d.rental[k1] * dy1 + d.storage[k1] * float(s.y[k1] == 0 and y1 > 0)
+        dspend -= d.rental[k0] * s.y[k0] + d.storage[k0]
+        if s.spend + dspend > d.budget * (1 + 1e-12) + 1e-9:
             continue
-        ratio = (s2.cost + float(dcost[k1]) - base) / (amount * s.d.lam[i])
+        g = d.tier[k1]
+        if s.used[g] + d.gpus[k1] * dy1 - d.gpus[k0] * s.y[k0] > d.avail[g] + 1e-9:
+            continue
+        ddelay = float(riders @ (d.D[:, k1] - d.D[:, k0])) + amount * d.D[i, k1]
+        ratio = (dspend + ddelay) / (amount * d.lam[i])
         if best is None or ratio < best.ratio:
             best = Placement(k1, amount, ratio, upgrade_from=k0)
     return best
@@ -214,7 +229,9 @@ def construct(data: Data, order: Sequence[int]) -> tuple[State | None, str]:
             return None, _why_stuck(s, i, remaining)
         # Close the last round-off gap on the column that took the largest share.
         k = int(np.argmax(s.X[i]))
-        s.X[i, k] += 1.0 - s.X[i].sum()
+        fix = 1.0 - s.X[i].sum()
+        s.X[i, k] += fix
+        s.delay += fix * data.D[i, k]
     s.refresh()
     if not s.feasible():
         return None, "the greedy pass ended outside a limit (accuracy or unserved allowance)"

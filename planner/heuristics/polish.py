@@ -61,7 +61,19 @@ def solve_scope(
     """(status, state) of the spec's MILP restricted to the options ``scope`` (Pyomo model, HiGHS),
     from ``start`` where given; status as the backend's (optimal and feasible read "feasible")."""
     from planner.heuristics.repair import state_of
+    from planner.solvers.matrix import build_matrix, supported
 
+    if supported(data.table):  # the same model as arrays: no Pyomo build and translation
+        mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
+        res = mm.solve(
+            time_limit=time_limit,
+            gap=POLISH_GAP,
+            improving_limit=improving_limit,
+            start=None if start is None else mm.start_of(start.y, start.X),
+        )
+        if res.values is None:
+            return res.status, None
+        return "feasible", state_of(data, mm.routing(res.values))
     model = build_model(data.table, ModelScope(options=frozenset(scope)))
     opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
     # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.

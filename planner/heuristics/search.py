@@ -63,10 +63,19 @@ def relocate(s: State) -> bool:
     return improved
 
 
-def evacuate(s: State, k: int) -> State | None:
-    """A copy of ``s`` with option k emptied into the cheapest other options, or None."""
+def evacuate(s: State, k: int, stop_above: float = math.inf) -> State | None:
+    """A copy of ``s`` with option k emptied into the cheapest other options, or None.
+
+    None too as soon as the result cannot cost less than ``stop_above``: moving a share never
+    lowers another option's cost (replicas only grow, delays and penalties are ≥ 0), so the cost
+    so far less what k itself still costs (its replicas, storage and riders' delay) is a lower
+    bound on the result."""
+    d = s.d
     s2 = s.copy()
     for j in map(int, np.flatnonzero(s2.X[:, k] > 0)):
+        floor = s2.cost - d.rental[k] * s2.y[k] - d.storage[k] * (s2.y[k] > 0) - float(s2.X[:, k] @ d.D[:, k])
+        if floor >= stop_above:
+            return None
         for _ in range(2 * s.d.K + 8):
             share = float(s2.X[j, k])
             if share <= 1e-12:
@@ -100,7 +109,7 @@ def consolidate(s: State) -> tuple[State, bool]:
     for k in open_k:
         if s.y[k] == 0:
             continue
-        s2 = evacuate(s, k)
+        s2 = evacuate(s, k, stop_above=s.cost - IMPROVE)
         if s2 is not None and s2.cost < s.cost - IMPROVE:
             s, improved = s2, True
     return s, improved

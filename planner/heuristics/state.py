@@ -117,7 +117,7 @@ class State:
         s.d = self.d
         s.X = self.X.copy()
         s.load, s.y, s.err = self.load.copy(), self.y.copy(), self.err.copy()
-        s.used, s.spend = self.used.copy(), self.spend
+        s.used, s.spend, s.delay = self.used.copy(), self.spend, self.delay
         return s
 
     def refresh(self) -> None:
@@ -130,10 +130,12 @@ class State:
         self.used = np.zeros(len(d.avail))
         np.add.at(self.used, d.tier[: d.K], self.y[: d.K] * d.gpus[: d.K])
         self.spend = float(d.rental @ self.y + d.storage @ (self.y > 0))
+        # Σ delay·x + unserved·u, kept up to date by move() (refresh() clears its drift)
+        self.delay = float((self.X * d.D).sum())
 
     @property
     def cost(self) -> float:
-        return self.spend + float((self.X * self.d.D).sum())
+        return self.spend + self.delay
 
     def served(self) -> np.ndarray:
         return self.X.sum(axis=1)
@@ -199,10 +201,13 @@ class State:
         """Apply a move priced by :meth:`delta` and update the derived quantities of k1 and k2."""
         d = self.d
         if k1 is not None:
+            before = self.X[i, k1]
             self.X[i, k1] = max(0.0, self.X[i, k1] - amount)
             if self.X[i, k1] < 1e-12:
                 self.X[i, k1] = 0.0
+            self.delay += (self.X[i, k1] - before) * d.D[i, k1]
         self.X[i, k2] += amount
+        self.delay += amount * d.D[i, k2]
         self._refresh_options([k for k in (k1, k2) if k is not None])
         self.err[i] = float(self.X[i] @ d.E[i])
 
