@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from planner.bench import DEFAULT_METHODS, run, summary, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +24,18 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--milp-time-limit", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--from-csv", type=Path, nargs="*", help="merge these bench.csv files instead of running")
+    ap.add_argument("--note", default="", help="a line for bench.md under the machine line")
     args = ap.parse_args()
-    df = run(args.families.split(","), args.methods.split(","), range(args.seeds), args.milp_time_limit)
-    for p in write(df, args.out):
+    if args.from_csv:
+        df = pd.concat([pd.read_csv(p) for p in args.from_csv], ignore_index=True)
+        df = df.drop(columns=["best_bound", "gap"]).drop_duplicates(["family", "seed", "method"], keep="last")
+        best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
+        df = df.join(best, on=["family", "seed"])
+        df["gap"] = (df["objective"] - df["best_bound"]) / df["objective"]
+    else:
+        df = run(args.families.split(","), args.methods.split(","), range(args.seeds), args.milp_time_limit)
+    for p in write(df, args.out, args.note):
         print("wrote", p)
     print(summary(df).to_string(index=False))
 

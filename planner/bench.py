@@ -40,11 +40,18 @@ class Family:
     models: int
     tiers: int
     mode: str = "table"
+    fleet: bool = False  # tiers as GPU × provider × region × on-demand|spot (paper_instance(fleet=True))
+    milp_backend: str = "highs"
+    methods: tuple[str, ...] | None = None  # None: every method asked for
 
     @property
     def size(self) -> int:
         return self.types * self.models * self.tiers
 
+
+# At fleet scale the cold MILP found no plan within 60 s (fleet-100x30x30 seed 0), so the
+# exact method runs from AGH's plan ("milp-warm") and reports its bound and gap at the limit.
+FLEET_METHODS = ("milp-warm", "gh", "agh")
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -54,6 +61,11 @@ FAMILIES: dict[str, Family] = {
         Family("table-20x20x20", 20, 20, 20),
         Family("table-50x20x20", 50, 20, 20),
         Family("model-6x6x10", 6, 6, 10, "model"),
+        # Fleet scale: the Pyomo build alone would take minutes, so the MILP is the same model
+        # built as arrays (milp_method._solve_arrays); the baselines (restricted MILPs through
+        # Pyomo) are left out.
+        Family("fleet-100x30x30", 100, 30, 30, fleet=True, milp_backend="highs-arrays", methods=FLEET_METHODS),
+        Family("fleet-200x40x40", 200, 40, 40, fleet=True, milp_backend="highs-arrays", methods=FLEET_METHODS),
     )
 }
 DEFAULT_METHODS = ("milp", "gh", "agh", "cheapest-tier", "best-model", "melange")
@@ -75,17 +87,32 @@ def run(
     shown = display("bench", total=len(jobs) * len(methods))
     with shown if progress else contextlib.nullcontext(Steps(None, None, "")) as bar:
         for fam, seed in jobs:
-            doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode)
+            t0 = time.perf_counter()
+            doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode, fleet=fam.fleet)
+            t_gen = time.perf_counter() - t0
+            t0 = time.perf_counter()
             inst = load_instance_data(doc, f"{doc['name']}.yaml")
+            t_load = time.perf_counter() - t0
             t0 = time.perf_counter()
             table = build_option_table(inst)
             t_table = time.perf_counter() - t0
+            t_model = _model_seconds(table, fam.milp_backend)
             for method in methods:
+                if fam.methods is not None and method not in fam.methods:
+                    bar.advance()
+                    continue
                 bar.update(f"{fam.name} seed {seed} {method}")
                 kw: dict[str, object] = {"seed": seed}
-                if method == "milp":
+                if method in ("milp", "milp-warm"):
                     kw["time_limit"] = milp_time_limit
-                plan = solve(inst, method, table=table, **kw)
+                    kw["backend"] = fam.milp_backend
+                if method == "milp-warm":
+                    # The MILP from AGH's plan as its first incumbent; its seconds include AGH's.
+                    start = solve(inst, "agh", table=table, seed=seed)
+                    plan = solve(inst, "milp", table=table, warm_start=start, **kw)
+                    plan = plan.model_copy(update={"solve_seconds": plan.solve_seconds + start.solve_seconds})
+                else:
+                    plan = solve(inst, method, table=table, **kw)
                 ok = check_plan(inst, plan, table).ok if plan.has_solution else None
                 rows.append(
                     {
@@ -100,7 +127,10 @@ def run(
                         "objective": plan.objective,
                         "bound": plan.bound,
                         "seconds": plan.solve_seconds,
+                        "generate_seconds": t_gen,
+                        "load_seconds": t_load,
                         "table_seconds": t_table,
+                        "model_seconds": t_model,
                         "checker_ok": ok,
                         "eligible_pairs": len(table.pairs),
                     }
@@ -111,6 +141,32 @@ def run(
     df = df.join(best, on=["family", "seed"])
     df["gap"] = (df["objective"] - df["best_bound"]) / df["objective"]
     return df
+
+
+def _model_seconds(table: object, backend: str) -> float:
+    """Seconds to build the MILP (measured on its own, beside the solve that builds it again)."""
+    from planner.solvers.matrix import build_matrix, supported
+    from planner.solvers.milp import build_model
+
+    t0 = time.perf_counter()
+    if backend == "highs-arrays" and supported(table):  # type: ignore[arg-type]
+        build_matrix(table)  # type: ignore[arg-type]
+    else:
+        build_model(table)  # type: ignore[arg-type]
+    return time.perf_counter() - t0
+
+
+def phases(df: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds per phase and family: generate, load, option table, MILP build, solves."""
+    per_instance = df.groupby(["family", "seed"]).first()
+    cols = ["generate_seconds", "load_seconds", "table_seconds", "model_seconds"]
+    out = per_instance.groupby("family")[cols].median()
+    for method in ("milp", "milp-warm", "gh", "agh"):
+        sub = df[df["method"] == method]
+        if len(sub):
+            out[f"{method} solve s"] = sub.groupby("family")["seconds"].median()
+    out["eligible pairs"] = per_instance.groupby("family")["eligible_pairs"].median()
+    return out.reset_index()
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -190,6 +246,11 @@ def write(df: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
         note,
         "",
         _markdown(summary(df)),
+        "",
+        "Median seconds per phase (one instance: generate the document, load it, build the option "
+        "table, build the MILP on its own; then each method's solve, which includes its own build):",
+        "",
+        _markdown(phases(df)) if "model_seconds" in df else "",
         "",
     ]
     write_atomic(md, "\n".join(text))

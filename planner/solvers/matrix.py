@@ -118,7 +118,8 @@ class MatrixModel:
         if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
             return MatrixResult("infeasible", None, None, secs, message="INFEASIBLE")
         if info.primal_solution_status != 2:  # kSolutionStatusFeasible
-            return MatrixResult("no_solution", None, None, secs, message=h.modelStatusToString(status))
+            bound = float(info.mip_dual_bound) if not relax and abs(info.mip_dual_bound) < 1e300 else None
+            return MatrixResult("no_solution", None, bound, secs, message=h.modelStatusToString(status))
         values = np.asarray(h.getSolution().col_value, dtype=float)
         objective = float(info.objective_function_value)
         if relax:

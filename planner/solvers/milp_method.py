@@ -29,8 +29,15 @@ def solve_milp(
     ``warm_start`` is a plan of the same instance (a heuristic's, say) given to the solver as its
     first incumbent (HiGHS) or hint (SCIP).
     """
+    if backend == "highs-arrays":
+        from planner.solvers.matrix import supported
+
+        if supported(table):
+            return _solve_arrays(table, time_limit=time_limit, gap=gap, seed=seed, warm_start=warm_start)
+        backend = "highs"  # shared-pool rows: only the Pyomo model states them
     if backend not in BACKENDS:
-        raise KeyError(f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        known = ", ".join(sorted([*BACKENDS, "highs-arrays"]))
+        raise KeyError(f"unknown backend {backend!r}; known: {known}")
     t0 = time.perf_counter()
     opts = SolveOptions(time_limit=time_limit, gap=gap, threads=threads)
     model = build_model(table, ModelScope())
@@ -101,3 +108,59 @@ def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -
     for j, k in model.JK:  # shared-pool indicators: on where the plan serves j on k
         start[id(model.w[j, k])] = float(start.get(id(model.x[j, k]), 0.0) > 1e-12)
     return start
+
+
+def _solve_arrays(
+    table: OptionTable, *, time_limit: float | None, gap: float, seed: int | None, warm_start: Plan | None = None
+) -> Plan:
+    """``backend="highs-arrays"``: the same model built as arrays (:mod:`planner.solvers.matrix`)
+    and handed to HiGHS without Pyomo — for fleet-scale tables, where Pyomo's build and translation
+    take minutes. The message says how long the build took."""
+    from planner.solvers.matrix import build_matrix
+    from planner.solvers.matrix import solution_of as matrix_solution
+
+    t0 = time.perf_counter()
+    mm = build_matrix(table)
+    limit = None if time_limit is None else max(time_limit - mm.seconds, 1.0)
+    start = None
+    if warm_start is not None and warm_start.has_solution:
+        import numpy as np
+
+        y_plan, x_plan, u_plan = plan_solution(warm_start)
+        index = {o: k for k, o in enumerate(table.options)}
+        y = np.zeros(len(table.options))
+        X = np.zeros((len(table.type_ids), len(table.options) + 1))
+        for o, n in y_plan.items():
+            if o in index:
+                y[index[o]] = n
+        for i, t in enumerate(table.type_ids):
+            for o, v in x_plan.get(t, {}).items():
+                if o in index:
+                    X[i, index[o]] = v
+            X[i, -1] = u_plan.get(t, 0.0)
+        start = mm.start_of(y, X)
+    res = mm.solve(time_limit=limit, gap=gap, start=start)
+    seconds = time.perf_counter() - t0
+    built = f"model built as arrays in {mm.seconds:.2f} s"
+    common = {"method": "milp", "solve_seconds": seconds, "backend": "highs-arrays", "seed": seed}
+    if res.status == "infeasible":
+        from planner.solvers.diagnosis import diagnose
+
+        blockers = diagnose(table, "highs", SolveOptions(time_limit=time_limit, gap=gap))
+        message = f"proven infeasible; {built}"
+        return build_plan(table, status="infeasible", message=message, diagnosis=blockers, **common)
+    if res.values is None:
+        return build_plan(table, status="no_solution", bound=res.bound, message=f"{res.message}; {built}", **common)
+    replicas, routing, unserved = matrix_solution(mm, res.values)
+    bound = res.bound if res.bound is None or res.objective is None else min(res.bound, res.objective)
+    return build_plan(
+        table,
+        status=res.status,
+        replicas=replicas,
+        routing=routing,
+        unserved=unserved,
+        objective=res.objective,
+        bound=bound,
+        message=f"{res.message}; {built}",
+        **common,
+    )
