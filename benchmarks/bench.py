@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--families", default="table-5x5x5,table-10x10x10,table-20x20x20,table-50x20x20,model-6x6x10")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed-from", type=int, default=0, help="first seed (seeds: seed-from .. seed-from+seeds-1)")
     ap.add_argument("--milp-time-limit", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--from-csv", type=Path, nargs="*", help="merge these bench.csv files instead of running")
@@ -34,7 +35,8 @@ def main() -> None:
         df = df.join(best, on=["family", "seed"])
         df["gap"] = (df["objective"] - df["best_bound"]) / df["objective"]
     else:
-        df = run(args.families.split(","), args.methods.split(","), range(args.seeds), args.milp_time_limit)
+        seeds = range(args.seed_from, args.seed_from + args.seeds)
+        df = run(args.families.split(","), args.methods.split(","), seeds, args.milp_time_limit)
     for p in write(df, args.out, args.note):
         print("wrote", p)
     print(summary(df).to_string(index=False))

@@ -85,6 +85,7 @@ class MatrixModel:
         time_limit: float | None = None,
         gap: float = 1e-6,
         improving_limit: int | None = None,
+        node_limit: int | None = None,
         start: np.ndarray | None = None,
     ) -> MatrixResult:
         """HiGHS on the arrays (one thread, seed 0): the LP relaxation when ``relax``."""
@@ -99,6 +100,8 @@ class MatrixModel:
             h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
         if improving_limit is not None:
             h.setOptionValue("mip_max_improving_sols", int(improving_limit))
+        if node_limit is not None:
+            h.setOptionValue("mip_max_nodes", int(node_limit))
         n = self.columns
         h.addCols(n, self.cost, self.lb, self.ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
         h.addRows(len(self.row_lo), self.row_lo, self.row_hi, len(self.index), self.starts, self.index, self.value)
