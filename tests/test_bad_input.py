@@ -1051,7 +1051,7 @@ CMDS: list[Cmd] = [
     # ---- generate
     *_numeric("generate", GENERATE, "--types", ("0", "201", "many")),
     *_numeric("generate", GENERATE, "--models", ("0", "61")),
-    *_numeric("generate", GENERATE, "--tiers", ("0", "31", "-3")),
+    *_numeric("generate", GENERATE, "--tiers", ("0", "41", "-3", "30")),
     *_numeric("generate", GENERATE, "--seed", ("-1", "4294967296", "0.5")),
     Cmd("generate_mode_unknown", (*GENERATE, "--mode", "guess"), ("--mode",)),
     Cmd("generate_out_suffix", ("generate", "--out", "{tmp}/inst.txt"), ("--out",)),

@@ -155,3 +155,37 @@ def test_matrix_form_has_the_pyomo_models_optimum() -> None:
         assert a.status == b.status, seed
         if b.objective is not None:
             assert a.objective == pytest.approx(b.objective, rel=2e-6, abs=1e-6), seed
+
+
+def test_fleet_instances_are_deterministic_with_spot_and_region_tiers() -> None:
+    from planner.generate import paper_instance
+
+    a = paper_instance(12, 8, 30, seed=3, fleet=True)
+    assert a == paper_instance(12, 8, 30, seed=3, fleet=True)
+    assert len(a["gpus"]) == 30 and len({g["id"] for g in a["gpus"]}) == 30
+    spot = [g for g in a["gpus"] if g["id"].endswith("-spot")]
+    assert spot and all("available" in g for g in spot)  # spot capacity always has a limit
+    _, table = _table(a)
+    assert table.pairs
+    # A GPU's tiers share the hardware's figures: same (model, tp, type) → same throughput.
+    by_hw: dict[tuple, set[float]] = {}
+    hw = {g["id"]: g["price_source"].split(":")[1].split(" at ")[0].strip() for g in a["gpus"]}
+    for e in a["performance"]:
+        by_hw.setdefault((e["model"], hw[e["gpu"]], e["tp"], e["query_type"]), set()).add(e["throughput_rps"])
+    assert all(len(v) == 1 for v in by_hw.values())
+    assert any(len([g for g in a["gpus"] if hw[g["id"]] == h]) > 1 for h in set(hw.values()))
+
+
+def test_generate_cli_needs_fleet_beyond_the_provider_pairs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    out = tmp_path / "fleet.yaml"
+    runner = CliRunner()
+    res = runner.invoke(app, ["generate", "--types", "3", "--models", "3", "--tiers", "30", "--out", str(out)])
+    assert res.exit_code == 2 and "--tiers" in res.output and not out.exists()
+    args = ["generate", "--types", "3", "--models", "3", "--tiers", "30", "--fleet", "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert out.exists() and "fleet-3x3x30" in out.read_text()

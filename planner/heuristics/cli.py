@@ -22,9 +22,14 @@ def register(app: typer.Typer) -> None:
 def generate(
     types: Annotated[int, typer.Option(help="query types", min=1, max=200)] = 6,
     models: Annotated[int, typer.Option(help="models (catalog, then fine-tuned variants)", min=1, max=60)] = 6,
-    tiers: Annotated[int, typer.Option(help="GPU tiers: (GPU, provider) pairs", min=1, max=30)] = 10,
+    tiers: Annotated[
+        int, typer.Option(help="GPU tiers: (GPU, provider) pairs; with --fleet also region and spot", min=1, max=40)
+    ] = 10,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     mode: Annotated[str, typer.Option(help="table | model")] = "table",
+    fleet: Annotated[
+        bool, typer.Option("--fleet/--no-fleet", help="tiers as GPU × provider × region × on-demand|spot")
+    ] = False,
     out: Annotated[Path, typer.Option(help="instance file to write (.yaml/.json)")] = Path("instance.yaml"),
 ) -> None:
     """Write a paper-shaped instance drawn from the catalogs (deterministic for a seed)."""
@@ -32,16 +37,19 @@ def generate(
     from planner.cli import out as console
     from planner.errors import InputError
     from planner.fileio import write_document
-    from planner.generate import paper_instance
+    from planner.generate import paper_instance, provider_prices
 
     def prepare() -> None:
         _output_path(out, "--out")
         if mode not in ("table", "model"):
             raise InputError(None, "--mode", "must be table or model")
         cliargs.seed("--seed", seed)
+        pairs = sum(len(by) for by in provider_prices().values())
+        if tiers > pairs and not fleet:
+            raise InputError(None, "--tiers", f"more than the {pairs} (GPU, provider) pairs needs --fleet")
 
     _guard(prepare)
-    doc = paper_instance(types, models, tiers, seed, mode=mode)
+    doc = paper_instance(types, models, tiers, seed, mode=mode, fleet=fleet)
     _guard(lambda: write_document(out, doc))
     n = len(doc.get("performance", []))
     console.print(
