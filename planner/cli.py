@@ -154,7 +154,9 @@ def solve(
     instance: Annotated[Path, typer.Argument(help="instance file (.yaml/.yml/.json)")],
     method: Annotated[str, typer.Option(help="milp | gh | agh (and the baselines: see README)")] = "milp",
     out_path: Annotated[Path | None, typer.Option("--out", help="write the plan here (.yaml/.json)")] = None,
-    backend: Annotated[str, typer.Option(help="exact backend for milp: highs | ortools")] = "highs",
+    backend: Annotated[
+        str, typer.Option(help="exact backend for milp: highs | ortools | highs-arrays (fleet scale, no Pyomo)")
+    ] = "highs",
     time_limit: Annotated[float | None, typer.Option(help="seconds")] = None,
     gap: Annotated[float, typer.Option(help="relative MIP gap at which to stop")] = 1e-6,
     threads: Annotated[int, typer.Option(help="solver threads")] = 1,
@@ -188,8 +190,9 @@ def solve(
         _output_path(out_path, "--out")
         if method not in METHODS:
             raise InputError(None, "--method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
-        if backend not in BACKENDS:
-            raise InputError(None, "--backend", f"unknown backend {backend!r}; known: {', '.join(sorted(BACKENDS))}")
+        known = sorted([*BACKENDS, "highs-arrays"])
+        if backend not in known:
+            raise InputError(None, "--backend", f"unknown backend {backend!r}; known: {', '.join(known)}")
         cliargs.seconds("--time-limit", time_limit)
         cliargs.number("--gap", gap, ge=0, lt=1)
         cliargs.whole("--threads", threads, ge=1, le=1024)

@@ -87,14 +87,15 @@ class MatrixModel:
         improving_limit: int | None = None,
         node_limit: int | None = None,
         start: np.ndarray | None = None,
+        threads: int = 1,
     ) -> MatrixResult:
-        """HiGHS on the arrays (one thread, seed 0): the LP relaxation when ``relax``."""
+        """HiGHS on the arrays (seed 0): the LP relaxation when ``relax``."""
         import highspy
 
         t0 = time.perf_counter()
         h = new_highs()
         h.setOptionValue("random_seed", 0)
-        h.setOptionValue("threads", 1)
+        h.setOptionValue("threads", threads)
         h.setOptionValue("mip_rel_gap", gap)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(max(time_limit, 0.01)))

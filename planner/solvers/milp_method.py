@@ -33,7 +33,9 @@ def solve_milp(
         from planner.solvers.matrix import supported
 
         if supported(table):
-            return _solve_arrays(table, time_limit=time_limit, gap=gap, seed=seed, warm_start=warm_start)
+            return _solve_arrays(
+                table, time_limit=time_limit, gap=gap, seed=seed, warm_start=warm_start, threads=threads
+            )
         backend = "highs"  # shared-pool rows: only the Pyomo model states them
     if backend not in BACKENDS:
         known = ", ".join(sorted([*BACKENDS, "highs-arrays"]))
@@ -111,7 +113,13 @@ def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -
 
 
 def _solve_arrays(
-    table: OptionTable, *, time_limit: float | None, gap: float, seed: int | None, warm_start: Plan | None = None
+    table: OptionTable,
+    *,
+    time_limit: float | None,
+    gap: float,
+    seed: int | None,
+    warm_start: Plan | None = None,
+    threads: int = 1,
 ) -> Plan:
     """``backend="highs-arrays"``: the same model built as arrays (:mod:`planner.solvers.matrix`)
     and handed to HiGHS without Pyomo — for fleet-scale tables, where Pyomo's build and translation
@@ -139,7 +147,7 @@ def _solve_arrays(
                     X[i, index[o]] = v
             X[i, -1] = u_plan.get(t, 0.0)
         start = mm.start_of(y, X)
-    res = mm.solve(time_limit=limit, gap=gap, start=start)
+    res = mm.solve(time_limit=limit, gap=gap, start=start, threads=threads)
     seconds = time.perf_counter() - t0
     built = f"model built as arrays in {mm.seconds:.2f} s"
     common = {"method": "milp", "solve_seconds": seconds, "backend": "highs-arrays", "seed": seed}
