@@ -365,25 +365,7 @@ def paper_instance(
                     "e2e_s": round(float(r.e2e_s * noise[3]), 4),
                 }
             )
-        doc["performance_mode"] = "table"
-        doc["performance"] = entries
-        # Table mode needs no hardware figures; keep the documents small and self-contained.
-        doc["models"] = [
-            {
-                "id": m if isinstance(m, str) else m["id"],
-                "params_b": (cat.models[m] if isinstance(m, str) else m)["params_b"],
-                "weight_bytes": (cat.models[m] if isinstance(m, str) else m).get("weight_bytes", 2),
-            }
-            for m in models
-        ]
-        doc["gpus"] = [
-            {
-                "id": g["id"],
-                "price_per_hour": g["price_per_hour"],
-                **({"available": g["available"]} if "available" in g else {}),
-            }
-            for g in gpus
-        ]
+        _to_table_mode(doc, entries, cat)
     if rng.random() < 0.4 and table.pairs:
         # A budget around what a good plan spends (rental + storage of a slope-scaling plan), so it
         # sometimes binds (forcing unserved allowances or dearer-but-smaller plans) and rarely
@@ -440,21 +422,7 @@ def _fleet_table(doc: dict[str, Any], rng: np.random.Generator, hardware: dict[s
                     {"model": m, "gpu": tier, "tp": r.option.tp, "pp": r.option.pp, "query_type": r.query_type,
                      **figures}
                 )  # fmt: skip
-    doc["performance_mode"] = "table"
-    doc["performance"] = entries
-    doc["models"] = [
-        {
-            "id": m if isinstance(m, str) else m["id"],
-            "params_b": (cat.models[m] if isinstance(m, str) else m)["params_b"],
-            "weight_bytes": (cat.models[m] if isinstance(m, str) else m).get("weight_bytes", 2),
-        }
-        for m in models
-    ]
-    doc["gpus"] = [
-        {"id": g["id"], "price_per_hour": g["price_per_hour"], "price_source": g["price_source"],
-         **({"available": g["available"]} if "available" in g else {})}
-        for g in doc["gpus"]
-    ]  # fmt: skip
+    _to_table_mode(doc, entries, cat, keep=("price_source",))
     doc.pop("slo_attainment", None)
     if rng.random() < 0.4:
         # A budget around what a good plan spends, as in the paper-shaped families.
@@ -463,3 +431,28 @@ def _fleet_table(doc: dict[str, Any], rng: np.random.Generator, hardware: dict[s
         if plan is not None:
             doc["budget"] = round(plan.spend * float(rng.uniform(0.95, 1.6)), 2)
     return doc
+
+
+def _to_table_mode(doc: dict[str, Any], entries: list[dict[str, Any]], cat: Any, keep: tuple[str, ...] = ()) -> None:
+    """Turn ``doc`` into table mode with ``entries``. Table mode needs no hardware figures: the
+    models keep their size (storage), the tiers their price and limit (and the ``keep`` keys), so
+    the documents stay small and self-contained."""
+    doc["performance_mode"] = "table"
+    doc["performance"] = entries
+    doc["models"] = [
+        {
+            "id": m if isinstance(m, str) else m["id"],
+            "params_b": (cat.models[m] if isinstance(m, str) else m)["params_b"],
+            "weight_bytes": (cat.models[m] if isinstance(m, str) else m).get("weight_bytes", 2),
+        }
+        for m in doc["models"]
+    ]
+    doc["gpus"] = [
+        {
+            "id": g["id"],
+            "price_per_hour": g["price_per_hour"],
+            **{k: g[k] for k in keep if k in g},
+            **({"available": g["available"]} if "available" in g else {}),
+        }
+        for g in doc["gpus"]
+    ]

@@ -51,6 +51,7 @@ class BackendResult:
     bound: float | None
     seconds: float = 0.0
     message: str = ""
+    values: Any = None  # column values (numpy array) where the arrays were solved directly
 
 
 T = TypeVar("T")
@@ -198,27 +199,76 @@ def _linear_form(model: pyo.ConcreteModel) -> tuple[list[Any], dict[str, Any]]:
     return pyo_vars, payload
 
 
+def solve_arrays(
+    cost: Any,
+    lb: Any,
+    ub: Any,
+    integer: Any,
+    rows: tuple[Any, Any, Any, Any, Any],
+    opts: SolveOptions,
+    start: Any = None,
+    relax: bool = False,
+) -> BackendResult:
+    """HiGHS (seed 0) on a model given as arrays: columns (cost, bounds, integer column indices)
+    and CSR rows ``(starts, index, value, lower, upper)``; the LP relaxation when ``relax``.
+    ``values`` holds the column values when a solution was found; the bound is HiGHS's dual
+    bound (the LP optimum when ``relax``), also when no solution was found."""
+    import highspy
+    import numpy as np
+
+    t0 = time.perf_counter()
+    h = new_highs()
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("mip_rel_gap", opts.gap)
+    h.setOptionValue("threads", opts.threads)
+    if opts.time_limit is not None:
+        h.setOptionValue("time_limit", float(max(opts.time_limit, 0.01)))
+    if opts.node_limit is not None:
+        h.setOptionValue("mip_max_nodes", int(opts.node_limit))
+    if opts.improving_limit is not None:
+        h.setOptionValue("mip_max_improving_sols", int(opts.improving_limit))
+    n = len(cost)
+    h.addCols(n, cost, lb, ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+    starts, index, value, lo, hi = rows
+    h.addRows(len(lo), lo, hi, len(index), starts, index, value)
+    if not relax and len(integer):
+        h.changeColsIntegrality(len(integer), integer, np.full(len(integer), highspy.HighsVarType.kInteger))
+    if start is not None and not relax:
+        sol = highspy.HighsSolution()
+        sol.col_value = [float(v) for v in start]
+        sol.value_valid = True
+        h.setSolution(sol)
+    _interruptible(h.run, h.cancelSolve)
+    secs = time.perf_counter() - t0
+    status = h.getModelStatus()
+    info = h.getInfo()
+    message = h.modelStatusToString(status)
+    if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+        return BackendResult("infeasible", None, None, secs, "INFEASIBLE")
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    if relax:
+        bound = float(info.objective_function_value) if optimal else None
+    else:
+        bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e300 else None
+    if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+        return BackendResult("no_solution", None, bound, secs, message)
+    values = np.asarray(h.getSolution().col_value, dtype=float)
+    done = "optimal" if optimal else "feasible"
+    return BackendResult(done, float(info.objective_function_value), bound, secs, message, values)
+
+
 def solve_highs_start(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[int, float]) -> BackendResult:
     """HiGHS on the model's standard form with a starting solution (``id(var) -> value``).
 
     Pyomo's HiGHS interface takes no starting point, so a warm start goes through highspy
-    directly, from the same linear rows the OR-Tools backend sends (the model is written once).
+    directly (:func:`solve_arrays`), from the same linear rows the OR-Tools backend sends (the
+    model is written once).
     """
     import highspy
     import numpy as np
 
     t0 = time.perf_counter()
     pyo_vars, payload = _linear_form(model)
-    h = new_highs()
-    h.setOptionValue("random_seed", 0)
-    h.setOptionValue("mip_rel_gap", opts.gap)
-    h.setOptionValue("threads", opts.threads)
-    if opts.time_limit is not None:
-        h.setOptionValue("time_limit", float(opts.time_limit))
-    if opts.node_limit is not None:
-        h.setOptionValue("mip_max_nodes", int(opts.node_limit))
-    if opts.improving_limit is not None:
-        h.setOptionValue("mip_max_improving_sols", int(opts.improving_limit))
     inf = highspy.kHighsInf
     n = len(pyo_vars)
     idx, coef, offset = payload["obj"]
@@ -226,39 +276,24 @@ def solve_highs_start(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[
     np.add.at(cost, np.asarray(idx, dtype=int), np.asarray(coef, dtype=float))
     lb = np.array([-inf if v[0] is None else v[0] for v in payload["vars"]], dtype=float)
     ub = np.array([inf if v[1] is None else v[1] for v in payload["vars"]], dtype=float)
-    h.addCols(n, cost, lb, ub, 0, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0))
     rows = payload["rows"]
     starts = np.cumsum([0] + [len(r[2]) for r in rows[:-1]]).astype(np.int32) if rows else np.zeros(0, np.int32)
     index = np.concatenate([np.asarray(r[2], dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
     value = np.concatenate([np.asarray(r[3], dtype=float) for r in rows]) if rows else np.zeros(0)
     lo = np.array([-inf if r[0] is None else r[0] for r in rows], dtype=float)
     hi = np.array([inf if r[1] is None else r[1] for r in rows], dtype=float)
-    h.addRows(len(rows), lo, hi, len(index), starts, index, value)
     integer = np.array([j for j, v in enumerate(payload["vars"]) if v[2]], dtype=np.int32)
-    if len(integer):
-        h.changeColsIntegrality(len(integer), integer, np.full(len(integer), highspy.HighsVarType.kInteger))
-    sol = highspy.HighsSolution()
-    sol.col_value = [float(start.get(id(v), 0.0)) for v in pyo_vars]
-    sol.value_valid = True
-    h.setSolution(sol)
-    _interruptible(h.run, h.cancelSolve)
-    secs = time.perf_counter() - t0
-    status = h.getModelStatus()
-    info = h.getInfo()
-    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
-    if status == highspy.HighsModelStatus.kInfeasible:
-        return BackendResult("infeasible", None, None, secs, "INFEASIBLE")
-    if not has_sol:
-        return BackendResult("no_solution", None, None, secs, h.modelStatusToString(status))
-    values = h.getSolution().col_value
-    for v, val in zip(pyo_vars, values, strict=True):
-        v.set_value(float(val), skip_validation=True)
-    bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e300 else None
-    objective = float(info.objective_function_value) + float(offset)
-    done = "optimal" if status == highspy.HighsModelStatus.kOptimal else "feasible"
-    return BackendResult(
-        done, objective, None if bound is None else bound + float(offset), secs, h.modelStatusToString(status)
-    )
+    first = [float(start.get(id(v), 0.0)) for v in pyo_vars]
+    res = solve_arrays(cost, lb, ub, integer, (starts, index, value, lo, hi), opts, first)
+    res.seconds = time.perf_counter() - t0
+    if res.values is not None:
+        for v, val in zip(pyo_vars, res.values, strict=True):
+            v.set_value(float(val), skip_validation=True)
+    if res.status in ("infeasible", "no_solution"):
+        return BackendResult(res.status, None, None, res.seconds, res.message)
+    objective = None if res.objective is None else res.objective + float(offset)
+    bound = None if res.bound is None else res.bound + float(offset)
+    return BackendResult(res.status, objective, bound, res.seconds, res.message)
 
 
 def solve_ortools(model: pyo.ConcreteModel, opts: SolveOptions, start: dict[int, float] | None = None) -> BackendResult:

@@ -35,23 +35,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.options import Option, OptionTable
-from planner.solvers.backends import _interruptible, new_highs
+from planner.solvers.backends import BackendResult, SolveOptions, solve_arrays
 from planner.solvers.milp import big_m, dominated
 
 
 def supported(table: OptionTable) -> bool:
     """Can the matrix form state this table's model exactly (no shared-pool rows)?"""
     return not table.tight_load
-
-
-@dataclass
-class MatrixResult:
-    status: str  # optimal | feasible | infeasible | no_solution (as BackendResult)
-    objective: float | None
-    bound: float | None
-    seconds: float
-    values: np.ndarray | None = None
-    message: str = ""
 
 
 @dataclass
@@ -88,50 +78,14 @@ class MatrixModel:
         node_limit: int | None = None,
         start: np.ndarray | None = None,
         threads: int = 1,
-    ) -> MatrixResult:
-        """HiGHS on the arrays (seed 0): the LP relaxation when ``relax``."""
-        import highspy
-
-        t0 = time.perf_counter()
-        h = new_highs()
-        h.setOptionValue("random_seed", 0)
-        h.setOptionValue("threads", threads)
-        h.setOptionValue("mip_rel_gap", gap)
-        if time_limit is not None:
-            h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
-        if improving_limit is not None:
-            h.setOptionValue("mip_max_improving_sols", int(improving_limit))
-        if node_limit is not None:
-            h.setOptionValue("mip_max_nodes", int(node_limit))
-        n = self.columns
-        h.addCols(n, self.cost, self.lb, self.ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
-        h.addRows(len(self.row_lo), self.row_lo, self.row_hi, len(self.index), self.starts, self.index, self.value)
-        if not relax and len(self.integer):
-            h.changeColsIntegrality(
-                len(self.integer), self.integer, np.full(len(self.integer), highspy.HighsVarType.kInteger)
-            )
-        if start is not None and not relax:
-            sol = highspy.HighsSolution()
-            sol.col_value = [float(v) for v in start]
-            sol.value_valid = True
-            h.setSolution(sol)
-        _interruptible(h.run, h.cancelSolve)
-        secs = time.perf_counter() - t0
-        status = h.getModelStatus()
-        info = h.getInfo()
-        if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
-            return MatrixResult("infeasible", None, None, secs, message="INFEASIBLE")
-        if info.primal_solution_status != 2:  # kSolutionStatusFeasible
-            bound = float(info.mip_dual_bound) if not relax and abs(info.mip_dual_bound) < 1e300 else None
-            return MatrixResult("no_solution", None, bound, secs, message=h.modelStatusToString(status))
-        values = np.asarray(h.getSolution().col_value, dtype=float)
-        objective = float(info.objective_function_value)
-        if relax:
-            bound = objective if status == highspy.HighsModelStatus.kOptimal else None
-        else:
-            bound = float(info.mip_dual_bound) if abs(info.mip_dual_bound) < 1e300 else None
-        done = "optimal" if status == highspy.HighsModelStatus.kOptimal else "feasible"
-        return MatrixResult(done, objective, bound, secs, values, h.modelStatusToString(status))
+    ) -> BackendResult:
+        """HiGHS on the arrays (:func:`planner.solvers.backends.solve_arrays`): the LP relaxation
+        when ``relax``; ``values`` holds the column values of the solution found."""
+        opts = SolveOptions(
+            time_limit=time_limit, gap=gap, threads=threads, node_limit=node_limit, improving_limit=improving_limit
+        )
+        rows = (self.starts, self.index, self.value, self.row_lo, self.row_hi)
+        return solve_arrays(self.cost, self.lb, self.ub, self.integer, rows, opts, start, relax)
 
     def replicas(self, values: np.ndarray) -> np.ndarray:
         """y over the table's options (zeros outside K)."""
