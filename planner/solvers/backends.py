@@ -208,11 +208,13 @@ def solve_arrays(
     opts: SolveOptions,
     start: Any = None,
     relax: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> BackendResult:
     """HiGHS (seed 0) on a model given as arrays: columns (cost, bounds, integer column indices)
     and CSR rows ``(starts, index, value, lower, upper)``; the LP relaxation when ``relax``.
     ``values`` holds the column values when a solution was found; the bound is HiGHS's dual
-    bound (the LP optimum when ``relax``), also when no solution was found."""
+    bound (the LP optimum when ``relax``), also when no solution was found. ``options``: more
+    HiGHS options by name."""
     import highspy
     import numpy as np
 
@@ -227,6 +229,8 @@ def solve_arrays(
         h.setOptionValue("mip_max_nodes", int(opts.node_limit))
     if opts.improving_limit is not None:
         h.setOptionValue("mip_max_improving_sols", int(opts.improving_limit))
+    for name, v in (options or {}).items():
+        h.setOptionValue(name, v)
     n = len(cost)
     h.addCols(n, cost, lb, ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
     starts, index, value, lo, hi = rows

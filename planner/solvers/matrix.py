@@ -78,6 +78,7 @@ class MatrixModel:
         node_limit: int | None = None,
         start: np.ndarray | None = None,
         threads: int = 1,
+        options: dict[str, object] | None = None,
     ) -> BackendResult:
         """HiGHS on the arrays (:func:`planner.solvers.backends.solve_arrays`): the LP relaxation
         when ``relax``; ``values`` holds the column values of the solution found."""
@@ -85,7 +86,7 @@ class MatrixModel:
             time_limit=time_limit, gap=gap, threads=threads, node_limit=node_limit, improving_limit=improving_limit
         )
         rows = (self.starts, self.index, self.value, self.row_lo, self.row_hi)
-        return solve_arrays(self.cost, self.lb, self.ub, self.integer, rows, opts, start, relax)
+        return solve_arrays(self.cost, self.lb, self.ub, self.integer, rows, opts, start, relax, options)
 
     def replicas(self, values: np.ndarray) -> np.ndarray:
         """y over the table's options (zeros outside K)."""
