@@ -20,6 +20,7 @@ from planner.plan import Plan, build_plan
 
 POLISH_EXTRA = 40  # fluid-round options added to the polish scope beyond the starts' deployments
 POLISH_ROUNDS = 2  # polishes in a row while each improves
+POLISH_S = 10.0  # a polish's time limit without the method's own: a safety net below fleet scale
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -199,6 +200,7 @@ def solve_agh(
     halt = AnyOf(criteria)
     built: list[tuple[str, State]] = []
     touched: Counter[int] = Counter()
+    limits: list[str] = []  # the polish's solves that ended on their time limit
     why = ""
     for n, (kind, order, jitter) in enumerate(builders):
         if kind == "gh":
@@ -224,12 +226,16 @@ def solve_agh(
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
         # The options the fluid rounds used most, ties by index: a bounded, deterministic scope.
         extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
-        polished = polish_restricted(data, found[:4], extra=extra, time_limit=10.0 if left is None else left)
+        polished = polish_restricted(
+            data, found[:4], extra=extra, time_limit=POLISH_S if left is None else left, log=limits
+        )
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
             if polished is None:
                 break
             scope = cheapest_per_type(data, 2) | siblings(data, polished)
-            again = polish_restricted(data, [polished], extra=scope, time_limit=10.0 if left is None else left)
+            again = polish_restricted(
+                data, [polished], extra=scope, time_limit=POLISH_S if left is None else left, log=limits
+            )
             if again is None or again.cost >= polished.cost - 1e-9:
                 break
             polished = again
@@ -246,4 +252,7 @@ def solve_agh(
         fixed = repair(data, hint=hint, time_limit=left)
         if fixed.state is not None:
             best = local_search(fixed.state)
-    return _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
+    plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
+    if limits and plan.has_solution:
+        plan = plan.model_copy(update={"message": f"{plan.message}; {limits[0]} (not deterministic across machines)"})
+    return plan

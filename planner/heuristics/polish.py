@@ -42,6 +42,7 @@ def polish(
     extra: set[int] | None = None,
     improving_limit: int = 2,
     time_limit: float = 10.0,
+    log: list[str] | None = None,
 ) -> State | None:
     """The restricted MILP's best solution as a state, or None if it found none.
 
@@ -55,14 +56,21 @@ def polish(
     if not union:
         return None
     best = min(states, key=lambda s: s.cost) if states else None
-    return solve_scope(data, union, time_limit, best, improving_limit)[1]
+    return solve_scope(data, union, time_limit, best, improving_limit, log)[1]
 
 
 def solve_scope(
-    data: Data, scope: set[int], time_limit: float, start: State | None = None, improving_limit: int = 2
+    data: Data,
+    scope: set[int],
+    time_limit: float,
+    start: State | None = None,
+    improving_limit: int = 2,
+    log: list[str] | None = None,
 ) -> tuple[str, State | None]:
-    """(status, state) of the spec's MILP restricted to the options ``scope`` (Pyomo model, HiGHS),
-    from ``start`` where given; status as the backend's (optimal and feasible read "feasible")."""
+    """(status, state) of the spec's MILP restricted to the options ``scope`` (HiGHS), from
+    ``start`` where given; status as the backend's (optimal and feasible read "feasible"). A
+    solve that ends on ``time_limit`` rather than on its work limit is noted in ``log``: its
+    answer then depends on the machine's speed."""
     from planner.heuristics.repair import state_of
     from planner.solvers.matrix import build_matrix, supported
 
@@ -75,6 +83,8 @@ def solve_scope(
             start=None if start is None else mm.start_of(start.y, start.X),
             options=POLISH_HIGHS,
         )
+        if "time" in res.message.lower() and log is not None:
+            log.append(f"a restricted MILP ({len(scope)} options) stopped at its {time_limit:.3g} s time limit")
         if res.values is None:
             return res.status, None
         return "feasible", state_of(data, mm.routing(res.values))
@@ -82,6 +92,8 @@ def solve_scope(
     opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
     # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
     res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
+    if "time" in res.message.lower() and log is not None:
+        log.append(f"a restricted MILP ({len(scope)} options) stopped at its {time_limit:.3g} s time limit")
     if res.status not in ("optimal", "feasible"):
         return res.status, None
     X = np.zeros((data.n, data.K + 1))
