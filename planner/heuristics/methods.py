@@ -248,8 +248,10 @@ def solve_agh(
         # Every start stalled (a budget or availability limit binding across types): the repair
         # finds a plan where one exists, or proves there is none, or says the time ran out.
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
-        hint = {int(k) for _, s in built for k in np.flatnonzero(s.y[: data.K] > 0)} | set(touched)
-        fixed = repair(data, hint=hint, time_limit=left)
+        # No hint from the stalled fluid rounds: their options can number thousands at fleet scale,
+        # and a scope that large made the restricted step time out where GH's repair (no hint)
+        # found a plan (fleet-200x40x40 seed 2).
+        fixed = repair(data, time_limit=left)
         if fixed.state is not None:
             best = local_search(fixed.state)
     plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
