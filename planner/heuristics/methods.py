@@ -254,6 +254,11 @@ def solve_agh(
         fixed = repair(data, time_limit=left)
         if fixed.state is not None:
             best = local_search(fixed.state)
+            if polish:  # the repair stops at its second solution: polish around it as around a start
+                scope = cheapest_per_type(data, 2) | siblings(data, best)
+                again = polish_restricted(data, [best], extra=scope, time_limit=POLISH_S, log=limits)
+                if again is not None and again.cost < best.cost - 1e-9:
+                    best = local_search(again)
     plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
     if limits and plan.has_solution:
         plan = plan.model_copy(update={"message": f"{plan.message}; {limits[0]} (not deterministic across machines)"})
