@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.bench import DEFAULT_METHODS, run, summary, write
+from planner.bench import DEFAULT_METHODS, run, summary, with_gaps, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,7 @@ def main() -> None:
         df = pd.concat([pd.read_csv(p) for p in args.from_csv], ignore_index=True)
         df = df.drop(columns=["best_bound", "gap"]).drop_duplicates(["family", "seed", "method"], keep="last")
         best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
-        df = df.join(best, on=["family", "seed"])
-        df["gap"] = (df["objective"] - df["best_bound"]) / df["objective"]
+        df = with_gaps(df.join(best, on=["family", "seed"]))
     else:
         seeds = range(args.seed_from, args.seed_from + args.seeds)
         df = run(args.families.split(","), args.methods.split(","), seeds, args.milp_time_limit)

@@ -138,8 +138,14 @@ def run(
                 bar.advance()
     df = pd.DataFrame(rows)
     best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
-    df = df.join(best, on=["family", "seed"])
-    df["gap"] = (df["objective"] - df["best_bound"]) / df["objective"]
+    return with_gaps(df.join(best, on=["family", "seed"]))
+
+
+def with_gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """gap = (objective − best bound) / objective; none where no method proved a bound above 0
+    (a MILP stopped before its root LP reports 0, which would read as a 100% gap)."""
+    bound = df["best_bound"].where(df["best_bound"] > 0)
+    df["gap"] = (df["objective"] - bound) / df["objective"]
     return df
 
 

@@ -17,9 +17,11 @@ from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
 
 POLISH_GAP = 2e-3  # the restricted problem need not be closed exactly (1e-2 was measured no faster)
-# HiGHS's presolve off: on these small restricted models it costs more than it saves (AGH on
-# table-50×20×20, 10 seeds: median 3.7 → 2.9 s on a loaded 2-core machine, the same plans).
+# HiGHS's presolve off on small restricted models, where it costs more than it saves (AGH on
+# table-50×20×20, 10 seeds, ~2k columns: median 3.7 → 2.9 s on a loaded 2-core machine, the same
+# plans). Not measured beyond POLISH_SMALL columns, so left on there.
 POLISH_HIGHS: dict[str, object] = {"presolve": "off"}
+POLISH_SMALL = 5000
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
@@ -81,7 +83,7 @@ def solve_scope(
             gap=POLISH_GAP,
             improving_limit=improving_limit,
             start=None if start is None else mm.start_of(start.y, start.X),
-            options=POLISH_HIGHS,
+            options=POLISH_HIGHS if mm.columns <= POLISH_SMALL else None,
         )
         if "time" in res.message.lower() and log is not None:
             log.append(f"a restricted MILP ({len(scope)} options) stopped at its {time_limit:.3g} s time limit")
