@@ -13,17 +13,13 @@ method) replace earlier ones, so AGH's rows here replace an older run's).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from planner.bench import FAMILIES
+from planner.bench import FAMILIES, timed_instance
 from planner.checker import check_plan
 from planner.fileio import write_atomic
-from planner.generate import paper_instance
-from planner.loader import load_instance_data
-from planner.options import build_option_table
 from planner.solvers import solve
 from planner.solvers.matrix import build_matrix
 
@@ -38,15 +34,7 @@ def main() -> None:
     fam = FAMILIES[args.family]
     rows = []
     for seed in args.seeds:
-        t0 = time.perf_counter()
-        doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode, fleet=fam.fleet)
-        t_gen = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        inst = load_instance_data(doc, f"{doc['name']}.yaml")
-        t_load = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        table = build_option_table(inst)
-        t_table = time.perf_counter() - t0
+        inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
         mm = build_matrix(table, route_links=False)
         lp = mm.solve(relax=True, time_limit=args.lp_time_limit)
         base = {

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,7 @@ from planner.checker import check_plan
 from planner.fileio import write_atomic, write_atomic_bytes
 from planner.generate import paper_instance
 from planner.loader import load_instance_data
-from planner.options import build_option_table
+from planner.options import OptionTable, build_option_table
 from planner.solvers import solve
 
 
@@ -87,15 +88,7 @@ def run(
     shown = display("bench", total=len(jobs) * len(methods))
     with shown if progress else contextlib.nullcontext(Steps(None, None, "")) as bar:
         for fam, seed in jobs:
-            t0 = time.perf_counter()
-            doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode, fleet=fam.fleet)
-            t_gen = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            inst = load_instance_data(doc, f"{doc['name']}.yaml")
-            t_load = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            table = build_option_table(inst)
-            t_table = time.perf_counter() - t0
+            inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
             t_model = _model_seconds(table, fam.milp_backend)
             for method in methods:
                 if fam.methods is not None and method not in fam.methods:
@@ -147,6 +140,17 @@ def with_gaps(df: pd.DataFrame) -> pd.DataFrame:
     bound = df["best_bound"].where(df["best_bound"] > 0)
     df["gap"] = (df["objective"] - bound) / df["objective"]
     return df
+
+
+def timed_instance(fam: Family, seed: int) -> tuple[Any, OptionTable, tuple[float, float, float]]:
+    """(instance, option table, (generate, load, table seconds)) of a family's seed."""
+    t0 = time.perf_counter()
+    doc = paper_instance(fam.types, fam.models, fam.tiers, seed, mode=fam.mode, fleet=fam.fleet)
+    t1 = time.perf_counter()
+    inst = load_instance_data(doc, f"{doc['name']}.yaml")
+    t2 = time.perf_counter()
+    table = build_option_table(inst)
+    return inst, table, (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
 
 def _model_seconds(table: object, backend: str) -> float:
