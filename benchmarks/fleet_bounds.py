@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.bench import FAMILIES, timed_instance
-from planner.checker import check_plan
+from planner.bench import FAMILIES, instance_row, plan_row, timed_instance
 from planner.fileio import write_atomic
 from planner.solvers import solve
 from planner.solvers.matrix import build_matrix
@@ -37,25 +36,11 @@ def main() -> None:
         inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
         mm = build_matrix(table, route_links=False)
         lp = mm.solve(relax=True, time_limit=args.lp_time_limit)
-        base = {
-            "family": fam.name,
-            "size": fam.size,
-            "types": fam.types,
-            "models": fam.models,
-            "tiers": fam.tiers,
-            "seed": seed,
-            "generate_seconds": t_gen,
-            "load_seconds": t_load,
-            "table_seconds": t_table,
-            "model_seconds": mm.seconds,
-            "eligible_pairs": len(table.pairs),
-        }
+        base = instance_row(fam, seed, table, t_gen, t_load, t_table, mm.seconds)
         rows.append({**base, "method": "lp-bound", "status": lp.status, "objective": None, "bound": lp.bound,
                      "seconds": mm.seconds + lp.seconds, "checker_ok": None})  # fmt: skip
         plan = solve(inst, "agh", table=table, seed=seed)
-        ok = check_plan(inst, plan, table).ok if plan.has_solution else None
-        rows.append({**base, "method": "agh", "status": plan.status, "objective": plan.objective, "bound": plan.bound,
-                     "seconds": plan.solve_seconds, "checker_ok": ok})  # fmt: skip
+        rows.append({**base, **plan_row(inst, table, "agh", plan)})
         print(seed, rows[-2]["bound"], rows[-2]["seconds"], plan.objective, plan.solve_seconds, flush=True)
         df = pd.DataFrame(rows)
         df["best_bound"] = float("nan")

@@ -31,6 +31,7 @@ from planner.fileio import write_atomic, write_atomic_bytes
 from planner.generate import paper_instance
 from planner.loader import load_instance_data
 from planner.options import OptionTable, build_option_table
+from planner.plan import Plan
 from planner.solvers import solve
 
 
@@ -90,6 +91,8 @@ def run(
         for fam, seed in jobs:
             inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
             t_model = _model_seconds(table, fam.milp_backend)
+            agh: Plan | None = None  # one AGH run per instance: its own row and milp-warm's start
+            base = instance_row(fam, seed, table, t_gen, t_load, t_table, t_model)
             for method in methods:
                 if fam.methods is not None and method not in fam.methods:
                     bar.advance()
@@ -99,35 +102,19 @@ def run(
                 if method in ("milp", "milp-warm"):
                     kw["time_limit"] = milp_time_limit
                     kw["backend"] = fam.milp_backend
+                if method in ("agh", "milp-warm") and agh is None:
+                    agh = solve(inst, "agh", table=table, seed=seed)
                 if method == "milp-warm":
                     # The MILP from AGH's plan as its first incumbent; its seconds include AGH's.
-                    start = solve(inst, "agh", table=table, seed=seed)
-                    plan = solve(inst, "milp", table=table, warm_start=start, **kw)
-                    plan = plan.model_copy(update={"solve_seconds": plan.solve_seconds + start.solve_seconds})
+                    assert agh is not None
+                    plan = solve(inst, "milp", table=table, warm_start=agh, **kw)
+                    plan = plan.model_copy(update={"solve_seconds": plan.solve_seconds + agh.solve_seconds})
+                elif method == "agh":
+                    assert agh is not None
+                    plan = agh
                 else:
                     plan = solve(inst, method, table=table, **kw)
-                ok = check_plan(inst, plan, table).ok if plan.has_solution else None
-                rows.append(
-                    {
-                        "family": fam.name,
-                        "size": fam.size,
-                        "types": fam.types,
-                        "models": fam.models,
-                        "tiers": fam.tiers,
-                        "seed": seed,
-                        "method": method,
-                        "status": plan.status,
-                        "objective": plan.objective,
-                        "bound": plan.bound,
-                        "seconds": plan.solve_seconds,
-                        "generate_seconds": t_gen,
-                        "load_seconds": t_load,
-                        "table_seconds": t_table,
-                        "model_seconds": t_model,
-                        "checker_ok": ok,
-                        "eligible_pairs": len(table.pairs),
-                    }
-                )
+                rows.append({**base, **plan_row(inst, table, method, plan)})
                 bar.advance()
     df = pd.DataFrame(rows)
     best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
@@ -140,6 +127,37 @@ def with_gaps(df: pd.DataFrame) -> pd.DataFrame:
     bound = df["best_bound"].where(df["best_bound"] > 0)
     df["gap"] = (df["objective"] - bound) / df["objective"]
     return df
+
+
+def instance_row(
+    fam: Family, seed: int, table: OptionTable, t_gen: float, t_load: float, t_table: float, t_model: float
+) -> dict[str, Any]:
+    """The columns of a bench row that describe the instance and its phases."""
+    return {
+        "family": fam.name,
+        "size": fam.size,
+        "types": fam.types,
+        "models": fam.models,
+        "tiers": fam.tiers,
+        "seed": seed,
+        "generate_seconds": t_gen,
+        "load_seconds": t_load,
+        "table_seconds": t_table,
+        "model_seconds": t_model,
+        "eligible_pairs": len(table.pairs),
+    }
+
+
+def plan_row(inst: Any, table: OptionTable, method: str, plan: Plan) -> dict[str, Any]:
+    """The columns of a bench row that describe one method's plan (checked)."""
+    return {
+        "method": method,
+        "status": plan.status,
+        "objective": plan.objective,
+        "bound": plan.bound,
+        "seconds": plan.solve_seconds,
+        "checker_ok": check_plan(inst, plan, table).ok if plan.has_solution else None,
+    }
 
 
 def timed_instance(fam: Family, seed: int) -> tuple[Any, OptionTable, tuple[float, float, float]]:

@@ -150,6 +150,14 @@ def _plan(
     return plan
 
 
+def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) -> State | None:
+    """The restricted MILP around ``state`` (its options, each type's two cheapest, the open
+    options' siblings), or None unless it costs less than ``state``."""
+    scope = cheapest_per_type(data, 2) | siblings(data, state)
+    again = polish_restricted(data, [state], extra=scope, time_limit=time_limit, log=log)
+    return again if again is not None and again.cost < state.cost - 1e-9 else None
+
+
 def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False, time_limit: float | None = None) -> Plan:
     """One greedy pass, types by descending arrival rate (the paper's GH).
 
@@ -232,11 +240,8 @@ def solve_agh(
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
             if polished is None:
                 break
-            scope = cheapest_per_type(data, 2) | siblings(data, polished)
-            again = polish_restricted(
-                data, [polished], extra=scope, time_limit=POLISH_S if left is None else left, log=limits
-            )
-            if again is None or again.cost >= polished.cost - 1e-9:
+            again = _polish_around(data, polished, POLISH_S if left is None else left, limits)
+            if again is None:
                 break
             polished = again
         if polished is not None:
@@ -255,9 +260,8 @@ def solve_agh(
         if fixed.state is not None:
             best = local_search(fixed.state)
             if polish:  # the repair stops at its second solution: polish around it as around a start
-                scope = cheapest_per_type(data, 2) | siblings(data, best)
-                again = polish_restricted(data, [best], extra=scope, time_limit=POLISH_S, log=limits)
-                if again is not None and again.cost < best.cost - 1e-9:
+                again = _polish_around(data, best, POLISH_S, limits)
+                if again is not None:
                     best = local_search(again)
     plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
     if limits and plan.has_solution:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyomo.environ as pyo
 
-from planner.heuristics.state import Data, State
+from planner.heuristics.state import Data, State, state_of
 from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
 
@@ -73,9 +73,9 @@ def solve_scope(
     ``start`` where given; status as the backend's (optimal and feasible read "feasible"). A
     solve that ends on ``time_limit`` rather than on its work limit is noted in ``log``: its
     answer then depends on the machine's speed."""
-    from planner.heuristics.repair import state_of
     from planner.solvers.matrix import build_matrix, supported
 
+    X: np.ndarray | None = None
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
         mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
         res = mm.solve(
@@ -85,22 +85,21 @@ def solve_scope(
             start=None if start is None else mm.start_of(start.y, start.X),
             options=POLISH_HIGHS if mm.columns <= POLISH_SMALL else None,
         )
-        if "time" in res.message.lower() and log is not None:
-            log.append(f"a restricted MILP ({len(scope)} options) stopped at its {time_limit:.3g} s time limit")
-        if res.values is None:
-            return res.status, None
-        return "feasible", state_of(data, mm.routing(res.values))
-    model = build_model(data.table, ModelScope(options=frozenset(scope)))
-    opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
-    # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
-    res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
+        if res.values is not None:
+            X = mm.routing(res.values)
+    else:
+        model = build_model(data.table, ModelScope(options=frozenset(scope)))
+        opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
+        # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
+        res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
+        if res.status in ("optimal", "feasible"):
+            X = np.zeros((data.n, data.K + 1))
+            for i, k in model.P:
+                X[i, k] = max(0.0, float(pyo.value(model.x[i, k])))
+            for i in model.I:
+                X[i, data.K] = max(0.0, float(pyo.value(model.u[i])))
     if "time" in res.message.lower() and log is not None:
         log.append(f"a restricted MILP ({len(scope)} options) stopped at its {time_limit:.3g} s time limit")
-    if res.status not in ("optimal", "feasible"):
+    if X is None:
         return res.status, None
-    X = np.zeros((data.n, data.K + 1))
-    for i, k in model.P:
-        X[i, k] = max(0.0, float(pyo.value(model.x[i, k])))
-    for i in model.I:
-        X[i, data.K] = max(0.0, float(pyo.value(model.u[i])))
     return "feasible", state_of(data, X)

@@ -9,7 +9,7 @@ guess an order. It asks the exact model, in steps that each cost little:
    rows). Infeasible ⇒ the MILP is infeasible too: that is a proof, and the plan says
    ``infeasible``.
 2. **Restricted MILPs** over growing option scopes: the LP's support (options it opens or routes
-   to) with the options the stalled starts opened and each type's two cheapest options; then
+   to) with each type's two cheapest options; then
    each type's eight cheapest; then every option. Any solution of a restricted model is a plan
    of the full one (it is the same model with columns fixed at 0). The first scope with a
    solution ends the repair; the search stops at the second improving solution (a deterministic
@@ -40,15 +40,6 @@ class Repaired:
     state: State | None
     status: str  # feasible | infeasible | no_solution
     message: str
-    steps: list[str]
-
-
-def state_of(data: Data, X: np.ndarray) -> State | None:
-    """A solver's routing as a heuristic state (round-off cleared; None if it breaks a limit)."""
-    X = np.where(X < 1e-12, 0.0, X)
-    X /= X.sum(axis=1, keepdims=True)  # solver round-off: rows sum to exactly 1
-    state = State(data, X)
-    return state if state.feasible() else None
 
 
 def cheapest_per_type(data: Data, n: int, among: np.ndarray | None = None) -> set[int]:
@@ -69,18 +60,7 @@ def cheapest_per_type(data: Data, n: int, among: np.ndarray | None = None) -> se
 
 
 def _restricted(data: Data, scope: set[int] | None, time_limit: float) -> tuple[str, State | None]:
-    """(status, state) of the model restricted to ``scope`` (None: every option)."""
-    from planner.solvers.matrix import build_matrix, supported
-
-    table = data.table
-    if supported(table):
-        mm = build_matrix(table, options=None if scope is None else np.array(sorted(scope), dtype=np.int64))
-        res = mm.solve(time_limit=time_limit, gap=2e-3, improving_limit=2)
-        if res.status == "infeasible":
-            return "infeasible", None
-        if res.values is None:
-            return "no_solution", None
-        return "feasible", state_of(data, mm.routing(res.values))
+    """(status, state) of the model restricted to ``scope`` (None: every option), from no start."""
     from planner.heuristics.polish import solve_scope
 
     return solve_scope(data, set(range(data.K)) if scope is None else scope, time_limit)
@@ -102,7 +82,7 @@ def lp_support(data: Data, time_limit: float) -> tuple[str, set[int]]:
     return res.status, {int(k) for k in np.flatnonzero(used)}
 
 
-def repair(data: Data, hint: set[int] | None = None, time_limit: float | None = None) -> Repaired:
+def repair(data: Data, time_limit: float | None = None) -> Repaired:
     """A feasible state by the steps of the module docstring, or a proven "infeasible", or
     "no_solution" when ``time_limit`` (default :data:`REPAIR_TIME_S`) ran out."""
     t0 = time.perf_counter()
@@ -111,29 +91,24 @@ def repair(data: Data, hint: set[int] | None = None, time_limit: float | None = 
     def left() -> float:
         return max(limit - (time.perf_counter() - t0), 0.01)
 
-    steps: list[str] = []
-    status, support = lp_support(data, left())
-    steps.append(f"LP relaxation: {status}, {len(support)} options in its support")
+    status, scope = lp_support(data, left())
     if status == "infeasible":
-        return Repaired(None, "infeasible", "proven infeasible: the LP relaxation has no solution", steps)
-    scope = set(support) | set(hint or ())
+        return Repaired(None, "infeasible", "proven infeasible: the LP relaxation has no solution")
     for n in SCOPES:
         scope |= cheapest_per_type(data, n)
         if len(scope) >= data.K:
             break
-        st, state = _restricted(data, scope, left() / 2)
-        steps.append(f"restricted MILP on {len(scope)} options: {st}")
+        _, state = _restricted(data, scope, left() / 2)
         if state is not None:
-            return Repaired(state, "feasible", "found by the feasibility repair (restricted MILP)", steps)
+            return Repaired(state, "feasible", "found by the feasibility repair (restricted MILP)")
         if time.perf_counter() - t0 >= limit:
-            return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit", steps)
+            return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit")
     st, state = _restricted(data, None, left())
-    steps.append(f"full MILP: {st}")
     if state is not None:
-        return Repaired(state, "feasible", "found by the feasibility repair (full MILP)", steps)
+        return Repaired(state, "feasible", "found by the feasibility repair (full MILP)")
     if st == "infeasible":
-        return Repaired(None, "infeasible", "proven infeasible by the exact model", steps)
-    return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit", steps)
+        return Repaired(None, "infeasible", "proven infeasible by the exact model")
+    return Repaired(None, "no_solution", f"no plan found within the {limit:g} s time limit")
 
 
 def siblings(data: Data, state: State) -> set[int]:

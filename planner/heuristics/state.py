@@ -233,3 +233,11 @@ class State:
         }
         unserved = {t.type_ids[i]: float(self.X[i, d.K]) for i in range(d.n)}
         return replicas, routing, unserved
+
+
+def state_of(data: Data, X: np.ndarray) -> State | None:
+    """A solver's routing as a heuristic state (round-off cleared; None if it breaks a limit)."""
+    X = np.where(X < 1e-12, 0.0, X)
+    X /= X.sum(axis=1, keepdims=True)  # solver round-off: rows sum to exactly 1
+    state = State(data, X)
+    return state if state.feasible() else None

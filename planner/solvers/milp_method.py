@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyomo.environ as pyo
 
 from planner.options import OptionTable
@@ -89,24 +90,36 @@ def solve_milp(
     )
 
 
+def _plan_arrays(table: OptionTable, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """A plan's replicas y (over the table's options) and routing X (types × options + 1, the last
+    column unserved); options and types the table does not know are left out."""
+    y_plan, x_plan, u_plan = plan_solution(plan)
+    index = {o: k for k, o in enumerate(table.options)}
+    y = np.zeros(len(table.options))
+    X = np.zeros((len(table.type_ids), len(table.options) + 1))
+    for o, n in y_plan.items():
+        if o in index:
+            y[index[o]] = n
+    for i, t in enumerate(table.type_ids):
+        for o, v in x_plan.get(t, {}).items():
+            if o in index:
+                X[i, index[o]] = v
+        X[i, -1] = u_plan.get(t, 0.0)
+    return y, X
+
+
 def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -> dict[int, float]:
     """The plan's y, z, x, u (and w) as values of the model's variables (``id(var) -> value``)."""
-    y, x, u = plan_solution(plan)
-    index = {o: k for k, o in enumerate(table.options)}
-    types = {t: i for i, t in enumerate(table.type_ids)}
+    y, X = _plan_arrays(table, plan)
     start: dict[int, float] = {}
     for k in model.K:
-        n = y.get(table.options[k], 0)
-        start[id(model.y[k])] = float(n)
-        start[id(model.z[k])] = float(n > 0)
-    for t, shares in x.items():
-        for o, v in shares.items():
-            k = index.get(o)
-            if k is not None and t in types and (types[t], k) in model.P:
-                start[id(model.x[types[t], k])] = float(v)
-    for t, v in u.items():
-        if t in types and types[t] in model.I:
-            start[id(model.u[types[t]])] = float(v)
+        start[id(model.y[k])] = float(y[k])
+        start[id(model.z[k])] = float(y[k] > 0)
+    for i, k in model.P:
+        if X[i, k] != 0:
+            start[id(model.x[i, k])] = float(X[i, k])
+    for i in model.I:
+        start[id(model.u[i])] = float(X[i, -1])
     for j, k in model.JK:  # shared-pool indicators: on where the plan serves j on k
         start[id(model.w[j, k])] = float(start.get(id(model.x[j, k]), 0.0) > 1e-12)
     return start
@@ -132,21 +145,7 @@ def _solve_arrays(
     limit = None if time_limit is None else max(time_limit - mm.seconds, 1.0)
     start = None
     if warm_start is not None and warm_start.has_solution:
-        import numpy as np
-
-        y_plan, x_plan, u_plan = plan_solution(warm_start)
-        index = {o: k for k, o in enumerate(table.options)}
-        y = np.zeros(len(table.options))
-        X = np.zeros((len(table.type_ids), len(table.options) + 1))
-        for o, n in y_plan.items():
-            if o in index:
-                y[index[o]] = n
-        for i, t in enumerate(table.type_ids):
-            for o, v in x_plan.get(t, {}).items():
-                if o in index:
-                    X[i, index[o]] = v
-            X[i, -1] = u_plan.get(t, 0.0)
-        start = mm.start_of(y, X)
+        start = mm.start_of(*_plan_arrays(table, warm_start))
     res = mm.solve(time_limit=limit, gap=gap, start=start, threads=threads)
     seconds = time.perf_counter() - t0
     built = f"model built as arrays in {mm.seconds:.2f} s"
