@@ -13,8 +13,14 @@ arrivals and lengths drawn from the type's distributions (:mod:`planner.lengths`
 seeded, the same draws at every rate), arrivals Poisson within windows of ``arrival_window_s``
 whose rates follow the type's burst profile (``arrival_rate_p90/p99`` with their counting noise
 taken out; :func:`rate_factors`) and, where the type states one, its largest burst injected
-with its weight (``arrival_burst_*``; :func:`burst_requests`: attainment is (1 − w)·A(sampled)
-+ w·A(burst) with w the burst's share of the type's requests), the first 5% left out as warm-up;
+with its weight (``arrival_burst_*``, the episode around it ``arrival_burst_envelope``;
+:func:`burst_arrivals`: attainment is (1 − w)·A(sampled) + w·A(burst) with w the episode's share
+of the type's requests), the first 5% left out as warm-up.
+Swings that last minutes (``arrival_rate_slow_p90/p99`` over ``arrival_slow_window_s``) are
+weighed quasi-statically: one such run per slow state at F_j·r, attainment Σ w_j·F_j·A_j /
+Σ w_j·F_j (:func:`slow_strata`). A rate above the type's own is its traffic grown by more users
+of the same kind: the profile's relative spread shrinks, the burst keeps its size
+(:func:`superposition`);
 the rate is bracketed around the analytic estimate (the burst's queue in closed form there) and found by
 bisection on log r (attainment falls with the rate) to 4%. Results are cached in memory and on
 disk (:func:`_disk_dir`), keyed by everything they depend on.
@@ -31,9 +37,11 @@ Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
     (prefill work alone, and decode-only steps at the largest batch B̄ = min(max_num_seqs,
     KV / E[I + O])), the top of the estimate's and the search's rate range.
 
-Limits (stated, not hidden): arrivals are Poisson within windows, the windows independent, and
-the two lengths independent; a pool of y replicas is planned as y times one replica (JSQ pooling
-is not credited); types sharing a pool share it in proportion to their loads, each against its
+Limits (stated, not hidden): arrivals are Poisson within windows, the windows independent but
+for the slow states (which are taken as lasting far longer than a queue needs to settle), the
+slow and fast factors independent, and lengths stationary over the hour (their pairing drawn by
+the Gaussian copula of ``length_correlation``); a pool of y replicas is planned as y times one
+replica (JSQ pooling is not credited); types sharing a pool share it in proportion to their loads, each against its
 measured rate with its TPOT held to the tightest limit among the pool's types (``Key.tpot_s``;
 the rule is :mod:`planner.options`' shared-pool rows). A mixed pool's interference beyond that
 (one type's long prompts delaying another's first tokens) is not modelled.
@@ -44,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -119,16 +128,18 @@ def lengths_of(q: QueryType, max_len: int) -> tuple[LengthDistribution, LengthDi
         q.input_tokens_p50,
         q.input_tokens_p90,
         q.input_tokens_p99,
-        max_tokens=max(max_len - 1, 1),
+        max_tokens=max(min(max_len - 1, q.input_tokens_max or math.inf), 1),
         p10=q.input_tokens_p10,
+        min_tokens=q.input_tokens_min or 1.0,
     )
     out = LengthDistribution.of(
         q.output_tokens,
         q.output_tokens_p50,
         q.output_tokens_p90,
         q.output_tokens_p99,
-        max_tokens=max_len,
+        max_tokens=min(max_len, q.output_tokens_max or math.inf),
         p10=q.output_tokens_p10,
+        min_tokens=q.output_tokens_min or 1.0,
     )
     return inp, out
 
@@ -151,7 +162,7 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     bursty = (q.arrival_rate_p90 is not None or q.arrival_rate_p99 is not None) and q.arrival_rate > 0
     type_doc = q.model_dump(
         include={"id", "input_tokens", "output_tokens", "slo", "length_correlation"}
-        | {f"{s}_tokens_{p}" for s in ("input", "output") for p in ("p10", "p50", "p90", "p99")}
+        | {f"{s}_tokens_{p}" for s in ("input", "output") for p in ("min", "p10", "p50", "p90", "p99", "max")}
     )
     if bursty:
         type_doc["burst"] = [
@@ -159,8 +170,18 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
         ]
         type_doc["window"] = inst.arrival_window_s
         type_doc["shrink"] = burst_shrink(q, inst.arrival_window_s)
+        type_doc["own_rate"] = own_rate(q)
+    if _has_profile(q, True):
+        type_doc["slow"] = [
+            None if v is None else v / q.arrival_rate for v in (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99)
+        ]
+        type_doc["slow_window"] = inst.arrival_slow_window_s
+        type_doc["slow_shrink"] = burst_shrink(q, inst.arrival_slow_window_s, True)
+        type_doc["slow_length_share"] = q.arrival_slow_length_share
     if q.arrival_burst_rate is not None and q.arrival_rate > 0:
         type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
+        type_doc["burst_envelope"] = [[sec, r / q.arrival_rate] for sec, r in q.arrival_burst_envelope or ()]
+        type_doc["own_rate"] = own_rate(q)
     parts = [
         inst.model(option.model).model_dump_json(),
         json.dumps(inst.gpu(option.gpu).model_dump(exclude=_PRICE_FIELDS), sort_keys=True),
@@ -213,20 +234,25 @@ WINDOWS = 256  # stratified window-rate factors per type (the burst profile's re
 SHRINK_STEP = 0.05  # burst_shrink is rounded to this (module docstring of rate_factors)
 
 
-def _observed_profile(q: QueryType) -> LengthDistribution:
-    """The window rates' distribution the percentiles describe, in units where the mean is 1000
+def _observed_profile(q: QueryType, slow: bool = False) -> LengthDistribution:
+    """The window rates' distribution the percentiles describe (``arrival_rate_p90/p99``, or the
+    slow windows' ``arrival_rate_slow_p90/p99``), in units where the mean is 1000
     (:mod:`planner.lengths`' quantile form; lengths clip at 1, so rates below 1/1000 of the mean
     are 1/1000)."""
     unit = 1000.0 / q.arrival_rate
+    p90, p99 = (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99) if slow else (q.arrival_rate_p90, q.arrival_rate_p99)
     return LengthDistribution.of(
-        1000.0,
-        p90=None if q.arrival_rate_p90 is None else q.arrival_rate_p90 * unit,
-        p99=None if q.arrival_rate_p99 is None else q.arrival_rate_p99 * unit,
+        1000.0, p90=None if p90 is None else p90 * unit, p99=None if p99 is None else p99 * unit
     )
 
 
+def _has_profile(q: QueryType, slow: bool = False) -> bool:
+    p90, p99 = (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99) if slow else (q.arrival_rate_p90, q.arrival_rate_p99)
+    return (p90 is not None or p99 is not None) and q.arrival_rate > 0
+
+
 @functools.lru_cache(maxsize=1024)
-def burst_shrink(q: QueryType, window_s: float) -> float:
+def burst_shrink(q: QueryType, window_s: float, slow: bool = False) -> float:
     r"""How much of the observed window-rate spread is the traffic's own, k ∈ [0, 1].
 
     ``arrival_rate_p90/p99`` are percentiles of *counted* rates: N_j / W with N_j ~
@@ -240,10 +266,11 @@ def burst_shrink(q: QueryType, window_s: float) -> float:
     A type at 0.23 req/s in 10-s windows (mooncake-2025's doc-128k: 2.3 requests per window)
     has observed p99/mean 2.6 that is all counting noise, k = 0; azure-2023's code (25.7 per
     window, Var(g) = 1.7) keeps k = 0.99. k is rounded to SHRINK_STEP so that a type re-rated by a
-    few percent (a multi-period window) reuses its simulated capacities."""
-    if (q.arrival_rate_p90 is None and q.arrival_rate_p99 is None) or q.arrival_rate <= 0:
+    few percent (a multi-period window) reuses its simulated capacities. ``slow``: the same for
+    the slow windows' percentiles (``window_s`` then the slow window)."""
+    if not _has_profile(q, slow):
         return 1.0
-    g = _observed_profile(q).quantile((np.arange(4001) + 0.5) / 4001) / 1000.0
+    g = _observed_profile(q, slow).quantile((np.arange(4001) + 0.5) / 4001) / 1000.0
     var = float(np.var(g / g.mean()))
     if var <= 0:
         return 0.0
@@ -251,26 +278,74 @@ def burst_shrink(q: QueryType, window_s: float) -> float:
     return round(k / SHRINK_STEP) * SHRINK_STEP
 
 
+# Quantile strata of the slow profile: the bulk in two, the upper tail finer (the states a 1% miss
+# budget is decided in).
+SLOW_EDGES = (0.0, 0.5, 0.9, 0.98, 1.0)
+
+
 @functools.lru_cache(maxsize=1024)
-def rate_factors(q: QueryType, type_index: int, windows: int = WINDOWS, window_s: float = 10.0) -> np.ndarray:
+def slow_strata(q: QueryType, slow_window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""The type's slow states: intensity factors F_j of minutes-long windows (mean 1 over the
+    weights) and their weights w_j (shares of time), one per stratum of SLOW_EDGES; without
+    ``arrival_rate_slow_p90/p99`` one state F = 1.
+
+    A surge that lasts minutes outlives a replica's queue by far: over it the replica is in the
+    steady state of load F·r, so its attainment over the hour is quasi-static,
+
+        A(r) = Σ_j w_j·F_j·A_fast(F_j·r) / Σ_j w_j·F_j          (requests weighted by load)
+
+    F is load (token-weighted, ``arrival_rate_slow_p90/p99``): a share β =
+    ``arrival_slow_length_share`` of it is longer requests — the state runs at rate
+    F^(1−β)·r with both lengths scaled by F^β — the rest more of them (a stretch of long prompts
+    queues more than as many more requests: the M/G/1 wait grows with E[S²]).
+
+    with A_fast the attainment under the fast (window-scale) profile left once the slow one is
+    taken out (:func:`rate_factors`). F_j is the mean of the slow profile's quantile function over
+    stratum j (counting noise taken out, :func:`burst_shrink` on the slow window)."""
+    if not _has_profile(q, True):
+        return np.ones(1), np.ones(1)
+    u = (np.arange(4000) + 0.5) / 4000
+    g = _observed_profile(q, True).quantile(u) / 1000.0
+    g = g / g.mean()
+    g = 1.0 + burst_shrink(q, slow_window_s, True) * (g - 1.0)
+    edges = np.asarray(SLOW_EDGES)
+    f = np.array([g[(u >= a) & (u < b)].mean() for a, b in itertools.pairwise(edges)])
+    w = np.diff(edges)
+    return f / float(w @ f), w
+
+
+@functools.lru_cache(maxsize=1024)
+def rate_factors(
+    q: QueryType, type_index: int, windows: int = WINDOWS, window_s: float = 10.0, slow_window_s: float = 300.0
+) -> np.ndarray:
     r"""Burst profile of a type: the intensity of each of ``windows`` windows of ``window_s`` as a
     multiple of the mean, f_j ≥ 0 with mean 1, stratified over the distribution that
     ``arrival_rate`` (mean) and ``arrival_rate_p90/p99`` describe (:mod:`planner.lengths`'
     quantile form) with the counting noise taken out (:func:`burst_shrink`), in a seeded random
     order. Without percentiles every f_j = 1: Poisson at the mean rate.
 
-    What it does not carry: how long bursts last (windows are independent) and bursts below the
-    window's scale. A trace whose single largest burst decides attainment (azure-2023's code:
-    268 requests within 5 s) is beyond any percentile profile; ``planner demand --figures``
-    warns about it and ``planner solve --validate`` checks such plans by replay. (Until 2026-12
-    the observed spread was used as the intensity's: the double count made low-rate types look
-    2–3× burstier than they are, and mooncake-2025's doc-128k capacities 30% pessimistic.)"""
-    if (q.arrival_rate_p90 is None and q.arrival_rate_p99 is None) or q.arrival_rate <= 0:
+    With slow states (:func:`slow_strata`) the window percentiles hold both the slow swing and
+    the fast one; the fast profile is what is left: with independent factors E[(F·f)²] =
+    E[F²]·E[f²], so Var(f) = (1 + Var(g))/(1 + Var(F)) − 1 (≥ 0), and f = 1 + c·(g − 1) with
+    c = √(Var(f)/Var(g)) keeps the observed shape.
+
+    What it does not carry: bursts below the window's scale, and the order of the slow states.
+    A trace whose single largest burst decides attainment (azure-2023's code: 268 requests within
+    5 s) is beyond any percentile profile; ``planner demand --figures`` warns about it and
+    injects it (:func:`burst_requests`). (Until 2026-12 the observed spread was used as the
+    intensity's: the double count made low-rate types look 2–3× burstier than they are, and
+    mooncake-2025's doc-128k capacities 30% pessimistic.)"""
+    if not _has_profile(q) or q.arrival_rate <= 0:
         return np.ones(1)
     u = (np.arange(windows) + 0.5) / windows
     g = _observed_profile(q).quantile(u)
     g = g / g.mean()
     f = 1.0 + burst_shrink(q, window_s) * (g - 1.0)
+    big, wts = slow_strata(q, slow_window_s)
+    if len(big) > 1:
+        var_f = float(np.var(f))
+        var_fast = max(0.0, (1.0 + var_f) / (1.0 + float(wts @ (big - 1.0) ** 2)) - 1.0)
+        f = 1.0 + (math.sqrt(var_fast / var_f) if var_f > 0 else 0.0) * (f - 1.0)
     rng = np.random.default_rng(int(hashlib.sha256(f"{q.id}|{type_index}|windows".encode()).hexdigest()[:8], 16))
     return f[rng.permutation(windows)]
 
@@ -306,30 +381,111 @@ def _limits(q: QueryType, tpot_s: float | None = None) -> tuple[float, float, fl
     return (q.slo.ttft_s or math.inf, tpot, q.slo.e2e_s or math.inf)
 
 
+RATE_GRID = 2 ** (1 / 16)  # own_rate is rounded to this geometric grid (4.4% steps)
+
+
+def own_rate(q: QueryType) -> float:
+    """The type's own arrival rate λ as the burst profile is scaled against it: rounded on a
+    geometric grid of RATE_GRID so that a type re-rated by a few percent (a multi-period window)
+    reuses its simulated capacities; 0 without a rate."""
+    if q.arrival_rate <= 0:
+        return 0.0
+    return float(RATE_GRID ** round(math.log(q.arrival_rate) / math.log(RATE_GRID)))
+
+
+def superposition(q: QueryType, rate: float | np.ndarray) -> float | np.ndarray:
+    r"""How much of the burst profile's relative spread a replica fed ``rate`` of the type sees,
+    s ∈ (0, 1]: 1 up to the type's own rate λ (:func:`own_rate`), less above it.
+
+    Below λ a replica sees a thinned share of the type's traffic: each request kept or not,
+    independently, so the window intensities keep their relative spread (f_j·r) and the largest
+    burst keeps its share. Above λ there is no such traffic to thin: r is the type's traffic
+    grown — more users of the same kind, m = r/λ: k − 1 = ⌈m⌉ − 1 whole independent copies of
+    what the trace recorded and a share x = m − k + 1 of one more. Intensities add, so the
+    relative variance is Σ p_i²·Var(f) / m², and f → 1 + s·(f − 1) with
+
+        s = √(k − 1 + x²) / m          (= 1/√m at whole m; continuous, falling in m)
+
+    Each whole copy carries its own largest burst at full size, so the burst stays ⌈N_b⌉
+    requests (:func:`burst_requests`) while the background grows. (Until 2026-12 the relative
+    profile and the burst were kept at any rate: code's capacity on mistral-7b/h200/tp8 was 14×
+    pessimistic against replay — its 271-request burst scaled to 6,800.)"""
+    lam = own_rate(q)
+    if lam <= 0:
+        return 1.0 if np.isscalar(rate) else np.ones_like(rate)
+    m = np.maximum(np.asarray(rate, dtype=float) / lam, 1.0)
+    k = np.ceil(m - 1e-9)
+    x = m - k + 1.0
+    s = np.sqrt(k - 1.0 + x * x) / m
+    return float(s) if np.isscalar(rate) else s
+
+
 def burst_requests(q: QueryType, rate: float) -> tuple[int, float]:
     """(requests, weight) of the type's largest burst at one replica fed ``rate`` of it: the
-    burst thinned to the replica's share, ⌈arrival_burst_rate·arrival_burst_s·rate/λ⌉ requests
-    within ``arrival_burst_s``, and its share of the type's requests; (0, 0) without one."""
+    burst thinned to the replica's share, ⌈arrival_burst_rate·arrival_burst_s·min(rate, λ)/λ⌉
+    requests within ``arrival_burst_s`` (above λ the burst of one copy, :func:`superposition`),
+    and its share of the type's requests; (0, 0) without one."""
     if q.arrival_burst_rate is None or q.arrival_burst_s is None or q.arrival_burst_share is None:
         return 0, 0.0
     if q.arrival_rate <= 0:
         return 0, 0.0
-    n = math.ceil(q.arrival_burst_rate * q.arrival_burst_s * rate / q.arrival_rate - 1e-9)
+    lam = own_rate(q)
+    n = math.ceil(q.arrival_burst_rate * q.arrival_burst_s * min(rate, lam) / q.arrival_rate - 1e-9)
     return max(n, 1), float(q.arrival_burst_share)
 
 
-def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Simulate one replica at ``rate``; rows (ttft, tpot, e2e) per request, NaN when rejected.
-    With a largest burst (:func:`burst_requests`), its b requests follow the n sampled ones in
-    the rows: they arrive evenly within ``arrival_burst_s`` from the middle request's arrival,
-    with their own stratified lengths (seeded by the type and b)."""
+def burst_arrivals(q: QueryType, rate: float) -> tuple[np.ndarray, float]:
+    """Arrival offsets (s, from the start of the central ``arrival_burst_s``) of the type's largest
+    burst episode at one replica fed ``rate`` of it, and its weight: the central burst's
+    requests evenly within ``arrival_burst_s`` (:func:`burst_requests`), and for each wider
+    interval of ``arrival_burst_envelope`` the requests it adds (thinned alike, the count to
+    ⌈rate_k·s_k·min(rate, λ)/λ⌉) evenly over the ring it adds, half before and half after; the
+    weight is the episode's share of the type's requests (the central share scaled by the
+    counts). Empty and 0 without a burst."""
+    b, share = burst_requests(q, rate)
+    if b == 0:
+        return np.zeros(0), 0.0
+    assert q.arrival_burst_s is not None and q.arrival_burst_rate is not None
+    span = q.arrival_burst_s
+    at = [(np.arange(b) + 0.5) * span / b]
+    thin = min(rate, own_rate(q)) / q.arrival_rate
+    n_prev, s_prev, total = b, span, q.arrival_burst_rate * span
+    for sec, r in q.arrival_burst_envelope or ():
+        n = max(math.ceil(r * sec * thin - 1e-9), n_prev)
+        add, ring = n - n_prev, (sec - s_prev) / 2  # requests added, and each side's width
+        before, after = add // 2, add - add // 2
+        lo = -(s_prev - span) / 2  # the previous interval, centred on the central burst
+        at.append(lo - (np.arange(before) + 0.5) * ring / max(before, 1))
+        at.append(lo + s_prev + (np.arange(after) + 0.5) * ring / max(after, 1))
+        n_prev, s_prev, total = n, sec, r * sec
+    weight = min(float(share) * total / (q.arrival_burst_rate * span), 1.0)
+    return np.sort(np.concatenate(at)), weight
+
+
+def _run(
+    inst: Instance,
+    key: Key,
+    rate: float,
+    gaps: np.ndarray,
+    inp: np.ndarray,
+    out: np.ndarray,
+    mean_rate: float | None = None,
+) -> np.ndarray:
+    """Simulate one replica at ``rate`` (a slow state's, of a replica fed ``mean_rate`` of the
+    type on average: that sets the superposition and the burst; default ``rate``); rows (ttft,
+    tpot, e2e) per request, NaN when rejected. With a largest burst, its episode's b requests
+    (:func:`burst_arrivals`) follow the n sampled ones in the rows: the central burst starts at
+    the middle request's arrival; they have their own stratified lengths (seeded by the type and
+    b)."""
     from planner.sim.cluster import simulator_for_option
     from planner.sim.engine import SimConfig
 
     sim = simulator_for_option(inst, key.option, 1, SimConfig(policy="jsq"), [key.type_index])
     q = inst.query_types[key.type_index]
     n = len(gaps)
-    b, _ = burst_requests(q, rate)
+    mean_rate = rate if mean_rate is None else mean_rate
+    offsets, _ = burst_arrivals(q, mean_rate)
+    b = len(offsets)
     res = np.full((n + b, 3), np.nan)
     orig = sim.metrics.finished
 
@@ -340,14 +496,15 @@ def _run(inst: Instance, key: Key, rate: float, gaps: np.ndarray, inp: np.ndarra
 
     sim.metrics.finished = record  # type: ignore[method-assign]
     w = inst.arrival_window_s
-    t = arrival_times(gaps, rate, rate_factors(q, key.type_index, sample_windows(n, rate, w), w), w)
+    factors = rate_factors(q, key.type_index, sample_windows(n, rate, w), w, inst.arrival_slow_window_s)
+    factors = 1.0 + superposition(q, mean_rate) * (factors - 1.0)  # above λ: independent copies
+    t = arrival_times(gaps, rate, factors, w)
     ty = key.type_index
     reqs = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
     if b:
-        assert q.arrival_burst_s is not None
         _, b_in, b_out = _type_samples(q, key.type_index + 1_000_003 * b, NO_CLIP, b)
         start = float(t[n // 2])
-        at = start + (np.arange(b) + 0.5) * q.arrival_burst_s / b
+        at = start + offsets
         reqs += [(n + j, ty, float(at[j]), int(b_in[j]), int(b_out[j])) for j in range(b)]
         reqs.sort(key=lambda x: x[2])
     sim.run(iter(reqs))
@@ -361,29 +518,81 @@ def _met(res: np.ndarray, limits: tuple[float, float, float]) -> np.ndarray:
     return ok
 
 
+HORIZON_LIVES = 4  # a sample spans at least this many request lifetimes (request_life) ...
+MIN_HORIZON_S = 60.0  # ... and at least this long
+MAX_SAMPLE = 38_400  # requests per run at most (SIM_REQUESTS·2⁵)
+
+
+def request_life(q: QueryType, limits: tuple[float, float, float]) -> float:
+    """How long a request of the type may stay in a replica within its SLOs, s: min(e2e limit,
+    TTFT limit + E[O]·TPOT limit); the time a loaded replica takes to fill its batch."""
+    l_ttft, l_tpot, l_e2e = limits
+    life = l_ttft + q.output_tokens * l_tpot
+    life = min(life, l_e2e) if math.isfinite(l_e2e) else life
+    return life if math.isfinite(life) else MIN_HORIZON_S
+
+
+def sample_size(rate: float, life: float, requests: int = SIM_REQUESTS) -> tuple[int, int]:
+    r"""(requests n, warm-up w) of one simulated run at ``rate``.
+
+    A replica fed beyond what it serves builds its queue only once its batch is full, which takes
+    about one request lifetime at rate r (Little: r·life requests in flight): at 180 req/s a
+    sample of 1,200 requests (7 s) ends before a replica that serves 127 req/s falls behind, and
+    passed it (azure-2023's conv-short on mistral-7b/h100/tp8, 1.4× the replay's capacity). So
+    the sample spans at least max(MIN_HORIZON_S, HORIZON_LIVES·life) seconds — n = ``requests``
+    ·2^k, the smallest such at least r·horizon, at most MAX_SAMPLE (a few sizes, so that rates
+    near each other share their draws) — and the first max(5%, r·life) requests, the filling,
+    are left out (at most a third)."""
+    need = rate * max(MIN_HORIZON_S, HORIZON_LIVES * life)
+    n = requests
+    while n < need and n < MAX_SAMPLE:
+        n *= 2
+    warm = min(max(int(WARMUP * n), math.ceil(rate * life)), n // 3)
+    return n, warm
+
+
 def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     """Simulated capacity of one pair (module docstring). Deterministic."""
     from planner.sim.cluster import replica_model
 
     q = inst.query_types[key.type_index]
     engine = Engine.of(replica_model(inst, key.option), key.option)
-    gaps, inp, out = samples(inst, key.option, key.type_index, requests)
+    _, inp, out = samples(inst, key.option, key.type_index, requests)
     limits = _limits(q, key.tpot_s)
     bound = bound_figures(engine, inp, out, limits, key.target)
     if bound.rate_rps <= 0:
         return bound
-    warm = int(WARMUP * requests)
+    big, wts = slow_strata(q, inst.arrival_slow_window_s)
+    beta = q.arrival_slow_length_share or 0.0
+    life = request_life(q, limits)
 
-    def attain(rate: float) -> tuple[float, np.ndarray]:
+    def attain(rate: float) -> tuple[float, tuple[np.ndarray, np.ndarray | None]]:
         # The sampled requests stand for the type's steady traffic, the burst's (if any) for its
-        # largest burst: attainment weighs them (1 − share) and share.
-        rows = _run(inst, key, rate, gaps, inp, out)
-        res, burst = rows[warm:requests], rows[requests:]
-        a = float(_met(res, limits).mean())
-        if len(burst):
-            share = burst_requests(q, rate)[1]
-            a = (1.0 - share) * a + share * float(_met(burst, limits).mean())
-        return a, res
+        # largest burst: attainment weighs them (1 − share) and share. With slow states, one run
+        # per state at F_j·rate, weighed by w_j·F_j (:func:`slow_strata`); the rows of every
+        # state come back with their weights per row, for the latency quantiles.
+        n, warm = sample_size(rate, life, requests)
+        gaps, inp, out = samples(inst, key.option, key.type_index, n)
+        states = 1.0 + superposition(q, rate) * (big - 1.0)
+        a, rows_all, row_w = 0.0, [], []
+        for f, wt in zip(states, wts, strict=True):
+            # a share β of the state's load is longer requests, the rest more of them
+            grow = f**beta
+            i_f = inp if grow == 1.0 else np.maximum(np.round(inp * grow), 1).astype(inp.dtype)
+            o_f = out if grow == 1.0 else np.maximum(np.round(out * grow), 1).astype(out.dtype)
+            rows = _run(inst, key, rate * f / grow, gaps, i_f, o_f, rate)
+            res, burst = rows[warm:n], rows[n:]
+            a_j = float(_met(res, limits).mean())
+            if len(burst):
+                share = burst_arrivals(q, rate)[1]
+                a_j = (1.0 - share) * a_j + share * float(_met(burst, limits).mean())
+            a += wt * f * a_j
+            rows_all.append(res)
+            row_w.append(np.full(len(res), wt * f / len(res)))
+        a /= float(wts @ states)
+        if len(rows_all) == 1:
+            return a, (rows_all[0], None)
+        return a, (np.concatenate(rows_all), np.concatenate(row_w))
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.
@@ -397,14 +606,16 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         a_lo, r_lo = attain(lo)
     seqs = engine.max_num_seqs
     if a_lo < key.target:
-        return Capacity(0.0, *_quantiles(r_lo, key.target), a_lo, bound.ceiling, seqs, True, "below target at any rate")
+        return Capacity(
+            0.0, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "below target at any rate"
+        )
     while True:
         a_hi, r_hi = attain(hi)
         if a_hi < key.target:
             break
         lo, a_lo, r_lo = hi, a_hi, r_hi
         if hi >= top:
-            return Capacity(lo, *_quantiles(r_lo, key.target), a_lo, bound.ceiling, seqs, True)
+            return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True)
         hi = min(hi * 4, top)
     while hi / lo > RATE_RESOLUTION:
         mid = math.sqrt(lo * hi)
@@ -413,14 +624,23 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
             lo, a_lo, r_lo = mid, a_mid, r_mid
         else:
             hi = mid
-    return Capacity(lo, *_quantiles(r_lo, key.target), a_lo, bound.ceiling, seqs, True)
+    return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True)
 
 
-def _quantiles(res: np.ndarray, target: float) -> tuple[float, float, float]:
-    """Per-metric latency at the target quantile (rejected requests count as infinitely slow)."""
+def _quantiles(res: np.ndarray, target: float, weights: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Per-metric latency at the target quantile (rejected requests count as infinitely slow),
+    rows weighted by ``weights`` when given (the slow states'): the smallest value whose
+    cumulative weight reaches the target."""
     vals = np.where(np.isfinite(res), res, np.inf)
-    q = [float(np.quantile(vals[:, j], target, method="higher")) for j in range(3)]
-    return q[0], q[1], q[2]
+    if weights is None:
+        q = [float(np.quantile(vals[:, j], target, method="higher")) for j in range(3)]
+        return q[0], q[1], q[2]
+    out = []
+    for j in range(3):
+        o = np.argsort(vals[:, j], kind="stable")
+        cum = np.cumsum(weights[o]) / weights.sum()
+        out.append(float(vals[o[min(int(np.searchsorted(cum, target - 1e-12)), len(o) - 1)], j]))
+    return out[0], out[1], out[2]
 
 
 def bound_figures(
@@ -470,6 +690,8 @@ def estimate_figures(
     target: float,
     factors: np.ndarray | None = None,
     burst: tuple[float, float, float] | None = None,
+    own: float = math.inf,
+    weights: np.ndarray | None = None,
 ) -> Capacity:
     r"""Analytic estimate of the capacity at the target (what the option table holds for a pair
     until a solution uses it and it is simulated). At rate r, with D running decodes at mean
@@ -489,7 +711,10 @@ def estimate_figures(
     the length samples of P(TPOT ok)·P(TTFT and e2e ok); the estimate is the largest r with
     attainment ≥ target. With the type's largest burst (``burst``: requests per unit rate, its
     length T, its weight w) the attainment is (1 − w)·A + w·A_burst, A_burst the share of the
-    burst's b prompts whose queue behind the ones before it (S̄ − T/b each) leaves its limit met."""
+    burst's b prompts whose queue behind the ones before it (S̄ − T/b each) leaves its limit met.
+    Above the type's own rate ``own`` the profile's spread shrinks (≈ √(own/r)) and the burst
+    stays that of rate ``own`` (:func:`superposition`). ``weights``: the factors' shares of time (the
+    slow states' times the fast windows'; default equal)."""
     tab = engine.timing
     max_len = engine.max_len
     ok_len = (inp < max_len) & (inp + 1 <= engine.kv_capacity)
@@ -572,9 +797,15 @@ def estimate_figures(
     if factors is not None and len(factors) > 1:
         # Bursts: a request arriving in a window at f·r sees (about) the steady state at f·r, and
         # windows carry requests in proportion to f: A(r) = Σ f_j·A_steady(f_j·r) / Σ f_j.
+        # Above the type's own rate the spread shrinks (independent copies, :func:`superposition`).
+        m = np.maximum(rates / own, 1.0)  # (R, 1)
+        k = np.ceil(m - 1e-9)
+        spread = np.sqrt(k - 1.0 + (m - k + 1.0) ** 2) / m
+        f = 1.0 + spread * (factors[None, :] - 1.0)  # (R, W)
         lr = np.log(rates[:, 0])
-        at = np.interp(np.log(rates * factors[None, :]), lr, att, left=float(att[0]), right=0.0)
-        att = (at * factors[None, :]).sum(axis=1) / factors.sum()
+        at = np.interp(np.log(rates * f), lr, att, left=float(att[0]), right=0.0)
+        wf = f if weights is None else f * weights[None, :]
+        att = (at * wf).sum(axis=1) / wf.sum(axis=1)
     if burst is not None:
         # The largest burst (nb = per_rate·r requests within T, weight w). TTFT: its prompts
         # queue when a prefill S̄ takes longer than their spacing T/nb; the j-th waits
@@ -584,7 +815,7 @@ def estimate_figures(
         # iterations each (at most its n steps); it meets its limit when
         # that is within the K = n·(L_tpot − t_d)/(t_chunk − t_d) chunk steps it can absorb.
         per_rate, span, w = burst
-        nb = np.maximum(np.ceil(per_rate * rates[:, 0] - 1e-9), 1.0)  # (R,)
+        nb = np.maximum(np.ceil(per_rate * np.minimum(rates[:, 0], own) - 1e-9), 1.0)  # (R,)
         s_bar = np.mean(s_req, axis=1)
         lim = min(l_ttft, l_e2e)
         gap = s_bar - span / nb
@@ -649,11 +880,17 @@ def estimate(
     held to ``tpot_s`` when that is tighter than its own limit)."""
     q = inst.query_types[type_index]
     _, inp, out = samples(inst, option, type_index, ESTIMATE_REQUESTS)
-    factors = rate_factors(q, type_index, WINDOWS, inst.arrival_window_s)
+    factors = rate_factors(q, type_index, WINDOWS, inst.arrival_window_s, inst.arrival_slow_window_s)
+    big, wts = slow_strata(q, inst.arrival_slow_window_s)
+    weights = None
+    if len(big) > 1:  # slow states times fast windows (:func:`slow_strata`)
+        weights = np.repeat(wts, len(factors))
+        factors = (big[:, None] * factors[None, :]).ravel()
     burst = None
     if q.arrival_burst_rate is not None and q.arrival_burst_s is not None and q.arrival_burst_share is not None:
         burst = (q.arrival_burst_rate * q.arrival_burst_s / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share)
-    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors, burst)
+    own = own_rate(q) or math.inf
+    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors, burst, own, weights)
 
 
 def table_figures(

@@ -24,6 +24,7 @@ bounds the period's total rental + storage; and with ``max_change`` Δ,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from planner.options import Option, OptionTable, rental_per_replica, storage_per_option, with_instance
 from planner.plan import (
@@ -64,10 +65,18 @@ def windows(inst: Instance) -> list[Window]:
 def with_rate(q: QueryType, rate: float) -> QueryType:
     """Type q at another mean rate, its burst percentiles scaled with it (a burst shape is a
     property of the traffic, not of one window's volume)."""
-    update: dict[str, float | None] = {"arrival_rate": rate}
-    for key in ("arrival_rate_p90", "arrival_rate_p99", "arrival_burst_rate"):
+    update: dict[str, Any] = {"arrival_rate": rate}
+    for key in (
+        "arrival_rate_p90",
+        "arrival_rate_p99",
+        "arrival_rate_slow_p90",
+        "arrival_rate_slow_p99",
+        "arrival_burst_rate",
+    ):
         v = getattr(q, key)
         update[key] = None if v is None or q.arrival_rate <= 0 else v * rate / q.arrival_rate
+    if q.arrival_burst_envelope is not None and q.arrival_rate > 0:
+        update["arrival_burst_envelope"] = tuple((s, r * rate / q.arrival_rate) for s, r in q.arrival_burst_envelope)
     return q.model_copy(update=update)
 
 

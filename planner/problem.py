@@ -166,6 +166,13 @@ class QueryType(Strict):
     output_tokens_p50: Positive | None = None
     output_tokens_p90: Positive | None = None
     output_tokens_p99: Positive | None = None
+    # The type's shortest and longest lengths (optional): the distributions are clipped to them. A
+    # type cut from a trace by prompt length has hard bounds (mooncake-2025's chat-8k: 891..8192);
+    # extrapolated past p99 its prompts ran to 9,000+ tokens, and TTFT misses with them.
+    input_tokens_min: Positive | None = None
+    input_tokens_max: Positive | None = None
+    output_tokens_min: Positive | None = None
+    output_tokens_max: Positive | None = None
     # Correlation of prompt and output lengths (optional; Gaussian copula of their normal scores,
     # i.e. the Pearson correlation of the normal scores of their ranks). Chat traces pair long
     # contexts with short replies (Azure conv, prompts > 1024 tokens: −0.65).
@@ -173,6 +180,25 @@ class QueryType(Strict):
     # Burstiness (optional): percentiles of the rate over the instance's arrival_window_s windows.
     arrival_rate_p90: Positive | None = Field(None, description="p90 of windowed arrival rates, requests/s")
     arrival_rate_p99: Positive | None = Field(None, description="p99 of windowed arrival rates, requests/s")
+    # Slow swings (optional): percentiles of the type's load over the instance's
+    # arrival_slow_window_s windows (minutes), as a rate: requests weighted by their tokens (prompt
+    # + output) over the type's mean, per second. A surge that lasts minutes builds a queue that
+    # 10-s windows drawn independently never do (azure-2023's conv-long: 10 minutes of 1.3× longer
+    # prompts at 1.17× the rate); the capacity model weighs the replica's attainment over these
+    # slow states (planner.capacity.slow_strata). `planner demand --figures` measures them.
+    arrival_rate_slow_p90: Positive | None = Field(
+        None, description="p90 of the token-weighted arrival rate over arrival_slow_window_s windows, requests/s"
+    )
+    arrival_rate_slow_p99: Positive | None = Field(
+        None, description="p99 of the token-weighted arrival rate over arrival_slow_window_s windows, requests/s"
+    )
+    arrival_slow_length_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="share of the slow load swings carried by longer requests rather than more of them "
+        "(0: all by the rate; the regression of log tokens per request on log load over the slow windows)",
+    )
     # The largest burst (optional, all three or none; `planner demand --figures` measures them):
     # the most requests of the type within arrival_burst_s seconds, as their rate and their share
     # of the type's requests. Percentiles describe typical windows, not the one burst that can
@@ -183,22 +209,48 @@ class QueryType(Strict):
     arrival_burst_share: float | None = Field(
         None, gt=0.0, lt=1.0, description="share of the type's requests in its largest burst"
     )
+    # The episode around the largest burst (optional, with the three above): the most requests
+    # within wider intervals that contain it, as [seconds, requests/s] pairs, widening. A flood
+    # rarely starts and stops within arrival_burst_s (azure-2023's code: 271 requests within 5 s,
+    # 415 within 10 s, 500 within 20 s); the capacity simulation injects the whole episode.
+    arrival_burst_envelope: tuple[tuple[Positive, Positive], ...] | None = Field(
+        None, description="[seconds, requests/s] of wider intervals around the largest burst"
+    )
 
     @model_validator(mode="after")
     def _percentiles_ordered(self) -> QueryType:
         burst = (self.arrival_burst_rate, self.arrival_burst_s, self.arrival_burst_share)
         if any(v is not None for v in burst) and any(v is None for v in burst):
             raise ValueError("arrival_burst_rate, arrival_burst_s and arrival_burst_share go together")
+        if self.arrival_burst_envelope is not None:
+            if self.arrival_burst_rate is None or self.arrival_burst_s is None:
+                raise ValueError(
+                    "arrival_burst_envelope needs arrival_burst_rate, arrival_burst_s and arrival_burst_share"
+                )
+            prev_s, prev_n = self.arrival_burst_s, self.arrival_burst_rate * self.arrival_burst_s
+            for sec, rate in self.arrival_burst_envelope:
+                if sec <= prev_s or rate * sec < prev_n - 1e-6:
+                    raise ValueError(
+                        "arrival_burst_envelope: intervals must widen beyond arrival_burst_s and hold no fewer "
+                        f"requests ([{sec:g}, {rate:g}] after {prev_s:g} s with {prev_n:g} requests)"
+                    )
+                prev_s, prev_n = sec, rate * sec
         if self.arrival_burst_rate is not None and self.arrival_burst_rate < self.arrival_rate:
             raise ValueError(
                 f"arrival_burst_rate ({self.arrival_burst_rate:g}) is below arrival_rate ({self.arrival_rate:g})"
             )
-        rates = [(p, v) for p, v in (("p90", self.arrival_rate_p90), ("p99", self.arrival_rate_p99)) if v is not None]
-        for (p1, v1), (p2, v2) in itertools.pairwise(rates):
-            if v2 < v1:
-                raise ValueError(f"arrival_rate_{p2} ({v2:g}) is below arrival_rate_{p1} ({v1:g})")
+        for pre in ("arrival_rate", "arrival_rate_slow"):
+            rates = [(p, getattr(self, f"{pre}_{p}")) for p in ("p90", "p99")]
+            given = [(p, v) for p, v in rates if v is not None]
+            for (p1, v1), (p2, v2) in itertools.pairwise(given):
+                if v2 < v1:
+                    raise ValueError(f"{pre}_{p2} ({v2:g}) is below {pre}_{p1} ({v1:g})")
         for side in ("input", "output"):
-            vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("p10", "p50", "p90", "p99")]
+            vals = [(p, getattr(self, f"{side}_tokens_{p}")) for p in ("min", "p10", "p50", "p90", "p99", "max")]
+            lo, hi = getattr(self, f"{side}_tokens_min"), getattr(self, f"{side}_tokens_max")
+            mean = getattr(self, f"{side}_tokens")
+            if (lo is not None and mean < lo) or (hi is not None and mean > hi):
+                raise ValueError(f"{side}_tokens ({mean:g}) is outside {side}_tokens_min/max")
             given = [(p, v) for p, v in vals if v is not None]
             for (p1, v1), (p2, v2) in itertools.pairwise(given):
                 if v2 < v1:
@@ -376,6 +428,9 @@ class Instance(Strict):
     engine: Engine = Engine()
     arrival_window_s: Positive = Field(
         10.0, description="window of the arrival_rate_p90/p99 figures, s (the attainment model's burst scale)"
+    )
+    arrival_slow_window_s: Positive = Field(
+        300.0, description="window of the arrival_rate_slow_p90/p99 figures, s (minutes-long swings)"
     )
 
     def attainment(self, q: QueryType) -> float | None:

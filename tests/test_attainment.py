@@ -479,3 +479,156 @@ def test_largest_burst_is_injected_with_its_weight() -> None:
         load_instance_data(
             {**_small_doc(), "query_types": [{**_small_doc()["query_types"][1], "arrival_burst_rate": 40.0}]}, "x.yaml"
         )
+
+
+def test_superposition_above_the_types_own_rate() -> None:
+    """Below its own rate λ a replica sees a thinned share (full relative spread, the burst
+    thinned); above it m = r/λ copies: spread √(k − 1 + x²)/m (1/√m at whole m, continuous and
+    falling), the largest burst at full size."""
+    q = (
+        small_instance()
+        .query_types[1]
+        .model_copy(update={"arrival_burst_rate": 40.0, "arrival_burst_s": 5.0, "arrival_burst_share": 0.03})
+    )
+    lam = capacity.own_rate(q)
+    assert lam == pytest.approx(1.0, rel=0.03)
+    assert capacity.superposition(q, 0.3 * lam) == 1.0 and capacity.superposition(q, lam) == 1.0
+    for m in (2, 3, 9):
+        assert capacity.superposition(q, m * lam) == pytest.approx(1 / math.sqrt(m))
+    grid = np.linspace(1.0, 6.0, 501) * lam
+    s = np.array([capacity.superposition(q, r) for r in grid])
+    assert (np.diff(s) <= 1e-12).all() and np.abs(np.diff(s)).max() < 0.01  # falling, no jumps
+    # 1.4 copies: one whole and 0.4 of another, relative variance (1 + 0.16)/1.96
+    assert capacity.superposition(q, 1.4 * lam) == pytest.approx(math.sqrt(1.16) / 1.4)
+    n_full = math.ceil(40 * 5 * lam / 1.0 - 1e-9)
+    assert capacity.burst_requests(q, 5 * lam)[0] == n_full == capacity.burst_requests(q, 50 * lam)[0]
+    assert capacity.burst_requests(q, 0.5 * lam)[0] < n_full
+
+
+def test_slow_states_are_weighed_quasi_statically() -> None:
+    """Minutes-long swings (``arrival_rate_slow_p90/p99``): the states' factors have mean 1 over
+    their weights; the fast profile keeps only what the slow one leaves,
+    (1 + Var f)(1 + Var F) = 1 + Var g; and a type with slow states but Poisson windows has a
+    capacity between the Poisson one divided by the top state's factor and the Poisson one."""
+    base = small_instance()
+    q = base.query_types[0]
+    assert len(capacity.slow_strata(q, 300.0)[0]) == 1  # no slow figures: one state
+    slow = q.model_copy(update={"arrival_rate_slow_p90": 4.5, "arrival_rate_slow_p99": 5.4})
+    big, w = capacity.slow_strata(slow, 300.0)
+    assert w.sum() == pytest.approx(1.0) and float(w @ big) == pytest.approx(1.0)
+    assert (np.diff(big) > 0).all() and big[-1] > 1.6
+    both = slow.model_copy(update={"arrival_rate_p90": 5.0, "arrival_rate_p99": 7.5})
+    g = capacity.rate_factors(both.model_copy(update={"arrival_rate_slow_p90": None, "arrival_rate_slow_p99": None}), 0)
+    f = capacity.rate_factors(both, 0)
+    var_big = float(w @ (capacity.slow_strata(both, 300.0)[0] - 1) ** 2)
+    assert (1 + np.var(f)) * (1 + var_big) == pytest.approx(1 + np.var(g), rel=1e-6)
+    with pytest.raises(ValueError, match="arrival_rate_slow_p99"):
+        type(q).model_validate(q.model_dump() | {"arrival_rate_slow_p90": 5.0, "arrival_rate_slow_p99": 4.0})
+
+    option = parse_option("qwen2.5-7b/a100-80gb/1/1/2048")
+    inst = base.model_copy(update={"query_types": (slow, base.query_types[1])})
+    assert capacity.fingerprint(base, option, 0) != capacity.fingerprint(inst, option, 0)
+    plain = capacity.measure(base, capacity.make_key(base, option, 0, 0.99))
+    swung = capacity.measure(inst, capacity.make_key(inst, option, 0, 0.99))
+    assert plain.rate_rps / big[-1] / capacity.RATE_RESOLUTION <= swung.rate_rps < plain.rate_rps
+    assert swung.attainment >= 0.99
+
+
+def test_burst_envelope_injects_the_whole_episode() -> None:
+    """``arrival_burst_envelope``: the requests each wider interval adds arrive evenly over the ring
+    it adds, half before and half after, thinned like the central burst; the episode's weight is
+    the central share scaled by the counts; wider intervals with fewer requests are refused."""
+    from planner.multiperiod import with_rate
+
+    q = (
+        small_instance()
+        .query_types[1]
+        .model_copy(
+            update={
+                "arrival_rate": 2.0,
+                "arrival_burst_rate": 54.0,
+                "arrival_burst_s": 5.0,
+                "arrival_burst_share": 0.03,
+                "arrival_burst_envelope": ((10.0, 41.5), (20.0, 25.0)),
+            }
+        )
+    )
+    lam = capacity.own_rate(q)
+    at, w = capacity.burst_arrivals(q, lam)
+    central = math.ceil(54 * 5 * lam / 2.0 - 1e-9)
+    n10, n20 = math.ceil(415 * lam / 2.0 - 1e-9), math.ceil(500 * lam / 2.0 - 1e-9)
+    assert len(at) == n20 and (np.diff(at) >= 0).all()
+    assert ((at >= 0) & (at < 5)).sum() == central
+    assert ((at >= -2.5) & (at < 7.5)).sum() == n10
+    assert at.min() >= -7.5 and at.max() <= 12.5
+    assert w == pytest.approx(0.03 * 500 / 270)
+    half, _ = capacity.burst_arrivals(q, lam / 2)  # thinned to half
+    assert len(half) == pytest.approx(n20 / 2, abs=3)
+    assert len(capacity.burst_arrivals(q, 4 * lam)[0]) == n20  # above λ: one whole copy's episode
+    scaled = with_rate(q, 4.0)
+    assert scaled.arrival_burst_envelope == ((10.0, 83.0), (20.0, 50.0))
+    with pytest.raises(ValueError, match="arrival_burst_envelope"):
+        type(q).model_validate(q.model_dump() | {"arrival_burst_envelope": [[10.0, 20.0]]})  # 200 < 270
+    with pytest.raises(ValueError, match="arrival_burst_envelope"):
+        type(q).model_validate(q.model_dump() | {"arrival_burst_envelope": [[4.0, 80.0]]})  # not wider
+
+
+def test_burst_envelope_widens_the_measured_burst() -> None:
+    """The same central burst with a flood around it costs capacity."""
+    base = small_instance()
+    q = base.query_types[1]
+    burst = {"arrival_burst_rate": 40.0, "arrival_burst_s": 5.0, "arrival_burst_share": 0.03}
+    central = q.model_copy(update=burst)
+    flood = q.model_copy(update=burst | {"arrival_burst_envelope": ((10.0, 34.0), (20.0, 24.0))})
+    option = parse_option("qwen2.5-7b/a100-80gb/1/1/2048")
+    caps = []
+    for t in (central, flood):
+        inst = base.model_copy(update={"query_types": (base.query_types[0], t)})
+        caps.append(capacity.measure(inst, capacity.make_key(inst, option, 1, 0.99)).rate_rps)
+    assert 0 < caps[1] < caps[0]
+
+
+def test_lengths_bend_between_knots_to_carry_the_mean() -> None:
+    """A mean that log-linear interpolation misses is reached by bending the segments between
+    the knots — every stated percentile kept, the lower tail at its natural slope — before the
+    lower tail moves (mooncake-2025's chat-8k outputs: p10 24, p50 336, p90 594, p99 995, mean 330)."""
+    d = LengthDistribution.of(330, p50=336, p90=594, p99=995, p10=24)
+    assert d.bend < 1.0 and abs(d.mean_error) <= 0.005
+    got = [float(d.quantile(np.array([u]))[0]) for u in (0.1, 0.5, 0.9, 0.99)]
+    assert got == pytest.approx([24, 336, 594, 995], rel=1e-5)
+    # the lower tail extends the p10–p50 segment's slope: some replies under 10 tokens remain
+    z10, z01 = -1.2815515655446004, -2.3263478740408408
+    slope = (math.log(336) - math.log(24)) / -z10
+    assert float(d.quantile(np.array([0.01]))[0]) == pytest.approx(24 * math.exp(-slope * (z10 - z01)), rel=1e-3)
+    assert float(d.quantile(np.array([0.02]))[0]) < 10
+    # a mean far below the median sags the lower segment (azure-2023's conv-long outputs)
+    sag = LengthDistribution.of(266, p10=49, p50=374, p90=440, p99=636)
+    assert sag.bend > 1.0 and abs(sag.mean_error) <= 0.005
+    assert float(sag.quantile(np.array([0.25]))[0]) < 100  # the trace's p25 is 83
+
+
+def test_slow_length_share() -> None:
+    """β: swings made of longer requests give 1, of more requests 0 (planner demand --figures);
+    azure-2023's conv-long, whose slow swings are stretches of long prompts, sustains less on a
+    small replica than the same swings made of more requests would allow."""
+    from planner.review.figures import _length_share
+
+    load = np.array([1.0, 2.0, 1.0, 0.5, 1.5])
+    window = 300.0
+    longer = load * window / np.full(5, 300.0)  # the same 300 requests each time
+    assert _length_share(load, np.full(5, 300.0), window) == pytest.approx(1.0)
+    assert _length_share(load, load * window, window) == pytest.approx(0.0)  # 1 mean-size request per unit load
+    assert _length_share(np.ones(5), np.full(5, 300.0), window) is None  # no swing
+    assert longer.shape == (5,)
+
+    base = load_instance(AZURE)
+    ti = next(i for i, q in enumerate(base.query_types) if q.id == "conv-long")
+    assert base.query_types[ti].arrival_slow_length_share == pytest.approx(0.55)
+    option = parse_option("qwen2.5-7b/a10g/2/1/512")
+    caps = []
+    for beta in (0.0, 0.55):
+        types = list(base.query_types)
+        types[ti] = types[ti].model_copy(update={"arrival_slow_length_share": beta})
+        inst = base.model_copy(update={"query_types": tuple(types)})
+        caps.append(capacity.measure(inst, capacity.make_key(inst, option, ti, 0.99)).rate_rps)
+    assert 0 < caps[1] < caps[0]

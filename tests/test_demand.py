@@ -403,6 +403,49 @@ def test_figures_by_hand_and_the_largest_burst() -> None:
     doc = a.query_type_doc()
     assert doc["id"] == "a" and doc["input_tokens"] == round(a.input_tokens["mean"])
     assert {"arrival_rate_p90", "input_tokens_p10", "output_tokens_p99", "length_correlation"} <= set(doc)
+    # slow windows of 30 s slide by one 10-s window: 9 of them; their load is requests weighted by
+    # tokens over the mean (the clump's 1,020-token requests weigh about 6 of the others)
+    slow = FiguresBuilder(["a", "b"], 10.0, slow_window_s=30.0)
+    for r in reqs:
+        slow.add("a" if r.source == "s" else "b", r.arrival_s, r.input_tokens, r.output_tokens)
+    sa = slow.finish(110.0)["a"]
+    tok = [sum(100 + t + 10 for t in range(10 * w, 10 * w + 10)) for w in range(10)] + [30 * 1020]
+    mean = sum(tok) / 130
+    load = [sum(tok[w : w + 3]) / mean / 30 for w in range(9)]
+    assert sa.arrival_rate_slow_p90 == pytest.approx(float(np.quantile(load, 0.9)))
+    assert sa.arrival_rate_slow_p99 == pytest.approx(float(np.quantile(load, 0.99)))
+    assert {"arrival_rate_slow_p90", "arrival_rate_slow_p99"} <= set(sa.query_type_doc())
+
+
+def test_burst_envelope_against_brute_force() -> None:
+    """The envelope around the largest burst, streamed, equals a brute-force count over every
+    interval of each ENVELOPE_S length that contains the burst's; it stops widening where the
+    added requests come no faster than the p90 window rate."""
+    from planner.review.figures import BURST_S, ENVELOPE_S, FiguresBuilder
+
+    rng = np.random.default_rng(5)
+    # background 2 req/s over 600 s; a flood ramping up for 12 s, a 5-s peak, ramping down for 18 s
+    t = np.sort(np.concatenate([rng.uniform(0, 600, 1200), rng.uniform(288, 300, 60), rng.uniform(300, 305, 150),
+                                rng.uniform(305, 323, 50)]))  # fmt: skip
+    fb = FiguresBuilder(["a"], 10.0)
+    for x in t:
+        fb.add("a", float(x), 100, 10)
+    f = fb.finish(600.0)["a"]
+    ends = np.searchsorted(t, t + BURST_S, side="right") - np.arange(len(t))
+    k = int(ends.argmax())
+    assert f.burst_requests == ends[k]
+    lo_peak, hi_peak = t[k], t[k + ends[k] - 1]  # the burst's first and last arrival
+    p90 = float(np.quantile(np.bincount((t // 10).astype(int), minlength=60)[:60] / 10.0, 0.9))
+    want, n_prev, s_prev = [], f.burst_requests, BURST_S
+    for d in ENVELOPE_S:
+        starts = np.arange(hi_peak - d, lo_peak + 1e-9, 0.01)
+        n = max(int(max(((t >= x) & (t <= x + d)).sum() for x in starts)), n_prev)
+        if (n - n_prev) / (d - s_prev) <= p90:
+            break
+        want.append(n)
+        n_prev, s_prev = n, d
+    got = [round(r * d) for d, r in f.burst_envelope]
+    assert len(want) >= 2 and got == pytest.approx(want, abs=1)
 
 
 @needs_azure
@@ -425,6 +468,8 @@ def test_cli_figures_match_the_shipped_instance(tmp_path: Path) -> None:
         if q.id != "code":  # the instance's code figures use the code trace's own span (derive script)
             assert g["arrival_rate"] == pytest.approx(q.arrival_rate, abs=1e-3)
             assert (g["arrival_rate_p90"], g["arrival_rate_p99"]) == (q.arrival_rate_p90, q.arrival_rate_p99)
+            assert g["arrival_rate_slow_p90"] == pytest.approx(q.arrival_rate_slow_p90, abs=1e-3)
+            assert g["arrival_rate_slow_p99"] == pytest.approx(q.arrival_rate_slow_p99, abs=1e-3)
     # the fragment merges into a loadable instance
     merged = yaml.safe_load(INSTANCE.read_text())
     for q in merged["query_types"]:

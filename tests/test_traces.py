@@ -107,7 +107,9 @@ def test_azure_2023_mapping_gives_the_instance_buckets() -> None:
 @needs_data
 def test_mooncake_mapping_spreads_its_coarse_clock() -> None:
     """Mooncake's conversation trace ticks in ~3 s steps; its mapping spreads each tick's group
-    evenly up to the next tick: same requests, same order, distinct arrivals, same span."""
+    up to the next tick at seeded uniform positions: same requests, same order, distinct
+    arrivals, same span, deterministic, and counts in 1-s bins about as variable as Poisson's
+    (even spreading, the other mode, is far more regular)."""
     from planner.sim.cli import feed_of
 
     path = INSTANCES / "mooncake-2025.yaml"
@@ -121,6 +123,19 @@ def test_mooncake_mapping_spreads_its_coarse_clock() -> None:
     assert np.mean(np.diff(raw) == 0) > 0.8  # the raw clock: mostly ties
     assert t[0] == raw[0] and t[-1] < raw[-1] + 3.5
     assert np.all(t >= np.array(raw)) and np.all(t - np.array(raw) < 3.5)  # within its tick
+    assert mapper.spread_ties == "random"
+    assert [row[2] for row in feed_of(Trace(mapper.trace_paths), mapper)] == t.tolist()  # deterministic
+
+    def dispersion(x: np.ndarray) -> float:
+        c = np.bincount(x.astype(int))
+        c = c[: len(c) // 10 * 10].reshape(-1, 10)  # 1-s bins, against each 10-s window's mean
+        return float(((c - c.mean(axis=1, keepdims=True)) ** 2).sum() / (c.size - len(c)) / c.mean())
+
+    from planner.sim.mapping import spread_ties
+
+    rows = [(n, 0, float(a), 1, 1) for n, a in enumerate(raw)]
+    even = np.array([row[2] for row in spread_ties(iter(rows), "even")])
+    assert 0.85 < dispersion(t) < 1.3 and dispersion(even) < 0.7
 
 
 @needs_data

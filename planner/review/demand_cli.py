@@ -107,13 +107,13 @@ def register(app: typer.Typer) -> None:
                 new = _RENAMED[exc.field]
                 raise InputError(exc.file, new, exc.message.replace(exc.field, new)) from None
             ids = [q.id for q in inst.query_types]
-            fb = FiguresBuilder(ids, inst.arrival_window_s)
+            fb = FiguresBuilder(ids, inst.arrival_window_s, slow_window_s=inst.arrival_slow_window_s)
             d = demand_from_trace(tr, mapper.type_of, ids, window_s, figures=fb)
             figs = fb.finish(float(d.lengths_s().sum()))
             targets = {q.id: inst.attainment(q) or 0.99 for q in inst.query_types}
             if figures_path is not None:
                 source = ", ".join(Path(p).name for p in (traces or mapper.trace_paths))
-                text = figures_yaml(figs, inst.arrival_window_s, source, targets)
+                text = figures_yaml(figs, inst.arrival_window_s, source, targets, inst.arrival_slow_window_s)
                 with atomic_writer(figures_path) as fh:
                     fh.write(text)
             d.write_csv(out_path)

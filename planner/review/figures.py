@@ -9,7 +9,20 @@ trace without a hand-made script (``benchmarks/derive_*_instance.py`` use the sa
     arrival_rate_p90/p99   percentiles of the type's rate over consecutive windows of the
                            instance's ``arrival_window_s`` from the span's start; windows with no
                            request of the type count as rate 0; numpy's linear interpolation
-    input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas)
+    arrival_rate_slow_p90/p99
+                           percentiles of the type's load over the instance's
+                           ``arrival_slow_window_s`` (minutes) as a rate: its requests weighted
+                           by their tokens (prompt + output) over the type's mean, per second —
+                           a stretch of long prompts at the mean request rate is a surge of work
+                           (azure-2023's conv-long: 10 minutes at 1.17× the rate and 1.3× the
+                           prompt length); over k = round(slow / window) consecutive windows,
+                           sliding by one (an hour holds only 12 disjoint 5-minute windows: too
+                           few for a p99)
+    arrival_slow_length_share
+                           over the same windows, the slope of log(tokens per request) on
+                           log(load), clipped to [0, 1]: how much of the swings is longer
+                           requests rather than more of them
+    input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas), min, max
     length_correlation     Pearson correlation of the normal scores of the two lengths' ranks
                            (ties averaged): the Gaussian copula parameter the capacity model
                            draws (prompt, output) pairs with
@@ -30,9 +43,13 @@ And one figure the model cannot carry, reported so the user knows when to distru
                            mean rate, 3.1% of the hour's requests): the warning says so, and
                            plans for such traffic are worth checking by replay
                            (``planner solve --validate``), which derates the pools that miss.
+                           With it ``arrival_burst_envelope``: the most requests within
+                           intervals of ENVELOPE_S that contain the burst's, as long as each
+                           widening adds requests faster than the p90 window rate (the code
+                           trace: 415 within 10 s, 500 within 20 s — a flood after a gap).
 
-Memory: per type one counter of (prompt, output) pairs (it grows with distinct pairs only), one
-counter of requests per window, and the arrivals of the last ``BURST_S`` seconds.
+Memory: per type one counter of (prompt, output) pairs (it grows with distinct pairs only), two
+counters per window (requests, tokens), and the arrivals of the last ``BURST_S`` seconds.
 """
 
 from __future__ import annotations
@@ -47,6 +64,7 @@ import numpy as np
 
 BURST_S = 5.0  # the largest-burst interval, s: about a TTFT limit, the scale a queue must clear in
 MIN_BURST = 20  # requests: fewer inside BURST_S is never warned about
+ENVELOPE_S = (10.0, 20.0, 30.0, 60.0)  # the wider intervals around the largest burst, s
 PERCENTILES = (("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
@@ -102,6 +120,22 @@ def _normal_scores_of(x: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
     return _normal_scores(vals, counts, n)[inv]
 
 
+def _length_share(load: np.ndarray, requests: np.ndarray, window_s: float) -> float | None:
+    """β: the slope of log(tokens per request) on log(load) over the slow windows holding
+    requests, clipped to [0, 1] — the share of the load's swings that longer requests carry
+    (azure-2023's conv-long: 0.56, a 10-minute stretch of long prompts; conv-short's surges come
+    with shorter requests: 0). None with fewer than 3 such windows or no spread."""
+    m = requests > 0
+    if m.sum() < 3:
+        return None
+    x = np.log(load[m])
+    y = np.log(load[m] * window_s / requests[m])  # tokens per request, in units of the mean
+    var = float(np.var(x))
+    if var <= 1e-12:
+        return None
+    return float(np.clip(np.cov(x, y, bias=True)[0, 1] / var, 0.0, 1.0))
+
+
 @dataclass
 class TypeFigures:
     """Measured figures of one query type (module docstring); rates in requests/s, lengths in tokens."""
@@ -113,11 +147,15 @@ class TypeFigures:
     arrival_rate: float
     arrival_rate_p90: float
     arrival_rate_p99: float
-    input_tokens: dict[str, float]  # mean, p10, p50, p90, p99
+    input_tokens: dict[str, float]  # mean, p10, p50, p90, p99, min, max
     output_tokens: dict[str, float]
     length_correlation: float
     burst_requests: int  # the most requests inside any BURST_S interval
     burst_s: float = BURST_S
+    burst_envelope: tuple[tuple[float, float], ...] = ()  # [s, requests/s] around the largest burst
+    arrival_rate_slow_p90: float | None = None  # None: the span holds no whole slow window
+    arrival_rate_slow_p99: float | None = None
+    slow_length_share: float | None = None  # β of arrival_slow_length_share
 
     @property
     def burst_share(self) -> float:
@@ -153,15 +191,25 @@ class TypeFigures:
         if self.arrival_rate > 0:
             doc["arrival_rate_p90"] = round(self.arrival_rate_p90, 4)
             doc["arrival_rate_p99"] = round(self.arrival_rate_p99, 4)
+            if self.arrival_rate_slow_p90 is not None and self.arrival_rate_slow_p99 is not None:
+                doc["arrival_rate_slow_p90"] = round(max(self.arrival_rate_slow_p90, 1e-4), 4)
+                doc["arrival_rate_slow_p99"] = round(max(self.arrival_rate_slow_p99, 1e-4), 4)
+                if self.slow_length_share is not None:
+                    doc["arrival_slow_length_share"] = round(self.slow_length_share, 2)
         if self.burst_warning(target) is not None:  # a burst the percentiles do not describe
             doc["arrival_burst_rate"] = round(self.burst_requests / self.burst_s, 4)
             doc["arrival_burst_s"] = self.burst_s
             doc["arrival_burst_share"] = round(self.burst_share, 6)
+            if self.burst_envelope:
+                doc["arrival_burst_envelope"] = [list(e) for e in self.burst_envelope]
         doc["length_correlation"] = round(self.length_correlation, 2)
         for side, stats in (("input_tokens", self.input_tokens), ("output_tokens", self.output_tokens)):
             doc[side] = max(1, round(stats["mean"]))
             for p, _ in PERCENTILES:
                 doc[f"{side}_{p}"] = max(1, round(stats[p]))
+            if "min" in stats:
+                doc[f"{side}_min"] = max(1, round(stats["min"]))
+                doc[f"{side}_max"] = max(1, round(stats["max"]))
         return doc
 
 
@@ -169,8 +217,12 @@ class TypeFigures:
 class _TypeAcc:
     pairs: Counter[tuple[int, int]] = field(default_factory=Counter)
     windows: Counter[int] = field(default_factory=Counter)
+    tokens: Counter[int] = field(default_factory=Counter)  # prompt + output tokens per window
     recent: deque[float] = field(default_factory=deque)
     burst: int = 0
+    context: deque[float] = field(default_factory=deque)  # arrivals of the last ENVELOPE_S[-1] s
+    peak_end: float = math.nan  # end of the largest burst's BURST_S interval
+    around: list[float] = field(default_factory=list)  # arrivals within ENVELOPE_S[-1] of it
 
 
 class FiguresBuilder:
@@ -179,20 +231,54 @@ class FiguresBuilder:
     ``start_s`` is where the windows of ``window_s`` start; arrivals must come in time order.
     """
 
-    def __init__(self, type_ids: list[str], window_s: float, start_s: float = 0.0) -> None:
+    def __init__(
+        self, type_ids: list[str], window_s: float, start_s: float = 0.0, slow_window_s: float = 300.0
+    ) -> None:
         self.type_ids = list(type_ids)
         self.window_s = float(window_s)
+        self.slow_windows = max(1, round(slow_window_s / self.window_s))  # fast windows per slow one
         self.start_s = float(start_s)
         self._acc = {t: _TypeAcc() for t in self.type_ids}
 
     def add(self, type_id: str, arrival_s: float, n_in: int, n_out: int) -> None:
         acc = self._acc[type_id]
         acc.pairs[(int(n_in), int(n_out))] += 1
-        acc.windows[int((arrival_s - self.start_s) // self.window_s)] += 1
+        k = int((arrival_s - self.start_s) // self.window_s)
+        acc.windows[k] += 1
+        acc.tokens[k] += int(n_in) + int(n_out)
         acc.recent.append(arrival_s)
         while acc.recent[0] < arrival_s - BURST_S:
             acc.recent.popleft()
-        acc.burst = max(acc.burst, len(acc.recent))
+        wide = ENVELOPE_S[-1]
+        acc.context.append(arrival_s)
+        while acc.context[0] < arrival_s - wide:
+            acc.context.popleft()
+        if len(acc.recent) > acc.burst:  # a new largest burst: keep what surrounds it
+            acc.burst, acc.peak_end, acc.around = len(acc.recent), arrival_s, list(acc.context)
+        elif arrival_s <= acc.peak_end + wide:
+            acc.around.append(arrival_s)
+
+    @staticmethod
+    def _envelope(acc: _TypeAcc, p90_rate: float) -> tuple[tuple[float, float], ...]:
+        """[seconds, requests/s] of the wider intervals around the largest burst (module
+        docstring): the most arrivals in an interval of each ENVELOPE_S length that contains the
+        burst's, widening while the requests each adds come faster than the type's p90 window
+        rate (beyond that the episode is over: the percentiles and slow states describe it)."""
+        a = np.sort(np.asarray(acc.around))
+        if not len(a) or math.isnan(acc.peak_end):
+            return ()
+        out: list[tuple[float, float]] = []
+        n_prev, s_prev = acc.burst, BURST_S
+        for d in ENVELOPE_S:
+            lo, hi = acc.peak_end - d, acc.peak_end - BURST_S  # interval starts that contain the burst
+            starts = np.concatenate([[lo], a[(a >= lo) & (a <= hi)]])
+            n = int((np.searchsorted(a, starts + d, side="right") - np.searchsorted(a, starts, side="left")).max())
+            n = max(n, n_prev)
+            if (n - n_prev) / (d - s_prev) <= p90_rate:
+                break
+            out.append((d, round(n / d, 4)))
+            n_prev, s_prev = n, d
+        return tuple(out)
 
     def finish(self, span_s: float) -> dict[str, TypeFigures]:
         """The figures of every type over a span of ``span_s`` seconds from ``start_s``."""
@@ -203,6 +289,17 @@ class FiguresBuilder:
             for k, c in acc.windows.items():
                 counts[min(max(k, 0), n_win - 1)] += c  # the last arrival may sit on the span's end
             rates = counts / self.window_s
+            # slow windows: their load, requests weighted by their tokens over the type's mean
+            tokens = np.zeros(n_win)
+            for k, c in acc.tokens.items():
+                tokens[min(max(k, 0), n_win - 1)] += c
+            per = tokens.sum() / max(counts.sum(), 1.0)  # mean tokens per request
+            k = self.slow_windows
+            slow, beta = None, None
+            if n_win >= k and per > 0:
+                slow = np.convolve(tokens / per, np.ones(k), "valid") / (k * self.window_s)
+                reqs = np.convolve(counts, np.ones(k), "valid")
+                beta = _length_share(slow, reqs, k * self.window_s)
             n = sum(acc.pairs.values())
             keys = list(acc.pairs)
             w = np.array([acc.pairs[k] for k in keys], dtype=np.float64)
@@ -214,6 +311,8 @@ class FiguresBuilder:
                 stats = {"mean": float(vals @ cnt / n) if n else 0.0}
                 for p, q in PERCENTILES:
                     stats[p] = weighted_quantile(vals, cnt, q)
+                if n:
+                    stats["min"], stats["max"] = float(vals[0]), float(vals[-1])
                 sides[side] = stats
             out[t] = TypeFigures(
                 id=t,
@@ -227,14 +326,20 @@ class FiguresBuilder:
                 output_tokens=sides["output"],
                 length_correlation=length_correlation(lengths[:, 0], lengths[:, 1], w) if n else 0.0,
                 burst_requests=acc.burst,
+                burst_envelope=self._envelope(acc, float(np.quantile(rates, 0.9))),
+                arrival_rate_slow_p90=None if slow is None else float(np.quantile(slow, 0.9)),
+                arrival_rate_slow_p99=None if slow is None else float(np.quantile(slow, 0.99)),
+                slow_length_share=beta,
             )
         return out
 
 
-def figures_yaml(figs: dict[str, TypeFigures], window_s: float, source: str, targets: dict[str, float]) -> str:
-    """The figures as an instance fragment: ``arrival_window_s`` and one ``query_types`` entry per
-    type (to merge with SLOs, ``max_error`` and the rest by hand), with the burst warnings as
-    comments."""
+def figures_yaml(
+    figs: dict[str, TypeFigures], window_s: float, source: str, targets: dict[str, float], slow_window_s: float = 300.0
+) -> str:
+    """The figures as an instance fragment: ``arrival_window_s``, ``arrival_slow_window_s`` and one
+    ``query_types`` entry per type (to merge with SLOs, ``max_error`` and the rest by hand), with the
+    burst warnings as comments."""
     import yaml
 
     lines = [
@@ -250,6 +355,7 @@ def figures_yaml(figs: dict[str, TypeFigures], window_s: float, source: str, tar
             lines.append(f"#   warning: {w}")
     body = {
         "arrival_window_s": window_s,
+        "arrival_slow_window_s": slow_window_s,
         "query_types": [f.query_type_doc(targets.get(f.id, 0.99)) for f in figs.values()],
     }
     return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, width=100)

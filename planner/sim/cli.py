@@ -109,7 +109,8 @@ def feed_of(trace: Any, mapper: Any) -> Any:
     from planner.sim.mapping import spread_ties
 
     feed = ((n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens) for n, r in enumerate(trace))
-    return spread_ties(feed) if getattr(mapper, "spread_ties", False) else feed
+    mode = getattr(mapper, "spread_ties", None)
+    return spread_ties(feed, mode) if mode else feed
 
 
 def print_summary(s: dict[str, Any], target: float) -> None:
