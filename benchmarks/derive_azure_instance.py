@@ -7,7 +7,10 @@ type, the figures the instance uses:
 
 * arrival rate = rows / span, span = last TIMESTAMP - first TIMESTAMP of the *whole trace* the
   type comes from (so the conv buckets' rates add up to the conv rate);
-* mean input (ContextTokens) and output (GeneratedTokens) tokens and their p50 / p90 / p99.
+* mean input (ContextTokens) and output (GeneratedTokens) tokens, their p10 / p50 / p90 / p99, min
+  and max;
+* the slow load figures (arrival_rate_slow_p90/p99 over 5-minute windows, token-weighted, and
+  arrival_slow_length_share), as planner demand --figures measures them.
 
 Types: ``conv`` and ``code`` (whole traces), and ``conv-short`` / ``conv-long``: conv split at
 ``ContextTokens <= --split`` (default 1024) vs above.
@@ -49,10 +52,34 @@ def window_rates(part: pd.DataFrame, start: pd.Timestamp, span_s: float) -> np.n
     return np.bincount(np.minimum((t // WINDOW_S).astype(int), n - 1), minlength=n) / WINDOW_S
 
 
+SLOW_S = 300.0  # the instance's arrival_slow_window_s
+
+
+def slow_figures(t_s: np.ndarray, tokens: np.ndarray, n_windows: int, window_s: float) -> dict[str, float]:
+    """arrival_rate_slow_p90/p99 and arrival_slow_length_share (planner.review.figures.slow_load,
+    what planner demand --figures writes) from arrival offsets and tokens per request."""
+    from planner.review.figures import slow_load
+
+    k = np.minimum((t_s // window_s).astype(int), n_windows - 1)
+    counts = np.bincount(k, minlength=n_windows).astype(float)
+    tok = np.bincount(k, weights=tokens.astype(float), minlength=n_windows)
+    load, beta = slow_load(counts, tok, window_s, max(1, round(SLOW_S / window_s)))
+    if load is None:
+        return {}
+    out = {"slow_p90": float(np.quantile(load, 0.9)), "slow_p99": float(np.quantile(load, 0.99))}
+    return out | ({"slow_share": beta} if beta is not None else {})
+
+
 def describe(name: str, part: pd.DataFrame, span_s: float, start: pd.Timestamp) -> dict[str, float | int | str]:
     inp, out = part["ContextTokens"], part["GeneratedTokens"]
     rates = window_rates(part, start, span_s)
-    return {
+    t = (part["TIMESTAMP"] - start).dt.total_seconds().to_numpy()
+    slow = slow_figures(t, (inp + out).to_numpy(), int(np.ceil(span_s / WINDOW_S)), WINDOW_S)
+    return slow | {
+        "in_min": inp.min(),
+        "in_max": inp.max(),
+        "out_min": out.min(),
+        "out_max": out.max(),
         "type": name,
         "rows": len(part),
         "span_s": round(span_s, 1),
@@ -130,11 +157,15 @@ def print_query_types(rows: list[dict[str, float | int | str]], comments: list[s
         note = f"    # {comments[n]}" if comments else ""
         print(f"  - id: {r['type']}{note}\n    arrival_rate: {r['rate_rps']:.3f}")
         print(f"    arrival_rate_p90: {r['rate_p90']:.3f}\n    arrival_rate_p99: {r['rate_p99']:.3f}")
+        if "slow_p90" in r:
+            print(f"    arrival_rate_slow_p90: {r['slow_p90']:.3f}\n    arrival_rate_slow_p99: {r['slow_p99']:.3f}")
+        if "slow_share" in r:
+            print(f"    arrival_slow_length_share: {float(r['slow_share']):.2f}")
         if "length_corr" in r:
             print(f"    length_correlation: {float(r['length_corr']):.2f}")
         for side, key in (("in", "input_tokens"), ("out", "output_tokens")):
             print(f"    {key}: {round(float(r[side + '_mean']))}")
-            for p in ("p10", "p50", "p90", "p99"):
+            for p in ("p10", "p50", "p90", "p99", "min", "max"):
                 if f"{side}_{p}" in r:
                     print(f"    {key}_{p}: {round(float(r[f'{side}_{p}']))}")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from derive_azure_instance import length_correlation, print_query_types
+from derive_azure_instance import length_correlation, print_query_types, slow_figures
 
 FILE = "mooncake_conversation_trace.jsonl"
 NAMES = ("chat-8k", "long-32k", "doc-128k")
@@ -54,7 +54,10 @@ def window_rates(t_s: pd.Series, t0: float, n_windows: int, window_s: float) -> 
 def describe(name: str, part: pd.DataFrame, span_s: float, t0: float, n_windows: int, window_s: float) -> dict:
     inp, out = part["input_length"], part["output_length"]
     rates = window_rates(part["t_s"], t0, n_windows, window_s)
-    return {
+    slow = slow_figures((part["t_s"] - t0).to_numpy(), (inp + out).to_numpy(), n_windows, window_s)
+    return slow | {
+        "in_min": inp.min(),
+        "out_min": out.min(),
         "type": name,
         "rows": len(part),
         "rate_rps": len(part) / span_s,

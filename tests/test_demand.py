@@ -402,6 +402,10 @@ def test_figures_by_hand_and_the_largest_burst() -> None:
     assert b.length_correlation == 0.0  # constant lengths
     doc = a.query_type_doc()
     assert doc["id"] == "a" and doc["input_tokens"] == round(a.input_tokens["mean"])
+    # with the burst written, the percentiles leave its episode out (97, 98, 99 s and the clump)
+    quiet = np.array([1.0] * 9 + [0.7, 0.0])
+    assert doc["arrival_rate_p99"] == pytest.approx(float(np.quantile(quiet, 0.99)), abs=1e-4)
+    assert doc["arrival_rate_p99"] < a.arrival_rate_p99
     assert {"arrival_rate_p90", "input_tokens_p10", "output_tokens_p99", "length_correlation"} <= set(doc)
     # slow windows of 30 s slide by one 10-s window: 9 of them; their load is requests weighted by
     # tokens over the mean (the clump's 1,020-token requests weigh about 6 of the others)

@@ -120,6 +120,19 @@ def _normal_scores_of(x: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
     return _normal_scores(vals, counts, n)[inv]
 
 
+def slow_load(
+    counts: np.ndarray, tokens: np.ndarray, window_s: float, k: int
+) -> tuple[np.ndarray | None, float | None]:
+    """The load over every run of k consecutive windows (requests and tokens per window of
+    ``window_s``), as a rate: requests weighted by their tokens over the type's mean, per second;
+    and its length share β (:func:`_length_share`). (None, None) with fewer than k windows."""
+    per = tokens.sum() / max(counts.sum(), 1.0)  # mean tokens per request
+    if len(counts) < k or per <= 0:
+        return None, None
+    load = np.convolve(tokens / per, np.ones(k), "valid") / (k * window_s)
+    return load, _length_share(load, np.convolve(counts, np.ones(k), "valid"), k * window_s)
+
+
 def _length_share(load: np.ndarray, requests: np.ndarray, window_s: float) -> float | None:
     """β: the slope of log(tokens per request) on log(load) over the slow windows holding
     requests, clipped to [0, 1] — the share of the load's swings that longer requests carry
@@ -156,6 +169,8 @@ class TypeFigures:
     arrival_rate_slow_p90: float | None = None  # None: the span holds no whole slow window
     arrival_rate_slow_p99: float | None = None
     slow_length_share: float | None = None  # β of arrival_slow_length_share
+    # the rate figures above without the largest burst's episode (written where it is injected)
+    without_burst: dict[str, float] = field(default_factory=dict)
 
     @property
     def burst_share(self) -> float:
@@ -186,7 +201,8 @@ class TypeFigures:
     def query_type_doc(self, target: float = 0.99) -> dict[str, Any]:
         """The figures as instance keys (``query_types[]`` entry without SLOs or accuracy); the
         largest burst only where :meth:`burst_warning` says the percentiles do not describe it
-        (elsewhere it is one of the windows they describe, and injecting it would count it twice)."""
+        (elsewhere it is one of the windows they describe, and injecting it would count it twice),
+        and then the rate percentiles without its episode."""
         doc: dict[str, Any] = {"id": self.id, "arrival_rate": round(self.arrival_rate, 4)}
         if self.arrival_rate > 0:
             doc["arrival_rate_p90"] = round(self.arrival_rate_p90, 4)
@@ -197,6 +213,13 @@ class TypeFigures:
                 if self.slow_length_share is not None:
                     doc["arrival_slow_length_share"] = round(self.slow_length_share, 2)
         if self.burst_warning(target) is not None:  # a burst the percentiles do not describe
+            # The percentiles then describe the traffic apart from the episode, which the capacity
+            # model injects with its weight: measured with it, its windows would count it again
+            # (azure-2023's code: its 10-s p99, 15.4 req/s, is the flood itself).
+            for key, v in self.without_burst.items():
+                name = "arrival_slow_length_share" if key == "slow_length_share" else key
+                if name in doc:
+                    doc[name] = round(v, 2) if key == "slow_length_share" else round(max(v, 1e-4), 4)
             doc["arrival_burst_rate"] = round(self.burst_requests / self.burst_s, 4)
             doc["arrival_burst_s"] = self.burst_s
             doc["arrival_burst_share"] = round(self.burst_share, 6)
@@ -220,9 +243,9 @@ class _TypeAcc:
     tokens: Counter[int] = field(default_factory=Counter)  # prompt + output tokens per window
     recent: deque[float] = field(default_factory=deque)
     burst: int = 0
-    context: deque[float] = field(default_factory=deque)  # arrivals of the last ENVELOPE_S[-1] s
+    context: deque[tuple[float, int]] = field(default_factory=deque)  # (arrival, tokens), last ENVELOPE_S[-1] s
     peak_end: float = math.nan  # end of the largest burst's BURST_S interval
-    around: list[float] = field(default_factory=list)  # arrivals within ENVELOPE_S[-1] of it
+    around: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens) within ENVELOPE_S[-1] of it
 
 
 class FiguresBuilder:
@@ -250,35 +273,39 @@ class FiguresBuilder:
         while acc.recent[0] < arrival_s - BURST_S:
             acc.recent.popleft()
         wide = ENVELOPE_S[-1]
-        acc.context.append(arrival_s)
-        while acc.context[0] < arrival_s - wide:
+        acc.context.append((arrival_s, int(n_in) + int(n_out)))
+        while acc.context[0][0] < arrival_s - wide:
             acc.context.popleft()
         if len(acc.recent) > acc.burst:  # a new largest burst: keep what surrounds it
             acc.burst, acc.peak_end, acc.around = len(acc.recent), arrival_s, list(acc.context)
         elif arrival_s <= acc.peak_end + wide:
-            acc.around.append(arrival_s)
+            acc.around.append((arrival_s, int(n_in) + int(n_out)))
 
     @staticmethod
-    def _envelope(acc: _TypeAcc, p90_rate: float) -> tuple[tuple[float, float], ...]:
+    def _envelope(acc: _TypeAcc, p90_rate: float) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
         """[seconds, requests/s] of the wider intervals around the largest burst (module
         docstring): the most arrivals in an interval of each ENVELOPE_S length that contains the
         burst's, widening while the requests each adds come faster than the type's p90 window
-        rate (beyond that the episode is over: the percentiles and slow states describe it)."""
-        a = np.sort(np.asarray(acc.around))
+        rate (beyond that the episode is over: the percentiles and slow states describe it); and
+        the episode's interval (the widest one kept, else the burst's)."""
+        a = np.sort(np.asarray([t for t, _ in acc.around]))
         if not len(a) or math.isnan(acc.peak_end):
-            return ()
+            return (), (math.nan, math.nan)
         out: list[tuple[float, float]] = []
         n_prev, s_prev = acc.burst, BURST_S
+        span = (acc.peak_end - BURST_S, acc.peak_end)
         for d in ENVELOPE_S:
             lo, hi = acc.peak_end - d, acc.peak_end - BURST_S  # interval starts that contain the burst
             starts = np.concatenate([[lo], a[(a >= lo) & (a <= hi)]])
-            n = int((np.searchsorted(a, starts + d, side="right") - np.searchsorted(a, starts, side="left")).max())
-            n = max(n, n_prev)
+            got = np.searchsorted(a, starts + d, side="right") - np.searchsorted(a, starts, side="left")
+            n = max(int(got.max()), n_prev)
             if (n - n_prev) / (d - s_prev) <= p90_rate:
                 break
             out.append((d, round(n / d, 4)))
             n_prev, s_prev = n, d
-        return tuple(out)
+            x = float(starts[int(got.argmax())])
+            span = (x, x + d)
+        return tuple(out), span
 
     def finish(self, span_s: float) -> dict[str, TypeFigures]:
         """The figures of every type over a span of ``span_s`` seconds from ``start_s``."""
@@ -289,17 +316,28 @@ class FiguresBuilder:
             for k, c in acc.windows.items():
                 counts[min(max(k, 0), n_win - 1)] += c  # the last arrival may sit on the span's end
             rates = counts / self.window_s
-            # slow windows: their load, requests weighted by their tokens over the type's mean
             tokens = np.zeros(n_win)
             for k, c in acc.tokens.items():
                 tokens[min(max(k, 0), n_win - 1)] += c
-            per = tokens.sum() / max(counts.sum(), 1.0)  # mean tokens per request
-            k = self.slow_windows
-            slow, beta = None, None
-            if n_win >= k and per > 0:
-                slow = np.convolve(tokens / per, np.ones(k), "valid") / (k * self.window_s)
-                reqs = np.convolve(counts, np.ones(k), "valid")
-                beta = _length_share(slow, reqs, k * self.window_s)
+            slow, beta = slow_load(counts, tokens, self.window_s, self.slow_windows)
+            envelope, (e0, e1) = self._envelope(acc, float(np.quantile(rates, 0.9)))
+            # the same figures without the burst episode (written where it is injected apart)
+            quiet_c, quiet_t = counts.copy(), tokens.copy()
+            for at, tok in acc.around:
+                if e0 <= at <= e1:
+                    k = min(max(int((at - self.start_s) // self.window_s), 0), n_win - 1)
+                    quiet_c[k] -= 1
+                    quiet_t[k] -= tok
+            quiet_slow, quiet_beta = slow_load(quiet_c, quiet_t, self.window_s, self.slow_windows)
+            quiet = {
+                "arrival_rate_p90": float(np.quantile(quiet_c / self.window_s, 0.9)),
+                "arrival_rate_p99": float(np.quantile(quiet_c / self.window_s, 0.99)),
+            }
+            if quiet_slow is not None:
+                quiet["arrival_rate_slow_p90"] = float(np.quantile(quiet_slow, 0.9))
+                quiet["arrival_rate_slow_p99"] = float(np.quantile(quiet_slow, 0.99))
+            if quiet_beta is not None:
+                quiet["slow_length_share"] = quiet_beta
             n = sum(acc.pairs.values())
             keys = list(acc.pairs)
             w = np.array([acc.pairs[k] for k in keys], dtype=np.float64)
@@ -326,7 +364,8 @@ class FiguresBuilder:
                 output_tokens=sides["output"],
                 length_correlation=length_correlation(lengths[:, 0], lengths[:, 1], w) if n else 0.0,
                 burst_requests=acc.burst,
-                burst_envelope=self._envelope(acc, float(np.quantile(rates, 0.9))),
+                burst_envelope=envelope,
+                without_burst=quiet,
                 arrival_rate_slow_p90=None if slow is None else float(np.quantile(slow, 0.9)),
                 arrival_rate_slow_p99=None if slow is None else float(np.quantile(slow, 0.99)),
                 slow_length_share=beta,
