@@ -281,7 +281,17 @@ def main() -> None:
         "",
         "`python benchmarks/capacity_accuracy.py` "
         + ("(summarized again with --from-csv). " if args.from_csv else "")
-        + ("" if args.from_csv else f"({time.perf_counter() - t0:.0f} s on {args.workers} workers). ")
+        + (
+            ""
+            if args.from_csv
+            else f"({time.perf_counter() - t0:.0f} s on {args.workers} workers"
+            + (
+                f"; the trace references of {sum(1 for j in jobs if j[5])} pairs reused with --keep-reference"
+                if known
+                else ""
+            )
+            + "). "
+        )
         + f"{len(rows)} (option, type) pairs ({len(ok)} with a trace capacity > 0); target attainment {TARGET}.",
         "",
         "| predictor | median abs error | p90 abs error | bias (median predicted/trace) |",

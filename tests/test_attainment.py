@@ -416,18 +416,20 @@ def test_validation_derates_a_type_that_misses_alone_on_every_option() -> None:
 
 
 def test_validation_grows_a_pool_planned_below_its_cap(small_plan: tuple[Any, Any, Path]) -> None:
-    """At its planned rates the small plan's one mixed replica (chat and code, 59% of its cap)
-    misses chat by a little (0.984 on this seed: code's prompts delay chat's tokens, which the
+    """At its planned rates the small plan's mixed replica (chat and code, below its cap) misses
+    a type by a little (on this seed: one type's prompts delay the other's tokens, which the
     per-type capacities do not see). The measured share s alone would leave the pool within
     its cap round after round; with the pool's utilization u the pair ends at s·u and the
-    re-solved pool has a second replica."""
+    re-solved pool has more replicas."""
     from planner.validation import validate
 
     inst, plan, _ = small_plan
     reqs = _traffic(inst, {i: q.arrival_rate for i, q in enumerate(inst.query_types)}, 900.0, 3)
     final, _ = validate(inst, build_option_table(inst), plan, reqs, _resolver(inst), ["synthetic"])
     v = final.validation
-    assert v is not None and v.history[0]["chat"] < 0.99 <= v.attainment["chat"] and v.passed
+    assert v is not None and v.passed
+    missed = [t for t, a in v.history[0].items() if a is not None and a < 0.99]
+    assert missed and all(v.attainment[t] >= 0.99 for t in missed)
     assert sum(d.replicas for d in final.deployments) > sum(d.replicas for d in plan.deployments)
 
 
