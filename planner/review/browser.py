@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +186,10 @@ def render(html_path: Path, screenshot: Path | None = None, width: int = 1400, t
         options.add_argument(f"--user-data-dir={profile}")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         options.page_load_strategy = "normal"
-        service = Service(executable_path=chromedriver, log_output=subprocess.DEVNULL)
+        # ChromeDriver in its own session, so that Chromium (its children) can be killed with it.
+        service = Service(
+            executable_path=chromedriver, log_output=subprocess.DEVNULL, popen_kw={"start_new_session": True}
+        )
 
         try:
             driver = webdriver.Chrome(service=service, options=options)
@@ -209,8 +214,7 @@ def render(html_path: Path, screenshot: Path | None = None, width: int = 1400, t
         except WebDriverException as exc:
             raise RuntimeError(f"headless Chromium failed while rendering {html_path}: {exc.msg}") from exc
         finally:
-            with contextlib.suppress(Exception):  # the browser may already be gone after a crash
-                driver.quit()
+            _shutdown(driver, service)
 
     console_messages = [_format_entry(e) for e in entries]
     console_errors = [_format_entry(e) for e in entries if e.get("level") == "SEVERE"]
@@ -228,6 +232,30 @@ def render(html_path: Path, screenshot: Path | None = None, width: int = 1400, t
         page_height=page_height,
         failed_resources=failed_resources,
     )
+
+
+QUIT_GRACE_S = 10.0  # how long a browser may take to close before it is killed
+
+
+def _shutdown(driver: Any, service: Any, grace_s: float = QUIT_GRACE_S) -> None:
+    """Quit the browser; when it does not answer within ``grace_s``, kill ChromeDriver's process
+    group (Chromium with it). A page spinning in a script keeps ChromeDriver from closing its tab:
+    ``quit()`` then blocks on HTTP read timeouts (120 s, retried: 10 minutes under load) and would
+    leave a renderer burning a core for the rest of the run."""
+
+    def quit_() -> None:
+        with contextlib.suppress(Exception):  # the browser may already be gone after a crash
+            driver.quit()
+
+    t = threading.Thread(target=quit_, daemon=True)
+    t.start()
+    t.join(grace_s)
+    proc = getattr(service, "process", None)
+    if proc is not None and (t.is_alive() or proc.poll() is None):
+        with contextlib.suppress(Exception):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
 
 
 def _full_page_screenshot(driver: Any, path: Path, width: int, page_height: int) -> None:
