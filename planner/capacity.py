@@ -570,8 +570,8 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     def attain(rate: float) -> tuple[float, tuple[np.ndarray, np.ndarray | None]]:
         # The sampled requests stand for the type's steady traffic, the burst's (if any) for its
         # largest burst: attainment weighs them (1 − share) and share. With slow states, one run
-        # per state at F_j·rate, weighed by w_j·F_j (:func:`slow_strata`); the rows of every
-        # state come back with their weights per row, for the latency quantiles.
+        # per state at F_j^(1−β)·rate with lengths ×F_j^β, weighed by w_j·F_j (:func:`slow_strata`);
+        # the rows of every state come back with their weights per row, for the latency quantiles.
         n, warm = sample_size(rate, life, requests)
         gaps, inp, out = samples(inst, key.option, key.type_index, n)
         states = 1.0 + superposition(q, rate) * (big - 1.0)
