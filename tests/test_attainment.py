@@ -634,3 +634,27 @@ def test_slow_length_share() -> None:
         inst = base.model_copy(update={"query_types": tuple(types)})
         caps.append(capacity.measure(inst, capacity.make_key(inst, option, ti, 0.99)).rate_rps)
     assert 0 < caps[1] < caps[0]
+
+
+def test_validation_keeps_the_best_round_when_none_passes() -> None:
+    """A re-solve that makes things worse (here: the plan of a 512-token budget, which misses
+    chat at 4× its rate more than the 2048-token one) is not what the loop returns when no round
+    passes: the best replayed round's plan is kept, and the record says so."""
+    from planner.validation import validate
+
+    doc = _small_doc()
+    inst = load_instance_data({**doc, "query_types": doc["query_types"][:1]}, "attain-one.yaml")
+    plan = solve(inst, "milp")
+    small_budget = {**doc, "engine": {"max_num_batched_tokens": [512]}, "query_types": doc["query_types"][:1]}
+    worse = solve(load_instance_data(small_budget, "attain-one.yaml"), "milp")
+    assert worse.deployments != plan.deployments
+    reqs = _traffic(inst, {0: 4 * inst.query_types[0].arrival_rate}, 900.0, 3)
+    final, _ = validate(inst, build_option_table(inst), plan, reqs, _resolver(inst), ["synthetic"], rounds=1)
+    assert final.validation is not None and not final.validation.passed
+    first = final.validation.attainment["chat"]
+    kept, _ = validate(inst, build_option_table(inst), plan, reqs, lambda table: worse, ["synthetic"], rounds=2)
+    v = kept.validation
+    assert v is not None and not v.passed and v.rounds == 2
+    assert v.history[1]["chat"] < v.history[0]["chat"] == first
+    assert kept.deployments == plan.deployments and v.attainment["chat"] == first
+    assert v.message is not None and "round 1 is kept" in v.message
