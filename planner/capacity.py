@@ -171,7 +171,6 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
         ]
         type_doc["window"] = inst.arrival_window_s
         type_doc["shrink"] = burst_shrink(q, inst.arrival_window_s)
-        type_doc["own_rate"] = own_rate(q)
     if _has_profile(q, True):
         type_doc["slow"] = [
             None if v is None else v / q.arrival_rate for v in (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99)
@@ -182,6 +181,7 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     if q.arrival_burst_rate is not None and q.arrival_rate > 0:
         type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
         type_doc["burst_envelope"] = [[sec, r / q.arrival_rate] for sec, r in q.arrival_burst_envelope or ()]
+    if (bursty or q.arrival_burst_rate is not None) and q.arrival_rate > 0:  # both scale against it
         type_doc["own_rate"] = own_rate(q)
     parts = [
         inst.model(option.model).model_dump_json(),
@@ -241,15 +241,20 @@ def _observed_profile(q: QueryType, slow: bool = False) -> LengthDistribution:
     (:mod:`planner.lengths`' quantile form; lengths clip at 1, so rates below 1/1000 of the mean
     are 1/1000)."""
     unit = 1000.0 / q.arrival_rate
-    p90, p99 = (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99) if slow else (q.arrival_rate_p90, q.arrival_rate_p99)
+    p90, p99 = _profile_figures(q, slow)
     return LengthDistribution.of(
         1000.0, p90=None if p90 is None else p90 * unit, p99=None if p99 is None else p99 * unit
     )
 
 
+def _profile_figures(q: QueryType, slow: bool) -> tuple[float | None, float | None]:
+    """(p90, p99) of the type's window rates: the slow windows' or the burst windows'."""
+    return (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99) if slow else (q.arrival_rate_p90, q.arrival_rate_p99)
+
+
 def _has_profile(q: QueryType, slow: bool = False) -> bool:
-    p90, p99 = (q.arrival_rate_slow_p90, q.arrival_rate_slow_p99) if slow else (q.arrival_rate_p90, q.arrival_rate_p99)
-    return (p90 is not None or p99 is not None) and q.arrival_rate > 0
+    """Whether the type states a rate profile of that kind (and a rate to scale it against)."""
+    return any(v is not None for v in _profile_figures(q, slow)) and q.arrival_rate > 0
 
 
 @functools.lru_cache(maxsize=1024)
@@ -295,14 +300,14 @@ def slow_strata(q: QueryType, slow_window_s: float) -> tuple[np.ndarray, np.ndar
 
         A(r) = Σ_j w_j·F_j·A_fast(F_j·r) / Σ_j w_j·F_j          (requests weighted by load)
 
+    with A_fast the attainment under the fast (window-scale) profile left once the slow one is
+    taken out (:func:`rate_factors`). F_j is the mean of the slow profile's quantile function over
+    stratum j (counting noise taken out, :func:`burst_shrink` on the slow window).
+
     F is load (token-weighted, ``arrival_rate_slow_p90/p99``): a share β =
     ``arrival_slow_length_share`` of it is longer requests — the state runs at rate
     F^(1−β)·r with both lengths scaled by F^β — the rest more of them (a stretch of long prompts
-    queues more than as many more requests: the M/G/1 wait grows with E[S²]).
-
-    with A_fast the attainment under the fast (window-scale) profile left once the slow one is
-    taken out (:func:`rate_factors`). F_j is the mean of the slow profile's quantile function over
-    stratum j (counting noise taken out, :func:`burst_shrink` on the slow window)."""
+    queues more than as many more requests: the M/G/1 wait grows with E[S²])."""
     if not _has_profile(q, True):
         return np.ones(1), np.ones(1)
     u = (np.arange(4000) + 0.5) / 4000
@@ -332,11 +337,11 @@ def rate_factors(
 
     What it does not carry: bursts below the window's scale, and the order of the slow states.
     A trace whose single largest burst decides attainment (azure-2023's code: 268 requests within
-    5 s) is beyond any percentile profile; ``planner demand --figures`` warns about it and
-    injects it (:func:`burst_requests`). (Until 2026-12 the observed spread was used as the
+    5 s) is beyond any percentile profile; ``planner demand --figures`` warns about it and writes
+    it, and the simulation injects it (:func:`burst_arrivals`). (Until 2026-12 the observed spread was used as the
     intensity's: the double count made low-rate types look 2–3× burstier than they are, and
     mooncake-2025's doc-128k capacities 30% pessimistic.)"""
-    if not _has_profile(q) or q.arrival_rate <= 0:
+    if not _has_profile(q):
         return np.ones(1)
     u = (np.arange(windows) + 0.5) / windows
     g = _observed_profile(q).quantile(u)
@@ -414,11 +419,16 @@ def superposition(q: QueryType, rate: float | np.ndarray) -> float | np.ndarray:
     lam = own_rate(q)
     if lam <= 0:
         return 1.0 if np.isscalar(rate) else np.ones_like(rate)
-    m = np.maximum(np.asarray(rate, dtype=float) / lam, 1.0)
+    s = _spread(np.asarray(rate, dtype=float) / lam)
+    return float(s) if np.isscalar(rate) else s
+
+
+def _spread(m: np.ndarray) -> np.ndarray:
+    """√(k − 1 + x²)/m of :func:`superposition` for m = r/λ copies (1 at m ≤ 1)."""
+    m = np.maximum(m, 1.0)
     k = np.ceil(m - 1e-9)
     x = m - k + 1.0
-    s = np.sqrt(k - 1.0 + x * x) / m
-    return float(s) if np.isscalar(rate) else s
+    return np.sqrt(k - 1.0 + x * x) / m
 
 
 def burst_requests(q: QueryType, rate: float) -> tuple[int, float]:
@@ -575,6 +585,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         n, warm = sample_size(rate, life, requests)
         gaps, inp, out = samples(inst, key.option, key.type_index, n)
         states = 1.0 + superposition(q, rate) * (big - 1.0)
+        share = burst_arrivals(q, rate)[1]
         a, rows_all, row_w = 0.0, [], []
         for f, wt in zip(states, wts, strict=True):
             # a share β of the state's load is longer requests, the rest more of them
@@ -585,7 +596,6 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
             res, burst = rows[warm:n], rows[n:]
             a_j = float(_met(res, limits).mean())
             if len(burst):
-                share = burst_arrivals(q, rate)[1]
                 a_j = (1.0 - share) * a_j + share * float(_met(burst, limits).mean())
             a += wt * f * a_j
             rows_all.append(res)
@@ -714,7 +724,7 @@ def estimate_figures(
     length T, its weight w) the attainment is (1 − w)·A + w·A_burst, A_burst the share of the
     burst's b prompts whose queue behind the ones before it (S̄ − T/b each) leaves its limit met.
     Above the type's own rate ``own`` the profile's spread shrinks (≈ √(own/r)) and the burst
-    stays that of rate ``own`` (:func:`superposition`). ``weights``: the factors' shares of time (the
+    stays that of rate ``own`` (:func:`superposition`, :func:`_spread`). ``weights``: the factors' shares of time (the
     slow states' times the fast windows'; default equal)."""
     tab = engine.timing
     max_len = engine.max_len
@@ -799,10 +809,7 @@ def estimate_figures(
         # Bursts: a request arriving in a window at f·r sees (about) the steady state at f·r, and
         # windows carry requests in proportion to f: A(r) = Σ f_j·A_steady(f_j·r) / Σ f_j.
         # Above the type's own rate the spread shrinks (independent copies, :func:`superposition`).
-        m = np.maximum(rates / own, 1.0)  # (R, 1)
-        k = np.ceil(m - 1e-9)
-        spread = np.sqrt(k - 1.0 + (m - k + 1.0) ** 2) / m
-        f = 1.0 + spread * (factors[None, :] - 1.0)  # (R, W)
+        f = 1.0 + _spread(rates / own) * (factors[None, :] - 1.0)  # (R, W)
         lr = np.log(rates[:, 0])
         at = np.interp(np.log(rates * f), lr, att, left=float(att[0]), right=0.0)
         wf = f if weights is None else f * weights[None, :]

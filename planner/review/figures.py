@@ -49,7 +49,8 @@ And one figure the model cannot carry, reported so the user knows when to distru
                            trace: 415 within 10 s, 500 within 20 s — a flood after a gap).
 
 Memory: per type one counter of (prompt, output) pairs (it grows with distinct pairs only), two
-counters per window (requests, tokens), and the arrivals of the last ``BURST_S`` seconds.
+counters per window (requests, tokens), the arrivals of the last ``ENVELOPE_S[-1]`` seconds, and
+those around the largest burst so far.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ class TypeFigures:
     arrival_rate_slow_p90: float | None = None  # None: the span holds no whole slow window
     arrival_rate_slow_p99: float | None = None
     slow_length_share: float | None = None  # β of arrival_slow_length_share
-    # the rate figures above without the largest burst's episode (written where it is injected)
+    # the rate figures above, by instance key, without the largest burst's episode (written where
+    # it is injected)
     without_burst: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -217,9 +219,8 @@ class TypeFigures:
             # model injects with its weight: measured with it, its windows would count it again
             # (azure-2023's code: its 10-s p99, 15.4 req/s, is the flood itself).
             for key, v in self.without_burst.items():
-                name = "arrival_slow_length_share" if key == "slow_length_share" else key
-                if name in doc:
-                    doc[name] = round(v, 2) if key == "slow_length_share" else round(max(v, 1e-4), 4)
+                if key in doc:
+                    doc[key] = round(v, 2) if key == "arrival_slow_length_share" else round(max(v, 1e-4), 4)
             doc["arrival_burst_rate"] = round(self.burst_requests / self.burst_s, 4)
             doc["arrival_burst_s"] = self.burst_s
             doc["arrival_burst_share"] = round(self.burst_share, 6)
@@ -315,12 +316,11 @@ class FiguresBuilder:
             counts = np.zeros(n_win)
             for k, c in acc.windows.items():
                 counts[min(max(k, 0), n_win - 1)] += c  # the last arrival may sit on the span's end
-            rates = counts / self.window_s
             tokens = np.zeros(n_win)
             for k, c in acc.tokens.items():
                 tokens[min(max(k, 0), n_win - 1)] += c
-            slow, beta = slow_load(counts, tokens, self.window_s, self.slow_windows)
-            envelope, (e0, e1) = self._envelope(acc, float(np.quantile(rates, 0.9)))
+            full = self._rate_figures(counts, tokens)
+            envelope, (e0, e1) = self._envelope(acc, full["arrival_rate_p90"])
             # the same figures without the burst episode (written where it is injected apart)
             quiet_c, quiet_t = counts.copy(), tokens.copy()
             for at, tok in acc.around:
@@ -328,16 +328,6 @@ class FiguresBuilder:
                     k = min(max(int((at - self.start_s) // self.window_s), 0), n_win - 1)
                     quiet_c[k] -= 1
                     quiet_t[k] -= tok
-            quiet_slow, quiet_beta = slow_load(quiet_c, quiet_t, self.window_s, self.slow_windows)
-            quiet = {
-                "arrival_rate_p90": float(np.quantile(quiet_c / self.window_s, 0.9)),
-                "arrival_rate_p99": float(np.quantile(quiet_c / self.window_s, 0.99)),
-            }
-            if quiet_slow is not None:
-                quiet["arrival_rate_slow_p90"] = float(np.quantile(quiet_slow, 0.9))
-                quiet["arrival_rate_slow_p99"] = float(np.quantile(quiet_slow, 0.99))
-            if quiet_beta is not None:
-                quiet["slow_length_share"] = quiet_beta
             n = sum(acc.pairs.values())
             keys = list(acc.pairs)
             w = np.array([acc.pairs[k] for k in keys], dtype=np.float64)
@@ -358,18 +348,32 @@ class FiguresBuilder:
                 span_s=span_s,
                 window_s=self.window_s,
                 arrival_rate=n / span_s if span_s > 0 else 0.0,
-                arrival_rate_p90=float(np.quantile(rates, 0.9)),
-                arrival_rate_p99=float(np.quantile(rates, 0.99)),
+                arrival_rate_p90=full["arrival_rate_p90"],
+                arrival_rate_p99=full["arrival_rate_p99"],
                 input_tokens=sides["input"],
                 output_tokens=sides["output"],
                 length_correlation=length_correlation(lengths[:, 0], lengths[:, 1], w) if n else 0.0,
                 burst_requests=acc.burst,
                 burst_envelope=envelope,
-                without_burst=quiet,
-                arrival_rate_slow_p90=None if slow is None else float(np.quantile(slow, 0.9)),
-                arrival_rate_slow_p99=None if slow is None else float(np.quantile(slow, 0.99)),
-                slow_length_share=beta,
+                without_burst=self._rate_figures(quiet_c, quiet_t),
+                arrival_rate_slow_p90=full.get("arrival_rate_slow_p90"),
+                arrival_rate_slow_p99=full.get("arrival_rate_slow_p99"),
+                slow_length_share=full.get("arrival_slow_length_share"),
             )
+        return out
+
+    def _rate_figures(self, counts: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+        """The rate figures of requests and tokens per window, by instance key: the window
+        rates' p90/p99, and where the span holds a slow window the slow load's p90/p99 and its
+        length share."""
+        rates = counts / self.window_s
+        out = {"arrival_rate_p90": float(np.quantile(rates, 0.9)), "arrival_rate_p99": float(np.quantile(rates, 0.99))}
+        slow, beta = slow_load(counts, tokens, self.window_s, self.slow_windows)
+        if slow is not None:
+            out["arrival_rate_slow_p90"] = float(np.quantile(slow, 0.9))
+            out["arrival_rate_slow_p99"] = float(np.quantile(slow, 0.99))
+        if beta is not None:
+            out["arrival_slow_length_share"] = beta
         return out
 
 
