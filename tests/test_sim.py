@@ -33,7 +33,7 @@ from planner.sim.cluster import (
 )
 from planner.sim.engine import SimConfig, Simulator
 from planner.sim.mapping import TypeMapper
-from planner.sim.policies import POLICIES
+from planner.sim.policies import policy_names
 from planner.sim.scale import Requests, ceiling, min_replicas
 from planner.sim.traces import Trace, TraceOptions, synthetic_trace
 from planner.solvers import solve
@@ -219,7 +219,7 @@ def _rate_stream(table: OptionTable, factor: float, n: int, replicas: int) -> li
     return synth(n, factor * row.throughput_rps * replicas, seed=3, input_mean=460, output_mean=158, max_input=1024)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", policy_names())
 def test_light_load_meets_every_slo(inst: Instance, table: OptionTable, policy: str) -> None:
     reqs = _rate_stream(table, 0.05, 2000, 2)
     sim = simulator_for_option(inst, parse_option(A100_8B), 2, SimConfig(policy=policy), types=[CONV_SHORT])

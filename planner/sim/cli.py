@@ -24,8 +24,9 @@ from planner import cliargs
 from planner.errors import InputError
 from planner.problem import Instance
 from planner.progress import Steps, progress
+from planner.sim.policies import policy_names
 
-POLICY_HELP = "round-robin | jsq | power-of-two | least-kv | aladdin"
+POLICY_HELP = " | ".join(policy_names())
 
 
 @dataclass
@@ -191,10 +192,8 @@ def run_simulation(
 
 
 def _check_policy(policy: str) -> None:
-    from planner.sim.policies import POLICIES
-
-    if policy not in POLICIES:
-        raise InputError(None, "--policy", f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+    if policy not in policy_names():
+        raise InputError(None, "--policy", f"unknown policy {policy!r}; known: {', '.join(policy_names())}")
 
 
 def _parse_split(text: str) -> Any:
@@ -369,10 +368,9 @@ def register(app: typer.Typer) -> None:
             from planner.options import build_option_table
             from planner.plan import check_plan_structure, read_plan
             from planner.sim.cluster import parse_option, replica_model
-            from planner.sim.policies import POLICIES
             from planner.sim.scale import Requests
 
-            names = list(POLICIES) if policies == "all" else [p.strip() for p in policies.split(",")]
+            names = list(policy_names()) if policies == "all" else [p.strip() for p in policies.split(",")]
             for p in names:
                 _check_policy(p)
             cliargs.number("--target", target, gt=0, le=1)

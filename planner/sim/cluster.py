@@ -20,7 +20,8 @@ from planner.options import Option, OptionTable, replica_params
 from planner.perf import GB, ReplicaModel
 from planner.plan import Deployment, Plan
 from planner.problem import Instance
-from planner.sim.engine import PoolSpec, SimConfig, Simulator
+from planner.sim.engine import SimConfig, Simulator
+from planner.sim.state import PoolSpec
 
 INF = math.inf
 # Each simulated engine holds its own queues and KV bookkeeping (~40 KB: 10,000 engines took

@@ -34,7 +34,9 @@ Routing and placement
     smooth weighted round-robin (deterministic, exact shares over every prefix). Inside the
     option's pool a :mod:`planner.sim.policies` policy picks the worker from a load view that is
     either live or a snapshot refreshed every ``staleness_s`` seconds plus the router's own
-    dispatches since then.
+    dispatches since then. Workers publish their load into the arrays of
+    :class:`planner.sim.state.PoolState`, which is all a policy reads: the policies never import
+    this module.
 
 Split phase
     A pool may be served by a prefill pool and a decode pool (different tiers allowed): prefill
@@ -58,10 +60,10 @@ from typing import Any
 
 import numpy as np
 
-from planner.perf import IterationTable
 from planner.sim.metrics import Metrics
-from planner.sim.policies import make_policy, prefill_share
+from planner.sim.policies import make_policy
 from planner.sim.predict import LengthPredictor
+from planner.sim.state import PoolSpec, PoolState
 
 WAITING, PREFILL, DECODE, TRANSFER, DONE = range(5)
 
@@ -103,27 +105,6 @@ class Req:
         self.worker: Worker | None = None
         self.preempted = 0
         self.service: Service | None = None
-
-
-@dataclass
-class PoolSpec:
-    """Everything a pool's workers need, computed once from the option (see :mod:`planner.sim.cluster`)."""
-
-    key: str  # option key, with a /prefill or /decode suffix for split pools
-    option: Any  # planner.options.Option
-    replicas: int
-    engines_per_replica: int  # pp virtual engines
-    gpus_per_replica: int
-    kv_capacity: int  # tokens per engine
-    max_num_seqs: int  # per engine
-    token_budget: int  # vLLM max_num_batched_tokens
-    max_context: int | None
-    timing: IterationTable  # the replica model's exact iteration times at this pool's settings
-    role: str = "mixed"  # mixed | prefill | decode
-    kv_bytes_per_token: float = 0.0  # whole model, for split-phase transfers
-    network_bytes_per_s: float = 0.0
-    network_latency_s: float = 0.0
-    tpot_slo: float = math.inf  # strictest TPOT SLO of the types routed here (Aladdin's ATGT bound)
 
 
 class Worker:
@@ -377,7 +358,7 @@ class Worker:
         self.n_dec += 1
         self.dec_base += r.inp + r.g - r.s
         heapq.heappush(self.heap, (r.s + r.out - r.g, r.uid, r.ver, r))
-        if self.sim.track_overrun:  # only Aladdin re-predicts; otherwise the heap would only grow
+        if self.sim.track_overrun:  # only a policy that corrects predictions needs it; else it only grows
             heapq.heappush(self.overrun, (r.s + r.pred - r.g, r.uid, r.ver, r))
 
     def release_transfer(self, r: Req, now: float) -> None:
@@ -437,94 +418,13 @@ def _iterations_within(a: float, b: float, t: float) -> int:
     return j
 
 
-class Pool:
-    """The workers of one option (or one phase of a split option) and the arrays the router reads."""
+class Pool(PoolState):
+    """The workers of one option (or one phase of a split option), with the arrays the router
+    reads (:class:`~planner.sim.state.PoolState`) that they publish into."""
 
     def __init__(self, spec: PoolSpec, sim: Simulator) -> None:
-        self.spec = spec
-        n = spec.replicas * spec.engines_per_replica
-        self.size = n
-        self.queued = np.zeros(n, np.int64)
-        self.active = np.zeros(n, np.int64)
-        self.kv = np.zeros(n, np.int64)
-        self.n_dec = np.zeros(n, np.int64)
-        self.qtok = np.zeros(n, np.int64)
-        self.run_start = np.zeros(n)
-        self.run_a = np.ones(n)
-        self.run_b = np.zeros(n)
-        self.run_j = np.zeros(n, np.int64)
-        # Router-side predicted load (Aladdin): requests placed and not finished on each worker.
-        self.a_n = np.zeros(n, np.int64)
-        self.a_peak = np.zeros(n)  # Σ input + predicted output
-        self.a_ctx = np.zeros(n)  # Σ input + predicted output / 2 (mean context over a decode)
-        self.a_pf = np.zeros(n)  # Σ prefill seconds per decode step the requests bring
-        self.workers = [Worker(self, i, sim) for i in range(n)]
-        self.view = LoadView(self)
-
-    def kv_now(self, now: float) -> np.ndarray:
-        """KV tokens in use at ``now``: the last boundary plus the decode run's progress since."""
-        t = np.maximum(now - self.run_start, 0.0)
-        a, b = self.run_a, self.run_b
-        h = a - b / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            j = np.where(b > 0, (-h + np.sqrt(h * h + 2 * b * t)) / np.where(b > 0, b, 1.0), t / a)
-        j = np.clip(np.floor(j), 0, np.maximum(self.run_j - 1, 0))
-        return self.kv + self.n_dec * j
-
-
-def _account(pool: Pool, i: int, r: Req, sign: int) -> None:
-    """Add (sign 1) or remove (−1) a request's predicted load from worker i's router-side sums."""
-    pool.a_n[i] += sign
-    pool.a_peak[i] += sign * (r.inp + r.pred)
-    pool.a_ctx[i] += sign * (r.inp + r.pred / 2)
-    if pool.spec.role == "mixed":
-        pool.a_pf[i] += sign * prefill_share(pool.spec.timing, r.inp, r.pred)
-
-
-class LoadView:
-    """What the router knows: live arrays, or a snapshot every ``staleness_s`` plus its own sends."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.stale = False
-        n = pool.size
-        self.s_queued = np.zeros(n, np.int64)
-        self.s_active = np.zeros(n, np.int64)
-        self.s_qtok = np.zeros(n, np.int64)
-        self.s_kv = np.zeros(n)
-        self.sent = np.zeros(n, np.int64)
-        self.sent_tok = np.zeros(n, np.int64)
-
-    def snapshot(self, now: float) -> None:
-        p = self.pool
-        self.s_queued[:] = p.queued
-        self.s_active[:] = p.active
-        self.s_qtok[:] = p.qtok
-        self.s_kv[:] = p.kv_now(now)
-        self.sent[:] = 0
-        self.sent_tok[:] = 0
-
-    def outstanding(self) -> np.ndarray:
-        """Requests queued or running on each worker (JSQ's queue length)."""
-        p = self.pool
-        if self.stale:
-            return self.s_queued + self.s_active + self.sent
-        return p.queued + p.active
-
-    def queued_tokens(self) -> np.ndarray:
-        if self.stale:
-            return self.s_qtok + self.sent_tok
-        return self.pool.qtok
-
-    def kv_load(self, now: float) -> np.ndarray:
-        """KV tokens in use plus tokens already queued for the worker, as a share of capacity."""
-        kv = self.s_kv + self.s_qtok + self.sent_tok if self.stale else self.pool.kv_now(now) + self.pool.qtok
-        return kv / self.pool.spec.kv_capacity
-
-    def note_sent(self, w: int, tokens: int) -> None:
-        if self.stale:
-            self.sent[w] += 1
-            self.sent_tok[w] += tokens
+        super().__init__(spec)
+        self.workers = [Worker(self, i, sim) for i in range(self.size)]
 
 
 @dataclass
@@ -578,10 +478,8 @@ class Simulator:
         self.slos = slos
         self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
         self.predictors = [LengthPredictor(p) for p in prior_output]
-        self.policy = make_policy(config.policy, config.seed, config.headroom)
-        self.track_overrun = self.policy.name == "aladdin"
-        if hasattr(self.policy, "slos"):
-            self.policy.slos = list(slos)
+        self.policy = make_policy(config.policy, config.seed, config.headroom, slos)
+        self.track_overrun = self.policy.corrects_predictions
         self.metrics = Metrics(type_ids, slos, per_request)
         self.preemptions = 0
         self.placement_ns = np.zeros(0, np.int64)
@@ -612,7 +510,7 @@ class Simulator:
         assert w is not None
         pool = w.pool
         if r.pred > 0:
-            _account(pool, w.idx, r, -1)
+            pool.account(w.idx, r, -1)
         self.predictors[r.ty].observe(r.inp, r.out)
         self.metrics.finished(r, now, w.pool.spec.key, w.idx)
 
@@ -625,7 +523,7 @@ class Simulator:
         self._place_times.append(time.perf_counter_ns() - t0)
         if len(self._place_times) >= 65536:
             self._flush_place_times()
-        _account(pool, w, r, 1)
+        pool.account(w, r, 1)
         pool.view.note_sent(w, r.prompt - r.done)
         pool.workers[w].enqueue(r, now)
 
@@ -669,7 +567,7 @@ class Simulator:
         assert src is not None and r.service is not None
         pool = src.pool
         if r.pred > 0:
-            _account(pool, src.idx, r, -1)
+            pool.account(src.idx, r, -1)
         src.release_transfer(r, now)
         r.prompt = r.done = r.inp + r.g  # KV present: the decode worker admits it straight to decode
         self._place(r, r.service.pools[1], now)
@@ -688,9 +586,9 @@ class Simulator:
                         continue
                     gen = r.g + cur - r.s
                     new = self.predictors[r.ty].outlived(r.inp, gen)
-                    _account(pool, w.idx, r, -1)
+                    pool.account(w.idx, r, -1)
                     r.pred = new
-                    _account(pool, w.idx, r, 1)
+                    pool.account(w.idx, r, 1)
                     heapq.heappush(w.overrun, (r.s + new - r.g, r.uid, r.ver, r))
 
     def sample(self, now: float) -> None:
@@ -724,7 +622,7 @@ class Simulator:
         next_hb = hb
         next_snap = st if st > 0 else math.inf
         next_sample = 0.0
-        aladdin = self.policy.name == "aladdin"
+        corrects = self.policy.corrects_predictions
         it: Iterator[tuple[int, int | None, float, int, int]] = iter(requests)
         nxt = next(it, None)
         while nxt is not None or events:
@@ -735,7 +633,7 @@ class Simulator:
                 while next_sample <= t:
                     self.sample(next_sample)
                     next_sample += self.sample_s
-            if aladdin and t >= next_hb:
+            if corrects and t >= next_hb:
                 self.heartbeat(t)
                 next_hb = (math.floor(t / hb) + 1) * hb
             if t >= next_snap:

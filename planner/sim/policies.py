@@ -1,9 +1,13 @@
 """Placement policies: which worker of an option's pool gets a request.
 
 Every policy implements ``choose(pool, request, now) -> worker index`` on the pool's
-:class:`~planner.sim.engine.LoadView` (live, or stale by ``staleness_s``) and the router-side
-predicted load. Numpy over the pool's arrays keeps a decision at tens of microseconds with a
-thousand workers.
+:class:`~planner.sim.state.LoadView` (live, or stale by ``staleness_s``) and the router-side
+predicted load; it reads only :mod:`planner.sim.state`, never the engine that calls it. Numpy over
+the pool's arrays keeps a decision at tens of microseconds with a thousand workers.
+
+Policies are registered by name where they are defined (``@register("jsq")``);
+:func:`make_policy` builds one by name and :func:`policy_names` lists them, in definition order,
+for the command line. A new policy is one decorated class here.
 
 =================  ==============================================================================
 round-robin        next worker in turn (no load information)
@@ -33,51 +37,96 @@ aladdin            best fit (Aladdin, Nie et al. 2024): predicted output Ô (his
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from planner.perf import IterationTable
-    from planner.sim.engine import Pool, Req
-
-POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
+from planner.sim.state import Placed, PoolState, prefill_share
 
 
-class Policy(Protocol):
-    name: str
+@dataclass(frozen=True)
+class PolicySettings:
+    """What any policy may be built with; each takes what it uses (most take nothing)."""
 
-    def choose(self, pool: Pool, r: Req, now: float) -> int: ...
+    seed: int = 0  # power-of-two's draws
+    headroom: float = 1.0  # aladdin: share of each SLO bound it packs to
+    slos: Sequence[tuple[float, float, float]] = ()  # aladdin: (TTFT, TPOT, e2e) per query type
 
 
-class RoundRobin:
-    name = "round-robin"
+class Policy:
+    """A placement policy, built by :func:`make_policy`; ``name`` is set by :func:`register`."""
 
-    def __init__(self) -> None:
+    name: ClassVar[str]
+    # The engine keeps per-request overrun bookkeeping and re-predicts, on heartbeats, requests
+    # that outlived their predicted length only for a policy that reads the predicted load.
+    corrects_predictions: ClassVar[bool] = False
+
+    def __init__(self, settings: PolicySettings) -> None:
+        pass
+
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
+        raise NotImplementedError
+
+
+P = TypeVar("P", bound=type[Policy])
+_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register(name: str) -> Callable[[P], P]:
+    """Class decorator: make a policy known to :func:`make_policy` and the command line as ``name``."""
+
+    def add(cls: P) -> P:
+        if name in _REGISTRY:
+            raise ValueError(f"policy {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def policy_names() -> tuple[str, ...]:
+    """The registered policies' names, in the order they were registered."""
+    return tuple(_REGISTRY)
+
+
+def make_policy(
+    name: str, seed: int = 0, headroom: float = 1.0, slos: Sequence[tuple[float, float, float]] = ()
+) -> Policy:
+    """The policy registered as ``name``, with the run's seed, packing headroom and SLOs per type."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown policy {name!r} (one of {', '.join(_REGISTRY)})")
+    return cls(PolicySettings(seed, headroom, slos))
+
+
+@register("round-robin")
+class RoundRobin(Policy):
+    def __init__(self, settings: PolicySettings) -> None:
         self.next: dict[int, int] = {}
 
-    def choose(self, pool: Pool, r: Req, now: float) -> int:
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
         k = self.next.get(id(pool), 0)
         self.next[id(pool)] = (k + 1) % pool.size
         return k
 
 
-class JoinShortestQueue:
-    name = "jsq"
-
-    def choose(self, pool: Pool, r: Req, now: float) -> int:
+@register("jsq")
+class JoinShortestQueue(Policy):
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
         v = pool.view
         score = v.outstanding() + 0.5 * np.clip(v.kv_load(now), 0.0, 1.0)
         return int(np.argmin(score))
 
 
-class PowerOfTwo:
-    name = "power-of-two"
+@register("power-of-two")
+class PowerOfTwo(Policy):
+    def __init__(self, settings: PolicySettings) -> None:
+        self.rng = random.Random(settings.seed)
 
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def choose(self, pool: Pool, r: Req, now: float) -> int:
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
         if pool.size == 1:
             return 0
         a, b = self.rng.sample(range(pool.size), 2)
@@ -88,21 +137,21 @@ class PowerOfTwo:
         return a if kv[a] <= kv[b] else b
 
 
-class LeastKV:
-    name = "least-kv"
-
-    def choose(self, pool: Pool, r: Req, now: float) -> int:
+@register("least-kv")
+class LeastKV(Policy):
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
         return int(np.argmin(pool.view.kv_load(now)))
 
 
-class Aladdin:
-    name = "aladdin"
+@register("aladdin")
+class Aladdin(Policy):
+    corrects_predictions = True
 
-    def __init__(self, headroom: float = 1.0) -> None:
-        self.headroom = headroom
-        self.slos: list[tuple[float, float, float]] = []
+    def __init__(self, settings: PolicySettings) -> None:
+        self.headroom = settings.headroom
+        self.slos = list(settings.slos)
 
-    def choose(self, pool: Pool, r: Req, now: float) -> int:
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
         spec = pool.spec
         m = spec.timing
         h = self.headroom
@@ -150,22 +199,3 @@ class Aladdin:
         if feasible.any():
             return int(np.argmin(np.where(feasible, room, np.inf)))
         return int(np.argmax(room))
-
-
-def prefill_share(m: IterationTable, inp: int, pred: float) -> float:
-    """Prefill seconds per decode step a request brings to its worker's batch (Aladdin's ATGT)."""
-    return m.prefill_time(int(inp)) / max(pred, 1.0)
-
-
-def make_policy(name: str, seed: int = 0, headroom: float = 1.0) -> Any:
-    if name == "round-robin":
-        return RoundRobin()
-    if name == "jsq":
-        return JoinShortestQueue()
-    if name == "power-of-two":
-        return PowerOfTwo(seed)
-    if name == "least-kv":
-        return LeastKV()
-    if name == "aladdin":
-        return Aladdin(headroom)
-    raise ValueError(f"unknown policy {name!r} (one of {', '.join(POLICIES)})")
