@@ -63,6 +63,7 @@ import numpy as np
 from planner.sim.metrics import Metrics
 from planner.sim.policies import make_policy
 from planner.sim.predict import LengthPredictor
+from planner.sim.report import summarize
 from planner.sim.state import PoolSpec, PoolState
 
 WAITING, PREFILL, DECODE, TRANSFER, DONE = range(5)
@@ -662,8 +663,6 @@ class Simulator:
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict[str, Any]:
-        from planner.sim.report import summarize
-
         return summarize(self)
 
 

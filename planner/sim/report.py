@@ -1,16 +1,69 @@
-"""The simulation's JSON summary and its plots (latency CDFs, attainment per type, load over time)."""
+"""The simulation's JSON summary and its plots (latency CDFs, attainment per type, load over time).
+
+Both read a finished replay through :class:`Replay`, the few fields a report needs, which
+:class:`planner.sim.engine.Simulator` has: the report depends on no engine code.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from planner.sim.engine import Simulator
+    from planner.sim.metrics import Metrics
+    from planner.sim.state import PoolSpec
+
+
+class WorkerTotals(Protocol):
+    """One worker's counters at the end of a replay."""
+
+    busy_s: float
+    peak_kv: int
+    preemptions: int
+    finished: int
+    iterations: int
+
+
+class PoolTotals(Protocol):
+    """One pool's settings and its workers' counters, replica by replica (pp engines each)."""
+
+    @property
+    def spec(self) -> PoolSpec: ...
+
+    @property
+    def workers(self) -> Sequence[WorkerTotals]: ...
+
+
+class RunSettings(Protocol):
+    """The run's settings a report names."""
+
+    policy: str
+    staleness_s: float
+    seed: int
+
+
+class Replay(Protocol):
+    """What a report reads of a finished replay."""
+
+    metrics: Metrics
+    slos: list[tuple[float, float, float]]  # (TTFT, TPOT, e2e) per query type
+    now: float  # simulated time at the end
+    placement_ns: np.ndarray  # placement decision times (a bounded sample)
+    n_events: int
+    preemptions: int
+    samples_t: list[float]  # load samples: times, then per pool one (2, workers) array per time
+    samples: list[list[np.ndarray]]
+
+    @property
+    def config(self) -> RunSettings: ...
+
+    @property
+    def all_pools(self) -> Sequence[PoolTotals]: ...
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -27,7 +80,7 @@ def _dist(h: Any) -> dict[str, float | None]:
     }
 
 
-def summarize(sim: Simulator) -> dict[str, Any]:
+def summarize(sim: Replay) -> dict[str, Any]:
     m = sim.metrics
     types: dict[str, Any] = {}
     for ty, st in zip(m.type_ids, m.types, strict=True):
@@ -117,7 +170,7 @@ def summarize(sim: Simulator) -> dict[str, Any]:
     }
 
 
-def plot(sim: Simulator, out_dir: Path, stem: str = "sim") -> list[Path]:
+def plot(sim: Replay, out_dir: Path, stem: str = "sim") -> list[Path]:
     """Three PNGs: latency CDFs per type, attainment per type against the target, load over time."""
     import matplotlib
 
