@@ -943,6 +943,7 @@ def _code_version() -> str:
         "sim/engine.py",
         "sim/cluster.py",
         "sim/policies.py",
+        "sim/state.py",
         "sim/metrics.py",
     ):
         f = here / rel
