@@ -7,16 +7,17 @@ one line on stderr, no output written or changed).
 
 Streams: a document a command prints (the plan of ``solve`` without ``--out``, ``schema``,
 ``--json``) is the only thing on stdout; the human summary then goes to stderr. Progress shows on
-stderr when it is a terminal, never in pipes. README, "Command-line conventions".
+stderr when it is a terminal, never in pipes. README, "Command-line conventions". The codes, the
+streams and the one-line handling of bad input are in :mod:`planner.console`, which the features'
+commands share.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,15 +25,23 @@ from rich.table import Table
 
 from planner import __version__, cliargs
 from planner.cliargs import OneLineGroup
+from planner.console import (
+    EXIT_INFEASIBLE,
+    EXIT_INTERRUPTED,
+    EXIT_NO_SOLUTION,
+    EXIT_VIOLATIONS,
+    err,
+    guard,
+    out,
+    output_path,
+)
 from planner.errors import InputError
-from planner.fileio import JSON_SUFFIXES, YAML_SUFFIXES, check_writable, dump_document, write_atomic
+from planner.fileio import dump_document, write_atomic
 from planner.loader import load_instance
 from planner.options import OptionTable, build_option_table, needs_checks
 from planner.plan import Plan, plan_document, read_plan_for
 from planner.progress import Steps, progress
 
-EXIT_OK, EXIT_VIOLATIONS, EXIT_INPUT, EXIT_INFEASIBLE, EXIT_NO_SOLUTION = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
 INTERRUPTED = "interrupted: stopped before finishing; outputs not yet written are unchanged"
 
 
@@ -65,28 +74,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Capacity planner for LLM inference serving: which GPUs, models, TP/PP and routing, at least cost.",
 )
-# Piped output gets a fixed, wide layout instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
-T = TypeVar("T")
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
-    try:
-        return fn()
-    except InputError as exc:
-        err.print(f"error: {exc.line()}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INPUT) from None
-
-
-def _output_path(path: Path | None, option: str, suffixes: tuple[str, ...] = YAML_SUFFIXES + JSON_SUFFIXES) -> None:
-    """Refuse an output path before any work is done, so a bad one never costs a solve."""
-    if path is None:
-        return
-    if path.suffix.lower() not in suffixes:
-        raise InputError(str(path), option, f"output must end in {' or '.join(suffixes)}")
-    check_writable(path, option)  # a directory, a path under a file, a read-only directory
 
 
 def _money(v: float | None) -> str:
@@ -187,7 +174,7 @@ def solve(
     from planner.solvers.backends import BACKENDS
 
     def prepare() -> tuple[OptionTable, Plan | None]:
-        _output_path(out_path, "--out")
+        output_path(out_path, "--out")
         if method not in METHODS:
             raise InputError(None, "--method", f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
         known = sorted([*BACKENDS, "highs-arrays"])
@@ -245,7 +232,7 @@ def solve(
         return build_option_table(inst), start
 
     validation: list[Any] = []
-    table, start = _guard(prepare)
+    table, start = guard(prepare)
     # The plan goes to stdout only when it is all that goes there: then the summary (and every
     # other line for people) goes to stderr, so `planner solve X > plan.yaml` is a plan.
     say = err if out_path is None else out
@@ -282,7 +269,7 @@ def solve(
                 return solved
 
             steps.update("validation round 1: replaying the traces")
-            plan, t = _guard(
+            plan, t = guard(
                 lambda: validate_loop(
                     t.instance, t, plan, validation[0], resolve, [str(p) for p in validate], validate_policy, seed
                 )
@@ -295,7 +282,7 @@ def solve(
     if not quiet:
         print_plan_summary(plan, table, say)
     if out_path is not None:
-        _guard(lambda: write_atomic(out_path, dump_document(plan_document(plan), out_path.suffix)))
+        guard(lambda: write_atomic(out_path, dump_document(plan_document(plan), out_path.suffix)))
         if not quiet:
             say.print(f"plan written to {out_path}")
     else:
@@ -304,7 +291,7 @@ def solve(
     if export is not None and export_dir is not None and plan.has_solution:
         from planner.export import export_plan
 
-        written = _guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
+        written = guard(lambda: export_plan(plan, table.instance, export, export_dir, table=table))
         if not quiet:
             say.print(f"{export} export: {len(written)} files in {export_dir}")
     if plan.validation is not None:
@@ -336,7 +323,7 @@ def check(
         # a well-formed one that breaks a constraint is what the checker lists.
         return inst, read_plan_for(inst, plan_file)
 
-    inst, plan = _guard(prepare)
+    inst, plan = guard(prepare)
     report = check_plan(inst, plan)
     if report.ok:
         c = report.cost
@@ -410,16 +397,16 @@ def options(
     import pandas as pd
 
     def prepare() -> OptionTable:
-        _output_path(csv, "--csv", (".csv",))
+        output_path(csv, "--csv", (".csv",))
         table = build_option_table(load_instance(instance))
         if query_type is not None and query_type not in table.type_ids:
             raise InputError(None, "--type", f"unknown query type {query_type!r}")
         return table
 
-    table = _guard(prepare)
+    table = guard(prepare)
     recs = [r for r in option_records(table) if query_type is None or r["query_type"] == query_type]
     if csv is not None:
-        _guard(lambda: write_atomic(csv, pd.DataFrame(recs, columns=list(OPTION_COLUMNS)).to_csv(index=False)))
+        guard(lambda: write_atomic(csv, pd.DataFrame(recs, columns=list(OPTION_COLUMNS)).to_csv(index=False)))
         out.print(f"{len(recs)} rows written to {csv}")
         return
     shown = [r for r in recs if show_all or r["candidate"]]

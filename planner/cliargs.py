@@ -3,7 +3,7 @@
 Every command checks its arguments before it reads a big file or starts a solve, so a bad value
 costs nothing and gets one line: ``error: --rate-scale: must be a finite number ...`` (exit 2).
 The helpers here raise :class:`~planner.errors.InputError` with the option spelled as the user
-typed it; the ``_guard`` of :mod:`planner.cli` turns that into the line.
+typed it; :func:`planner.console.guard` turns that into the line.
 
 :class:`OneLineGroup` does the same for the errors the argument parser itself raises (a value
 that is not a number, out of a ``min=``/``max=`` range, a missing or unknown option): Typer's

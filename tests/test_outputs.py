@@ -26,7 +26,8 @@ import yaml
 from typer.testing import CliRunner
 
 from planner import fileio
-from planner.cli import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NO_SOLUTION, INTERRUPTED, app
+from planner.cli import INTERRUPTED, app
+from planner.console import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_NO_SOLUTION
 from tests.conftest import INSTANCES, ROOT
 
 runner = CliRunner()

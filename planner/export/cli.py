@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         gateway: Annotated[str, typer.Option(help="router: Gateway the HTTPRoute attaches to")] = DEFAULT_GATEWAY,
     ) -> None:
         """Export PLAN as vLLM scripts, Kubernetes manifests, Helm values or router weights."""
-        from planner.cli import _guard
-        from planner.cli import out as console
+        from planner.console import guard
+        from planner.console import out as console
         from planner.export import FORMATS, NEEDS_INSTANCE, export_plan
         from planner.export.router import check_gateway
         from planner.export.tree import check_target
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 instance_label=str(instance) if instance is not None else None,
             )
 
-        paths = _guard(run)
+        paths = guard(run)
         console.print(f"{len(paths)} file(s) written to {out}:", markup=False, highlight=False)
         for p in paths:
             console.print(f"  {p}", markup=False, highlight=False)

@@ -33,14 +33,14 @@ def generate(
     out: Annotated[Path, typer.Option(help="instance file to write (.yaml/.json)")] = Path("instance.yaml"),
 ) -> None:
     """Write a paper-shaped instance drawn from the catalogs (deterministic for a seed)."""
-    from planner.cli import _guard, _output_path
-    from planner.cli import out as console
+    from planner.console import guard, output_path
+    from planner.console import out as console
     from planner.errors import InputError
     from planner.fileio import write_document
     from planner.generate import paper_instance, provider_prices
 
     def prepare() -> None:
-        _output_path(out, "--out")
+        output_path(out, "--out")
         if mode not in ("table", "model"):
             raise InputError(None, "--mode", "must be table or model")
         cliargs.seed("--seed", seed)
@@ -48,9 +48,9 @@ def generate(
         if tiers > pairs and not fleet:
             raise InputError(None, "--tiers", f"more than the {pairs} (GPU, provider) pairs needs --fleet")
 
-    _guard(prepare)
+    guard(prepare)
     doc = paper_instance(types, models, tiers, seed, mode=mode, fleet=fleet)
-    _guard(lambda: write_document(out, doc))
+    guard(lambda: write_document(out, doc))
     n = len(doc.get("performance", []))
     console.print(
         f"{doc['name']}: {types} types × {models} models × {tiers} tiers ({mode} mode"
@@ -73,8 +73,8 @@ def stress(
     from rich.table import Table
 
     from planner.checker import check_plan
-    from planner.cli import _guard
-    from planner.cli import out as console
+    from planner.console import guard
+    from planner.console import out as console
     from planner.errors import InputError
     from planner.loader import load_instance
     from planner.options import build_option_table
@@ -99,7 +99,7 @@ def stress(
         return table, plan, factors
 
     with progress("stress") as steps:
-        table, plan, factors = _guard(lambda: prepare(steps))
+        table, plan, factors = guard(lambda: prepare(steps))
         results = run_stress(table, plan, [1.0, *[f for f in factors if f != 1.0]])
     if json_out:
         # The document alone on stdout, as plain JSON (rich's print_json would wrap long lines).
@@ -152,8 +152,8 @@ def bench(
 ) -> None:
     """Run methods × instance families × seeds; write CSV, Markdown and plots."""
     from planner.bench import FAMILIES, run, summary, write
-    from planner.cli import _guard
-    from planner.cli import out as console
+    from planner.console import guard
+    from planner.console import out as console
     from planner.errors import InputError
     from planner.fileio import check_writable
     from planner.solvers import METHODS
@@ -176,9 +176,9 @@ def bench(
             if m not in METHODS:
                 raise InputError(None, "--methods", f"unknown method {m!r}; known: {', '.join(METHODS)}")
 
-    _guard(prepare)
+    guard(prepare)
     df = run(fams, meths, range(seeds), milp_time_limit=milp_time_limit)
-    paths = _guard(lambda: write(df, out_dir))
+    paths = guard(lambda: write(df, out_dir))
     console.print(summary(df).to_string(index=False))
     for p in paths:
         console.print(f"wrote {p}")

@@ -164,7 +164,7 @@ def perf_report(
 def _print_table(rep: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from planner.cli import out
+    from planner.console import out
 
     def ms(v: float) -> str:
         return f"{1e3 * v:.3f} ms"
@@ -236,7 +236,7 @@ def perf(
     ] = None,
 ) -> None:
     """Prefill time, decode step time, KV capacity and fit of one replica (the option table's model)."""
-    from planner.cli import _guard
+    from planner.console import guard
 
     def prepare() -> dict[str, Any]:
         for name, v in (("--tp", tp), ("--pp", pp)):
@@ -250,7 +250,7 @@ def perf(
         ref = _calibration_ref(calibration)
         return perf_report(m, g, tp, pp, prefill_tokens, batch, context, tpot_s, output_tokens, iteration_model, ref)
 
-    rep = _guard(prepare)
+    rep = guard(prepare)
     if json_out:
         sys.stdout.write(json.dumps(rep, indent=2) + "\n")
     else:
@@ -318,7 +318,7 @@ def calibrate(
     quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
 ) -> None:
     """Fit per-tier performance factors from measurements and write a calibration file atomically."""
-    from planner.cli import _guard, _output_path, out
+    from planner.console import guard, out, output_path
     from planner.perf.calibration import Calibration, load_calibration, write_calibration
 
     def run() -> Calibration:
@@ -329,7 +329,7 @@ def calibrate(
         from planner.perf.serving import calibrate_serving
         from planner.problem import GPU
 
-        _output_path(out_path, "--out")
+        output_path(out_path, "--out")
         files = list(serving or [])
         if vidur is None and not files and not aiconfigurator:
             raise InputError(
@@ -357,7 +357,7 @@ def calibrate(
         write_calibration(out_path, cal)
         return cal
 
-    cal = _guard(run)
+    cal = guard(run)
     if not quiet:
         for tier, tc in sorted(cal.tiers.items()):
             kind = tc.source.split(":")[0]

@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
         ] = 60.0,
     ) -> None:
         """Weekly capacity review: demand, recommended plan vs current, cost, SLO risk, what-ifs, schedule."""
-        from planner.cli import _guard, err
-        from planner.cli import out as console
+        from planner.console import err, guard
+        from planner.console import out as console
         from planner.fileio import check_writable, write_atomic
         from planner.loader import load_instance
         from planner.plan import check_plan_structure, read_plan
@@ -103,15 +103,15 @@ def register(app: typer.Typer) -> None:
             inputs.traces = list(tr.paths)
             return inputs
 
-        inputs = _guard(prepare)
+        inputs = guard(prepare)
 
         def build() -> dict:  # type: ignore[type-arg]
             with progress("review") as steps:  # on a terminal only: pipes get the results alone
                 return build_review(inputs, progress=steps.update)
 
         try:
-            data = _guard(build)
-        except typer.Exit:  # bad input (exit 2) from _guard: typer.Exit is a RuntimeError too
+            data = guard(build)
+        except typer.Exit:  # bad input (exit 2) from guard: typer.Exit is a RuntimeError too
             raise
         except RuntimeError as exc:
             err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
             "review.html": render_html(data),
         }
         for name, text in docs.items():
-            _guard(lambda: write_atomic(out / name, text))  # noqa: B023 (called at once)
+            guard(lambda: write_atomic(out / name, text))  # noqa: B023 (called at once)
         console.print(f"review written to {out}/review.html, review.md, review.json in {data['elapsed_s']} s")
         if data["cost_delta"] is not None:
             console.print(f"cost per period: recommended − current = {data['cost_delta']:+,.2f} $")
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             from planner.review.browser import render
 
             try:
-                res = _guard(lambda: render(out / "review.html", screenshot))  # an unwritable PNG: one line
+                res = guard(lambda: render(out / "review.html", screenshot))  # an unwritable PNG: one line
             except typer.Exit:
                 raise
             except RuntimeError as exc:  # the browser failed to start or render: the review stands

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         """Arrival rate and request lengths per query type and time window of a trace, written as CSV."""
         from rich.table import Table
 
-        from planner.cli import _guard, out
+        from planner.console import guard, out
         from planner.fileio import atomic_writer, check_writable
         from planner.loader import load_instance
         from planner.review.demand import Demand, demand_from_trace, parse_window
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
             d.write_csv(out_path)
             return d, window_s, tr.stats.skipped_bad, figs, targets
 
-        d, window_s, skipped, figs, targets = _guard(run)
+        d, window_s, skipped, figs, targets = guard(run)
         stats = d.type_stats()
         full = int(d.full().sum())
         span = float(d.lengths_s().sum())

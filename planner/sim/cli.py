@@ -117,7 +117,7 @@ def feed_of(trace: Any, mapper: Any) -> Any:
 def print_summary(s: dict[str, Any], target: float) -> None:
     from rich.table import Table
 
-    from planner.cli import out
+    from planner.console import out
 
     c = s["conservation"]
     out.print(
@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
     ) -> None:
         """Replay a request trace through PLAN's cluster and report SLO attainment per query type."""
-        from planner.cli import _guard, out
+        from planner.console import guard, out
         from planner.fileio import atomic_writer, write_atomic
         from planner.loader import load_instance
         from planner.plan import check_plan_structure, read_plan
@@ -298,7 +298,7 @@ def register(app: typer.Typer) -> None:
             simulator_for_plan(inst, plan, SimConfig(policy=policy), None, sp, plan_label=str(plan_file))
             return inst, plan, tr, mapper, sp
 
-        inst, plan, tr, mapper, sp = _guard(prepare)
+        inst, plan, tr, mapper, sp = guard(prepare)
 
         def replay(fh: Any) -> Any:
             sim = run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
@@ -313,17 +313,17 @@ def register(app: typer.Typer) -> None:
             return replay(None)
 
         with progress(f"simulate {plan_file.name}"):
-            sim = _guard(go)
+            sim = guard(go)
         s = sim.summary()
         s["trace"] = tr.summary()
         if not quiet:
             print_summary(s, target)
         if out_path is not None:
-            _guard(lambda: write_atomic(out_path, json.dumps(s, indent=2) + "\n"))
+            guard(lambda: write_atomic(out_path, json.dumps(s, indent=2) + "\n"))
         if plots is not None:
             from planner.sim.report import plot
 
-            paths = _guard(lambda: plot(sim, plots))
+            paths = guard(lambda: plot(sim, plots))
             if not quiet:
                 out.print(f"plots: {', '.join(str(p) for p in paths)}")
         missed = missed_types(s, target)
@@ -360,7 +360,7 @@ def register(app: typer.Typer) -> None:
         """Fewest replicas per placement policy that keep SLO attainment at --target on a trace."""
         from rich.table import Table
 
-        from planner.cli import _guard, out
+        from planner.console import guard, out
         from planner.fileio import write_atomic
 
         def run() -> list[dict[str, Any]]:
@@ -436,7 +436,7 @@ def register(app: typer.Typer) -> None:
             return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec, steps)
 
         with progress("scale", total=0) as steps:
-            rows = _guard(run)
+            rows = guard(run)
         t = Table(title=f"fewest replicas at {target} attainment")
         for col in ("option", "policy", "replicas", "GPUs", "attainment", "goodput/GPU", "planner", "note"):
             t.add_column(col)
@@ -465,7 +465,7 @@ def register(app: typer.Typer) -> None:
                     f"{best['goodput_rps_per_gpu']} req/s/GPU"
                 )
         if out_path is not None:
-            _guard(lambda: write_atomic(out_path, json.dumps(rows, indent=2) + "\n"))
+            guard(lambda: write_atomic(out_path, json.dumps(rows, indent=2) + "\n"))
 
 
 def best_goodput(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
