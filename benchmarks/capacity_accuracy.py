@@ -58,9 +58,9 @@ REFERENCE_SEEDS = 4  # thinnings per reference (its median)
 from planner import capacity  # noqa: E402
 from planner.loader import load_instance  # noqa: E402
 from planner.options import build_option_table  # noqa: E402
-from planner.sim.cli import feed_of  # noqa: E402
 from planner.sim.cluster import replica_model  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests  # noqa: E402
 from planner.sim.traces import Trace  # noqa: E402
 

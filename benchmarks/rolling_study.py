@@ -34,7 +34,7 @@ from planner.multiperiod import peak_instance, window_plan  # noqa: E402
 from planner.options import build_option_table, with_instance  # noqa: E402
 from planner.review.demand import demand_from_trace  # noqa: E402
 from planner.review.report import _with_windows  # noqa: E402
-from planner.sim.cli import TraceArgs, run_simulation, trace_feed  # noqa: E402
+from planner.sim.replay import TraceArgs, run_simulation, trace_feed  # noqa: E402
 from planner.solvers import solve  # noqa: E402
 
 INSTANCE = ROOT / "instances" / "azure-2023.yaml"

@@ -33,10 +33,10 @@ CONV = DATA / "azure" / "AzureLLMInferenceTrace_conv.csv"
 
 from planner.loader import load_instance  # noqa: E402
 from planner.options import build_option_table  # noqa: E402
-from planner.sim.cli import feed_of  # noqa: E402
 from planner.sim.cluster import parse_option, simulator_for_option, simulator_for_plan  # noqa: E402
 from planner.sim.engine import SimConfig  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests, min_replicas  # noqa: E402
 from planner.sim.traces import Trace, synthetic_trace  # noqa: E402
 from planner.solvers import solve  # noqa: E402

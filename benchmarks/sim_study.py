@@ -39,10 +39,11 @@ TARGET = 0.99
 
 from planner.loader import load_instance  # noqa: E402
 from planner.options import build_option_table  # noqa: E402
-from planner.sim.cli import feed_of, scale_plan  # noqa: E402
+from planner.sim.cli import scale_plan  # noqa: E402
 from planner.sim.cluster import simulator_for_option, simulator_for_plan  # noqa: E402
 from planner.sim.engine import SimConfig  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests  # noqa: E402
 from planner.sim.traces import Trace, synthetic_trace  # noqa: E402
 from planner.solvers import solve  # noqa: E402

@@ -29,8 +29,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 from planner.loader import load_instance  # noqa: E402
 from planner.options import build_option_table, rental_per_replica  # noqa: E402
 from planner.plan import Plan  # noqa: E402
-from planner.sim.cli import feed_of  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests, min_replicas  # noqa: E402
 from planner.sim.traces import Trace  # noqa: E402
 from planner.solvers import solve  # noqa: E402

@@ -212,10 +212,10 @@ def solve(
                 if given:
                     raise InputError(None, name, "not supported for multi-period instances")
         if validate:
-            from planner.sim.cli import TraceArgs, _check_policy, feed_of, trace_feed
+            from planner.sim.replay import TraceArgs, check_policy, feed_of, trace_feed
             from planner.sim.scale import Requests
 
-            _check_policy(validate_policy)
+            check_policy(validate_policy)
             trace, mapper = trace_feed(
                 inst, instance, TraceArgs(validate, None, 1.0, 1.0, None, 0.0, None, False, seed)
             )

@@ -1,4 +1,5 @@
-"""The package's layering: the simulator's modules import each other without a cycle.
+"""The package's layering: the simulator's modules import each other without a cycle, and no
+feature's command-line module imports the ``planner`` command group (it registers commands on it).
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING``: a lazy import that
 closes a circle still ties the two modules together.
@@ -79,3 +80,12 @@ def test_simulator_imports_are_acyclic() -> None:
     sim = {m: {d for d in deps if d.startswith("planner.sim.")} for m, deps in graph().items()}
     sim = {m: deps for m, deps in sim.items() if m.startswith("planner.sim.")}
     assert cycles(sim) == []
+
+
+def test_feature_command_lines_do_not_import_the_command_group() -> None:
+    g = graph()
+    features = [m for m in g if m.startswith("planner.") and m.split(".")[-1].endswith("cli") and m != "planner.cli"]
+    assert features, "no feature command-line module found"
+    assert [m for m in features if "planner.cli" in g[m]] == []
+    # The command group reaches the features' commands only through EXTENSIONS (importlib).
+    assert [d for d in g["planner.cli"] if d in features] == []

@@ -21,7 +21,6 @@ from planner.options import OptionTable, build_option_table
 from planner.perf import ReplicaModel
 from planner.plan import Plan
 from planner.problem import Instance, PerfParams
-from planner.sim.cli import feed_of
 from planner.sim.cluster import (
     SplitSpec,
     parse_option,
@@ -34,6 +33,7 @@ from planner.sim.cluster import (
 from planner.sim.engine import SimConfig, Simulator
 from planner.sim.mapping import TypeMapper
 from planner.sim.policies import policy_names
+from planner.sim.replay import feed_of
 from planner.sim.scale import Requests, ceiling, min_replicas
 from planner.sim.traces import Trace, TraceOptions, synthetic_trace
 from planner.solvers import solve

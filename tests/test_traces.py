@@ -110,7 +110,7 @@ def test_mooncake_mapping_spreads_its_coarse_clock() -> None:
     up to the next tick at seeded uniform positions: same requests, same order, distinct
     arrivals, same span, deterministic, and counts in 1-s bins about as variable as Poisson's
     (even spreading, the other mode, is far more regular)."""
-    from planner.sim.cli import feed_of
+    from planner.sim.replay import feed_of
 
     path = INSTANCES / "mooncake-2025.yaml"
     inst = load_instance(path)

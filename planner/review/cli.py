@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         from planner.progress import progress
         from planner.review.demand import parse_window
         from planner.review.report import ReviewInputs, build_review, render_html, render_markdown
-        from planner.sim.cli import _check_policy, needs_model_mode
+        from planner.sim.replay import check_policy, needs_model_mode
 
         def prepare() -> ReviewInputs:
             check_writable(out, "--out", "dir")
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
                 check_writable(screenshot, "--screenshot")
             if method not in ("milp", "agh"):
                 raise InputError(None, "--method", "milp or agh")
-            _check_policy(policy)
+            check_policy(policy)
             cliargs.seed("--seed", seed)
             if time_limit != 0:
                 cliargs.seconds("--time-limit", time_limit)
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             inputs = ReviewInputs(
                 inst, instance, list(trace or []), cur, w, policy, method, seed, validate, time_limit or None
             )
-            from planner.sim.cli import TraceArgs, trace_feed
+            from planner.sim.replay import TraceArgs, trace_feed
 
             tr, _ = trace_feed(inst, instance, TraceArgs(inputs.traces, None, 1.0, 1.0, None, 0.0, None, False, seed))
             inputs.traces = list(tr.paths)

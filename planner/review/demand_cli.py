@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from planner.loader import load_instance
         from planner.review.demand import Demand, demand_from_trace, parse_window
         from planner.review.figures import FiguresBuilder, TypeFigures, figures_yaml
-        from planner.sim.cli import TraceArgs, check_trace_args, trace_feed
+        from planner.sim.replay import TraceArgs, check_trace_args, trace_feed
 
         def run() -> tuple[Demand, float, int, dict[str, TypeFigures], dict[str, float]]:
             targs = TraceArgs(traces, types, rate_scale, time_scale, limit, start, duration, skip_bad, seed)

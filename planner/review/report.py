@@ -62,13 +62,13 @@ class ReviewInputs:
 
 
 def _sim_summary(inst: Instance, plan: Plan, trace: Any, mapper: Any, policy: str, seed: int) -> dict[str, Any]:
-    from planner.sim.cli import run_simulation
+    from planner.sim.replay import run_simulation
 
     return run_simulation(inst, plan, trace, mapper, policy, seed, 0.0).summary()
 
 
 def _trace(inputs: ReviewInputs, **options: Any) -> tuple[Any, Any]:
-    from planner.sim.cli import TraceArgs, trace_feed
+    from planner.sim.replay import TraceArgs, trace_feed
 
     args = TraceArgs(inputs.traces, None, options.get("rate_scale", 1.0), 1.0, None,
                      options.get("start_s", 0.0), options.get("duration_s"), False, inputs.seed)  # fmt: skip
@@ -181,7 +181,7 @@ def build_review(inputs: ReviewInputs, progress: Any = None) -> dict[str, Any]:
         # The recommendation's promise is checked the way solve --validate checks a plan: each
         # window's plan replays that window's traffic, a type that misses is derated by the
         # measured shortfall and the schedule re-solved (planner.validation).
-        from planner.sim.cli import feed_of
+        from planner.sim.replay import feed_of
         from planner.sim.scale import Requests
         from planner.validation import validate
 

@@ -8,13 +8,14 @@ scale INSTANCE --trace FILE... --option M/G/TP/PP
                                          per GPU; ``--decode-option`` scales a split-phase pair;
                                          ``--plan`` scales every deployment of a plan on the share
                                          of the trace its routing sends there, beside the MILP count
+
+The replay itself and the trace options, which ``solve --validate``, ``demand`` and ``review``
+share, are in :mod:`planner.sim.replay`; this module is the commands' arguments and output.
 """
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,74 +30,6 @@ from planner.sim.policies import policy_names
 POLICY_HELP = " | ".join(policy_names())
 
 
-@dataclass
-class TraceArgs:
-    traces: list[Path] | None
-    mapping: Path | None
-    rate_scale: float
-    time_scale: float
-    limit: int | None
-    start_s: float
-    duration_s: float | None
-    skip_bad: bool
-    seed: int
-
-
-def trace_feed(inst: Instance, instance_path: Path, args: TraceArgs) -> tuple[Any, Any]:
-    """(Trace, TypeMapper) from the command line: the mapping file given, the one beside the
-    instance, or everything to the instance's only type; traces given or the mapping's defaults."""
-    from planner.sim.mapping import TypeMapper, mapping_file_for
-    from planner.sim.traces import Trace, TraceOptions
-
-    check_trace_args(args)
-    mapping_path = args.mapping or mapping_file_for(instance_path)
-    if mapping_path is not None:
-        mapper = TypeMapper.from_file(mapping_path, inst)
-    elif len(inst.query_types) == 1:
-        mapper = TypeMapper.single(inst)
-    else:
-        raise InputError(
-            str(instance_path),
-            "--mapping",
-            f"{len(inst.query_types)} query types and no mapping file: give --mapping FILE "
-            f"(or put {instance_path.with_suffix('.traces.yml').name} beside the instance)",
-        )
-    paths = list(args.traces or []) or list(mapper.trace_paths)
-    if not paths:
-        raise InputError(None, "--trace", "required: no trace given and the mapping file names none")
-    options = TraceOptions(
-        time_scale=args.time_scale,
-        rate_scale=args.rate_scale,
-        start_s=args.start_s,
-        duration_s=args.duration_s,
-        limit=args.limit,
-        skip_bad=args.skip_bad,
-        seed=args.seed,
-    )
-    return Trace(paths, options), mapper
-
-
-def check_trace_args(args: TraceArgs) -> None:
-    """The trace options, under the names the user typed (``--rate-scale``, not ``rate_scale``);
-    commands call it first thing, before any file is read."""
-    cliargs.trace_window(
-        rate_scale=args.rate_scale,
-        time_scale=args.time_scale,
-        limit=args.limit,
-        start=args.start_s,
-        duration=args.duration_s,
-        seed_value=args.seed,
-    )
-
-
-def needs_model_mode(inst: Instance, instance_path: Path) -> None:
-    """The simulator times iterations with the performance model; table mode has no timings."""
-    if inst.performance_mode != "model":
-        raise InputError(
-            str(instance_path), "performance_mode", "simulation needs model mode (table mode has no iteration timings)"
-        )
-
-
 def check_outputs(*outputs: tuple[Path | None, str, str]) -> None:
     """Refuse unwritable outputs (path, option, kind: file | dir) before any work is done."""
     from planner.fileio import check_writable
@@ -104,14 +37,6 @@ def check_outputs(*outputs: tuple[Path | None, str, str]) -> None:
     for path, option, kind in outputs:
         if path is not None:
             check_writable(path, option, kind)
-
-
-def feed_of(trace: Any, mapper: Any) -> Any:
-    from planner.sim.mapping import spread_ties
-
-    feed = ((n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens) for n, r in enumerate(trace))
-    mode = getattr(mapper, "spread_ties", None)
-    return spread_ties(feed, mode) if mode else feed
 
 
 def print_summary(s: dict[str, Any], target: float) -> None:
@@ -165,35 +90,6 @@ def print_summary(s: dict[str, Any], target: float) -> None:
 
 def missed_types(s: dict[str, Any], target: float) -> list[str]:
     return [t for t, d in s["types"].items() if d["attainment"] is not None and d["attainment"] < target]
-
-
-def run_simulation(
-    inst: Instance,
-    plan: Any,
-    trace: Any,
-    mapper: Any,
-    policy: str,
-    seed: int,
-    staleness_s: float,
-    split: Any = None,
-    per_request: io.TextIOBase | None = None,
-    headroom: float | None = None,
-) -> Any:
-    from planner.options import build_option_table
-    from planner.sim.cluster import simulator_for_plan
-    from planner.sim.engine import SimConfig
-
-    config = SimConfig(policy=policy, seed=seed, staleness_s=staleness_s)
-    if headroom is not None:
-        config.headroom = headroom
-    sim = simulator_for_plan(inst, plan, config, build_option_table(inst), split, per_request)
-    sim.run(feed_of(trace, mapper))
-    return sim
-
-
-def _check_policy(policy: str) -> None:
-    if policy not in policy_names():
-        raise InputError(None, "--policy", f"unknown policy {policy!r}; known: {', '.join(policy_names())}")
 
 
 def _parse_split(text: str) -> Any:
@@ -268,9 +164,17 @@ def register(app: typer.Typer) -> None:
         from planner.fileio import atomic_writer, write_atomic
         from planner.loader import load_instance
         from planner.plan import check_plan_structure, read_plan
+        from planner.sim.replay import (
+            TraceArgs,
+            check_policy,
+            check_trace_args,
+            needs_model_mode,
+            run_simulation,
+            trace_feed,
+        )
 
         def prepare() -> tuple[Instance, Any, Any, Any, Any]:
-            _check_policy(policy)
+            check_policy(policy)
             if out_path is not None and out_path.suffix.lower() != ".json":
                 raise InputError(str(out_path), "--out", "the summary is JSON: give a .json path")
             if requests_csv is not None and requests_csv.suffix.lower() != ".csv":
@@ -368,11 +272,19 @@ def register(app: typer.Typer) -> None:
             from planner.options import build_option_table
             from planner.plan import check_plan_structure, read_plan
             from planner.sim.cluster import parse_option, replica_model
+            from planner.sim.replay import (
+                TraceArgs,
+                check_policy,
+                check_trace_args,
+                feed_of,
+                needs_model_mode,
+                trace_feed,
+            )
             from planner.sim.scale import Requests
 
             names = list(policy_names()) if policies == "all" else [p.strip() for p in policies.split(",")]
             for p in names:
-                _check_policy(p)
+                check_policy(p)
             cliargs.number("--target", target, gt=0, le=1)
             cliargs.number("--staleness", staleness, ge=0, le=cliargs.MAX_SECONDS)
             targs = TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
