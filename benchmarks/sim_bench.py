@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
 CONV = DATA / "azure" / "AzureLLMInferenceTrace_conv.csv"
 
 from planner.loader import load_instance  # noqa: E402
@@ -36,10 +35,13 @@ from planner.options import build_option_table  # noqa: E402
 from planner.sim.cluster import parse_option, simulator_for_option, simulator_for_plan  # noqa: E402
 from planner.sim.engine import SimConfig  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.policies import policy_names  # noqa: E402
 from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests, min_replicas  # noqa: E402
 from planner.sim.traces import Trace, synthetic_trace  # noqa: E402
 from planner.solvers import solve  # noqa: E402
+
+POLICIES = policy_names()  # every registered placement policy, in registration order
 
 
 def vmrss_mb() -> float:

@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-POLICIES = ("round-robin", "jsq", "power-of-two", "least-kv", "aladdin")
 CONV = DATA / "azure" / "AzureLLMInferenceTrace_conv.csv"
 CODE = DATA / "azure" / "AzureLLMInferenceTrace_code.csv"
 UTILS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85)
@@ -43,10 +42,13 @@ from planner.sim.cli import scale_plan  # noqa: E402
 from planner.sim.cluster import simulator_for_option, simulator_for_plan  # noqa: E402
 from planner.sim.engine import SimConfig  # noqa: E402
 from planner.sim.mapping import TypeMapper  # noqa: E402
+from planner.sim.policies import policy_names  # noqa: E402
 from planner.sim.replay import feed_of  # noqa: E402
 from planner.sim.scale import Requests  # noqa: E402
 from planner.sim.traces import Trace, synthetic_trace  # noqa: E402
 from planner.solvers import solve  # noqa: E402
+
+POLICIES = policy_names()  # every registered placement policy, in registration order
 
 T0 = time.perf_counter()
 
