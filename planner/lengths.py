@@ -1,14 +1,17 @@
 r"""Token-length distributions of a query type, from the few figures an instance gives.
 
 An instance states a type's mean prompt and output lengths and, optionally, their percentiles
-(``input_tokens_p50/p90/p99``, ``output_tokens_p50/p90/p99``). The attainment capacity model
+(``input_tokens_p10/p50/p90/p99``, ``output_tokens_p10/p50/p90/p99``, and any more as
+``*_tokens_percentiles`` [percentile, tokens] pairs). The attainment capacity model
 (:mod:`planner.capacity`) needs whole distributions, because the requests that miss an SLO are the
 long prompts (TTFT), the short outputs that share one decode step with a prefill chunk (TPOT) and
 the long outputs (e2e). The distribution used here:
 
     log Q(u) is piecewise linear in the normal score z = Φ⁻¹(u), through the knots
     (−1.2816, log p10), (0, log p50), (1.2816, log p90), (2.3263, log p99)  [those given; p10
-    only with p50], extended beyond the first and last knots, and clipped to [1, max_tokens].
+    only with p50] and (Φ⁻¹(p/100), log v) for each [p, v] of ``*_tokens_percentiles`` (then
+    every figure is a knot), extended beyond the first and last knots, and clipped to
+    [min_tokens, max_tokens].
     With the median given, the segments between the knots bend (y_k + Δy·t^b, knots kept) so
     that the mean is the stated one, the lower extension's slope moving only where no bend can
     (:meth:`LengthDistribution._match_mean`); otherwise the extensions have the end segments'
@@ -87,13 +90,26 @@ class LengthDistribution:
         max_tokens: float = math.inf,
         p10: float | None = None,
         min_tokens: float = 1.0,
+        percentiles: tuple[tuple[float, float], ...] = (),
     ) -> LengthDistribution:
         """The distribution with these figures (module docstring); ``p10`` is used with a ``p50``;
-        clipped to [``min_tokens``, ``max_tokens``]."""
+        clipped to [``min_tokens``, ``max_tokens``]. ``percentiles``: more knots, as [percentile,
+        tokens] pairs (a type's ``*_tokens_percentiles``); with them every figure is a knot and
+        the mean is matched as with a median (:meth:`_match_mean`)."""
+        top = float(max_tokens) if math.isfinite(max_tokens) else 1e9
+        if percentiles:
+            pts = {float(p): float(v) for p, v in percentiles}
+            for p, v in ((10.0, p10), (50.0, p50), (90.0, p90), (99.0, p99)):
+                if v is not None:
+                    pts.setdefault(p, float(v))
+            ps = sorted(pts)
+            z = norm_ppf(np.asarray(ps) / 100.0)
+            floor = float(min(min_tokens, top))
+            d = cls(float(mean), tuple(float(x) for x in z), tuple(math.log(pts[p]) for p in ps), top, min_tokens=floor)
+            return d._match_mean()
         if min_tokens > 1.0:
             d = cls.of(mean, p50, p90, p99, max_tokens, p10)
             return replace(d, min_tokens=float(min(min_tokens, d.max_tokens)))._rematch()
-        top = float(max_tokens) if math.isfinite(max_tokens) else 1e9
         lower = p10 if p50 is not None else None
         given = [(z, v) for z, v in ((-Z90, lower), (0.0, p50), (Z90, p90), (Z99, p99)) if v is not None]
         if not given:

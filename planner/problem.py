@@ -38,6 +38,7 @@ MAX_FIGURE = 1e12
 MAX_COUNT = 1_000_000_000
 Fraction = Annotated[float, StrictType(), Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, StrictType(), Field(gt=0.0, le=MAX_FIGURE)]
+Percentile = Annotated[float, StrictType(), Field(gt=0.0, lt=100.0)]  # a percentile, strictly inside (0, 100)
 NonNegative = Annotated[float, StrictType(), Field(ge=0.0, le=MAX_FIGURE)]
 Degree = Annotated[int, StrictType(), Field(ge=1, le=1024)]
 Count = Annotated[int, StrictType(), Field(ge=1, le=MAX_COUNT)]
@@ -173,6 +174,15 @@ class QueryType(Strict):
     input_tokens_max: Positive | None = None
     output_tokens_min: Positive | None = None
     output_tokens_max: Positive | None = None
+    # More knots of the length distributions (optional): [percentile, tokens] pairs, percentiles
+    # in (0, 100) increasing, beside the named p10/p50/p90/p99 (a percentile given both ways must
+    # agree). Five figures per side leave the shape between them to interpolation, and the
+    # short replies behind a prompt's chunk (TPOT) and the long prompts (TTFT) live there:
+    # mooncake-2025's long-32k on llama-3.1-8b/a100/tp4 at an 8192-token budget was planned at
+    # 0.60× its replayed capacity from five figures, 0.97× from the trace's own lengths.
+    # `planner demand --figures` writes them (planner.review.figures.TABLE_PERCENTILES).
+    input_tokens_percentiles: tuple[tuple[Percentile, Positive], ...] | None = None
+    output_tokens_percentiles: tuple[tuple[Percentile, Positive], ...] | None = None
     # Correlation of prompt and output lengths (optional; Gaussian copula of their normal scores,
     # i.e. the Pearson correlation of the normal scores of their ranks). Chat traces pair long
     # contexts with short replies (Azure conv, prompts > 1024 tokens: −0.65).
@@ -255,7 +265,38 @@ class QueryType(Strict):
             for (p1, v1), (p2, v2) in itertools.pairwise(given):
                 if v2 < v1:
                     raise ValueError(f"{side}_tokens_{p2} ({v2:g}) is below {side}_tokens_{p1} ({v1:g})")
+            table = getattr(self, f"{side}_tokens_percentiles")
+            if table is not None:
+                self._check_percentiles(side, table)
         return self
+
+    def _check_percentiles(self, side: str, table: tuple[tuple[float, float], ...]) -> None:
+        """``{side}_tokens_percentiles``: percentiles increasing, and every knot — the table's, the
+        named p10..p99 and min/max — in order of percentile (a percentile given twice must agree)."""
+        key = f"{side}_tokens_percentiles"
+        if not table:
+            raise ValueError(f"{key}: give at least one [percentile, tokens] pair (or leave it out)")
+        for (p1, _), (p2, _) in itertools.pairwise(table):
+            if p2 <= p1:
+                raise ValueError(f"{key}: percentiles must increase ({p2:g} after {p1:g})")
+        named = {10.0: "p10", 50.0: "p50", 90.0: "p90", 99.0: "p99"}
+        knots = [(p, v, f"{key} [{p:g}, {v:g}]") for p, v in table]
+        for p, name in named.items():
+            v = getattr(self, f"{side}_tokens_{name}")
+            if v is None:
+                continue
+            twin = next((t for t in table if t[0] == p), None)
+            if twin is not None and abs(twin[1] - v) > 0.5:
+                raise ValueError(f"{key} [{p:g}, {twin[1]:g}] disagrees with {side}_tokens_{name} ({v:g})")
+            knots.append((p, v, f"{side}_tokens_{name} ({v:g})"))
+        for p, name in ((0.0, "min"), (100.0, "max")):
+            v = getattr(self, f"{side}_tokens_{name}")
+            if v is not None:
+                knots.append((p, v, f"{side}_tokens_{name} ({v:g})"))
+        knots.sort(key=lambda k: k[0])
+        for (_, v1, w1), (_, v2, w2) in itertools.pairwise(knots):
+            if v2 < v1 - 0.5:
+                raise ValueError(f"{w2} is below {w1}")
 
 
 class Engine(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +608,62 @@ def test_lengths_bend_between_knots_to_carry_the_mean() -> None:
     sag = LengthDistribution.of(266, p10=49, p50=374, p90=440, p99=636)
     assert sag.bend > 1.0 and abs(sag.mean_error) <= 0.005
     assert float(sag.quantile(np.array([0.25]))[0]) < 100  # the trace's p25 is 83
+
+
+def test_length_table_keeps_every_knot_and_the_mean() -> None:
+    """``*_tokens_percentiles`` are knots like the named figures: the distribution passes through
+    every one (mooncake-2025's long-32k outputs: 1% at 3 tokens, 5% at 10, a median of 362) and
+    the mean is carried by a bend."""
+    table = (
+        (1.0, 3.0), (2.0, 3.0), (5.0, 10.0), (20.0, 120.0), (30.0, 239.0), (40.0, 311.0), (60.0, 404.0),
+        (70.0, 448.0), (80.0, 501.0), (95.0, 692.0), (98.0, 897.0), (99.5, 1457.0), (99.9, 2000.0),
+    )  # fmt: skip
+    named = {"p10": 25.0, "p50": 362.0, "p90": 589.0, "p99": 1104.0}
+    d = LengthDistribution.of(350, **named, max_tokens=2000, percentiles=table)
+    assert abs(d.mean_error) <= 0.005
+    knots = [*table, (10.0, 25.0), (50.0, 362.0), (90.0, 589.0), (99.0, 1104.0)]
+    got = d.quantile(np.array([p / 100 for p, _ in knots]))
+    assert got == pytest.approx([v for _, v in knots], rel=1e-4)
+    u = (np.arange(20000) + 0.5) / 20000
+    assert np.mean(d.quantile(u) < 10) == pytest.approx(0.05, abs=0.003)
+    # a table alone (no named figure) is enough, and the clip still holds
+    alone = LengthDistribution.of(400, max_tokens=900, percentiles=((5.0, 20.0), (50.0, 380.0), (95.0, 850.0)))
+    assert alone.quantile(np.array([0.5]))[0] == pytest.approx(380, rel=1e-4) and abs(alone.mean_error) <= 0.005
+    assert alone.quantile(np.array([0.9999]))[0] <= 900
+
+
+def test_length_table_validation_and_fingerprint() -> None:
+    """The tables are checked against themselves and the named figures (one line naming the key),
+    and enter a pair's fingerprint only where given (a type without them keeps its cached capacities)."""
+    import yaml
+
+    data = yaml.safe_load((INSTANCES / "quickstart.yaml").read_text())
+
+    def load_instance_data_checked(doc: dict[str, Any]) -> Any:
+        return load_instance_data(doc, "t.yaml", INSTANCES)
+
+    q0 = dict(data["query_types"][0])
+    base = {**q0, "input_tokens": 500, "input_tokens_p50": 400, "input_tokens_max": 4000}
+    for table, needle in (
+        ([[20, 100], [10, 300]], "percentiles must increase"),
+        ([[50, 410]], "disagrees with input_tokens_p50"),
+        ([[60, 300]], "is below input_tokens_p50"),
+        ([[99.9, 5000]], "input_tokens_max (4000) is below"),
+        ([], "at least one"),
+        ([[100, 300]], "less than 100"),
+    ):
+        bad = {**data, "query_types": [{**base, "input_tokens_percentiles": table}, *data["query_types"][1:]]}
+        with pytest.raises(InputError, match=re.escape(needle)):
+            load_instance_data_checked(bad)
+    good = {
+        **data,
+        "query_types": [{**base, "input_tokens_percentiles": [[5, 50], [95, 2000]]}, *data["query_types"][1:]],
+    }
+    plain = {**data, "query_types": [base, *data["query_types"][1:]]}
+    a, b = load_instance_data_checked(good), load_instance_data_checked(plain)
+    opt = build_option_table(b).rows[0].option
+    assert capacity.fingerprint(a, opt, 0) != capacity.fingerprint(b, opt, 0)
+    assert capacity.fingerprint(a, opt, 1) == capacity.fingerprint(b, opt, 1)
 
 
 def test_slow_length_share() -> None:

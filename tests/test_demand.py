@@ -468,6 +468,8 @@ def test_cli_figures_match_the_shipped_instance(tmp_path: Path) -> None:
         g = got[q.id]
         keys = [f"{s}_tokens{p}" for s in ("input", "output") for p in ("", "_p10", "_p50", "_p90", "_p99")]
         assert {k: g[k] for k in keys} == {k: getattr(q, k) for k in keys}, q.id
+        for side in ("input", "output"):  # the length tables the instance carries, knot for knot
+            assert [tuple(k) for k in g[f"{side}_tokens_percentiles"]] == list(getattr(q, f"{side}_tokens_percentiles"))
         assert g["length_correlation"] == q.length_correlation
         if q.id != "code":  # the instance's code figures use the code trace's own span (derive script)
             assert g["arrival_rate"] == pytest.approx(q.arrival_rate, abs=1e-3)

@@ -22,7 +22,8 @@ trace without a hand-made script (``benchmarks/derive_*_instance.py`` use the sa
                            over the same windows, the slope of log(tokens per request) on
                            log(load), clipped to [0, 1]: how much of the swings is longer
                            requests rather than more of them
-    input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas), min, max
+    input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas), min, max,
+                           and the TABLE_PERCENTILES as *_tokens_percentiles
     length_correlation     Pearson correlation of the normal scores of the two lengths' ranks
                            (ties averaged): the Gaussian copula parameter the capacity model
                            draws (prompt, output) pairs with
@@ -67,6 +68,10 @@ BURST_S = 5.0  # the largest-burst interval, s: about a TTFT limit, the scale a 
 MIN_BURST = 20  # requests: fewer inside BURST_S is never warned about
 ENVELOPE_S = (10.0, 20.0, 30.0, 60.0)  # the wider intervals around the largest burst, s
 PERCENTILES = (("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+# The length knots written as *_tokens_percentiles beside the named ones: dense where attainment
+# is decided (the shortest replies share decode steps with prompt chunks; the longest prompts
+# queue), so the capacity model interpolates over a few percent of requests, not a decile.
+TABLE_PERCENTILES = (1.0, 2.0, 5.0, 20.0, 30.0, 40.0, 60.0, 70.0, 80.0, 95.0, 98.0, 99.5, 99.9)
 
 
 def weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
@@ -150,6 +155,11 @@ def _length_share(load: np.ndarray, requests: np.ndarray, window_s: float) -> fl
     return float(np.clip(np.cov(x, y, bias=True)[0, 1] / var, 0.0, 1.0))
 
 
+def _num(x: float) -> int | float:
+    """A whole number as an int (YAML ``1``, not ``1.0``)."""
+    return int(x) if float(x).is_integer() else x
+
+
 @dataclass
 class TypeFigures:
     """Measured figures of one query type (module docstring); rates in requests/s, lengths in tokens."""
@@ -161,7 +171,7 @@ class TypeFigures:
     arrival_rate: float
     arrival_rate_p90: float
     arrival_rate_p99: float
-    input_tokens: dict[str, float]  # mean, p10, p50, p90, p99, min, max
+    input_tokens: dict[str, float]  # mean, p10, p50, p90, p99, min, max, and f"{p:g}" of TABLE_PERCENTILES
     output_tokens: dict[str, float]
     length_correlation: float
     burst_requests: int  # the most requests inside any BURST_S interval
@@ -234,6 +244,7 @@ class TypeFigures:
             if "min" in stats:
                 doc[f"{side}_min"] = max(1, round(stats["min"]))
                 doc[f"{side}_max"] = max(1, round(stats["max"]))
+            doc[f"{side}_percentiles"] = [[_num(pc), max(1, round(stats[f"{pc:g}"]))] for pc in TABLE_PERCENTILES]
         return doc
 
 
@@ -339,6 +350,8 @@ class FiguresBuilder:
                 stats = {"mean": float(vals @ cnt / n) if n else 0.0}
                 for p, q in PERCENTILES:
                     stats[p] = weighted_quantile(vals, cnt, q)
+                for pc in TABLE_PERCENTILES:
+                    stats[f"{pc:g}"] = weighted_quantile(vals, cnt, pc / 100.0)
                 if n:
                     stats["min"], stats["max"] = float(vals[0]), float(vals[-1])
                 sides[side] = stats
@@ -401,4 +414,4 @@ def figures_yaml(
         "arrival_slow_window_s": slow_window_s,
         "query_types": [f.query_type_doc(targets.get(f.id, 0.99)) for f in figs.values()],
     }
-    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, width=100)
+    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, width=100, default_flow_style=None)
