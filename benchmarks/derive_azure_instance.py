@@ -97,7 +97,17 @@ def describe(name: str, part: pd.DataFrame, span_s: float, start: pd.Timestamp) 
         "rate_p90": float(np.quantile(rates, 0.9)),
         "rate_p99": float(np.quantile(rates, 0.99)),
         "length_corr": length_correlation(inp, out),
+        "in_table": length_table(inp),
+        "out_table": length_table(out),
     }
+
+
+def length_table(lengths: pd.Series) -> list[list[float]]:
+    """The ``*_tokens_percentiles`` knots (planner.review.figures.TABLE_PERCENTILES, pandas'
+    linear interpolation, as planner demand --figures measures them)."""
+    from planner.review.figures import TABLE_PERCENTILES
+
+    return [[p, float(lengths.quantile(p / 100.0))] for p in TABLE_PERCENTILES]
 
 
 def length_correlation(inp: pd.Series, out: pd.Series) -> float:
@@ -168,6 +178,9 @@ def print_query_types(rows: list[dict[str, float | int | str]], comments: list[s
             for p in ("p10", "p50", "p90", "p99", "min", "max"):
                 if f"{side}_{p}" in r:
                     print(f"    {key}_{p}: {round(float(r[f'{side}_{p}']))}")
+            if f"{side}_table" in r:
+                knots = ", ".join(f"[{p:g}, {max(1, round(v))}]" for p, v in r[f"{side}_table"])  # type: ignore[union-attr]
+                print(f"    {key}_percentiles: [{knots}]")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from derive_azure_instance import length_correlation, print_query_types, slow_figures
+from derive_azure_instance import length_correlation, length_table, print_query_types, slow_figures
 
 FILE = "mooncake_conversation_trace.jsonl"
 NAMES = ("chat-8k", "long-32k", "doc-128k")
@@ -77,6 +77,8 @@ def describe(name: str, part: pd.DataFrame, span_s: float, t0: float, n_windows:
         "out_p99": out.quantile(0.99),
         "out_max": out.max(),
         "length_corr": length_correlation(inp, out),
+        "in_table": length_table(inp),
+        "out_table": length_table(out),
     }
 
 
