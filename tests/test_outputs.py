@@ -258,15 +258,20 @@ def test_interrupt_stops_highs() -> None:
     KeyboardInterrupt in the main thread calls cancel until the worker has stopped, then
     propagates (the caller never sees a cut-short result)."""
     import _thread
+    import signal
     import threading
+    import time
 
     from planner.solvers.backends import _interruptible
 
     stop = threading.Event()
     cancels = []
+    deadline = time.monotonic() + 30.0
 
     def work() -> str:
-        while not stop.wait(0.01):  # a HiGHS solve that only ends when cancelled
+        # a HiGHS solve that only ends when cancelled (or, should the interrupt never come,
+        # after 30 s: the test then fails instead of hanging the suite)
+        while not stop.wait(0.01) and time.monotonic() < deadline:
             pass
         return "cut short"
 
@@ -274,9 +279,15 @@ def test_interrupt_stops_highs() -> None:
         cancels.append(1)
         stop.set()
 
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        _interruptible(work, cancel)
+    # interrupt_main runs the main thread's SIGINT handler and does nothing where SIGINT is
+    # ignored (a test worker may run so; one suite run hung here): Python's own handler, restored after.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            _interruptible(work, cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert cancels and stop.is_set()
 
 
