@@ -198,10 +198,7 @@ def render(html_path: Path, screenshot: Path | None = None, width: int = 1400, t
         try:
             driver.set_page_load_timeout(timeout_s)
             driver.set_script_timeout(timeout_s)
-            try:
-                driver.get(html_path.as_uri())
-            except TimeoutException as exc:
-                raise RuntimeError(f"{html_path} did not finish loading within {timeout_s:g} s") from exc
+            driver.get(html_path.as_uri())
             page: dict[str, Any] = driver.execute_script(_COLLECT_JS)
             page_height = int(driver.execute_script(_PAGE_HEIGHT_JS) or 0)
 
@@ -211,6 +208,10 @@ def render(html_path: Path, screenshot: Path | None = None, width: int = 1400, t
                 _full_page_screenshot(driver, shot, width, page_height)
 
             entries = driver.get_log("browser")
+        except TimeoutException as exc:
+            # A page that never settles times out in get() or, when ChromeDriver gives up on the
+            # renderer first (a loaded machine), in the first script after it: the same verdict.
+            raise RuntimeError(f"{html_path} did not finish loading within {timeout_s:g} s") from exc
         except WebDriverException as exc:
             raise RuntimeError(f"headless Chromium failed while rendering {html_path}: {exc.msg}") from exc
         finally:
