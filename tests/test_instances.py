@@ -16,9 +16,9 @@ import pytest
 
 from planner.checker import check_plan
 from planner.loader import load_instance
-from planner.options import build_option_table
-from planner.plan import read_plan, write_plan
-from planner.solvers import solve
+from planner.options import build_option_table, check_pairs, needs_checks
+from planner.plan import plan_pairs, read_plan, write_plan
+from planner.solvers import method, solve
 from tests.conftest import INSTANCES, ROOT
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -61,10 +61,21 @@ def test_backends_agree_on_shipped(name: str) -> None:
     inst = load_instance(INSTANCES / f"{name}.yaml")
     table = build_option_table(inst)
     a = solve(inst, "milp", table=table, backend="highs")
-    b = solve(inst, "milp", table=table, backend="ortools")
+    if needs_checks(table):
+        # Attainment mode: a lazy solve is optimal for the table it settles on (its pairs simulated,
+        # the others estimated; planner.solvers.solve), and the two backends may settle on
+        # different tables (quickstart: $247.92 with HiGHS, $237.36 with OR-Tools, both checker-
+        # valid). The backends are compared on one table: the one HiGHS's lazy solve settled on.
+        # The plans of that one MILP may use estimated pairs, so the checker sees the lazy plan.
+        table = check_pairs(table, plan_pairs(a))
+        assert check_plan(inst, a, table).ok
+        milp = method("milp", False)
+        a, b = milp(table, backend="highs"), milp(table, backend="ortools")
+    else:
+        b = solve(inst, "milp", table=table, backend="ortools")
+        assert check_plan(inst, b, table).ok
     assert a.status == b.status == "optimal"
     assert a.objective == pytest.approx(b.objective, rel=1e-6)
-    assert check_plan(inst, b, table).ok
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,14 @@ def levenberg_marquardt(
         improved = False
         while lam < 1e12:
             dx = np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), -g)
-            r_new = residual(x + dx)
+            try:
+                r_new = residual(x + dx)
+            except (OverflowError, ValueError, FloatingPointError):
+                # A step so long that a factor leaves floating point (exp of a huge log-factor):
+                # a failed step like any other, retried shorter. Where the BLAS rounds
+                # differently such a step comes up on one machine and not another.
+                lam *= 4.0
+                continue
             cost_new = float(r_new @ r_new)
             if np.isfinite(cost_new) and cost_new < cost:
                 improved = True

@@ -512,19 +512,24 @@ class Simulator:
         pool = w.pool
         if r.pred > 0:
             pool.account(w.idx, r, -1)
-        self.predictors[r.ty].observe(r.inp, r.out)
+        if self.track_overrun:  # the predictor learns only for a policy that reads it
+            self.predictors[r.ty].observe(r.inp, r.out)
         self.metrics.finished(r, now, w.pool.spec.key, w.idx)
 
     # ------------------------------------------------------------------ placement
     def _place(self, r: Req, pool: Pool, now: float) -> None:
         t0 = time.perf_counter_ns()
-        if r.pred <= 0:
+        # Predicted lengths and the router-side load they make are kept only for a policy that
+        # reads them (Aladdin); the others place on what the workers publish.
+        predicting = self.track_overrun
+        if predicting and r.pred <= 0:
             r.pred = self.predictors[r.ty].predict(r.inp)
         w = self.policy.choose(pool, r, now)
         self._place_times.append(time.perf_counter_ns() - t0)
         if len(self._place_times) >= 65536:
             self._flush_place_times()
-        pool.account(w, r, 1)
+        if predicting:
+            pool.account(w, r, 1)
         pool.view.note_sent(w, r.prompt - r.done)
         pool.workers[w].enqueue(r, now)
 

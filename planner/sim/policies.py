@@ -116,6 +116,8 @@ class RoundRobin(Policy):
 @register("jsq")
 class JoinShortestQueue(Policy):
     def choose(self, pool: PoolState, r: Placed, now: float) -> int:
+        if pool.size == 1:  # the argmin of one (a capacity measurement's every placement)
+            return 0
         v = pool.view
         score = v.outstanding() + 0.5 * np.clip(v.kv_load(now), 0.0, 1.0)
         return int(np.argmin(score))
@@ -140,6 +142,8 @@ class PowerOfTwo(Policy):
 @register("least-kv")
 class LeastKV(Policy):
     def choose(self, pool: PoolState, r: Placed, now: float) -> int:
+        if pool.size == 1:
+            return 0
         return int(np.argmin(pool.view.kv_load(now)))
 
 
