@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,9 @@ def type_requests(path: Path) -> tuple[Any, dict[int, Any]]:
     return inst, by_type
 
 
-def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float, seed: int = 0) -> float:
-    """Highest mean rate r at which one replica replaying ``sub`` thinned (or superposed) to rate r
-    meets the target (module docstring)."""
+def trace_attainment(inst: Any, option: Any, ty: int, sub: Any, seed: int = 0) -> Callable[[float], float]:
+    """Attainment of one replica replaying ``sub`` thinned (or superposed) to mean rate r, as a
+    function of r (module docstring)."""
     from planner.sim.cluster import simulator_for_option
     from planner.sim.engine import SimConfig
 
@@ -138,7 +139,6 @@ def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float, seed
             return 1.0
         sim = simulator_for_option(inst, option, 1, SimConfig(policy="jsq"), [ty])
         res = np.full((len(at), 3), np.nan)
-        orig = sim.metrics.finished
 
         def rec(req: Any, now: float, pool: str, worker: int) -> None:
             res[req.uid] = (
@@ -146,12 +146,18 @@ def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float, seed
                 (now - req.first) / (req.out - 1) if req.out > 1 else 0.0,
                 now - req.arrival,
             )
-            orig(req, now, pool, worker)
 
         sim.metrics.finished = rec  # type: ignore[method-assign]
         sim.run((k, ty, float(at[k]), int(inp[k]), int(out[k])) for k in range(len(at)))
         return float(capacity._met(res[int(capacity.WARMUP * len(at)) :], limits).mean())
 
+    return attain
+
+
+def trace_capacity(inst: Any, option: Any, ty: int, sub: Any, guess: float, seed: int = 0) -> float:
+    """Highest mean rate r at which one replica replaying ``sub`` thinned (or superposed) to rate r
+    meets the target (module docstring)."""
+    attain = trace_attainment(inst, option, ty, sub, seed)
     lo, hi = guess / 2, guess * 2
     while attain(lo) < TARGET:
         hi, lo = lo, lo / 4

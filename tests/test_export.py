@@ -81,7 +81,7 @@ def _with_hf_ids(inst: Instance) -> Instance:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> dict[str, Case]:
+def shipped(golden_capacities: None) -> dict[str, Case]:
     """Every shipped instance with its golden plan (tests/test_instances.py proves each golden is
     what `solve` gives today, so re-solving them here would only repeat minutes of work)."""
     from planner.options import check_pairs, needs_checks

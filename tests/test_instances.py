@@ -32,7 +32,7 @@ def test_the_issue_instances_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_golden(name: str) -> None:
+def test_golden(name: str, golden_capacities: None) -> None:
     inst = load_instance(INSTANCES / f"{name}.yaml")
     table = build_option_table(inst)
     plan = solve(inst, "milp", table=table, backend="highs")
@@ -57,7 +57,7 @@ def test_golden(name: str) -> None:
 # paper-6x6x10 (mean mode, 360 options) takes 20 s per pair of solves; test_milp_random compares
 # the two backends on 20 random instances of the same family.
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n not in EXPECTED_STATUS and n != "paper-6x6x10"])
-def test_backends_agree_on_shipped(name: str) -> None:
+def test_backends_agree_on_shipped(name: str, golden_capacities: None) -> None:
     inst = load_instance(INSTANCES / f"{name}.yaml")
     table = build_option_table(inst)
     a = solve(inst, "milp", table=table, backend="highs")

@@ -27,11 +27,9 @@ def run(*args: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("plan") / "plan.yaml"
-    res = run("solve", INSTANCE, "--out", path, "--quiet")
-    assert res.exit_code == 0, res.output
-    return path
+def plan(golden_capacities: None) -> Path:
+    """azure-2023's golden plan (test_golden proves it is what `planner solve` gives today)."""
+    return Path(__file__).parent / "golden" / "azure-2023.yaml"
 
 
 def test_simulate_writes_summary_requests_and_plots(plan: Path, tmp_path: Path) -> None:
