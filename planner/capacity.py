@@ -921,10 +921,12 @@ def estimate(
 def table_figures(
     inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_s: float | None = None
 ) -> Capacity:
-    """The table's figures of a pair before a solution uses it: the cached simulated ones, else
-    the analytic estimate."""
-    hit = _CACHE.get(make_key(inst, option, type_index, target, tpot_s))
-    return hit if hit is not None else estimate(inst, engine, option, type_index, target, tpot_s)
+    """The table's figures of a pair before a solution uses it: the analytic estimate, always.
+    Pairs this process happened to simulate before (another solve, a validation round, a test)
+    are not taken in: the lazy loop's path, and so its plan, would depend on the process's history
+    (a golden quickstart plan came out at $244.80 instead of $247.92 after other solves had warmed
+    the cache). Simulated figures enter only through :func:`planner.options.check_pairs`."""
+    return estimate(inst, engine, option, type_index, target, tpot_s)
 
 
 def make_key(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Key:

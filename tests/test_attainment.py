@@ -198,6 +198,22 @@ def test_lazy_solve_uses_only_simulated_pairs(small_plan: tuple[Any, Any, Path])
     assert check_plan(inst, plan).ok, check_plan(inst, plan).violations
 
 
+def test_solve_does_not_depend_on_what_the_process_simulated_before(small_plan: tuple[Any, Any, Path]) -> None:
+    """A table starts from the estimates even when this process has simulated pairs already (the
+    plan's, and here every pair of the first option): the lazy loop takes the same path and the
+    plan is the same, however warm the in-memory cache is."""
+    inst, plan, _ = small_plan
+    table = build_option_table(inst)
+    first = table.options[0]
+    warm = check_pairs(table, [(first, q.id) for q in inst.query_types])
+    assert any(r.source == "simulated" for r in warm.rows)
+    fresh = build_option_table(inst)
+    assert {r.source for r in fresh.rows if r.eligible} == {"model-estimate"}
+    again = solve(inst, "milp")
+    assert again.objective == plan.objective
+    assert again.deployments == plan.deployments
+
+
 def test_token_budget_round_trips_through_plan_and_simulator(small_plan: tuple[Any, Any, Path]) -> None:
     inst, plan, path = small_plan
     text = path.read_text()
