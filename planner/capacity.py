@@ -58,7 +58,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,13 +488,15 @@ def _run(
     inp: np.ndarray,
     out: np.ndarray,
     mean_rate: float | None = None,
+    watch: Callable[[int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """Simulate one replica at ``rate`` (a slow state's, of a replica fed ``mean_rate`` of the
     type on average: that sets the superposition and the burst; default ``rate``); rows (ttft,
     tpot, e2e) per request, NaN when rejected. With a largest burst, its episode's b requests
     (:func:`burst_arrivals`) follow the n sampled ones in the rows: the central burst starts at
     the middle request's arrival; they have their own stratified lengths (seeded by the type and
-    b)."""
+    b). ``watch(uid, row)`` sees each finished request's row and may end the run by raising
+    :class:`_Verdict`, which reaches the caller."""
     from planner.sim.cluster import simulator_for_option
     from planner.sim.engine import SimConfig
 
@@ -509,7 +511,10 @@ def _run(
     def record(r: Any, now: float, pool: str, worker: int) -> None:
         # The rows are all a measurement reads: the simulator's own metrics are not kept.
         first, arrival, n_out = r.first, r.arrival, r.out
-        res[r.uid] = (first - arrival, (now - first) / (n_out - 1) if n_out > 1 else 0.0, now - arrival)
+        row = res[r.uid]
+        row[:] = (first - arrival, (now - first) / (n_out - 1) if n_out > 1 else 0.0, now - arrival)
+        if watch is not None:
+            watch(r.uid, row)
 
     sim.metrics.finished = record  # type: ignore[method-assign]
     w = inst.arrival_window_s
@@ -524,8 +529,45 @@ def _run(
         at = start + offsets
         reqs += [(n + j, ty, float(at[j]), int(b_in[j]), int(b_out[j])) for j in range(b)]
         reqs.sort(key=lambda x: x[2])
-    sim.run(iter(reqs))
+    sim.run(iter(reqs))  # a _Verdict raised by watch ends it and reaches the caller
     return res
+
+
+class _Verdict(Exception):
+    """A run's misses so far already put its attainment below the target (:func:`measure`)."""
+
+
+@dataclass
+class _MissWatch:
+    """Counts one run's misses as its requests finish and raises :class:`_Verdict` once they
+    alone put the attainment below the target: with every request not yet finished, and every
+    slow state still to run, meeting every limit, the attainment is at most
+        (done + w_j·a_j + rest) / total,   a_j = (1 − s)·(1 − m_s/(n − warm)) + s·(1 − m_b/b)
+    (:func:`measure`'s weighing: m_s, m_b the sampled and burst misses, s the burst's share)."""
+
+    limits: tuple[float, float, float]
+    warm: int
+    n: int  # sampled requests; rows from n on are the burst's
+    b: int
+    share: float
+    done: float  # Σ w·F·a over the states already run
+    weight: float  # this state's w·F
+    rest: float  # Σ w·F over the states still to run
+    total: float
+    target: float
+    missed: list[int] = dataclasses.field(default_factory=lambda: [0, 0])
+
+    def __call__(self, uid: int, row: np.ndarray) -> None:
+        l_ttft, l_tpot, l_e2e = self.limits
+        if uid < self.warm or (row[0] <= l_ttft and row[1] <= l_tpot and row[2] <= l_e2e):
+            return
+        self.missed[uid >= self.n] += 1
+        a_j = 1.0 - self.missed[0] / (self.n - self.warm)
+        if self.b:
+            a_j = (1.0 - self.share) * a_j + self.share * (1.0 - self.missed[1] / self.b)
+        upper = (self.done + self.weight * a_j + self.rest) / self.total
+        if upper < self.target - 1e-12:  # the full run's attainment is at most upper
+            raise _Verdict(upper)
 
 
 def _met(res: np.ndarray, limits: tuple[float, float, float]) -> np.ndarray:
@@ -594,22 +636,35 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     beta = q.arrival_slow_length_share or 0.0
     life = request_life(q, limits)
 
-    def attain(rate: float) -> tuple[float, tuple[np.ndarray, np.ndarray | None]]:
+    def attain(rate: float, early: bool = False) -> tuple[float, tuple[np.ndarray, np.ndarray | None]]:
         # The sampled requests stand for the type's steady traffic, the burst's (if any) for its
         # largest burst: attainment weighs them (1 − share) and share. With slow states, one run
         # per state at F_j^(1−β)·rate with lengths ×F_j^β, weighed by w_j·F_j (:func:`slow_strata`);
         # the rows of every state come back with their weights per row, for the latency quantiles.
+        # ``early``: a run ends once its misses alone put the attainment below the target — even
+        # if every request still running and every later state met every limit — and the
+        # attainment returned is that upper bound (< target; the verdict is the full run's, the
+        # figure and rows are not, so only callers that keep nothing but the verdict ask for it).
         n, warm = sample_size(rate, life, requests, key.target)
         gaps, inp, out = samples(inst, key.option, key.type_index, n)
         states = 1.0 + superposition(q, rate) * (big - 1.0)
-        share = burst_arrivals(q, rate)[1]
+        offsets, share = burst_arrivals(q, rate)
+        b = len(offsets)
+        total = float(wts @ states)
         a, rows_all, row_w = 0.0, [], []
-        for f, wt in zip(states, wts, strict=True):
+        for j, (f, wt) in enumerate(zip(states, wts, strict=True)):
             # a share β of the state's load is longer requests, the rest more of them
             grow = f**beta
             i_f = inp if grow == 1.0 else np.maximum(np.round(inp * grow), 1).astype(inp.dtype)
             o_f = out if grow == 1.0 else np.maximum(np.round(out * grow), 1).astype(out.dtype)
-            rows = _run(inst, key, rate * f / grow, gaps, i_f, o_f, rate)
+            watch = None
+            if early:  # the states still to run count at attainment 1
+                rest = float(wts[j + 1 :] @ states[j + 1 :])
+                watch = _MissWatch(limits, warm, n, b, share, a, wt * f, rest, total, key.target)
+            try:
+                rows = _run(inst, key, rate * f / grow, gaps, i_f, o_f, rate, watch)
+            except _Verdict as v:
+                return float(v.args[0]), (np.zeros((0, 3)), None)
             res, burst = rows[warm:n], rows[n:]
             a_j = float(_met(res, limits).mean())
             if len(burst):
@@ -637,8 +692,10 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         return Capacity(
             0.0, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "below target at any rate"
         )
+    # Above here a run's rows are kept only when it meets the target: a run that misses may end
+    # as soon as that is certain (``early``), with the same verdict.
     while True:
-        a_hi, r_hi = attain(hi)
+        a_hi, r_hi = attain(hi, early=True)
         if a_hi < key.target:
             break
         lo, a_lo, r_lo = hi, a_hi, r_hi
@@ -647,7 +704,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         hi = min(hi * 4, top)
     while hi / lo > RATE_RESOLUTION:
         mid = math.sqrt(lo * hi)
-        a_mid, r_mid = attain(mid)
+        a_mid, r_mid = attain(mid, early=True)
         if a_mid >= key.target:
             lo, a_lo, r_lo = mid, a_mid, r_mid
         else:

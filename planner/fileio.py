@@ -16,8 +16,10 @@ import contextlib
 import json
 import math
 import os
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -193,15 +195,74 @@ def _write_failed(exc: OSError, path: Path) -> OutputError:
     return OutputError(None, str(path), f"cannot write: {exc.strerror or exc}")
 
 
+# The open stages of :func:`staged_outputs`, innermost last: each holds (temporary, target).
+_STAGES: list[dict[Path, str]] = []
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[None]:
+    """All files written through :func:`atomic_writer` inside the block reach their names
+    together when the block ends without an exception, and none does otherwise: a command with
+    several outputs (a summary, request rows, plots) leaves all of them new or all as they were
+    — an interrupt while the plots render no longer leaves a new summary beside old plots.
+
+    Until then each file is a fsync'ed temporary file in the nearest directory that exists (a new
+    output directory is made only at the commit). The commit is renames only, with Ctrl-C held
+    back until the last one is done (then raised). A rename that fails (a directory removed
+    meanwhile) is an :class:`OutputError` naming the file; the files renamed before it stay."""
+    stage: dict[Path, str] = {}
+    _STAGES.append(stage)
+    try:
+        yield
+    except BaseException:
+        _STAGES.remove(stage)
+        for tmp in stage.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    _STAGES.remove(stage)
+    if _STAGES:  # a nested stage commits with the outer one
+        _STAGES[-1].update(stage)
+        return
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: held.append(sig)) if main else None
+    try:
+        items = list(stage.items())
+        for k, (target, tmp) in enumerate(items):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+            except OSError as exc:
+                for _, rest in items[k:]:
+                    Path(rest).unlink(missing_ok=True)
+                raise _write_failed(exc, target) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _nearest_dir(directory: Path) -> Path:
+    while not directory.is_dir() and directory != directory.parent:
+        directory = directory.parent
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, binary: bool = False, executable: bool = False) -> Iterator[Any]:
     """A file handle on a temporary file beside ``path``, renamed onto it only if the block ends
     without an exception (so a stream of rows is never left half-written under the real name,
-    and an interrupt or a failure leaves the previous file as it was)."""
+    and an interrupt or a failure leaves the previous file as it was). Inside
+    :func:`staged_outputs` the rename waits for the stage's end."""
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    stage = _STAGES[-1] if _STAGES else None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if stage is None:
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = _nearest_dir(directory)  # the directory itself is made at the commit
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise _write_failed(exc, target) from None
@@ -213,7 +274,12 @@ def atomic_writer(path: str | Path, binary: bool = False, executable: bool = Fal
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if stage is None:
+            os.replace(tmp, target)
+        else:
+            if (earlier := stage.get(target.absolute())) is not None:  # written twice: the last counts
+                Path(earlier).unlink(missing_ok=True)
+            stage[target.absolute()] = tmp
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         # A write of this file (ENOSPC, EDQUOT, EIO: no file name) or its rename; an error

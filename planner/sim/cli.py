@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay a request trace through PLAN's cluster and report SLO attainment per query type."""
         from planner.console import guard, out
-        from planner.fileio import atomic_writer, write_atomic
+        from planner.fileio import atomic_writer, staged_outputs, write_atomic
         from planner.loader import load_instance
         from planner.plan import check_plan_structure, read_plan
         from planner.sim.replay import (
@@ -216,19 +216,22 @@ def register(app: typer.Typer) -> None:
                     return replay(fh)
             return replay(None)
 
-        with progress(f"simulate {plan_file.name}"):
-            sim = guard(go)
-        s = sim.summary()
-        s["trace"] = tr.summary()
+        # --requests, --out and --plots land together once all are written (or none does).
+        with staged_outputs():
+            with progress(f"simulate {plan_file.name}"):
+                sim = guard(go)
+            s = sim.summary()
+            s["trace"] = tr.summary()
+            if out_path is not None:
+                guard(lambda: write_atomic(out_path, json.dumps(s, indent=2) + "\n"))
+            paths = []
+            if plots is not None:
+                from planner.sim.report import plot
+
+                paths = guard(lambda: plot(sim, plots))
         if not quiet:
             print_summary(s, target)
-        if out_path is not None:
-            guard(lambda: write_atomic(out_path, json.dumps(s, indent=2) + "\n"))
-        if plots is not None:
-            from planner.sim.report import plot
-
-            paths = guard(lambda: plot(sim, plots))
-            if not quiet:
+            if paths:
                 out.print(f"plots: {', '.join(str(p) for p in paths)}")
         missed = missed_types(s, target)
         if missed and not quiet:
