@@ -177,7 +177,7 @@ def part_a(inst: Any, table: Any, res: dict[str, Any], quick: bool) -> None:
         runs = 3 if p == "jsq" and not quick else 1
         walls, s, ev = [], None, 0
         for _ in range(runs):
-            sim = simulator_for_plan(inst, plan, SimConfig(policy=p), table)
+            sim = simulator_for_plan(inst, plan, SimConfig(policy=p))
             t = time.perf_counter()
             sim.run(reqs.feed())
             walls.append(time.perf_counter() - t)
@@ -200,7 +200,7 @@ def part_a(inst: Any, table: Any, res: dict[str, Any], quick: bool) -> None:
             }
         )
         print(f"[a] {p}: {w:.3f} s, {ev} events, attainment {s['attainment']}", flush=True)
-    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"), table)
+    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"))
     t = time.perf_counter()
     sim.run(feed_of(Trace([CONV]), mapper))
     with_parse = time.perf_counter() - t

@@ -191,7 +191,7 @@ def part_b(inst: Any, mapper: Any, st: dict[str, Any]) -> dict[float, tuple[Any,
             st["b"].append(row)
             continue
         dep = [d for d in plan.deployments if d.replicas > 0]
-        sim = simulator_for_plan(iu, plan, SimConfig(policy="jsq"), tab)
+        sim = simulator_for_plan(iu, plan, SimConfig(policy="jsq"))
         t = time.perf_counter()
         sim.run(reqs.feed())
         s = sim.summary()

@@ -247,7 +247,7 @@ def test_heavy_overload_misses_slos(inst: Instance, table: OptionTable, policy: 
 def test_conservation_azure_conv_through_plan(inst: Instance, plan: Plan, table: OptionTable) -> None:
     mapper = TypeMapper.from_file(ROOT / "instances" / "azure-2023.traces.yml", inst)
     trace = Trace(AZURE_CONV, TraceOptions(limit=3000))
-    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"), table)
+    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"))
     sim.run(feed_of(trace, mapper))
     s = sim.summary()
     assert s["requests"] == 3000 and conserved(s)
@@ -289,7 +289,7 @@ def _with_unserved(plan: Plan, type_id: str, share: float) -> Plan:
 def test_conservation_unserved_share(inst: Instance, plan: Plan, table: OptionTable) -> None:
     crafted = _with_unserved(plan, "conv-short", 0.3)
     reqs = synth(1500, 3.0, seed=5, ty=[CONV_SHORT, CONV_SHORT, CONV_LONG, CODE], max_input=4096, max_output=512)
-    sim = simulator_for_plan(inst, crafted, SimConfig(policy="jsq"), table)
+    sim = simulator_for_plan(inst, crafted, SimConfig(policy="jsq"))
     sim.run(reqs)
     s = sim.summary()
     assert conserved(s)
@@ -397,7 +397,7 @@ def test_same_seed_same_summary(inst: Instance) -> None:
 def test_routing_follows_plan_fractions(inst: Instance, plan: Plan, table: OptionTable) -> None:
     reqs = synth(1200, 4.0, seed=7, ty=[CONV_SHORT, CONV_LONG, CODE], max_input=4096, max_output=400)
     buf = io.StringIO()
-    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"), table, per_request=buf)
+    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"), per_request=buf)
     sim.run(reqs)
     s = sim.summary()
     assert s["conservation"]["finished"] == len(reqs)  # every request is in the CSV

@@ -199,7 +199,7 @@ def register(app: typer.Typer) -> None:
             from planner.sim.cluster import simulator_for_plan
             from planner.sim.engine import SimConfig
 
-            simulator_for_plan(inst, plan, SimConfig(policy=policy), None, sp, plan_label=str(plan_file))
+            simulator_for_plan(inst, plan, SimConfig(policy=policy), sp, plan_label=str(plan_file))
             return inst, plan, tr, mapper, sp
 
         inst, plan, tr, mapper, sp = guard(prepare)

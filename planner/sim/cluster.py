@@ -187,7 +187,6 @@ def simulator_for_plan(
     inst: Instance,
     plan: Plan,
     config: SimConfig,
-    table: OptionTable | None = None,
     split: SplitSpec | None = None,
     per_request: IO[str] | None = None,
     plan_label: str = "plan",

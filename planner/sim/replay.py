@@ -17,7 +17,6 @@ from typing import Any
 
 from planner import cliargs
 from planner.errors import InputError
-from planner.options import build_option_table
 from planner.problem import Instance
 from planner.sim.cluster import simulator_for_plan
 from planner.sim.engine import SimConfig
@@ -117,7 +116,7 @@ def run_simulation(
     config = SimConfig(policy=policy, seed=seed, staleness_s=staleness_s)
     if headroom is not None:
         config.headroom = headroom
-    sim = simulator_for_plan(inst, plan, config, build_option_table(inst), split, per_request)
+    sim = simulator_for_plan(inst, plan, config, split, per_request)
     sim.run(feed_of(trace, mapper))
     return sim
 
