@@ -31,32 +31,31 @@ def make_instance(doc: dict[str, Any], name: str = "test") -> Instance:
 
 @pytest.fixture(scope="session")
 def golden_capacities() -> Iterator[None]:
-    """Every capacity the shipped instances' solves simulate, on the capacity disk cache, made
-    once for every test worker: the first worker to ask solves each simulated instance that has a
-    golden plan (the lazy loop simulates every pair its rounds use, on every core) under a file
-    lock while the others wait, and leaves a stamp; the others then find the stamp and go on, and
-    read the capacities from disk as their tests need them. Without it test_golden, the backends'
-    comparison, the export tests and the simulator's command-line tests simulated the same
-    azure-2023 and mooncake-2025 pairs side by side, minutes each."""
+    """The golden plans' simulated capacities, on the capacity disk cache, made once for every
+    test worker: the first worker to ask simulates them (on every core) under a file lock while
+    the others wait, then each reads them from disk. Without it test_golden, the export tests and
+    the simulator's command-line tests simulated the same azure-2023 and mooncake-2025 pairs side
+    by side, minutes each."""
     from planner import capacity
-    from planner.options import build_option_table, needs_checks
-    from planner.solvers import solve
+    from planner.options import build_option_table, check_pairs, needs_checks
+    from planner.plan import plan_pairs, read_plan
 
     disk = capacity._disk_dir()
     if disk is None:  # PLANNER_NO_CACHE: nothing to share
         yield
         return
     disk.mkdir(parents=True, exist_ok=True)
-    stamp = disk / f".golden-capacities-{capacity._code_version()}.done"
     with open(disk / ".golden-capacities.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not stamp.exists():
-                for golden in sorted(GOLDEN.glob("*.yaml")):
-                    path = INSTANCES / golden.name
-                    if path.is_file() and needs_checks(table := build_option_table(load_instance(path))):
-                        solve(table.instance, "milp", table=table)  # simulated (or read) and kept on disk
-                stamp.touch()
+            for golden in sorted(GOLDEN.glob("*.yaml")):
+                path = INSTANCES / golden.name
+                if not path.is_file():
+                    continue
+                table = build_option_table(load_instance(path))
+                plan = read_plan(golden)
+                if plan.has_solution and needs_checks(table):
+                    check_pairs(table, plan_pairs(plan))  # simulated (or read) and kept on disk
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     yield
