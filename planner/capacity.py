@@ -188,7 +188,10 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     if q.arrival_burst_rate is not None and q.arrival_rate > 0:
         type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
         type_doc["burst_envelope"] = [[sec, r / q.arrival_rate] for sec, r in q.arrival_burst_envelope or ()]
-    if (bursty or q.arrival_burst_rate is not None) and q.arrival_rate > 0:  # both scale against it
+    clustered = q.arrival_cluster_s is not None and q.arrival_rate > 0
+    if clustered:
+        type_doc["cluster"] = [q.arrival_cluster_s, q.arrival_cluster_excess]
+    if (bursty or clustered or q.arrival_burst_rate is not None) and q.arrival_rate > 0:  # all scale against it
         type_doc["own_rate"] = own_rate(q)
     parts = [
         inst.model(option.model).model_dump_json(),
@@ -388,6 +391,30 @@ def arrival_times(gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: 
     return j * window_s + (a - start_mass) / (rate * np.maximum(f, 1e-12))
 
 
+def cluster_arrivals(q: QueryType, type_index: int, t: np.ndarray, rate: float) -> np.ndarray:
+    r"""The arrival times ``t`` of a replica fed ``rate`` of the type, drawn into the type's clusters
+    (``arrival_cluster_s`` s, ``arrival_cluster_excess`` x): each request is, with probability
+    a/(1 + a), a companion of the last request that is not (the cluster's first), moved to a
+    uniform instant within arrival_cluster_s after it — clusters of 1 + Geometric(a) requests,
+    whose members have 2a others nearby on average beyond the window's Poisson count. A replica
+    keeps a share min(r, λ)/λ of each cluster's others (thinning; above λ each copy of the
+    traffic keeps its own), so 2a = x·min(r, λ)/λ. Counts and window rates are kept (a companion
+    moves back by at most the gaps of its run). Seeded by the type and the sample size: the same
+    draws at every rate. ``t`` unchanged without clusters."""
+    if q.arrival_cluster_s is None or not q.arrival_cluster_excess or q.arrival_rate <= 0 or len(t) < 2:
+        return t
+    lam = own_rate(q)
+    a = 0.5 * q.arrival_cluster_excess * min(rate, lam) / lam
+    rng = np.random.default_rng([int(hashlib.sha256(q.id.encode()).hexdigest()[:8], 16), type_index, len(t), 7])
+    u, v = rng.random(len(t)), rng.random(len(t))
+    companion = u < a / (1.0 + a)
+    companion[0] = False
+    first = np.maximum.accumulate(np.where(companion, 0, np.arange(len(t))))  # each one's cluster head
+    out = t.copy()
+    out[companion] = t[first[companion]] + v[companion] * q.arrival_cluster_s
+    return out
+
+
 def _limits(q: QueryType, tpot_s: float | None = None) -> tuple[float, float, float]:
     """(ttft, tpot, e2e) limits of type q, its TPOT held to ``tpot_s`` when that is tighter."""
     tpot = min(q.slo.tpot_s or math.inf, tpot_s if tpot_s is not None else math.inf)
@@ -452,20 +479,39 @@ def burst_requests(q: QueryType, rate: float) -> tuple[int, float]:
     return max(n, 1), float(q.arrival_burst_share)
 
 
-def burst_arrivals(q: QueryType, rate: float) -> tuple[np.ndarray, float]:
+BURST_SAMPLE = 96  # burst requests per run at least: small episodes are injected this many times over
+
+
+def burst_copies(b: int) -> int:
+    """How many copies of an episode of ``b`` requests a run injects: ⌈BURST_SAMPLE / b⌉ (0 without
+    a burst). A replica's share of a flood is a few requests at random instants within it (below),
+    and whether two of them collide — a prompt's prefill stalling a short answer's decode — is a
+    chance event: one copy decides it for the 5.7% of the weight the episode carries."""
+    return 0 if b == 0 else max(1, math.ceil(BURST_SAMPLE / b))
+
+
+def burst_arrivals(q: QueryType, rate: float, copy: int = 0) -> tuple[np.ndarray, float]:
     """Arrival offsets (s, from the start of the central ``arrival_burst_s``) of the type's largest
     burst episode at one replica fed ``rate`` of it, and its weight: the central burst's
-    requests evenly within ``arrival_burst_s`` (:func:`burst_requests`), and for each wider
-    interval of ``arrival_burst_envelope`` the requests it adds (thinned alike, the count to
-    ⌈rate_k·s_k·min(rate, λ)/λ⌉) evenly over the ring it adds, half before and half after; the
-    weight is the episode's share of the type's requests (the central share scaled by the
-    counts). Empty and 0 without a burst."""
+    requests (:func:`burst_requests`) at uniform random instants within ``arrival_burst_s``, and
+    for each wider interval of ``arrival_burst_envelope`` the requests it adds (thinned alike,
+    the count to ⌈rate_k·s_k·min(rate, λ)/λ⌉) at uniform random instants over the ring it adds,
+    half before and half after; the weight is the episode's share of the type's requests (the
+    central share scaled by the counts). Empty and 0 without a burst.
+
+    Uniform instants are what thinning a flood leaves: a replica gets a random subset of its
+    requests, and the flood's own arrivals are far denser than the subset. (Until 2026-12 they
+    were evenly spaced, which kept a thinned episode's few requests from ever colliding: azure-
+    2023's code, whose short answers miss their TPOT when a long prompt's prefill lands among
+    their few decode steps, was over-predicted 1.7-2.4× on the pairs near their idle ceiling.)
+    Seeded by the type, the count and ``copy``: the same instants at every call."""
     b, share = burst_requests(q, rate)
     if b == 0:
         return np.zeros(0), 0.0
     assert q.arrival_burst_s is not None and q.arrival_burst_rate is not None
+    rng = np.random.default_rng([int(hashlib.sha256(q.id.encode()).hexdigest()[:8], 16), b, copy])
     span = q.arrival_burst_s
-    at = [(np.arange(b) + 0.5) * span / b]
+    at = [rng.random(b) * span]
     thin = min(rate, own_rate(q)) / q.arrival_rate
     n_prev, s_prev, total = b, span, q.arrival_burst_rate * span
     for sec, r in q.arrival_burst_envelope or ():
@@ -473,8 +519,8 @@ def burst_arrivals(q: QueryType, rate: float) -> tuple[np.ndarray, float]:
         add, ring = n - n_prev, (sec - s_prev) / 2  # requests added, and each side's width
         before, after = add // 2, add - add // 2
         lo = -(s_prev - span) / 2  # the previous interval, centred on the central burst
-        at.append(lo - (np.arange(before) + 0.5) * ring / max(before, 1))
-        at.append(lo + s_prev + (np.arange(after) + 0.5) * ring / max(after, 1))
+        at.append(lo - rng.random(before) * ring)
+        at.append(lo + s_prev + rng.random(after) * ring)
         n_prev, s_prev, total = n, sec, r * sec
     weight = min(float(share) * total / (q.arrival_burst_rate * span), 1.0)
     return np.sort(np.concatenate(at)), weight
@@ -505,7 +551,8 @@ def _run(
     n = len(gaps)
     mean_rate = rate if mean_rate is None else mean_rate
     offsets, _ = burst_arrivals(q, mean_rate)
-    b = len(offsets)
+    copies = burst_copies(len(offsets))
+    b = len(offsets) * copies
     res = np.full((n + b, 3), np.nan)
 
     def record(r: Any, now: float, pool: str, worker: int) -> None:
@@ -520,14 +567,17 @@ def _run(
     w = inst.arrival_window_s
     factors = rate_factors(q, key.type_index, sample_windows(n, rate, w), w, inst.arrival_slow_window_s)
     factors = 1.0 + superposition(q, mean_rate) * (factors - 1.0)  # above λ: independent copies
-    t = arrival_times(gaps, rate, factors, w)
+    t = cluster_arrivals(q, key.type_index, arrival_times(gaps, rate, factors, w), mean_rate)
     ty = key.type_index
     reqs = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
     if b:
+        # copy c of the episode centred on the arrival of sampled request n·(c + ½)/copies
         _, b_in, b_out = _type_samples(q, key.type_index + 1_000_003 * b, NO_CLIP, b)
-        start = float(t[n // 2])
-        at = start + offsets
-        reqs += [(n + j, ty, float(at[j]), int(b_in[j]), int(b_out[j])) for j in range(b)]
+        e = len(offsets)
+        for c in range(copies):
+            at = float(t[int(n * (c + 0.5) / copies)]) + (offsets if c == 0 else burst_arrivals(q, mean_rate, c)[0])
+            reqs += [(n + c * e + j, ty, float(at[j]), int(b_in[c * e + j]), int(b_out[c * e + j])) for j in range(e)]
+    if b or q.arrival_cluster_s is not None:
         reqs.sort(key=lambda x: x[2])
     sim.run(iter(reqs))  # a _Verdict raised by watch ends it and reaches the caller
     return res
@@ -649,7 +699,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         gaps, inp, out = samples(inst, key.option, key.type_index, n)
         states = 1.0 + superposition(q, rate) * (big - 1.0)
         offsets, share = burst_arrivals(q, rate)
-        b = len(offsets)
+        b = len(offsets) * burst_copies(len(offsets))
         total = float(wts @ states)
         a, rows_all, row_w = 0.0, [], []
         for j, (f, wt) in enumerate(zip(states, wts, strict=True)):

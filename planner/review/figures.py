@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 
 BURST_S = 5.0  # the largest-burst interval, s: about a TTFT limit, the scale a queue must clear in
+CLUSTER_S = 2.0  # the cluster interval's half-width, s: a few decode steps of a short answer, and a prefill
+MIN_CLUSTER = 0.5  # excess neighbours per request below which arrivals are written as unclustered
 MIN_BURST = 20  # requests: fewer inside BURST_S is never warned about
 ENVELOPE_S = (10.0, 20.0, 30.0, 60.0)  # the wider intervals around the largest burst, s
 PERCENTILES = (("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
@@ -180,6 +182,7 @@ class TypeFigures:
     arrival_rate_slow_p90: float | None = None  # None: the span holds no whole slow window
     arrival_rate_slow_p99: float | None = None
     slow_length_share: float | None = None  # β of arrival_slow_length_share
+    cluster_excess: float = 0.0  # arrival_cluster_excess over CLUSTER_S (module docstring)
     # the rate figures above, by instance key, without the largest burst's episode (written where
     # it is injected)
     without_burst: dict[str, float] = field(default_factory=dict)
@@ -224,18 +227,25 @@ class TypeFigures:
                 doc["arrival_rate_slow_p99"] = round(max(self.arrival_rate_slow_p99, 1e-4), 4)
                 if self.slow_length_share is not None:
                     doc["arrival_slow_length_share"] = round(self.slow_length_share, 2)
-        if self.burst_warning(target) is not None:  # a burst the percentiles do not describe
+        injected = self.burst_warning(target) is not None
+        if injected:  # a burst the percentiles do not describe
             # The percentiles then describe the traffic apart from the episode, which the capacity
             # model injects with its weight: measured with it, its windows would count it again
             # (azure-2023's code: its 10-s p99, 15.4 req/s, is the flood itself).
             for key, v in self.without_burst.items():
-                if key in doc:
+                if key in doc and key != "arrival_cluster_excess":
                     doc[key] = round(v, 2) if key == "arrival_slow_length_share" else round(max(v, 1e-4), 4)
             doc["arrival_burst_rate"] = round(self.burst_requests / self.burst_s, 4)
             doc["arrival_burst_s"] = self.burst_s
             doc["arrival_burst_share"] = round(self.burst_share, 6)
             if self.burst_envelope:
                 doc["arrival_burst_envelope"] = [list(e) for e in self.burst_envelope]
+        excess = self.cluster_excess
+        if injected:  # measured apart from the episode, which is injected apart
+            excess = self.without_burst.get("arrival_cluster_excess", excess)
+        if excess >= MIN_CLUSTER:
+            doc["arrival_cluster_s"] = CLUSTER_S
+            doc["arrival_cluster_excess"] = round(excess, 2)
         doc["length_correlation"] = round(self.length_correlation, 2)
         for side, stats in (("input_tokens", self.input_tokens), ("output_tokens", self.output_tokens)):
             doc[side] = max(1, round(stats["mean"]))
@@ -258,6 +268,7 @@ class _TypeAcc:
     context: deque[tuple[float, int]] = field(default_factory=deque)  # (arrival, tokens), last ENVELOPE_S[-1] s
     peak_end: float = math.nan  # end of the largest burst's BURST_S interval
     around: list[tuple[float, int]] = field(default_factory=list)  # (arrival, tokens) within ENVELOPE_S[-1] of it
+    near: Counter[int] = field(default_factory=Counter)  # pairs within CLUSTER_S, by the later one's window
 
 
 class FiguresBuilder:
@@ -284,6 +295,13 @@ class FiguresBuilder:
         acc.recent.append(arrival_s)
         while acc.recent[0] < arrival_s - BURST_S:
             acc.recent.popleft()
+        pairs = -1  # the arrivals within CLUSTER_S before this one (the deque ends with it)
+        for x in reversed(acc.recent):
+            if x < arrival_s - CLUSTER_S:
+                break
+            pairs += 1
+        if pairs:
+            acc.near[k] += pairs
         wide = ENVELOPE_S[-1]
         acc.context.append((arrival_s, int(n_in) + int(n_out)))
         while acc.context[0][0] < arrival_s - wide:
@@ -339,6 +357,14 @@ class FiguresBuilder:
                     k = min(max(int((at - self.start_s) // self.window_s), 0), n_win - 1)
                     quiet_c[k] -= 1
                     quiet_t[k] -= tok
+            near = np.zeros(n_win)
+            for k, c in acc.near.items():
+                near[min(max(k, 0), n_win - 1)] += c
+            episode = np.zeros(n_win, dtype=bool)
+            if not math.isnan(e0):
+                k0 = min(max(int((e0 - self.start_s) // self.window_s), 0), n_win - 1)
+                k1 = min(max(int((e1 - self.start_s) // self.window_s), 0), n_win - 1)
+                episode[k0 : k1 + 2] = True  # and the window after it (its pairs across the edge)
             n = sum(acc.pairs.values())
             keys = list(acc.pairs)
             w = np.array([acc.pairs[k] for k in keys], dtype=np.float64)
@@ -368,7 +394,9 @@ class FiguresBuilder:
                 length_correlation=length_correlation(lengths[:, 0], lengths[:, 1], w) if n else 0.0,
                 burst_requests=acc.burst,
                 burst_envelope=envelope,
-                without_burst=self._rate_figures(quiet_c, quiet_t),
+                without_burst=self._rate_figures(quiet_c, quiet_t)
+                | {"arrival_cluster_excess": cluster_excess(counts, near, self.window_s, ~episode)},
+                cluster_excess=cluster_excess(counts, near, self.window_s, np.ones(n_win, dtype=bool)),
                 arrival_rate_slow_p90=full.get("arrival_rate_slow_p90"),
                 arrival_rate_slow_p99=full.get("arrival_rate_slow_p99"),
                 slow_length_share=full.get("arrival_slow_length_share"),
@@ -388,6 +416,26 @@ class FiguresBuilder:
         if beta is not None:
             out["arrival_slow_length_share"] = beta
         return out
+
+
+def cluster_excess(counts: np.ndarray, near: np.ndarray, window_s: float, keep: np.ndarray) -> float:
+    r"""arrival_cluster_excess over the windows ``keep``: the mean number of other requests within
+    ±CLUSTER_S of a request, beyond what Poisson arrivals at each window's rate put there,
+
+        x = 2·Σ_k (P_k − E[P_k]) / Σ_k c_k,
+        E[P_k] = C(c_k, 2)·(2s/W − s²/W²) + c_{k−1}·c_k·s²/(2W²)
+
+    with P_k the pairs within s = CLUSTER_S whose later request falls in window k (of W s, c_k
+    requests): pairs inside a window of uniform arrivals, and across its start. C(c, 2) is
+    unbiased for a Poisson count's λ²/2, so x is 0 on Poisson traffic whatever its window rates;
+    floored at 0."""
+    s, w = CLUSTER_S, window_s
+    if s >= w or not keep.any():
+        return 0.0
+    prev = np.concatenate([[0.0], counts[:-1]])
+    expected = counts * (counts - 1) / 2 * (2 * s / w - s * s / (w * w)) + prev * counts * s * s / (2 * w * w)
+    n = float(counts[keep].sum())
+    return max(0.0, 2.0 * float((near[keep] - expected[keep]).sum()) / n) if n else 0.0
 
 
 def figures_yaml(
