@@ -391,28 +391,47 @@ def arrival_times(gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: 
     return j * window_s + (a - start_mass) / (rate * np.maximum(f, 1e-12))
 
 
-def cluster_arrivals(q: QueryType, type_index: int, t: np.ndarray, rate: float) -> np.ndarray:
-    r"""The arrival times ``t`` of a replica fed ``rate`` of the type, drawn into the type's clusters
-    (``arrival_cluster_s`` s, ``arrival_cluster_excess`` x): each request is, with probability
-    a/(1 + a), a companion of the last request that is not (the cluster's first), moved to a
-    uniform instant within arrival_cluster_s after it — clusters of 1 + Geometric(a) requests,
-    whose members have 2a others nearby on average beyond the window's Poisson count. A replica
-    keeps a share min(r, λ)/λ of each cluster's others (thinning; above λ each copy of the
-    traffic keeps its own), so 2a = x·min(r, λ)/λ. Counts and window rates are kept (a companion
-    moves back by at most the gaps of its run). Seeded by the type and the sample size: the same
-    draws at every rate. ``t`` unchanged without clusters."""
-    if q.arrival_cluster_s is None or not q.arrival_cluster_excess or q.arrival_rate <= 0 or len(t) < 2:
-        return t
+def cluster_size(q: QueryType, rate: float, window_s: float) -> float:
+    r"""Mean companions a per cluster head of the type at one replica fed ``rate`` of it (0 without
+    clusters). Clusters of 1 + Geometric(a) requests within s = ``arrival_cluster_s`` of their
+    head give each request 2a others nearby; ``planner demand --figures`` counts them against
+    each window's own count, which holds the clusters too, so it sees x = 2a·(1 − κ) with
+    κ = 2s/W − s²/W² the chance that two requests of a W-s window fall within s (0.36 at 2 s in
+    10 s). A replica keeps a share min(r, λ)/λ of a cluster's others (thinning; above λ each copy
+    of the traffic keeps its own): a = x·min(r, λ)/λ / (2(1 − κ))."""
+    if q.arrival_cluster_s is None or not q.arrival_cluster_excess or q.arrival_rate <= 0:
+        return 0.0
+    s, w = q.arrival_cluster_s, window_s
+    kappa = 2 * s / w - (s / w) ** 2 if s < w else 1.0
     lam = own_rate(q)
-    a = 0.5 * q.arrival_cluster_excess * min(rate, lam) / lam
-    rng = np.random.default_rng([int(hashlib.sha256(q.id.encode()).hexdigest()[:8], 16), type_index, len(t), 7])
-    u, v = rng.random(len(t)), rng.random(len(t))
-    companion = u < a / (1.0 + a)
-    companion[0] = False
-    first = np.maximum.accumulate(np.where(companion, 0, np.arange(len(t))))  # each one's cluster head
-    out = t.copy()
-    out[companion] = t[first[companion]] + v[companion] * q.arrival_cluster_s
-    return out
+    return q.arrival_cluster_excess * min(rate, lam) / lam / (2.0 * max(1.0 - kappa, 0.05))
+
+
+def clustered_arrival_times(
+    q: QueryType, type_index: int, gaps: np.ndarray, rate: float, factors: np.ndarray, window_s: float, mean_rate: float
+) -> np.ndarray:
+    """Arrival times of ``len(gaps)`` requests at ``rate`` (windows of ``factors``,
+    :func:`arrival_times`), drawn in the type's clusters (:func:`cluster_size`) where it has
+    them: cluster heads arrive as the Poisson stream at rate r/(1 + a) over the same unit gaps,
+    each with G ~ Geometric(a) companions at uniform instants within ``arrival_cluster_s`` after
+    it (G by inversion of seeded uniforms, so a larger a grows the same clusters: common random
+    numbers across rates); requests in order of their head. Seeded by the type and the count."""
+    n = len(gaps)
+    a = cluster_size(q, mean_rate, window_s)
+    if a <= 0.0 or n < 2:
+        return arrival_times(gaps, rate, factors, window_s)
+    assert q.arrival_cluster_s is not None
+    rng = np.random.default_rng([int(hashlib.sha256(q.id.encode()).hexdigest()[:8], 16), type_index, n, 7])
+    u, v = 1.0 - rng.random(n), rng.random(n)  # u in (0, 1]
+    companions = np.floor(np.log(u) / math.log(a / (1.0 + a))).astype(np.int64)
+    sizes = 1 + companions
+    heads = int(np.searchsorted(np.cumsum(sizes), n)) + 1  # enough clusters for n requests
+    head_t = arrival_times(gaps[:heads], rate / (1.0 + a), factors, window_s)
+    owner = np.repeat(np.arange(heads), sizes[:heads])[:n]  # the cluster of each request
+    first = np.r_[0, np.cumsum(sizes[:heads])[:-1]]
+    is_head = np.zeros(n, dtype=bool)
+    is_head[first[first < n]] = True
+    return np.where(is_head, head_t[owner], head_t[owner] + v * q.arrival_cluster_s)
 
 
 def _limits(q: QueryType, tpot_s: float | None = None) -> tuple[float, float, float]:
@@ -567,7 +586,7 @@ def _run(
     w = inst.arrival_window_s
     factors = rate_factors(q, key.type_index, sample_windows(n, rate, w), w, inst.arrival_slow_window_s)
     factors = 1.0 + superposition(q, mean_rate) * (factors - 1.0)  # above λ: independent copies
-    t = cluster_arrivals(q, key.type_index, arrival_times(gaps, rate, factors, w), mean_rate)
+    t = clustered_arrival_times(q, key.type_index, gaps, rate, factors, w, mean_rate)
     ty = key.type_index
     reqs = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
     if b:

@@ -607,6 +607,41 @@ def test_burst_envelope_widens_the_measured_burst() -> None:
     assert 0 < caps[1] < caps[0]
 
 
+def test_clustered_arrivals_carry_the_measured_excess() -> None:
+    """The simulation's clustered arrivals, measured as `planner demand --figures` measures a
+    trace, give back the type's arrival_cluster_excess thinned to the replica's share (at its own
+    rate and above it, the whole), at the rate asked; without clusters the times are the plain ones."""
+    from planner.review.figures import FiguresBuilder
+
+    q = small_instance().query_types[1].model_copy(update={"arrival_cluster_s": 2.0, "arrival_cluster_excess": 8.0})
+    lam = capacity.own_rate(q)
+    gaps = np.random.default_rng(1).exponential(1.0, 30_000)
+    for r in (0.2 * lam, lam, 2 * lam):
+        t = np.sort(capacity.clustered_arrival_times(q, 1, gaps, r, np.ones(1), 10.0, r))
+        assert len(t) / t[-1] == pytest.approx(r, rel=0.03)
+        fb = FiguresBuilder([q.id], 10.0)
+        for x in t:
+            fb.add(q.id, float(x), 1, 1)
+        got = fb.finish(float(t[-1]) + 1.0)[q.id].cluster_excess
+        assert got == pytest.approx(8.0 * min(r, lam) / lam, rel=0.15), r
+    plain = small_instance().query_types[1]
+    assert (capacity.clustered_arrival_times(plain, 1, gaps, 1.0, np.ones(1), 10.0, 1.0) == np.cumsum(gaps)).all()
+
+
+def test_clusters_cost_capacity() -> None:
+    """The same type with its requests fired in clusters sustains a lower rate on one replica."""
+    base = small_instance()
+    option = parse_option("qwen2.5-7b/a100-80gb/1/1/2048")
+    caps = []
+    for extra in ({}, {"arrival_cluster_s": 2.0, "arrival_cluster_excess": 6.0}):
+        t = base.query_types[1].model_copy(update=extra)
+        inst = base.model_copy(update={"query_types": (base.query_types[0], t)})
+        caps.append(capacity.measure(inst, capacity.make_key(inst, option, 1, 0.99)).rate_rps)
+    assert 0 < caps[1] < caps[0]
+    with pytest.raises(ValueError, match="arrival_cluster_s and arrival_cluster_excess go together"):
+        type(base.query_types[1]).model_validate(base.query_types[1].model_dump() | {"arrival_cluster_s": 2.0})
+
+
 def test_lengths_bend_between_knots_to_carry_the_mean() -> None:
     """A mean that log-linear interpolation misses is reached by bending the segments between
     the knots — every stated percentile kept, the lower tail at its natural slope — before the

@@ -452,6 +452,37 @@ def test_burst_envelope_against_brute_force() -> None:
     assert len(want) >= 2 and got == pytest.approx(want, abs=1)
 
 
+def test_cluster_excess_is_zero_on_poisson_and_counts_companions() -> None:
+    """arrival_cluster_excess: about 0 on Poisson arrivals whatever their window rates (not
+    written), and on clusters of 1 + Geometric(a) requests within CLUSTER_S about 2a(1 − κ)
+    (written; planner.capacity.cluster_size)."""
+    from planner.review.figures import CLUSTER_S, MIN_CLUSTER, FiguresBuilder
+
+    rng = np.random.default_rng(3)
+    # Poisson at 2 req/s for 1,000 s, then 8 req/s for 1,000 s: window rates differ, no clusters
+    t = np.sort(np.concatenate([rng.uniform(0, 1000, 2000), rng.uniform(1000, 2000, 8000)]))
+    fb = FiguresBuilder(["a"], 10.0)
+    for x in t:
+        fb.add("a", float(x), 100, 10)
+    f = fb.finish(2000.0)["a"]
+    assert abs(f.cluster_excess) < 0.15
+    assert "arrival_cluster_excess" not in f.query_type_doc()
+    # cluster heads Poisson at 1 req/s; each with Geometric(a = 1.5) companions within CLUSTER_S after it
+    a = 1.5
+    heads = np.sort(rng.uniform(0, 4000, 4000))
+    sizes = rng.geometric(1.0 / (1.0 + a), len(heads)) - 1
+    t = np.sort(np.concatenate([heads] + [h + rng.uniform(0, CLUSTER_S, k) for h, k in zip(heads, sizes, strict=True)]))
+    fb = FiguresBuilder(["a"], 10.0)
+    for x in t:
+        fb.add("a", float(x), 100, 10)
+    f = fb.finish(4010.0)["a"]
+    # 2a others nearby, of which the windows' own counts (which hold the clusters) explain κ
+    kappa = 2 * CLUSTER_S / 10.0 - (CLUSTER_S / 10.0) ** 2
+    assert f.cluster_excess == pytest.approx(2 * a * (1 - kappa), rel=0.1)
+    doc = f.query_type_doc()
+    assert doc["arrival_cluster_s"] == CLUSTER_S and doc["arrival_cluster_excess"] >= MIN_CLUSTER
+
+
 @needs_azure
 def test_cli_figures_match_the_shipped_instance(tmp_path: Path) -> None:
     import yaml
@@ -471,6 +502,11 @@ def test_cli_figures_match_the_shipped_instance(tmp_path: Path) -> None:
         for side in ("input", "output"):  # the length tables the instance carries, knot for knot
             assert [tuple(k) for k in g[f"{side}_tokens_percentiles"]] == list(getattr(q, f"{side}_tokens_percentiles"))
         assert g["length_correlation"] == q.length_correlation
+        # clusters: the code trace's requests come in clusters; the conversation traces' do not
+        assert (g.get("arrival_cluster_s"), g.get("arrival_cluster_excess")) == (
+            q.arrival_cluster_s,
+            q.arrival_cluster_excess,
+        ), q.id
         if q.id != "code":  # the instance's code figures use the code trace's own span (derive script)
             assert g["arrival_rate"] == pytest.approx(q.arrival_rate, abs=1e-3)
             assert (g["arrival_rate_p90"], g["arrival_rate_p99"]) == (q.arrival_rate_p90, q.arrival_rate_p99)
