@@ -17,14 +17,17 @@ whose rates follow the type's burst profile (``arrival_rate_p90/p99`` with their
 taken out; :func:`rate_factors`) and, where the type states one, its largest burst injected
 with its weight (``arrival_burst_*``, the episode around it ``arrival_burst_envelope``;
 :func:`burst_arrivals`: attainment is (1 − w)·A(sampled) + w·A(burst) with w the episode's share
-of the type's requests), the filling of the batch left out as warm-up (:func:`sample_size`).
+of the type's requests; its requests at random instants, a small episode injected several
+times over), requests fired together drawn in clusters where the type has them
+(``arrival_cluster_*``; :func:`clustered_arrival_times`), the filling of the batch left out as
+warm-up (:func:`sample_size`).
 Swings that last minutes (``arrival_rate_slow_p90/p99`` over ``arrival_slow_window_s``) are
 weighed quasi-statically: one such run per slow state at F_j·r, attainment Σ w_j·F_j·A_j /
 Σ w_j·F_j (:func:`slow_strata`). A rate above the type's own is its traffic grown by more users
 of the same kind: the profile's relative spread shrinks, the burst keeps its size
 (:func:`superposition`). The rate is bracketed around the analytic estimate (the burst's queue
-in closed form there; the estimate leaves the episode around the burst and the slow states'
-length share out) and found by bisection on log r (attainment falls with the rate) to 4%.
+in closed form there; the estimate leaves the episode around the burst, the clusters and the
+slow states' length share out) and found by bisection on log r (attainment falls with the rate) to 4%.
 Results are cached in memory and on disk (:func:`_disk_dir`), keyed by everything they depend on.
 
 Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
