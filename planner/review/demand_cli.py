@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--figures",
-                help="also write each type's instance figures (rate, burst and length percentiles, "
+                help="also write each type's instance figures (rate, burst and length percentiles, clusters, "
                 "length correlation) as a YAML instance fragment",
                 show_default=False,
             ),

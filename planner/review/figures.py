@@ -22,6 +22,13 @@ trace without a hand-made script (``benchmarks/derive_*_instance.py`` use the sa
                            over the same windows, the slope of log(tokens per request) on
                            log(load), clipped to [0, 1]: how much of the swings is longer
                            requests rather than more of them
+    arrival_cluster_s/_excess
+                           requests fired together: the mean number of the type's other
+                           requests within ±CLUSTER_S of one of its requests beyond what Poisson
+                           arrivals at each window's own count put there (:func:`cluster_excess`;
+                           without the largest burst's episode where that is injected apart),
+                           written from MIN_CLUSTER up (azure-2023's code: 12.3; its conversation
+                           traces and Mooncake's: ≤ 0.1)
     input/output_tokens    mean, and p10/p50/p90/p99 (linear interpolation, as pandas), min, max,
                            and the TABLE_PERCENTILES as *_tokens_percentiles
     length_correlation     Pearson correlation of the normal scores of the two lengths' ranks
