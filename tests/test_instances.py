@@ -19,7 +19,7 @@ from planner.loader import load_instance
 from planner.options import build_option_table, check_pairs, needs_checks
 from planner.plan import plan_pairs, read_plan, write_plan
 from planner.solvers import method, solve
-from tests.conftest import INSTANCES, ROOT
+from tests.conftest import INSTANCES, ROOT, SHARED
 
 GOLDEN = Path(__file__).parent / "golden"
 SHIPPED = sorted(p.stem for p in INSTANCES.glob("*.yaml"))
@@ -120,6 +120,25 @@ def test_cli_solve_then_check(name: str, tmp_path: Path) -> None:
     else:
         assert checked.returncode == 0, checked.stdout
         assert checked.stdout.startswith("OK")
+
+
+AZURE_CONV = SHARED / "data" / "azure" / "AzureLLMInferenceTrace_conv.csv"
+
+
+@pytest.mark.skipif(not AZURE_CONV.is_file(), reason="../shared/data is not beside the repository")
+def test_solve_validate(tmp_path: Path) -> None:
+    """`planner solve --validate TRACE` on azure-2023 (here, after test_golden, in the same worker:
+    its lazy solve reuses the capacities that one simulated); a missing trace is bad input."""
+    out = tmp_path / "p.yaml"
+    res = cli_for("azure-2023", "solve", "instances/azure-2023.yaml", "--out", str(out), "--validate", str(AZURE_CONV))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "attainment" in res.stdout + res.stderr
+    assert read_plan(out).validation is not None
+    bad = tmp_path / "q.yaml"
+    missing = str(tmp_path / "x.csv")
+    res = cli_for("azure-2023", "solve", "instances/azure-2023.yaml", "--out", str(bad), "--validate", missing)
+    assert res.returncode == 2
+    assert not bad.exists()
 
 
 def test_solve_prints_plan_without_out() -> None:

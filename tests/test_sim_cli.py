@@ -1,4 +1,4 @@
-"""`planner simulate`, `planner scale` and `solve --validate` from the command line."""
+"""`planner simulate` and `planner scale` from the command line (`solve --validate`: test_instances)."""
 
 from __future__ import annotations
 
@@ -132,12 +132,3 @@ def test_scale_plan_lists_milp_counts(plan: Path, tmp_path: Path) -> None:
     dropped = max(yaml.safe_load(plan.read_text())["unserved"].values())
     total = sum(r["requests"] for r in rows)
     assert total == 800 if dropped == 0 else 800 * (1 - dropped) - 3 <= total < 800
-
-
-def test_solve_validate(tmp_path: Path) -> None:
-    res = run("solve", INSTANCE, "--out", tmp_path / "p.yaml", "--validate", CONV, "--quiet")
-    assert res.exit_code == 0, res.output
-    assert "attainment" in res.output
-    res = run("solve", INSTANCE, "--out", tmp_path / "q.yaml", "--validate", tmp_path / "missing.csv")
-    assert res.exit_code == 2
-    assert not (tmp_path / "q.yaml").exists()
