@@ -24,17 +24,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", sorted(BACKENDS))
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests run on the xdist workers by file (their module fixtures are computed once), except
-    mooncake-2025's solves, which leave test_instances.py for a group of their own: that file is
-    otherwise the suite's longest and its worker ended minutes after the other (pyproject's
-    ``--dist loadgroup``)."""
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        group = "mooncake-2025" if module.endswith("test_instances.py") and "mooncake-2025" in item.nodeid else module
-        item.add_marker(pytest.mark.xdist_group(name=group))
-
-
 def make_instance(doc: dict[str, Any], name: str = "test") -> Instance:
     """Validate an inline instance document (as if read from ``<name>.yaml``)."""
     return load_instance_data({"name": name, **doc}, f"{name}.yaml", ROOT)
