@@ -826,6 +826,25 @@ def bound_figures(
     return Capacity(rate, *figures, ceiling, ceiling, seqs, False)
 
 
+def rate_bound(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Capacity:
+    """The rate bound r̄ and idle ceiling of a pair exactly as :func:`measure` computes them (the
+    same samples, so its search never goes above this rate: a simulated capacity is at most r̄,
+    and a pair is simulated eligible only if its ceiling meets the target). Memoised by key."""
+    key = make_key(inst, option, type_index, target, tpot_s)
+    if (hit := _BOUNDS.get(key)) is None:
+        from planner.sim.cluster import replica_model
+
+        if len(_BOUNDS) > 65536:
+            _BOUNDS.clear()
+        engine = Engine.of(replica_model(inst, option), option)
+        _, inp, out = samples(inst, option, type_index, SIM_REQUESTS)
+        hit = _BOUNDS[key] = bound_figures(engine, inp, out, _limits(inst.query_types[type_index], tpot_s), target)
+    return hit
+
+
+_BOUNDS: dict[Key, Capacity] = {}
+
+
 ESTIMATE_REQUESTS = 240  # samples for the analytic estimate (stratified, so the shape is kept)
 ESTIMATE_RATES = 32  # log-spaced rates evaluated at once, from r̄/1024 to r̄
 

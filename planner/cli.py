@@ -163,6 +163,14 @@ def solve(
         typer.Option("--validate", help="replay this trace through the solved plan (repeat for several files)"),
     ] = None,
     validate_policy: Annotated[str, typer.Option(help="placement policy for --validate")] = "jsq",
+    prove: Annotated[
+        bool,
+        typer.Option(
+            "--prove/--no-prove",
+            help="milp, attainment targets: simulate until the plan is optimal with every pair simulated "
+            "(rounds on a relaxation; minutes to hours on large instances)",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet/--no-quiet", help="print no summary (without --out, just the plan)")
     ] = False,
@@ -245,6 +253,8 @@ def solve(
         options: dict[str, Any] = {"seed": seed}
         if method == "milp":
             options.update(backend=backend, time_limit=time_limit, gap=gap, threads=threads, warm_start=first)
+            if prove:
+                options.update(prove=True)
         else:
             options.update(bound=bound)
             if method == "agh" and time_limit is not None:

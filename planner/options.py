@@ -328,6 +328,12 @@ def needs_checks(table: OptionTable) -> bool:
     return any(r.source == "model-estimate" and r.eligible for r in rows)
 
 
+def estimated(table: OptionTable) -> bool:
+    """Does any row still hold an analytic estimate, eligible or not (a pair the estimate finds
+    below the target may meet it when simulated)?"""
+    return any(r.source == "model-estimate" for r in (*table.rows, *table.tight.values()))
+
+
 def pending_checks(
     table: OptionTable, pairs: Iterable[tuple[Option, str]]
 ) -> dict[tuple[Option, str, float | None], Any]:
@@ -383,6 +389,39 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
             rows[o, t] = row
         else:
             tight[o, t, lvl] = row
+    ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
+    out = _with_coefficients(inst, ordered, rows, tight)
+    out.derate, out.dropped = dict(table.derate), set(table.dropped)
+    return out
+
+
+def relaxed(table: OptionTable) -> OptionTable:
+    """The table with every row still estimated replaced by its rate bound (a relaxation): the
+    rate r̄ that a simulation never exceeds and the idle ceiling's eligibility
+    (:func:`planner.capacity.rate_bound`), no delay cost (a latency under load is never below
+    zero; the bound drops the term rather than guess it), the table's derating and dropped pairs
+    as they are. Every plan feasible with the rows simulated is feasible here at no higher cost,
+    so a MILP's proven bound on this table bounds the optimum of the fully simulated table
+    (:func:`planner.solvers.solve`)."""
+    from planner import capacity
+
+    inst = table.instance
+    index = {q.id: j for j, q in enumerate(inst.query_types)}
+
+    def bounded(o: Option, t: str, old: Row, lvl: float | None) -> Row:
+        if old.source != "model-estimate":
+            return old
+        q = inst.query_types[index[t]]
+        cap = capacity.rate_bound(inst, o, index[t], _target(inst, q), lvl)
+        row = replace(_capacity_row(o, q, cap, old.kv_capacity_tokens), source="rate-bound", e2e_s=0.0)
+        if (o, t) in table.dropped:
+            return replace(row, eligible=False, reason=old.reason)
+        if (f := derate_factor(table.derate, o, t)) != 1.0 and row.throughput_rps is not None:
+            return replace(row, throughput_rps=row.throughput_rps * f)
+        return row
+
+    rows = {(o, t): bounded(o, t, r, None) for (o, t), r in table.by_key.items()}
+    tight = {(o, t, lvl): bounded(o, t, r, lvl) for (o, t, lvl), r in table.tight.items()}
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
     out = _with_coefficients(inst, ordered, rows, tight)
     out.derate, out.dropped = dict(table.derate), set(table.dropped)

@@ -135,6 +135,12 @@ class Plan(_Out):
     schedule: list[WindowPlan] | None = Field(None, description="multi-period: the plan of every demand window")
     base_fleet: list[Deployment] | None = Field(None, description="multi-period: replicas rented for the whole period")
     validation: ValidationRecord | None = Field(None, description="the trace replay that checked the plan")
+    simulated_bound: float | None = Field(
+        None,
+        description="attainment mode, exact method: a proven lower bound on the objective of any plan with every "
+        "(option, type) pair simulated (planner.solvers.solve); the plan is within objective − simulated_bound of "
+        "that optimum",
+    )
 
     @property
     def has_solution(self) -> bool:
@@ -300,6 +306,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "schedule",
         "base_fleet",
         "validation",
+        "simulated_bound",
     ):
         if doc.get(key) is None:
             doc.pop(key, None)

@@ -17,7 +17,7 @@ from planner.checker import check_plan
 from planner.errors import InputError
 from planner.lengths import LengthDistribution
 from planner.loader import load_instance, load_instance_data
-from planner.options import build_option_table, check_pairs
+from planner.options import build_option_table, check_pairs, needs_checks
 from planner.plan import plan_pairs, read_plan, write_plan
 from planner.sim.cluster import parse_option, replica_model, simulator_for_option, simulator_for_plan
 from planner.sim.engine import SimConfig
@@ -212,6 +212,24 @@ def test_solve_does_not_depend_on_what_the_process_simulated_before(small_plan: 
     again = solve(inst, "milp")
     assert again.objective == plan.objective
     assert again.deployments == plan.deployments
+
+
+def test_prove_finds_the_optimum_of_the_fully_simulated_table(small_plan: tuple[Any, Any, Path]) -> None:
+    """The lazy plan carries a lower bound valid for the fully simulated table; prove=True returns
+    that table's optimum — the same objective as the MILP on every pair simulated up front."""
+    inst, lazy, _ = small_plan
+    full = build_option_table(inst)
+    full = check_pairs(full, [(r.option, r.query_type) for r in full.rows if r.source == "model-estimate"])
+    assert not needs_checks(full)
+    best = solve(inst, "milp", table=full)
+    assert best.status == "optimal"
+    assert lazy.simulated_bound is not None and lazy.simulated_bound <= best.objective + 1e-6 <= lazy.objective + 1e-6
+    proven = solve(inst, "milp", prove=True)
+    assert proven.status == "optimal"
+    assert proven.objective == pytest.approx(best.objective, rel=1e-6)
+    assert proven.simulated_bound == pytest.approx(proven.objective, rel=1e-6)
+    assert "every pair simulated" in (proven.message or "")
+    assert check_plan(inst, proven, full).ok
 
 
 def test_token_budget_round_trips_through_plan_and_simulator(small_plan: tuple[Any, Any, Path]) -> None:
