@@ -699,9 +699,8 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
 
     q = inst.query_types[key.type_index]
     engine = Engine.of(replica_model(inst, key.option), key.option)
-    _, inp, out = samples(inst, key.option, key.type_index, requests)
     limits = _limits(q, key.tpot_s)
-    bound = bound_figures(engine, inp, out, limits, key.target)
+    bound = rate_bound(inst, key.option, key.type_index, key.target, key.tpot_s, requests)
     if bound.rate_rps <= 0:
         return bound
     big, wts = slow_strata(q, inst.arrival_slow_window_s)
@@ -826,23 +825,31 @@ def bound_figures(
     return Capacity(rate, *figures, ceiling, ceiling, seqs, False)
 
 
-def rate_bound(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Capacity:
-    """The rate bound r̄ and idle ceiling of a pair exactly as :func:`measure` computes them (the
-    same samples, so its search never goes above this rate: a simulated capacity is at most r̄,
-    and a pair is simulated eligible only if its ceiling meets the target). Memoised by key."""
-    key = make_key(inst, option, type_index, target, tpot_s)
-    if (hit := _BOUNDS.get(key)) is None:
+def rate_bound(
+    inst: Instance,
+    option: Option,
+    type_index: int,
+    target: float,
+    tpot_s: float | None = None,
+    requests: int = SIM_REQUESTS,
+) -> Capacity:
+    """The rate bound r̄ and idle ceiling of a pair (:func:`bound_figures` on its ``requests``
+    samples): the top of :func:`measure`'s search, which takes it from here, so a simulated
+    capacity is at most r̄ and a pair is simulated eligible only if this ceiling meets the target.
+    Memoised."""
+    memo = (make_key(inst, option, type_index, target, tpot_s), requests)
+    if (hit := _BOUNDS.get(memo)) is None:
         from planner.sim.cluster import replica_model
 
         if len(_BOUNDS) > 65536:
             _BOUNDS.clear()
         engine = Engine.of(replica_model(inst, option), option)
-        _, inp, out = samples(inst, option, type_index, SIM_REQUESTS)
-        hit = _BOUNDS[key] = bound_figures(engine, inp, out, _limits(inst.query_types[type_index], tpot_s), target)
+        _, inp, out = samples(inst, option, type_index, requests)
+        hit = _BOUNDS[memo] = bound_figures(engine, inp, out, _limits(inst.query_types[type_index], tpot_s), target)
     return hit
 
 
-_BOUNDS: dict[Key, Capacity] = {}
+_BOUNDS: dict[tuple[Key, int], Capacity] = {}
 
 
 ESTIMATE_REQUESTS = 240  # samples for the analytic estimate (stratified, so the shape is kept)
@@ -1080,17 +1087,6 @@ def _estimate(
         burst = (q.arrival_burst_rate * q.arrival_burst_s / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share)
     own = own_rate(q) or math.inf
     return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors, burst, own, weights)
-
-
-def table_figures(
-    inst: Instance, engine: Engine, option: Option, type_index: int, target: float, tpot_s: float | None = None
-) -> Capacity:
-    """The table's figures of a pair before a solution uses it: the analytic estimate, always.
-    Pairs this process happened to simulate before (another solve, a validation round, a test)
-    are not taken in: the lazy loop's path, and so its plan, would depend on the process's history
-    (a golden quickstart plan came out at $244.80 instead of $247.92 after other solves had warmed
-    the cache). Simulated figures enter only through :func:`planner.options.check_pairs`."""
-    return estimate(inst, engine, option, type_index, target, tpot_s)
 
 
 def make_key(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Key:

@@ -195,7 +195,7 @@ def _write_failed(exc: OSError, path: Path) -> OutputError:
     return OutputError(None, str(path), f"cannot write: {exc.strerror or exc}")
 
 
-# The open stages of :func:`staged_outputs`, innermost last: each holds (temporary, target).
+# The open stages of :func:`staged_outputs`, innermost last: each maps a target to its temporary file.
 _STAGES: list[dict[Path, str]] = []
 
 

@@ -234,14 +234,16 @@ def _attainment_rows(inst: Instance) -> tuple[dict[tuple[Option, str], Row], Tig
                 why = f"input+output {total:.0f} tokens > max context {m.max_context_tokens}"
                 rows[opt, q.id] = Row(opt, q.id, False, False, why, "model", kv_capacity_tokens=kv)
                 continue
-            cap = capacity.table_figures(inst, engine, opt, j, _target(inst, q))
+            # Always the estimate, never figures this process simulated before: a solve's lazy
+            # path (and plan) must not depend on the process's history (check_pairs brings them in).
+            cap = capacity.estimate(inst, engine, opt, j, _target(inst, q))
             rows[opt, q.id] = _capacity_row(opt, q, cap, kv)
         eligible = [j for j, q in enumerate(types) if rows[opt, q.id].eligible]
         for lvl in sorted({tpot_limit(types[j]) for j in eligible}):
             for i in eligible:
                 q = types[i]
                 if tpot_limit(q) > lvl:
-                    cap = capacity.table_figures(inst, engine, opt, i, _target(inst, q), lvl)
+                    cap = capacity.estimate(inst, engine, opt, i, _target(inst, q), lvl)
                     tight[opt, q.id, lvl] = _capacity_row(opt, q, cap, kv)
     return rows, tight
 
@@ -376,13 +378,25 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
     inst = table.instance
     index = {q.id: j for j, q in enumerate(inst.query_types)}
     caps = capacity.measure_many(inst, keys.values())
-    rows = dict(table.by_key)
-    tight = dict(table.tight)
+    fresh = {}
     for (o, t, lvl), key in keys.items():
-        old = rows[o, t] if lvl is None else tight[o, t, lvl]
-        row = _capacity_row(o, inst.query_types[index[t]], caps[key], old.kv_capacity_tokens)
+        kv = _row_at(table, o, t, lvl).kv_capacity_tokens
+        fresh[o, t, lvl] = _capacity_row(o, inst.query_types[index[t]], caps[key], kv)
+    return _with_rows(table, fresh)
+
+
+def _row_at(table: OptionTable, o: Option, t: str, lvl: float | None) -> Row:
+    """The table's row of (o, t), held to the tighter TPOT limit ``lvl`` when given."""
+    return table.by_key[o, t] if lvl is None else table.tight[o, t, lvl]
+
+
+def _with_rows(table: OptionTable, fresh: Mapping[tuple[Option, str, float | None], Row]) -> OptionTable:
+    """The table with ``fresh`` rows (by option, type and tighter TPOT limit or None) in place of
+    its own, each under the table's dropped pairs and derating, the coefficients recomputed."""
+    rows, tight = dict(table.by_key), dict(table.tight)
+    for (o, t, lvl), row in fresh.items():
         if (o, t) in table.dropped:
-            row = replace(row, eligible=False, reason=old.reason)
+            row = replace(row, eligible=False, reason=_row_at(table, o, t, lvl).reason)
         elif (f := derate_factor(table.derate, o, t)) != 1.0 and row.throughput_rps is not None:
             row = replace(row, throughput_rps=row.throughput_rps * f)
         if lvl is None:
@@ -390,7 +404,7 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
         else:
             tight[o, t, lvl] = row
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    out = _with_coefficients(inst, ordered, rows, tight)
+    out = _with_coefficients(table.instance, ordered, rows, tight)
     out.derate, out.dropped = dict(table.derate), set(table.dropped)
     return out
 
@@ -407,25 +421,17 @@ def relaxed(table: OptionTable) -> OptionTable:
 
     inst = table.instance
     index = {q.id: j for j, q in enumerate(inst.query_types)}
-
-    def bounded(o: Option, t: str, old: Row, lvl: float | None) -> Row:
-        if old.source != "model-estimate":
-            return old
-        q = inst.query_types[index[t]]
-        cap = capacity.rate_bound(inst, o, index[t], _target(inst, q), lvl)
-        row = replace(_capacity_row(o, q, cap, old.kv_capacity_tokens), source="rate-bound", e2e_s=0.0)
-        if (o, t) in table.dropped:
-            return replace(row, eligible=False, reason=old.reason)
-        if (f := derate_factor(table.derate, o, t)) != 1.0 and row.throughput_rps is not None:
-            return replace(row, throughput_rps=row.throughput_rps * f)
-        return row
-
-    rows = {(o, t): bounded(o, t, r, None) for (o, t), r in table.by_key.items()}
-    tight = {(o, t, lvl): bounded(o, t, r, lvl) for (o, t, lvl), r in table.tight.items()}
-    ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    out = _with_coefficients(inst, ordered, rows, tight)
-    out.derate, out.dropped = dict(table.derate), set(table.dropped)
-    return out
+    fresh = {}
+    for o, t, lvl, old in (
+        *((o, t, None, r) for (o, t), r in table.by_key.items()),
+        *((o, t, lvl, r) for (o, t, lvl), r in table.tight.items()),
+    ):
+        if old.source == "model-estimate":
+            q = inst.query_types[index[t]]
+            cap = capacity.rate_bound(inst, o, index[t], _target(inst, q), lvl)
+            row = _capacity_row(o, q, cap, old.kv_capacity_tokens)
+            fresh[o, t, lvl] = replace(row, source="rate-bound", e2e_s=0.0)
+    return _with_rows(table, fresh)
 
 
 def derate_factor(derate: Mapping[str | tuple[Option, str], float], o: Option, t: str) -> float:

@@ -229,8 +229,8 @@ class QueryType(Strict):
     # Clusters (optional, both or neither; `planner demand --figures` measures them): how many
     # more of the type's requests arrive within ±arrival_cluster_s of one of its requests than
     # Poisson arrivals at its window's rate would put there, apart from the largest burst's
-    # episode. Requests fired together (azure-2023's code: 9.4 more within ±2 s, where its 10-s
-    # windows account for 10.3) collide in a replica far more often than their windows say: a
+    # episode. Requests fired together (azure-2023's code: 12.3 more within ±2 s than its 10-s
+    # windows' Poisson arrivals put there) collide in a replica far more often than those say: a
     # long prompt's prefill lands among a short answer's few decode steps and its TPOT misses.
     # The capacity simulation draws its arrivals in clusters of that size (planner.capacity).
     arrival_cluster_s: Positive | None = Field(None, description="half-width of the cluster interval, s")

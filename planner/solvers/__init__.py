@@ -78,10 +78,9 @@ def solve(inst: Instance, method_name: str = "milp", table: OptionTable | None =
     ``prove=True`` closes it: solve the relaxation, simulate the pairs its solution still takes at
     their bound, repeat until its solution uses only simulated pairs — then that plan costs what
     the relaxation says, which bounds every fully simulated plan: it is optimal for the fully
-    simulated table (quickstart: $237.36 after 12 rounds, 8 s; azure-2023 takes hundreds of
-    pairs). A round limit or the time limit returns the lazy plan with the last bound. A
-    ``time_limit`` is the whole solve's: each round gets what is left of it (at least
-    :data:`LATE_ROUND_S`)."""
+    simulated table (quickstart: $237.36, seconds; azure-2023 takes hundreds of pairs). A round
+    limit or the time limit returns the lazy plan with the last bound. A ``time_limit`` is the
+    whole solve's: each round gets what is left of it (at least :data:`LATE_ROUND_S`)."""
     table = table or build_option_table(inst)
     prove = bool(options.pop("prove", False))
     solver = method(method_name, table.instance.scaling is not None)
