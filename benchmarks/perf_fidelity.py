@@ -10,9 +10,15 @@
 2. Attention against ``legacy-2024-05/a100/attention.csv`` (the only attention data): in-sample,
    and held-out (fit on even-ranked chunk sizes / batch sizes, predict the odd-ranked ones).
 3. Collectives: all-reduce (intra-node TP rings) and send/recv per node type, α + size/β fits.
+4. Whole prefill and decode steps composed of AIConfigurator's measured vLLM operators, per GPU,
+   leave-one-model-out and leave-one-GPU-out, with the previous model's errors beside
+   (``benchmarks/step_fidelity.py``; skipped, with a line saying so, where aiconfigurator-core is
+   not installed: ``pip install 'planner[calibrate]'``).
 
-Writes ``benchmarks/results/perf_fidelity.md``, ``perf_fidelity.csv`` and ``perf_fidelity.png``.
-Usage: ``python benchmarks/perf_fidelity.py [--data DIR] [--out DIR]`` (a minute on 2 cores).
+Writes ``benchmarks/results/perf_fidelity.md``, ``perf_fidelity.csv``, ``perf_fidelity.png`` and
+``perf_fidelity_steps.csv``/``.png``.
+Usage: ``python benchmarks/perf_fidelity.py [--data DIR] [--out DIR] [--baseline CAL]`` (a few
+minutes on 2 cores; ``--baseline``: the previous calibration, shown beside).
 """
 
 from __future__ import annotations
@@ -207,10 +213,102 @@ def plot(points: pd.DataFrame, att: dict[str, np.ndarray], net: dict[str, np.nda
     plt.close(fig)
 
 
+def steps_part(vidur: Path, baseline: str | None, out: Path) -> list[str]:
+    """Section 4: whole steps against AIConfigurator (``step_fidelity``), its CSV and plot."""
+    import importlib.util
+
+    if importlib.util.find_spec("aiconfigurator_core") is None:
+        return ["\n## Whole steps vs AIConfigurator\n", "Skipped: aiconfigurator-core is not installed.\n"]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import step_fidelity as sf
+
+    from planner.perf.aiconfigurator import SYSTEM_GPUS, list_systems, load_system, locate_database
+    from planner.perf.fit import calibrate_vidur
+    from planner.problem import LLM
+
+    cat = builtin_catalog()
+    gpus = {k: GPU.model_validate(v) for k, v in cat.gpus.items()}
+    models = {m: LLM.model_validate(cat.models[m]) for m in sf.MODELS}
+    root = locate_database(None)
+    loaded = {}
+    for s in list_systems(root):
+        if SYSTEM_GPUS.get(s) in gpus:
+            d = load_system(root, s)
+            if d.sources:
+                loaded[s] = d
+    base = calibrate_vidur(vidur, gpus, sorted(gpus))
+    catalog = [LLM.model_validate(v) for v in cat.models.values()]
+    df = sf.run(loaded, gpus, models, base, baseline, Path("/tmp") / "planner-step-fidelity", catalog)
+    df.to_csv(out / "perf_fidelity_steps.csv", index=False, float_format="%.6g")
+    per = sf.summary(df, ["gpu", "dtype", "phase"])
+    ok = (per.lomo_median <= 10) & (per.lomo_p90 <= 20)
+    per = per.assign(lomo_meets=np.where(ok, "yes", "no"))
+    # All-reduce-bound shapes of the PCIe tier: the measured all-reduces are over half the step.
+    pcie = df[(df.gpu == "l40s") & (df.tp >= 4) & (df.allreduce_share > 0.5)]
+    pcie_rows = pcie.groupby(["tp", "dtype", "phase"]).agg(
+        steps=("measured_s", "size"),
+        min_ratio=("shipped_ratio", "min"),
+        median_ratio=("shipped_ratio", "median"),
+        lomo_min_ratio=("lomo_ratio", "min"),
+        before_min_ratio=("before_ratio", "min") if "before_ratio" in df else ("shipped_ratio", "min"),
+    )
+    plot_steps(df, out / "perf_fidelity_steps.png")
+    per = per.assign(**{c: per[c].map(lambda v: f"{v:.2f}") for c in per.columns if c.endswith("bias")})
+    return [
+        "\n## Whole steps vs AIConfigurator's measured vLLM operators (leave one model / GPU out)\n",
+        "`benchmarks/step_fidelity.py`: a single-request prefill (512-8192 tokens) or a decode step"
+        " (batch 1-128 over 1,023 and 4,095 cached tokens) of Llama-3.1-8B/70B and Qwen2.5-7B/72B, bf16 and"
+        " per-tensor fp8 weights, TP 1-8 where the weights fit, composed per layer of its four GEMMs, its"
+        " attention kernel and two all-reduces (custom or NCCL as vLLM picks) from AIConfigurator 0.12's"
+        " tables, predicted by the planner's formulas at the same measured shapes (element-wise ops, LM"
+        " head and host time are not in AIConfigurator's vLLM tables: out of both sides). APE in %;"
+        " bias = median predicted/measured. `lomo`: the tier refitted with every row the held-out"
+        " model's steps use withheld; `logo`: the tier predicted from another tier's fit (a100←h100,"
+        " b200←h100, h100←h200, h200←h100, l40s←a100); `shipped`: the shipped calibration (in-sample);"
+        " `before`: the calibration before the v2 model. Target (lomo): median ≤ 10, p90 ≤ 20.\n",
+        _md(per, "{:.1f}"),
+        "\n### L40S (PCIe) at TP 4/8 on all-reduce-bound steps (measured all-reduce > half the step)\n",
+        "Ratio = predicted/measured; < 0.90 would be optimistic by more than 10%.\n",
+        _md(pcie_rows.reset_index(), "{:.2f}") if len(pcie_rows) else "none\n",
+        "\n![steps: predicted vs measured](perf_fidelity_steps.png)\n",
+    ]
+
+
+def plot_steps(df: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    colours = {
+        "a100-80gb": "tab:blue",
+        "h100-80gb": "tab:green",
+        "h200": "tab:olive",
+        "b200": "tab:red",
+        "l40s": "tab:orange",
+    }
+    for ax, name in zip(axes, ("lomo", "before"), strict=True):
+        if f"{name}_s" not in df:
+            continue
+        for g, s in df.groupby("gpu", sort=True):
+            ax.scatter(s.measured_s * 1e3, s[f"{name}_s"] * 1e3, s=4, alpha=0.4, color=colours.get(g, "grey"), label=g)
+        ax.set_title({"lomo": "v2 model, leave-one-model-out", "before": "previous model"}[name])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lo, hi = 0.9 * df.measured_s.min() * 1e3, 1.1 * df.measured_s.max() * 1e3
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.plot([lo, hi], [lo * 1.2, hi * 1.2], "k:", lw=0.6)
+        ax.plot([lo, hi], [lo / 1.2, hi / 1.2], "k:", lw=0.6)
+        ax.set_xlabel("measured step (AIConfigurator operators), ms")
+        ax.set_ylabel("predicted, ms")
+        ax.legend(markerscale=4)
+    fig.suptitle("whole prefill / decode steps vs AIConfigurator (dotted: ±20%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "vidur-profiling")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--baseline", default=None, help="the previous calibration file, shown beside")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"error: {args.data}: Vidur profiling directory not found", file=sys.stderr)
@@ -223,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "perf_fidelity.csv", index=False, float_format="%.3f")
     plot(points, att_pts, net_pts, args.out / "perf_fidelity.png")
+    steps_md = steps_part(args.data, args.baseline, args.out)
     secs = time.perf_counter() - t0
     ok = (gpus.prefill_median <= 10) & (gpus.prefill_p90 <= 20) & (gpus.decode_median <= 10) & (gpus.decode_p90 <= 20)
     md = [
-        "# Performance-model fidelity against the Vidur measurements\n",
+        "# Performance-model fidelity: Vidur operators, and whole steps against AIConfigurator\n",
         "Generated by `python benchmarks/perf_fidelity.py` (data: `../shared/data/vidur-profiling`, "
         f"{secs:.0f} s). Errors are absolute percentage errors (APE, %) of predicted vs measured times.\n",
         "## Leave-one-model-out, per GPU\n",
@@ -246,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         " alone. `beta_gbs` is the bus bandwidth (all-reduce) or the link bandwidth (send/recv).\n",
         _md(net),
         "\n![predicted vs measured](perf_fidelity.png)\n",
+        *steps_md,
     ]
     (args.out / "perf_fidelity.md").write_text("\n".join(md), encoding="utf-8")
     print(gpus.to_string(index=False, float_format=lambda v: f"{v:.1f}"))

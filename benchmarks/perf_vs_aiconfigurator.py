@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from planner.errors import InputError  # noqa: E402
 from planner.loader import builtin_catalog  # noqa: E402
 from planner.perf import ReplicaModel, allreduce_time, layer_shapes  # noqa: E402
-from planner.perf.aic_fit import calibrate_tier, predict_gemm  # noqa: E402
+from planner.perf.aic_fit import calibrate_tier, nearest, predict_gemm  # noqa: E402
 from planner.perf.aiconfigurator import (  # noqa: E402
     SYSTEM_GPUS,
     UNMAPPED_SYSTEMS,
@@ -94,14 +94,6 @@ def tp_allowed(model: LLM, tp: int, gpu: GPU) -> bool:
     assert model.attention_heads and model.kv_heads
     kv_ok = model.kv_heads % tp == 0 or tp % model.kv_heads == 0
     return model.attention_heads % tp == 0 and kv_ok and tp <= gpu.gpus_per_node
-
-
-def nearest(points: pd.DataFrame, cols: Sequence[str], target: Sequence[float]) -> tuple[pd.Series, bool]:
-    """The row of ``points`` nearest ``target`` in Σ |log ratio| over ``cols`` (ties: the first in
-    the sorted order, so the choice is deterministic), and whether it is the target exactly."""
-    dist = sum(np.abs(np.log(points[c].to_numpy(float) / t)) for c, t in zip(cols, target, strict=True))
-    i = int(np.argmin(dist))
-    return points.iloc[i], bool(dist[i] < 1e-12)
 
 
 def _rows(
@@ -254,13 +246,13 @@ def allreduce_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str 
                 row, exact = nearest(sizes, ("elements",), (float(elements),))
                 nbytes = float(row["bytes"])
                 if impl == "nccl":
-                    pred = allreduce_time(np.array([nbytes]), tp, rm.ar_bus, rm.ar_lat)
+                    pred = rm.nccl_allreduce(np.array([nbytes]))
                 elif rm.car is not None and nbytes <= rm.car[2]:  # the model's custom path
                     pred = allreduce_time(np.array([nbytes]), tp, rm.car[1], rm.car[0])
                 elif cal is None or rm.car is not None:
                     continue  # vLLM sends this message through NCCL: its custom time is not used
                 else:  # a calibration without the custom path: its NCCL time stands for every call
-                    pred = allreduce_time(np.array([nbytes]), tp, rm.ar_bus, rm.ar_lat)
+                    pred = rm.nccl_allreduce(np.array([nbytes]))
                 measured = pd.DataFrame([row])[["gpus", "elements", "bytes", "kernel", "seconds", "source"]]
                 base = {
                     "family": f"allreduce_{impl}",

@@ -386,6 +386,11 @@ class PerfParams(Strict):
     # smaller share of their peak and carry more fixed time than bf16 ones. None: the bf16 factor.
     fp8_compute_efficiency: Share | None = Field(None, description="η_c of fp8 GEMMs, share of the fp8 TFLOP/s")
     fp8_memory_efficiency: Share | None = Field(None, description="η_m of fp8 GEMMs")
+    fp8_quant_efficiency: Share | None = Field(
+        None,
+        description="vLLM's dynamic per-tensor quantization of an fp8 GEMM's activations: share of memory "
+        "bandwidth over 5 bytes per element (None: not modelled)",
+    )
     attention_half_blocks: NonNegative = Field(16.0, description="query blocks (128 tokens x heads) at half efficiency")
     context_attention_half_blocks: NonNegative | None = Field(
         None, description="the same for a chunk over its cache (None: attention_half_blocks)"

@@ -9,7 +9,10 @@ is its donor's (:data:`planner.perf.calibration.DONORS`):
 ================================  ==========================================================
 GEMM (bf16, m ≤ 8192 token rows)  η_c, w½, p, η_m, t0 by Levenberg–Marquardt on
                                   log(predicted/measured) (:func:`planner.perf.fit.fit_gemm_rows`)
-GEMM (per-tensor fp8)             η8, η_m8, t0_8 (``fp8_*``); ramp and roofline shape as bf16's
+GEMM (per-tensor fp8)             η8 and the activation quantization's η_q jointly, then η_m8
+                                  (``fp8_*``); ramp, roofline shape and t0 as bf16's. Both GEMM
+                                  fits take the grid shapes the catalog's models run (n, k nearest
+                                  their layers at TP 1-8: ``catalog_shapes``), not the whole grid
 context attention (batch 1,       η_a, w_b (attention_half_blocks), η_kv, α_a on log ratios,
 head_dim 128, bf16 KV) and        prefill and decode rows each half of the weight; a chunk over its
 generation attention (head_dim    cache is not measured by AIConfigurator: its ramp stays the base's
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +50,9 @@ from planner.perf.fit import (
     predict_attention,
 )
 from planner.perf.lsq import ape, levenberg_marquardt, logit, sigmoid, stats
-from planner.perf.ops import gemm_time, kv_bytes_per_token
+from planner.perf.ops import gemm_time, kv_bytes_per_token, layer_shapes
 from planner.perf.vidur import AttentionData, Collective
-from planner.problem import GPU, PerfParams
+from planner.problem import GPU, LLM, PerfParams
 
 MAX_GEMM_ROWS = 8192  # the largest token budget an instance plans: bigger GEMMs are not run
 HEAD_DIM = 128  # every dense catalog model's head size
@@ -67,10 +70,49 @@ CUSTOM_PREFIX = {
 # ------------------------------------------------------------------------------------------------
 # GEMM
 # ------------------------------------------------------------------------------------------------
-def gemm_rows(data: SystemData) -> pd.DataFrame:
-    """The bf16 GEMMs a replica runs: m ≤ MAX_GEMM_ROWS token rows."""
+def nearest(points: pd.DataFrame, cols: Sequence[str], target: Sequence[float]) -> tuple[pd.Series, bool]:
+    """The row of ``points`` nearest ``target`` in Σ |log ratio| over ``cols`` (ties: the first in
+    the frame's order, so the choice is deterministic), and whether it is the target exactly."""
+    dist = sum(np.abs(np.log(points[c].to_numpy(float) / t)) for c, t in zip(cols, target, strict=True))
+    i = int(np.argmin(dist))
+    return points.iloc[i], bool(dist[i] < 1e-12)
+
+
+def catalog_shapes(gemm: pd.DataFrame, models: Iterable[LLM]) -> set[tuple[int, int]]:
+    """The measured (n, k) nearest each layer GEMM (QKV, O, gate+up, down) that ``models`` run at
+    TP 1, 2, 4, 8 (where the TP divides the heads): the part of AIConfigurator's grid a replica runs.
+    The grid also spans shapes no transformer has (n = 32 × k = 65536, …), where fp8's on-the-fly
+    activation quantization dominates; fitted on them, η8 came out 30–40% slow on real prefills."""
+    grid = gemm[["n", "k"]].drop_duplicates().sort_values(["n", "k"]).reset_index(drop=True)
+    out: set[tuple[int, int]] = set()
+    if grid.empty:
+        return out
+    for m in models:
+        if not (m.hidden_size and m.attention_heads and m.kv_heads and m.head_dim and m.intermediate_size):
+            continue
+        for tp in (1, 2, 4, 8):
+            if m.attention_heads % tp or (m.kv_heads % tp and tp % m.kv_heads):
+                continue
+            k_l, n_l, _ = layer_shapes(
+                m.hidden_size, m.attention_heads, m.kv_heads, m.head_dim, m.intermediate_size, tp
+            )
+            for k, n in zip(k_l, n_l, strict=True):
+                row, _ = nearest(grid, ("n", "k"), (float(n), float(k)))
+                out.add((int(row["n"]), int(row["k"])))
+    return out
+
+
+def _on_shapes(g: pd.DataFrame, shapes: set[tuple[int, int]] | None) -> pd.DataFrame:
+    if shapes is None:
+        return g
+    keep = [(int(n), int(k)) in shapes for n, k in zip(g.n.to_numpy(), g.k.to_numpy(), strict=True)]
+    return g[np.asarray(keep, bool)]
+
+
+def gemm_rows(data: SystemData, shapes: set[tuple[int, int]] | None = None) -> pd.DataFrame:
+    """The bf16 GEMMs a replica runs: m ≤ MAX_GEMM_ROWS token rows (at ``shapes`` where given)."""
     g = data.gemm
-    return g[(g.dtype == "bfloat16") & (g.m <= MAX_GEMM_ROWS)]
+    return _on_shapes(g[(g.dtype == "bfloat16") & (g.m <= MAX_GEMM_ROWS)], shapes)
 
 
 def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float | None], hw: Hardware, fp8: GPU | None = None) -> np.ndarray:
@@ -96,34 +138,48 @@ def predict_gemm(rows: pd.DataFrame, q: Mapping[str, float | None], hw: Hardware
         q["gemm_overlap"],  # type: ignore[arg-type]
         factor("memory_efficiency"),
         q["kernel_latency_s"],  # type: ignore[arg-type]
+        float(q.get("fp8_quant_efficiency") or 0.0) if fp8 is not None else 0.0,
     )
 
 
 def fit_fp8(rows: pd.DataFrame, q: Mapping[str, float], gpu: GPU) -> dict[str, float]:
-    """η_m8 and η8 of per-tensor fp8 GEMMs (vLLM's CUTLASS scaled-mm, activations quantized on the
-    fly), each where it decides the time, as the all-reduce fit does: η_m8 on decode-sized GEMMs
-    (m ≤ 64: weight streaming), then η8 on prefill-sized ones (m ≥ 1024); the bf16 fit's ramp,
-    roofline shape and kernel latency kept. One parameter each, Levenberg–Marquardt on log ratios
-    (one joint fit trades one regime against the other: 45% median error at both)."""
+    """η8, η_q and η_m8 of per-tensor fp8 GEMMs (vLLM's CUTLASS scaled-mm after a dynamic
+    quantization of the activations), each where it decides the time, as the all-reduce fit does:
+    η8 with the quantization's η_q jointly on prefill-sized GEMMs (m ≥ 512: the GEMM's FLOPs grow
+    with n·k, the quantization with k only, so the two are told apart across shapes), then η_m8 on
+    decode-sized ones (m ≤ 64: weight streaming), twice round; the bf16 fit's ramp, roofline shape
+    and kernel latency kept. Levenberg–Marquardt on log ratios (one joint fit of everything trades
+    one regime against the other: 45% median error at both)."""
     hw = Hardware.of(gpu)
     m = rows.m.to_numpy()
-    out = {"fp8_compute_efficiency": q["compute_efficiency"], "fp8_memory_efficiency": q["memory_efficiency"]}
-    for key, sel, cap in (
-        ("fp8_memory_efficiency", m <= 64, MAX_STREAM_EFFICIENCY),
-        ("fp8_compute_efficiency", m >= 1024, 1.0),
-    ):
-        part = rows[sel]
-        if part.empty:
-            continue
-        target = np.log(part.seconds.to_numpy())
+    out = {
+        "fp8_compute_efficiency": q["compute_efficiency"],
+        "fp8_memory_efficiency": q["memory_efficiency"],
+        "fp8_quant_efficiency": 0.5,
+    }
+    parts = (
+        (("fp8_compute_efficiency", 1.0), ("fp8_quant_efficiency", MAX_STREAM_EFFICIENCY)),
+        (("fp8_memory_efficiency", MAX_STREAM_EFFICIENCY),),
+    )
+    for _ in range(2):
+        for keys, sel in zip(parts, (m >= 512, m <= 64), strict=True):
+            part = rows[sel]
+            if part.empty:
+                continue
+            target = np.log(part.seconds.to_numpy())
 
-        def residual(
-            x: np.ndarray, part: pd.DataFrame = part, key: str = key, cap: float = cap, target: np.ndarray = target
-        ) -> np.ndarray:
-            trial = {**q, **out, key: cap * sigmoid(x[0])}
-            return np.log(predict_gemm(part, trial, hw, fp8=gpu)) - target
+            def residual(
+                x: np.ndarray,
+                part: pd.DataFrame = part,
+                keys: tuple[tuple[str, float], ...] = keys,
+                target: np.ndarray = target,
+            ) -> np.ndarray:
+                trial = {**q, **out, **{k: cap * sigmoid(v) for (k, cap), v in zip(keys, x, strict=True)}}
+                return np.log(predict_gemm(part, trial, hw, fp8=gpu)) - target
 
-        out[key] = cap * sigmoid(levenberg_marquardt(residual, [logit(0.6)])[0])
+            x0 = [logit(min(out[k] / cap, 0.95)) for k, cap in keys]
+            x = levenberg_marquardt(residual, x0)
+            out.update({k: cap * sigmoid(v) for (k, cap), v in zip(keys, x, strict=True)})
     return out
 
 
@@ -214,19 +270,35 @@ def collective(data: SystemData, impl: str, max_bytes: float | None = None) -> C
 # ------------------------------------------------------------------------------------------------
 # The calibration
 # ------------------------------------------------------------------------------------------------
-def calibrate_tier(data: SystemData, gpu: GPU, base: Mapping[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-    """(params, quality) of one tier: the base's factors with GEMM, attention and all-reduce refitted."""
+def nccl_curves(data: SystemData, max_tp: int = 8) -> dict[str, list[tuple[float, float]]]:
+    """The measured NCCL all-reduce per TP degree (2 … ``max_tp``), [[bytes, seconds], ...] ascending."""
+    a = data.allreduce
+    out: dict[str, list[tuple[float, float]]] = {}
+    for tp in sorted(int(t) for t in a[a.impl == "nccl"].gpus.unique()):
+        if 2 <= tp <= max_tp:
+            rows = a[(a.impl == "nccl") & (a.gpus == tp)].sort_values("bytes")
+            pts = [(float(b), float(s)) for b, s in zip(rows.bytes, rows.seconds, strict=True)]
+            if len(pts) >= 2:
+                out[str(tp)] = pts
+    return out
+
+
+def calibrate_tier(
+    data: SystemData, gpu: GPU, base: Mapping[str, float], shapes: set[tuple[int, int]] | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(params, quality) of one tier: the base's factors with GEMM, attention and all-reduce
+    refitted; the GEMMs on ``shapes`` (:func:`catalog_shapes`) where given, else on the whole grid."""
     assert gpu.interconnect_gbs
     hw = Hardware.of(gpu)
     params = dict(base)
     quality: dict[str, float] = {}
-    g = gemm_rows(data)
+    g = gemm_rows(data, shapes)
     if len(g):
         k, n = g.k.to_numpy(float), g.n.to_numpy(float)
         params.update(fit_gemm_rows(g.m.to_numpy(float), k, n, k * n * 2.0, g.seconds.to_numpy(float), hw))
         err = ape(predict_gemm(g, params, hw), g.seconds.to_numpy())
         quality["gemm_ape_median"], quality["gemm_ape_p90"] = stats(err)
-    g8 = data.gemm[(data.gemm.dtype == "fp8") & (data.gemm.m <= MAX_GEMM_ROWS)]
+    g8 = _on_shapes(data.gemm[(data.gemm.dtype == "fp8") & (data.gemm.m <= MAX_GEMM_ROWS)], shapes)
     if len(g) and len(g8) and gpu.tflops_fp8:
         params.update(fit_fp8(g8, params, gpu))
         err = ape(predict_gemm(g8, params, hw, fp8=gpu), g8.seconds.to_numpy())
@@ -261,8 +333,12 @@ def calibrate_tier(data: SystemData, gpu: GPU, base: Mapping[str, float]) -> tup
     return params, quality
 
 
-def calibrate_aiconfigurator(base: Calibration, root: Path, gpus: Mapping[str, GPU]) -> Calibration:
-    """``base`` with every tier AIConfigurator measures refitted (module docstring)."""
+def calibrate_aiconfigurator(
+    base: Calibration, root: Path, gpus: Mapping[str, GPU], models: Iterable[LLM] = ()
+) -> Calibration:
+    """``base`` with every tier AIConfigurator measures refitted (module docstring); the GEMMs on
+    the grid shapes ``models`` run (:func:`catalog_shapes`; the whole grid when none are given)."""
+    models = list(models)
     tiers = dict(base.tiers)
     inputs = dict(base.inputs)
     done: list[str] = []
@@ -274,12 +350,15 @@ def calibrate_aiconfigurator(base: Calibration, root: Path, gpus: Mapping[str, G
         if data.gemm.empty and data.context_attention.empty and data.allreduce.empty:
             continue  # an empty directory (AIConfigurator ships l4 without data)
         old = tiers.get(tier)
-        params, quality = calibrate_tier(data, gpus[tier], old.params if old else {})
+        shapes = catalog_shapes(data.gemm, models) if models else None
+        params, quality = calibrate_tier(data, gpus[tier], old.params if old else {}, shapes)
         versions = ", ".join(f"{name} {src.framework} {src.version}" for name, src in sorted(data.sources.items()))
         rest = old.source if old else "PerfParams defaults"
         tiers[tier] = TierCalibration(
-            source=f"measured: GEMM, attention and all-reduce from AIConfigurator {system} ({versions}); "
-            f"the rest as before ({rest})",
+            nccl_curves=nccl_curves(data, gpus[tier].gpus_per_node),
+            source=f"measured: GEMM, attention and all-reduce from AIConfigurator {system} ({versions}"
+            + (f"; GEMMs on the {len(shapes)} grid shapes the catalog's models run" if shapes else "")
+            + f"); the rest as before ({rest})",
             params=params,
             quality={**(old.quality if old else {}), **quality},
         )

@@ -38,7 +38,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+import numpy as np
+from pydantic import Field, ValidationError, field_validator
 
 from planner.errors import InputError
 from planner.fileio import dump_document, read_document, write_atomic
@@ -70,6 +71,7 @@ CALIBRATED_FIELDS: tuple[str, ...] = (
     "context_attention_efficiency",
     "fp8_compute_efficiency",
     "fp8_memory_efficiency",
+    "fp8_quant_efficiency",
     "attention_half_blocks",
     "context_attention_half_blocks",
     "kv_efficiency",
@@ -122,8 +124,24 @@ class TierCalibration(Strict):
     """Fitted factors of one GPU tier."""
 
     source: str = Field(min_length=1)
+    # "low": no measurement of this tier; its factors are a donor's (extrapolate)
+    confidence: Literal["high", "low"] = "high"
     params: dict[str, float]
     quality: dict[str, float] = Field(default_factory=dict)
+    # Measured NCCL all-reduce per TP degree ("2", "4", "8"): [[bytes, seconds], ...] ascending.
+    # NCCL switches protocol (LL, LL128, Simple) with the message size, so its time is not affine
+    # in the size: on L40S at TP 8 a 64 KiB all-reduce takes 1.6x what α + s/β fitted over all
+    # sizes gives. Where a curve is given, the replica interpolates it (model._allreduce).
+    nccl_curves: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
+
+    @field_validator("nccl_curves")
+    @classmethod
+    def _curves(cls, v: dict[str, list[tuple[float, float]]]) -> dict[str, list[tuple[float, float]]]:
+        for tp, points in v.items():
+            b = [p[0] for p in points]
+            if not tp.isdigit() or len(points) < 2 or min(min(p) for p in points) <= 0 or b != sorted(set(b)):
+                raise ValueError(f"curve {tp!r}: two or more [bytes, seconds] points, positive, bytes ascending")
+        return v
 
 
 class Calibration(Strict):
@@ -189,8 +207,19 @@ def calibration_document(cal: Calibration) -> dict[str, Any]:
         "tiers": {
             tier: {
                 "source": tc.source,
+                **({"confidence": tc.confidence} if tc.confidence != "high" else {}),
                 "params": {k: _round(tc.params[k]) for k in CALIBRATED_FIELDS if k in tc.params},
                 **({"quality": {k: _round(v) for k, v in sorted(tc.quality.items())}} if tc.quality else {}),
+                **(
+                    {
+                        "nccl_curves": {
+                            tp: [[_round(b), _round(s)] for b, s in pts]
+                            for tp, pts in sorted(tc.nccl_curves.items(), key=lambda kv: int(kv[0]))
+                        }
+                    }
+                    if tc.nccl_curves
+                    else {}
+                ),
             }
             for tier, tc in sorted(cal.tiers.items())
         },
@@ -264,6 +293,20 @@ def resolve_reference(ref: Any, base_dir: Path, file: str) -> str:
     return str(path)
 
 
+def nccl_curve(gpu_id: str, tp: int, params: PerfParams, calibration: str | None = None) -> np.ndarray | None:
+    """The calibration's measured NCCL all-reduce curve of ``gpu_id`` at ``tp`` as a (2, n) array
+    of (bytes, seconds), or None: no curve, or ``params`` sets the all-reduce factors explicitly
+    (an instance's own figures win over the calibration's, as in :func:`effective_params`)."""
+    if params.model_fields_set & {"network_efficiency", "collective_latency_s", *PER_TP_BASE}:
+        return None
+    where = _locate(calibration)
+    if where is None:
+        return None
+    tier = _read_cached(*where).tiers.get(gpu_id)
+    points = tier.nccl_curves.get(str(tp)) if tier is not None else None
+    return None if not points else np.asarray(points, float).T
+
+
 def effective_params(gpu_id: str, params: PerfParams, calibration: str | None = None) -> PerfParams:
     """Defaults < the calibration's entry for ``gpu_id`` < the keys ``params`` sets explicitly."""
     where = _locate(calibration)
@@ -303,6 +346,7 @@ def extrapolate(cal: Calibration, tiers: list[str]) -> Calibration:
         out[tier] = TierCalibration(
             source=f"extrapolated from {donor}: {why}; every fraction and latency is {donor}'s, "
             "applied to this tier's own datasheet figures",
+            confidence="low",
             params=dict(cal.tiers[donor].params),
         )
     return cal.model_copy(update={"tiers": out})

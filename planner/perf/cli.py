@@ -115,6 +115,7 @@ def perf_report(
         "pp": pp,
         "calibration": calibration or "default",
         "tier_source": tier.source if tier is not None else "PerfParams defaults (tier not in the calibration)",
+        "tier_confidence": tier.confidence if tier is not None else "low",
         "fits": fit.fits,
         "reason": fit.reason,
         "weights_gb_per_gpu": fit.weights_gb_per_gpu,
@@ -173,7 +174,12 @@ def _print_table(rep: dict[str, Any]) -> None:
         f"[bold]{rep['model']}[/] on [bold]{rep['gpu']}[/] · tp {rep['tp']} · pp {rep['pp']} · "
         f"calibration {rep['calibration']}"
     )
-    out.print(f"tier factors: {rep['tier_source']}", markup=False, highlight=False, soft_wrap=True)
+    out.print(
+        f"tier factors ({rep['tier_confidence']} confidence): {rep['tier_source']}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     t = Table(title="replica")
     t.add_column("figure")
     t.add_column("value", justify="right")
@@ -327,7 +333,7 @@ def calibrate(
         from planner.perf.aiconfigurator import locate_database
         from planner.perf.fit import calibrate_vidur
         from planner.perf.serving import calibrate_serving
-        from planner.problem import GPU
+        from planner.problem import GPU, LLM
 
         output_path(out_path, "--out")
         files = list(serving or [])
@@ -350,7 +356,8 @@ def calibrate(
         else:
             cal = load_calibration(_calibration_ref(base)) or Calibration()
         if aic_root is not None:
-            cal = calibrate_aiconfigurator(cal, aic_root, gpus)
+            models = [LLM.model_validate(v) for v in cat.models.values()]
+            cal = calibrate_aiconfigurator(cal, aic_root, gpus, models)
         if runs:
             names = ", ".join(p.name for p in files)
             cal = calibrate_serving(cal, runs, f"Tiers refitted to vLLM serving results: {names}.")

@@ -178,10 +178,14 @@ GEMM_START = {
 }
 
 
+MIN_HALF_TILES = 1e-3  # a ramp this short is no ramp: every GEMM at its full tile efficiency
+
+
 def _gemm_params(x: np.ndarray) -> dict[str, float]:
     return {
         "compute_efficiency": sigmoid(x[0]),
-        "gemm_half_tiles": math.exp(x[1]),
+        # floored: a fit that finds no ramp drives it to 0, which the schema (and a division) refuse
+        "gemm_half_tiles": math.exp(max(x[1], math.log(MIN_HALF_TILES))),
         "gemm_overlap": 1.0 + min(math.exp(x[2]), 15.0),
         "memory_efficiency": MAX_STREAM_EFFICIENCY * sigmoid(x[3]),
         "kernel_latency_s": math.exp(x[4]),

@@ -26,8 +26,9 @@ GEMM (each linear layer, per GPU, for n token rows, K×N weight shard of W bytes
   per layer: QKV (K=h, N=(n_q/t + 2·max(1, n_kv/t))·d), O (n_q·d/t, h), gate+up (h, 2f/t),
   down (f/t, h); MoE gate+up/down run n·k rows over E·(1 − (1 − k/E)^n) experts' weights;
   LM head (h, V/t) on one row per sequence. F is the fp8 rate for fp8 weights on a GPU that has
-  one, with its own η_c and η_m where the calibration has them (fp8_*); embedding and LM head
-  stay 16-bit.
+  one, with its own η_c and η_m where the calibration has them (fp8_*), plus vLLM's dynamic
+  quantization of the activations, t_q = 5·n·K / (B·η_q) (fp8_quant_efficiency: absmax and scale
+  passes over 16-bit activations, one 8-bit write); embedding and LM head stay 16-bit.
 Element-wise (bandwidth-bound on activations), t = t0_op + bytes / (B·η_op):
     norm ×2: 4·n·h   rope: 4·n·(n_q/t + n_kv,gpu)·d   act: 2·n·k·3f/t   add: 6·n·h   embed: 2·n·h
 Attention, per layer, for a prefill chunk of c tokens over k cached ones plus D decodes at mean
@@ -38,6 +39,8 @@ context C (n_q,gpu = n_q/t, b = attention_half_blocks, b_ctx = context_attention
   decodes against theirs at the context efficiency; decode reads every cached K/V once)
 Collectives: all-reduce of s bytes over t GPUs, and one pipeline hop (intra- or inter-node)
     t_ar    = α_n(t) + 2(t−1)/t · s / (η_n(t) · I/2)   two per layer + one for the vocab-parallel embedding
+  (NCCL; where the calibration holds the tier's measured NCCL curve at t, t_ar interpolates it in
+  log-log instead, and beyond its largest message scales that point by size)
               (α_n, η_n per ring size: t ≤ 2, 3–4, > 4; an unset 3–4 or > 4 value is the t ≤ 2 one)
     vLLM's custom all-reduce replaces NCCL for s ≤ S_c (8 MiB) where vLLM enables it (one node,
     t ∈ {2, 4, 6, 8}, NVLink between every pair or t = 2), in the same form with its own α_c(t),
@@ -140,7 +143,7 @@ class ReplicaModel:
     def __init__(
         self, model: LLM, gpu: GPU, tp: int, pp: int, params: PerfParams, calibration: str | None = None
     ) -> None:
-        from planner.perf.calibration import effective_params
+        from planner.perf.calibration import effective_params, nccl_curve
 
         assert model.layers and model.hidden_size and model.intermediate_size and model.attention_heads
         assert model.kv_heads and model.head_dim and model.vocab_size
@@ -173,6 +176,8 @@ class ReplicaModel:
         c8, m8 = (q.fp8_compute_efficiency, q.fp8_memory_efficiency) if f8 else (None, None)
         self.g_eff_c = np.array([q.compute_efficiency if c8 is None else c8] * 4 + [q.compute_efficiency])
         self.g_eff_m = np.array([q.memory_efficiency if m8 is None else m8] * 4 + [q.memory_efficiency])
+        q8 = (q.fp8_quant_efficiency or 0.0) if f8 else 0.0
+        self.g_quant = np.array([q8] * 4 + [0.0])  # activation quantization of the fp8 layer GEMMs
         self.g_mult = np.array([L, L, L, L, 1], float)
         self.g_layer = np.array([1, 1, 1, 1, 0], float)
         self.g_head = 1.0 - self.g_layer
@@ -188,13 +193,12 @@ class ReplicaModel:
         eta_n = _per_tp(tp, q.network_efficiency, q.network_efficiency_tp4, q.network_efficiency_tp8)
         self.ar_lat = _per_tp(tp, q.collective_latency_s, q.collective_latency_tp4_s, q.collective_latency_tp8_s)
         self.ar_bus = gpu.interconnect_gbs / 2 * GB * eta_n
-        # vLLM's custom all-reduce path (PerfParams): within one node, TP in {2, 4, 6, 8}, every GPU
-        # pair on NVLink or only two GPUs. A tier is taken as NVLink-connected when its node
-        # bandwidth exceeds a PCIe Gen5 x16 link (the catalog gives PCIe cards their PCIe figure).
+        # A measured NCCL curve of this tier and TP, where the calibration has one (log-log
+        # interpolation inside it; beyond it, its end point scaled by size, the bandwidth-bound limit).
+        curve = nccl_curve(gpu.id, tp, params, calibration) if tp > 1 else None
+        self.nccl_curve = None if curve is None else (np.log(curve[0]), np.log(np.maximum.accumulate(curve[1])))
         self.car: tuple[float, float, float] | None = None
-        nvlink = gpu.interconnect_gbs > PCIE_GEN5_GBS
-        custom_ok = tp in (2, 4, 6, 8) and tp <= gpu.gpus_per_node and (nvlink or tp == 2)
-        if q.custom_allreduce_latency_s is not None and custom_ok:
+        if q.custom_allreduce_latency_s is not None and vllm_custom_allreduce(gpu, tp):
             lat_c = _per_tp(
                 tp, q.custom_allreduce_latency_s, q.custom_allreduce_latency_tp4_s, q.custom_allreduce_latency_tp8_s
             )
@@ -255,6 +259,7 @@ class ReplicaModel:
             q.gemm_overlap,
             self.g_eff_m,  # type: ignore[arg-type]
             q.kernel_latency_s,
+            self.g_quant,
         )
         # A GEMM with no rows is not launched (a stage with no sequences has no LM head).
         return np.sum(np.where(n > 0, per, 0.0) * self.g_mult, axis=-1)
@@ -283,9 +288,18 @@ class ReplicaModel:
             q.context_attention_half_blocks,
         )
 
+    def nccl_allreduce(self, nbytes: np.ndarray) -> np.ndarray:
+        """One NCCL all-reduce of ``nbytes`` over the TP ring: the measured curve, or α + s/β."""
+        if self.nccl_curve is None:
+            return allreduce_time(nbytes, self.tp, self.ar_bus, self.ar_lat)
+        ls, lt = self.nccl_curve
+        x = np.log(np.maximum(nbytes, 1.0))
+        inside = np.exp(np.interp(x, ls, lt))  # flat below the smallest measured message
+        return np.where(x > ls[-1], np.exp(lt[-1] + x - ls[-1]), inside)
+
     def _allreduce(self, n_tokens: np.ndarray) -> np.ndarray:
         nbytes = n_tokens * self.h * ACT_BYTES
-        nccl = allreduce_time(nbytes, self.tp, self.ar_bus, self.ar_lat)
+        nccl = self.nccl_allreduce(nbytes)
         if self.car is None:
             return nccl
         lat, bus, top = self.car
@@ -646,6 +660,15 @@ def batch_grid(max_num_seqs: int) -> np.ndarray:
         return small.astype(float)
     large = np.unique(np.round(np.geomspace(33, max_num_seqs, 40)))
     return np.unique(np.concatenate([small, large, [max_num_seqs]])).astype(float)
+
+
+def vllm_custom_allreduce(gpu: GPU, tp: int) -> bool:
+    """Whether vLLM sends a TP ring's all-reduces through its custom kernel (messages up to
+    ``custom_allreduce_max_bytes``; NCCL beyond): within one node, TP in {2, 4, 6, 8}, and every GPU
+    pair on NVLink or only two GPUs. A tier is taken as NVLink-connected when its node bandwidth
+    exceeds a PCIe Gen5 x16 link (the catalog gives PCIe cards their PCIe figure)."""
+    nvlink = gpu.interconnect_gbs > PCIE_GEN5_GBS
+    return tp in (2, 4, 6, 8) and tp <= gpu.gpus_per_node and (nvlink or tp == 2)
 
 
 def structural_reason(model: LLM, gpu: GPU, tp: int, pp: int) -> str:

@@ -20,6 +20,9 @@ PCIE_GEN4_GBS = 64.0  # PCIe Gen4 x16, bidirectional headline (reference for PCI
 PCIE_GEN5_GBS = 128.0  # PCIe Gen5 x16, bidirectional: a node bandwidth above it is NVLink (or another fabric)
 
 
+QUANT_BYTES = 2.0 * ACT_BYTES + 1.0  # per activation element of a dynamic per-tensor fp8 quantization
+
+
 def gemm_time(
     rows: np.ndarray,
     k: np.ndarray | float,
@@ -32,13 +35,20 @@ def gemm_time(
     overlap: float,
     eff_m: float,
     latency: float,
+    quant_eff: np.ndarray | float = 0.0,
 ) -> np.ndarray:
-    """t0 + (Tc^p + Tm^p)^(1/p) of a GEMM with ``rows`` token rows and a K×N weight shard."""
+    """t0 + (Tc^p + Tm^p)^(1/p) of a GEMM with ``rows`` token rows and a K×N weight shard, plus,
+    where ``quant_eff`` > 0 (per-tensor fp8), the activations' quantization: rows·K elements read
+    twice in 16 bits (absmax, then scale) and written once in 8, at that share of the bandwidth."""
     tc = 2.0 * k * (rows * n_out + half_tiles * TILE * TILE) / (flops_per_s * eff_c)
     tm = (weight_bytes + ACT_BYTES * rows * (k + n_out)) / (bytes_per_s * eff_m)
     hi = np.maximum(tc, tm)
     # Scaled smooth max hi·(1 + (lo/hi)^p)^(1/p): exact, overflow-free for any p in [1, 16].
-    return latency + hi * np.power(1.0 + np.power(np.minimum(tc, tm) / hi, overlap), 1.0 / overlap)
+    t = latency + hi * np.power(1.0 + np.power(np.minimum(tc, tm) / hi, overlap), 1.0 / overlap)
+    q = np.asarray(quant_eff, float)
+    if not np.any(q > 0):
+        return t
+    return t + np.where(q > 0, QUANT_BYTES * rows * k / (bytes_per_s * np.where(q > 0, q, 1.0)), 0.0)
 
 
 def elementwise_time(
