@@ -4,17 +4,25 @@ those factors back; the custom path is taken exactly where vLLM takes it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from planner.errors import InputError
 from planner.loader import builtin_catalog
 from planner.perf import ReplicaModel
-from planner.perf.aic_fit import calibrate_aiconfigurator, calibrate_tier
+from planner.perf.aic_fit import calibrate_aiconfigurator, calibrate_tier, catalog_shapes
 from planner.perf.aiconfigurator import load_system
-from planner.perf.calibration import Calibration, TierCalibration
+from planner.perf.calibration import (
+    Calibration,
+    TierCalibration,
+    load_calibration,
+    read_calibration,
+    write_calibration,
+)
 from planner.perf.fit import Hardware
 from planner.perf.ops import allreduce_time, attention_time, gemm_time, kv_bytes_per_token
 from planner.problem import GPU, LLM, PerfParams
@@ -152,3 +160,94 @@ def test_custom_allreduce_where_vllm_uses_it() -> None:
     assert np.all(np.diff(t) >= 0)
     big = tokens * LLAMA8.hidden_size * 2 > custom.custom_allreduce_max_bytes
     assert big.any() and np.all(t[big] >= ReplicaModel(LLAMA8, H100, 8, 1, nccl, "none")._allreduce(tokens)[big])
+
+
+def test_refit_records_the_measured_nccl_curves(tmp_path: Path) -> None:
+    root = _database(tmp_path)
+    cal = calibrate_aiconfigurator(Calibration(), root, {"h100-80gb": H100})
+    curves = cal.tiers["h100-80gb"].nccl_curves
+    data = load_system(root, "h100_sxm")
+    for tp in (2, 4, 8):
+        rows = data.allreduce[(data.allreduce.impl == "nccl") & (data.allreduce.gpus == tp)].sort_values("bytes")
+        assert [b for b, _ in curves[str(tp)]] == rows.bytes.tolist()
+        assert np.allclose([s for _, s in curves[str(tp)]], rows.seconds.to_numpy())
+
+
+def _curve_file(tmp_path: Path, points: list[tuple[float, float]]) -> str:
+    path = tmp_path / "curve.yaml"
+    tc = TierCalibration(source="test", params={}, nccl_curves={"8": points})
+    write_calibration(path, Calibration(tiers={"l40s": tc}))
+    return str(path)
+
+
+def test_nccl_curve_is_interpolated_in_log_log_and_scaled_beyond(tmp_path: Path) -> None:
+    """A replica's NCCL all-reduce reads the tier's measured curve: the points themselves, the
+    log-log line between two points, the smallest point below, and size-proportional beyond."""
+    points = [(1e4, 2e-5), (1e5, 1.6e-4), (1e6, 4e-4), (1e7, 3.2e-3)]
+    rm = ReplicaModel(LLAMA8, L40S, 8, 1, PerfParams(), _curve_file(tmp_path, points))
+    b = np.array([1e4, 1e5, 1e6, 1e7])
+    assert np.allclose(rm.nccl_allreduce(b), [s for _, s in points])
+    mid = math.sqrt(1e5 * 1e6)
+    assert math.isclose(float(rm.nccl_allreduce(np.array([mid]))[0]), math.sqrt(1.6e-4 * 4e-4), rel_tol=1e-12)
+    assert float(rm.nccl_allreduce(np.array([10.0]))[0]) == pytest.approx(2e-5)
+    assert float(rm.nccl_allreduce(np.array([4e7]))[0]) == pytest.approx(4 * 3.2e-3)
+    # more bytes never take less time, through the whole range (tokens: the replica's own path)
+    tokens = np.geomspace(1, 8192, 200)
+    assert np.all(np.diff(rm._allreduce(tokens)) >= 0)
+    # other TP degrees have no curve: α + s/β as before
+    rm4 = ReplicaModel(LLAMA8, L40S, 4, 1, PerfParams(), _curve_file(tmp_path, points))
+    assert rm4.nccl_curve is None
+    # an instance's own all-reduce figures win over the calibration's curve
+    own = ReplicaModel(LLAMA8, L40S, 8, 1, PerfParams(network_efficiency=0.5), _curve_file(tmp_path, points))
+    assert own.nccl_curve is None
+
+
+@pytest.mark.parametrize(
+    "points",
+    [[(1e4, 2e-5)], [(1e5, 2e-5), (1e4, 3e-5)], [(1e4, 0.0), (1e5, 1e-4)]],
+    ids=["one-point", "descending", "zero-time"],
+)
+def test_bad_nccl_curve_is_one_clear_line(tmp_path: Path, points: list[tuple[float, float]]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "format: planner-calibration/1\ntiers:\n  l40s:\n    source: x\n    params: {}\n"
+        f"    nccl_curves: {{'8': {[list(p) for p in points]}}}\n"
+    )
+    with pytest.raises(InputError) as exc:
+        read_calibration(path)
+    assert exc.value.field.startswith("tiers.l40s.nccl_curves") and "bytes ascending" in exc.value.message
+
+
+def test_fp8_gemm_adds_the_activation_quantization() -> None:
+    """Per-tensor fp8 GEMMs pay 5 bytes per activation element at η_q of the bandwidth, on the
+    layer GEMMs only (the LM head stays 16-bit); without η_q the time is the roofline's alone."""
+    rows, k, n = np.array([1.0, 512.0, 4096.0]), 4096.0, 6144.0
+    args = (rows, k, n, k * n, 1.0e15, 3.35e12, 0.7, 4.0, 2.0, 0.8, 3e-6)
+    plain = gemm_time(*args)
+    assert np.allclose(gemm_time(*args, quant_eff=0.4) - plain, 5.0 * rows * k / (3.35e12 * 0.4))
+    fp8 = LLM.model_validate(CAT.models["llama-3.1-8b-fp8"])
+    q = PerfParams(fp8_compute_efficiency=0.6, fp8_quant_efficiency=0.4)
+    with_q = ReplicaModel(fp8, H100, 1, 1, q, "none")
+    without = ReplicaModel(fp8, H100, 1, 1, PerfParams(fp8_compute_efficiency=0.6), "none")
+    assert list(with_q.g_quant) == [0.4, 0.4, 0.4, 0.4, 0.0]
+    t = np.array([1.0, 2048.0])
+    extra = with_q.components(t, 0 * t, 0 * t, 0 * t)["gemm"] - without.components(t, 0 * t, 0 * t, 0 * t)["gemm"]
+    assert np.allclose(extra, with_q.layers_per_stage * 5.0 * t * with_q.g_k[:4].sum() / (with_q.bw * 0.4))
+    bf16 = ReplicaModel(LLAMA8, H100, 1, 1, q, "none")
+    assert not bf16.g_quant.any()
+
+
+def test_catalog_shapes_are_the_grid_points_nearest_the_models_layers(tmp_path: Path) -> None:
+    data = load_system(_database(tmp_path), "h100_sxm")
+    shapes = catalog_shapes(data.gemm, [LLAMA8])
+    # Llama-3.1-8B at TP 1: QKV 6144×4096, O 4096×4096, gate+up 28672×4096, down 4096×14336
+    assert {(6144, 4096), (4096, 4096), (14336, 4096), (4096, 14336)} <= shapes
+    assert shapes <= set(map(tuple, data.gemm[["n", "k"]].drop_duplicates().to_numpy().tolist()))
+
+
+def test_extrapolated_tiers_say_low_confidence() -> None:
+    cal = load_calibration(None)
+    assert cal is not None
+    for tier, tc in cal.tiers.items():
+        assert (tc.confidence == "low") == tc.source.startswith("extrapolated"), tier
+    assert cal.tiers["l40s"].confidence == "high" and cal.tiers["l4"].confidence == "low"
