@@ -221,6 +221,7 @@ def steps_part(vidur: Path, baseline: str | None, out: Path) -> list[str]:
         return ["\n## Whole steps vs AIConfigurator\n", "Skipped: aiconfigurator-core is not installed.\n"]
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import step_fidelity as sf
+    from perf_vs_aiconfigurator import MODELS
 
     from planner.perf.aiconfigurator import SYSTEM_GPUS, list_systems, load_system, locate_database
     from planner.perf.fit import calibrate_vidur
@@ -228,7 +229,7 @@ def steps_part(vidur: Path, baseline: str | None, out: Path) -> list[str]:
 
     cat = builtin_catalog()
     gpus = {k: GPU.model_validate(v) for k, v in cat.gpus.items()}
-    models = {m: LLM.model_validate(cat.models[m]) for m in sf.MODELS}
+    models = {m: LLM.model_validate(cat.models[m]) for m in MODELS}
     root = locate_database(None)
     loaded = {}
     for s in list_systems(root):

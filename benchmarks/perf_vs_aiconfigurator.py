@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from planner.errors import InputError  # noqa: E402
 from planner.loader import builtin_catalog  # noqa: E402
-from planner.perf import ReplicaModel, allreduce_time, layer_shapes  # noqa: E402
-from planner.perf.aic_fit import calibrate_tier, nearest, predict_gemm  # noqa: E402
+from planner.perf import ReplicaModel, allreduce_time  # noqa: E402
+from planner.perf.aic_fit import calibrate_tier, gemm_shapes, nearest, predict_gemm  # noqa: E402
 from planner.perf.aiconfigurator import (  # noqa: E402
     SYSTEM_GPUS,
     UNMAPPED_SYSTEMS,
@@ -119,15 +119,7 @@ def gemm_rows(data: SystemData, gpu: GPU, models: dict[str, LLM], cal: str | Non
                 if not tp_allowed(model, tp, gpu):
                     continue
                 q = ReplicaModel(model, gpu, tp, 1, PerfParams(), cal).q.model_dump()
-                k_l, n_l, _ = layer_shapes(
-                    model.hidden_size,
-                    model.attention_heads,
-                    model.kv_heads,
-                    model.head_dim,
-                    model.intermediate_size,
-                    tp,
-                )
-                for op, k_want, n_want in zip(GEMM_OPS, k_l, n_l, strict=True):
+                for op, (k_want, n_want) in zip(GEMM_OPS, gemm_shapes(model, tp), strict=True):
                     shape, exact = nearest(shapes, ("n", "k"), (n_want, k_want))
                     rows = table[(table["n"] == shape["n"]) & (table["k"] == shape["k"])]
                     n, k, m = float(shape["n"]), float(shape["k"]), rows["m"].to_numpy(float)

@@ -35,8 +35,16 @@ import numpy as np
 import pandas as pd
 from perf_vs_aiconfigurator import HELD_OUT_DONORS, TPS, predict_attention, tp_allowed
 
-from planner.perf import ReplicaModel, layer_shapes
-from planner.perf.aic_fit import HEAD_DIM, calibrate_tier, catalog_shapes, nccl_curves, nearest, predict_gemm
+from planner.perf import ReplicaModel
+from planner.perf.aic_fit import (
+    HEAD_DIM,
+    calibrate_tier,
+    catalog_shapes,
+    gemm_shapes,
+    nccl_curves,
+    nearest,
+    predict_gemm,
+)
 from planner.perf.aiconfigurator import SYSTEM_GPUS, SystemData
 from planner.perf.calibration import Calibration, TierCalibration, write_calibration
 from planner.perf.fit import Hardware
@@ -97,15 +105,7 @@ def steps(data: SystemData, gpu: GPU, models: Mapping[str, LLM], cal: str | None
                     or not ReplicaModel(variant, gpu, tp, 1, PerfParams(), cal).fit().fits
                 ):
                     continue
-                k_l, n_l, _ = layer_shapes(
-                    model.hidden_size,
-                    model.attention_heads,
-                    model.kv_heads,
-                    model.head_dim,
-                    model.intermediate_size,
-                    tp,
-                )
-                nk = [nearest(shapes, ("n", "k"), (n_w, k_w))[0] for k_w, n_w in zip(k_l, n_l, strict=True)]
+                nk = [nearest(shapes, ("n", "k"), (n_w, k_w))[0] for k_w, n_w in gemm_shapes(model, tp)]
                 want = (model.attention_heads / tp, max(1.0, model.kv_heads / tp))
                 for phase, sizes in (
                     ("prefill", [(p, 0) for p in PROMPTS]),

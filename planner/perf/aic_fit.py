@@ -78,6 +78,15 @@ def nearest(points: pd.DataFrame, cols: Sequence[str], target: Sequence[float]) 
     return points.iloc[i], bool(dist[i] < 1e-12)
 
 
+def gemm_shapes(model: LLM, tp: int) -> list[tuple[float, float]]:
+    """(k, n) of the layer GEMMs (QKV, O, gate+up, down) of a dense ``model`` on one of ``tp`` GPUs."""
+    assert model.hidden_size and model.attention_heads and model.kv_heads and model.intermediate_size
+    k_l, n_l, _ = layer_shapes(
+        model.hidden_size, model.attention_heads, model.kv_heads, model.head_dim, model.intermediate_size, tp
+    )
+    return [(float(k), float(n)) for k, n in zip(k_l, n_l, strict=True)]
+
+
 def catalog_shapes(gemm: pd.DataFrame, models: Iterable[LLM]) -> set[tuple[int, int]]:
     """The measured (n, k) nearest each layer GEMM (QKV, O, gate+up, down) that ``models`` run at
     TP 1, 2, 4, 8 (where the TP divides the heads): the part of AIConfigurator's grid a replica runs.
@@ -93,11 +102,8 @@ def catalog_shapes(gemm: pd.DataFrame, models: Iterable[LLM]) -> set[tuple[int, 
         for tp in (1, 2, 4, 8):
             if m.attention_heads % tp or (m.kv_heads % tp and tp % m.kv_heads):
                 continue
-            k_l, n_l, _ = layer_shapes(
-                m.hidden_size, m.attention_heads, m.kv_heads, m.head_dim, m.intermediate_size, tp
-            )
-            for k, n in zip(k_l, n_l, strict=True):
-                row, _ = nearest(grid, ("n", "k"), (float(n), float(k)))
+            for k, n in gemm_shapes(m, tp):
+                row, _ = nearest(grid, ("n", "k"), (n, k))
                 out.add((int(row["n"]), int(row["k"])))
     return out
 
