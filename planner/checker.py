@@ -4,8 +4,8 @@ It rebuilds the option table from the instance (the one place figures come from)
 every constraint family and cost term of the spec from the plan's deployments, routing and
 unserved fractions. It imports no solver code. Violations carry the family name used in the MILP
 (``planner.solvers.milp``) and in the spec: coverage, max_unserved, eligibility, capacity,
-accuracy, availability, budget, plus the plan's own bookkeeping (reference, integrality, gpus,
-cost, objective, bound, status).
+accuracy, availability, budget, split (a prefill/decode pair runs both pools), plus the plan's
+own bookkeeping (reference, integrality, gpus, cost, objective, bound, status).
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def check_plan(inst: Instance, plan: Plan, table: OptionTable | None = None) -> 
     _check_routing_refs(table, x, u, types, rep)
     _check_coverage(inst, x, u, rep)
     _check_capacity(inst, table, y, x, rep)
+    _check_split(inst, table, y, x, rep)
     _check_accuracy(inst, x, rep)
     _check_availability(inst, y, rep)
     cost = plan_cost(table, y, x, u)
@@ -199,6 +200,48 @@ def _check_shared_tpot(inst: Instance, table: OptionTable, y: Replicas, x: Routi
                     f"{o.key}: load {need:.6g} replicas with every type held to {tighter[0]}'s TPOT limit "
                     f"{lvl:g} s > max_utilization {inst.max_utilization} × {y.get(o, 0)} replicas",
                 )
+
+
+def _check_split(inst: Instance, table: OptionTable, y: Replicas, x: Routing, rep: CheckReport) -> None:
+    """Split pairs (:mod:`planner.disaggregation`): a type routed to a pair's prefill pool loads its
+    decode pool too, so for every pair s (the prefill pool's own capacity is :func:`_check_capacity`'s)
+
+        Σ_i λ_i·x[i,s] / decode_rps[i,s] ≤ max_utilization · decode replicas      (capacity)
+        Σ_i link[i,s]·x[i,s]              ≤ max_utilization · prefill replicas    (capacity: KV link)
+
+    and a pair runs both pools or neither (split)."""
+    sp = table.split
+    types = {q.id: q for q in inst.query_types}
+    decode_load: dict[Option, float] = {}
+    link_load: dict[Option, float] = {}
+    for t, shares in x.items():
+        for o, v in shares.items():
+            if o.role != "prefill" or t not in types or sp is None or (s := sp.index(o)) is None:
+                continue
+            d = sp.decode[s]
+            row = table.row(d, t)
+            i = table.type_ids.index(t)
+            if row is None or not row.throughput_rps or (i, s) not in sp.link:
+                continue  # not eligible: _check_routing_refs says so
+            decode_load[d] = decode_load.get(d, 0.0) + types[t].arrival_rate * v / row.throughput_rps
+            link_load[o] = link_load.get(o, 0.0) + sp.link[i, s] * v
+    u = inst.max_utilization
+    for loads, what in ((decode_load, "decode pool"), (link_load, "KV link of the prefill pool")):
+        for o, need in loads.items():
+            if need > u * y.get(o, 0) * (1 + REL_TOL) + ABS_TOL:
+                rep.add(
+                    "capacity",
+                    f"{o.key}: {what} load {need:.6g} replicas > max_utilization {u} × {y.get(o, 0)} replicas",
+                )
+    pools: dict[str, dict[str, int]] = {}
+    for o, n in y.items():
+        if o.role and n > 0:
+            pools.setdefault(o.pair, {})[o.role] = n
+    for pair, roles in sorted(pools.items()):
+        for role in ("prefill", "decode"):
+            if role not in roles:
+                other = "decode" if role == "prefill" else "prefill"
+                rep.add("split", f"pair {pair} deploys {other} replicas but no {role} replicas")
 
 
 def _check_accuracy(inst: Instance, x: Routing, rep: CheckReport) -> None:

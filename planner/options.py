@@ -53,6 +53,10 @@ class Option:
     tp: int
     pp: int
     budget: int | None = None
+    # Split serving (:mod:`planner.disaggregation`): the pool's role ("prefill" | "decode") and
+    # its pair's id; "" for a colocated option (strings, not None, so options stay orderable).
+    role: str = ""
+    pair: str = ""
 
     @property
     def gpus_per_replica(self) -> int:
@@ -60,6 +64,8 @@ class Option:
 
     @property
     def key(self) -> str:
+        if self.role:
+            return f"{self.pair}/{self.role}"
         base = f"{self.model}/{self.gpu}/tp{self.tp}/pp{self.pp}"
         return base if self.budget is None else f"{base}/mbt{self.budget}"
 
@@ -294,6 +300,9 @@ class OptionTable:
     # Shared pools (module docstring): rows held to another type's tighter TPOT, and their loads.
     tight: Tight = field(default_factory=dict)
     tight_load: dict[tuple[int, int, int], float | None] = field(default_factory=dict)
+    # Split prefill/decode pairs (instance engine.split; planner.disaggregation): beside the
+    # colocated options, read by the exact model, the plan and the checker only.
+    split: Any = None
 
     def row(self, option: Option, type_id: str) -> Row | None:
         return self.by_key.get((option, type_id))
@@ -504,7 +513,15 @@ def build_option_table(inst: Instance) -> OptionTable:
         rows[opt, e.query_type] = _measured_row(opt, types[e.query_type], e, base, source)
 
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
-    return _with_coefficients(inst, ordered, rows, tight)
+    table = _with_coefficients(inst, ordered, rows, tight)
+    if inst.engine.split:
+        from planner.disaggregation import split_table
+
+        table.split = split_table(inst)
+        for r in table.split.rows:  # looked up by option (plan, checker), never iterated with table.rows
+            table.by_key[r.option, r.query_type] = r
+            table.by_option.setdefault(r.option, []).append(r)
+    return table
 
 
 def with_instance(table: OptionTable, inst: Instance) -> OptionTable:

@@ -49,17 +49,27 @@ class _OptionRef(_Out):
     max_num_batched_tokens: Annotated[int, Field(ge=16)] | None = Field(
         None, description="vLLM token budget the planner chose for this deployment"
     )
+    role: Literal["prefill", "decode"] | None = Field(
+        None, description="split serving: this pool's phase (planner.disaggregation); absent when colocated"
+    )
+    pair: str | None = Field(None, description="split serving: the id of the prefill/decode pair this pool is in")
 
     @property
     def option(self) -> Option:
-        return Option(self.model, self.gpu, self.tp, self.pp, self.max_num_batched_tokens)
+        return Option(
+            self.model, self.gpu, self.tp, self.pp, self.max_num_batched_tokens, self.role or "", self.pair or ""
+        )
 
 
 def option_fields(o: Option) -> dict[str, Any]:
-    """The plan keys naming option ``o`` (``max_num_batched_tokens`` only when it has a budget)."""
+    """The plan keys naming option ``o`` (``max_num_batched_tokens`` only when it has a budget,
+    ``role`` and ``pair`` only on a split pair's pools)."""
     keys: dict[str, Any] = {"model": o.model, "gpu": o.gpu, "tp": o.tp, "pp": o.pp}
     if o.budget is not None:
         keys["max_num_batched_tokens"] = o.budget
+    if o.role:
+        keys["role"] = o.role
+        keys["pair"] = o.pair
     return keys
 
 
@@ -320,8 +330,10 @@ def plan_document(plan: Plan) -> dict[str, Any]:
 def _drop_none_budgets(node: Any) -> None:
     """Option references without a chosen token budget are written with the spec's four keys."""
     if isinstance(node, dict):
-        if "gpu" in node and "tp" in node and node.get("max_num_batched_tokens", 0) is None:
-            node.pop("max_num_batched_tokens")
+        if "gpu" in node and "tp" in node:
+            for key in ("max_num_batched_tokens", "role", "pair"):
+                if key in node and node[key] is None:
+                    node.pop(key)
         for v in node.values():
             _drop_none_budgets(v)
     elif isinstance(node, list):
@@ -376,6 +388,14 @@ def check_plan_structure(inst: Instance, plan: Plan, label: str, *, routed_deplo
             refs.routing(w.routing, w.unserved, label, where, wdeployed if routed_deployed else None)
 
 
+def refuse_split(plan: Plan, label: str, what: str) -> None:
+    """One clear line where a command cannot yet run a plan with split prefill/decode pools
+    (:mod:`planner.disaggregation`): ``what`` names the command's work."""
+    for n, d in enumerate(plan.deployments):
+        if d.role is not None:
+            raise InputError(label, f"deployments[{n}].role", f"split prefill/decode pools cannot be {what} yet")
+
+
 def unknown_names(inst: Instance, plan: Plan) -> list[str]:
     """Each option reference of ``plan`` (deployments, routing, every window) whose model or GPU
     ``inst`` does not have: nothing can be priced or looked up for it, so the checker reports
@@ -421,6 +441,10 @@ class _References:
             raise InputError(label, f"{where}.tp", f"tp {ref.tp} is not a degree of the instance {sorted(self.tp)}")
         if ref.pp not in self.pp:
             raise InputError(label, f"{where}.pp", f"pp {ref.pp} is not a degree of the instance {sorted(self.pp)}")
+        if (ref.role is None) != (ref.pair is None):
+            raise InputError(label, f"{where}.role", "a split pool names both its role and its pair (or neither)")
+        if ref.role is not None and not self.inst.engine.split:
+            raise InputError(label, f"{where}.role", "the instance plans no split pools (engine.split is off)")
         b = ref.max_num_batched_tokens
         if b not in self.budgets:
             known = sorted(x for x in self.budgets if x is not None)
@@ -466,6 +490,10 @@ class _References:
             for n, s in enumerate(routing.get(t, [])):
                 at = f"{where}routing.{t}[{n}]"
                 self.option(s, label, at)
+                if s.role == "decode":
+                    raise InputError(
+                        label, f"{at}.role", "a type is routed to a split pair's prefill pool, not its decode pool"
+                    )
                 if not 0 <= s.fraction <= 1:
                     raise InputError(label, f"{at}.fraction", f"must be in [0, 1] (got {s.fraction:g})")
                 if deployed is not None and s.fraction > 0 and s.option not in deployed:

@@ -324,6 +324,11 @@ class Engine(Strict):
         description="candidate token budgets (Sarathi-Serve's chunk budget); default: "
         "(512, 2048, 8192) with an attainment target, performance_params.prefill_chunk_tokens with `mean`",
     )
+    split: bool = Field(
+        False,
+        description="also consider split prefill/decode pools joined by a KV link (planner.disaggregation); "
+        "mean-latency mode (slo_attainment: mean) only for now",
+    )
 
     @field_validator("max_num_batched_tokens")
     @classmethod
@@ -633,6 +638,20 @@ def check_consistency(inst: Instance) -> None:
     _check_performance_refs(inst)
     _check_model_mode_fields(inst)
     _check_scaling(inst)
+    _check_split(inst)
+
+
+def _check_split(inst: Instance) -> None:
+    if not inst.engine.split:
+        return
+    if inst.performance_mode != "model" or any(inst.attainment(q) is not None for q in inst.query_types):
+        raise InputError(
+            None,
+            "engine.split",
+            "split prefill/decode pools are priced in model mode with slo_attainment: mean only (for now)",
+        )
+    if inst.scaling is not None:
+        raise InputError(None, "engine.split", "split pools are not planned over demand windows (scaling) yet")
 
 
 def instance_json_schema() -> dict[str, Any]:

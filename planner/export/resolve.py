@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from planner.checker import check_plan
 from planner.errors import InputError
 from planner.options import Option, OptionTable, build_option_table
-from planner.plan import Plan
+from planner.plan import Plan, refuse_split
 from planner.problem import GPU, LLM, Instance
 
 # vLLM release every artefact targets. Each flag the exporters emit was checked against vLLM's own
@@ -342,6 +342,8 @@ def build_context(
         _check_against_instance(plan, inst, table, plan_label)
     else:
         _check_alone(plan, plan_label)
+    # vLLM's KV connector configuration (--kv-transfer-config) is not written yet.
+    refuse_split(plan, _plan_label(plan_label), "exported")
 
     deployments = [d for d in plan.deployments if d.replicas > 0]
     names, short = _names([d.option for d in deployments])

@@ -158,6 +158,9 @@ def plan_routing(
     """The plan's deployed options (service n = deployed[n]), each type's shares as (service or
     None for unserved, fraction), and the types each option serves; a plan routing to a type the
     instance lacks or to an option without replicas is refused."""
+    from planner.plan import refuse_split
+
+    refuse_split(plan, plan_label, "simulated")  # the engine's split pools are not wired to plans yet
     tindex = {q.id: i for i, q in enumerate(inst.query_types)}
     deployed = [d for d in plan.deployments if d.replicas > 0]
     if not deployed:

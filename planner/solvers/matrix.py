@@ -23,8 +23,9 @@ objective           Σ rental·y + Σ storage·z + Σ delay·x + Σ unserved·u 
 with the same big-M (:func:`planner.solvers.milp.big_m`) and the same dominance pruning
 (:func:`planner.solvers.milp.dominated`) as the Pyomo model; ``tests/test_solvers_scale.py``
 asserts equal optima of both forms on seeded instances. Limits: no shared-pool rows (attainment
-tables with several TPOT limits on one option): :func:`supported` says so and callers use the
-Pyomo model there. Columns are laid out y (K), z (K), x (P), u (I).
+tables with several TPOT limits on one option) and no split prefill/decode pairs
+(:mod:`planner.disaggregation`): :func:`supported` says so and callers use the Pyomo model
+there. Columns are laid out y (K), z (K), x (P), u (I).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from planner.solvers.milp import big_m, dominated
 
 
 def supported(table: OptionTable) -> bool:
-    """Can the matrix form state this table's model exactly (no shared-pool rows)?"""
-    return not table.tight_load
+    """Can the matrix form state this table's model exactly (no shared-pool rows, no split pairs)?"""
+    return not table.tight_load and not table.split
 
 
 @dataclass

@@ -23,6 +23,11 @@ where j's TPOT limit is tighter than another type's eligible on k: the shared-po
 No optimal solution needs more replicas than the full load of every type it can serve, and the
 availability and budget limits cap y[k] anyway, so the bound cuts off no optimum.
 
+**Split prefill/decode pairs** (instance ``engine.split``; :mod:`planner.disaggregation`): a pair
+s ∈ S has two integer replica counts yp[s], yd[s] ∈ {0..M_s}, zs[s] ∈ {0,1} and routed fractions
+xs[i,s]; coverage, accuracy, availability (each pool on its own tier), budget and the objective
+gain the pair's terms, and :func:`_split_capacity` holds its prefill pool, decode pool and KV link.
+
 **Dominated options are left out** (:func:`dominated`): option b is dominated by option a of the
 same model when a serves every type b serves, with ρ = max_i load[i,a]/load[i,b] over those types
 and n = ⌈ρ⌉:
@@ -170,8 +175,21 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     m.x = pyo.Var(m.P, domain=pyo.Binary if scope.whole else pyo.NonNegativeReals, bounds=(0.0, 1.0))
     m.u = pyo.Var(m.I, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0.0, inst.query_types[i].max_unserved))
 
+    # Split prefill/decode pairs (planner.disaggregation): only in the whole model (a polish's or
+    # baseline's restricted scope names colocated options only).
+    split = table.split if scope.options is None and scope.pairs is None and not scope.whole else None
+    routes = [(i, s) for (i, s) in split.routes if i in in_scope] if split is not None else []
+    m.S = pyo.Set(initialize=sorted({s for _, s in routes}), ordered=True)
+    m.PS = pyo.Set(initialize=routes, dimen=2, ordered=True)
+    m.MS = {s: _split_big_m(table, s, routes) for s in m.S}
+    m.yp = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MS[s]))
+    m.yd = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MS[s]))
+    m.zs = pyo.Var(m.S, domain=pyo.Binary)
+    m.xs = pyo.Var(m.PS, domain=pyo.NonNegativeReals, bounds=(0.0, 1.0))
+
     _coverage(m)
     _capacity(m)
+    _split_capacity(m)
     _accuracy(m)
     if scope.availability:
         _availability(m)
@@ -180,6 +198,55 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     _linking(m)
     _objective(m)
     return m
+
+
+def _split_big_m(table: OptionTable, s: int, routes: list[tuple[int, int]]) -> int:
+    """M_s for both pools of pair s: the replicas the full load of every type it can serve needs on
+    the busier pool (prefill, decode or link), within each pool's tier limit and the budget."""
+    sp, inst = table.split, table.instance
+    need = max(
+        sum(sp.load_p[i, t] for i, t in routes if t == s),
+        sum(sp.load_d[i, t] for i, t in routes if t == s),
+        sum(sp.link[i, t] for i, t in routes if t == s),
+    )
+    out = math.ceil(need / inst.max_utilization - 1e-9)
+    for o, g in ((sp.prefill[s], sp.gpus_p[s]), (sp.decode[s], sp.gpus_d[s])):
+        avail = inst.gpu(o.gpu).available
+        if avail is not None:
+            out = min(out, avail // int(g))
+    price = float(sp.rental_p[s] + sp.rental_d[s])
+    if inst.budget is not None and price > 0:
+        out = min(out, math.floor(inst.budget / price + 1e-9) or 0)
+    return max(0, out)
+
+
+def _split_capacity(m: pyo.ConcreteModel) -> None:
+    """The two pools and the link of every split pair s ∈ S (:mod:`planner.disaggregation`):
+
+        split_prefill[s]:  Σ_i load_p[i,s]·xs[i,s] ≤ max_utilization·yp[s]   (prefill replicas)
+        split_decode[s]:   Σ_i load_d[i,s]·xs[i,s] ≤ max_utilization·yd[s]   (decode replicas)
+        split_link[s]:     Σ_i link[i,s]·xs[i,s]   ≤ max_utilization·yp[s]   (NIC-seconds per second:
+                           each prefill replica's link busy at most U of the time)
+
+    Both pools carry every request routed to the pair (its prefill, then its decode)."""
+    sp = m.table.split
+    u = m.table.instance.max_utilization
+    by_pair: dict[int, list[int]] = {s: [] for s in m.S}
+    for i, s in m.PS:
+        by_pair[s].append(i)
+    m.split_prefill = pyo.Constraint(
+        m.S, rule=lambda _, s: sum(sp.load_p[i, s] * m.xs[i, s] for i in by_pair[s]) <= u * m.yp[s]
+    )
+    m.split_decode = pyo.Constraint(
+        m.S, rule=lambda _, s: sum(sp.load_d[i, s] * m.xs[i, s] for i in by_pair[s]) <= u * m.yd[s]
+    )
+    m.split_link = pyo.Constraint(
+        m.S, rule=lambda _, s: sum(sp.link[i, s] * m.xs[i, s] for i in by_pair[s]) <= u * m.yp[s]
+    )
+
+
+def _split_pairs_of_type(m: pyo.ConcreteModel, i: int) -> list[int]:
+    return [s for (j, s) in m.PS if j == i]
 
 
 def _pairs_of_type(m: pyo.ConcreteModel, i: int) -> list[int]:
@@ -191,7 +258,13 @@ def _coverage(m: pyo.ConcreteModel) -> None:
     by_type: dict[int, list[int]] = {i: [] for i in m.I}
     for i, k in m.P:
         by_type[i].append(k)
-    m.coverage = pyo.Constraint(m.I, rule=lambda _, i: sum(m.x[i, k] for k in by_type[i]) + m.u[i] == 1)
+    split: dict[int, list[int]] = {i: [] for i in m.I}
+    for i, s in m.PS:  # + Σ_s xs[i,s] over the split pairs serving i
+        split[i].append(s)
+    m.coverage = pyo.Constraint(
+        m.I,
+        rule=lambda _, i: sum(m.x[i, k] for k in by_type[i]) + sum(m.xs[i, s] for s in split[i]) + m.u[i] == 1,
+    )
 
 
 def _capacity(m: pyo.ConcreteModel) -> None:
@@ -271,11 +344,17 @@ def _accuracy(m: pyo.ConcreteModel) -> None:
     """accuracy[i]:  Σ_k e[model(k)][i]·x[i,k] ≤ ε_i     ∀ i ∈ I with max_error set   (error rate)."""
     t = m.table
     # A type with no eligible pair has an empty row (0 ≤ ε): nothing to constrain.
-    limited = [i for i in m.I if t.instance.query_types[i].max_error is not None and _pairs_of_type(m, i)]
+    limited = [
+        i
+        for i in m.I
+        if t.instance.query_types[i].max_error is not None and (_pairs_of_type(m, i) or _split_pairs_of_type(m, i))
+    ]
     m.accuracy = pyo.Constraint(
         limited,
         rule=lambda _, i: (
-            sum(t.error[i, k] * m.x[i, k] for k in _pairs_of_type(m, i)) <= t.instance.query_types[i].max_error
+            sum(t.error[i, k] * m.x[i, k] for k in _pairs_of_type(m, i))
+            + sum(t.split.error[i, s] * m.xs[i, s] for s in _split_pairs_of_type(m, i))
+            <= t.instance.query_types[i].max_error
         ),
     )
 
@@ -283,23 +362,44 @@ def _accuracy(m: pyo.ConcreteModel) -> None:
 def _availability(m: pyo.ConcreteModel) -> None:
     """availability[g]:  Σ_{k on tier g} tp_k·pp_k·y[k] ≤ available_g     ∀ g ∈ G   (GPUs)."""
     t = m.table
+    sp = t.split
     tiers = [n for n, g in enumerate(t.instance.gpus) if g.available is not None]
     on_tier = {n: [k for k in m.K if t.tier[k] == n] for n in tiers}
-    tiers = [n for n in tiers if on_tier[n]]
+    # A split pair's pools count on their own tiers: + tp·pp·yp[s] on P's, + tp·pp·yd[s] on D's.
+    prefill_on = {n: [s for s in m.S if sp.tier_p[s] == n] for n in tiers}
+    decode_on = {n: [s for s in m.S if sp.tier_d[s] == n] for n in tiers}
+    tiers = [n for n in tiers if on_tier[n] or prefill_on[n] or decode_on[n]]
     m.availability = pyo.Constraint(
         tiers,
-        rule=lambda _, n: sum(int(t.gpus[k]) * m.y[k] for k in on_tier[n]) <= t.instance.gpus[n].available,
+        rule=lambda _, n: (
+            sum(int(t.gpus[k]) * m.y[k] for k in on_tier[n])
+            + sum(int(sp.gpus_p[s]) * m.yp[s] for s in prefill_on[n])
+            + sum(int(sp.gpus_d[s]) * m.yd[s] for s in decode_on[n])
+            <= t.instance.gpus[n].available
+        ),
     )
 
 
 def _budget(m: pyo.ConcreteModel) -> None:
     """budget:  Σ_k rental[k]·y[k] + Σ_k storage[k]·z[k] ≤ budget     ($ per period)."""
     t = m.table
-    if t.instance.budget is None or not len(m.K):
+    if t.instance.budget is None or not (len(m.K) or len(m.S)):
         return
-    m.budget = pyo.Constraint(
-        expr=sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K) <= t.instance.budget
-    )
+    m.budget = pyo.Constraint(expr=_spend(m) <= t.instance.budget)
+
+
+def _spend(m: pyo.ConcreteModel) -> pyo.Expression:
+    """Rental and storage: Σ_k rental[k]·y[k] + storage[k]·z[k]
+    + Σ_s rental_p[s]·yp[s] + rental_d[s]·yd[s] + storage[s]·zs[s]   ($ per period)."""
+    t = m.table
+    spend = sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K)
+    if len(m.S):
+        sp = t.split
+        spend += sum(
+            float(sp.rental_p[s]) * m.yp[s] + float(sp.rental_d[s]) * m.yd[s] + float(sp.storage[s]) * m.zs[s]
+            for s in m.S
+        )
+    return spend
 
 
 def _linking(m: pyo.ConcreteModel) -> None:
@@ -310,15 +410,22 @@ def _linking(m: pyo.ConcreteModel) -> None:
     m.link_upper = pyo.Constraint(m.K, rule=lambda _, k: m.y[k] <= m.M[k] * m.z[k])
     m.link_lower = pyo.Constraint(m.K, rule=lambda _, k: m.z[k] <= m.y[k])
     m.link_route = pyo.Constraint(m.P, rule=lambda _, i, k: m.x[i, k] <= m.z[k])
+    # Split pairs: zs[s] ≤ yp[s], yd[s] ≤ M_s·zs[s] (a used pair runs both pools), xs ≤ zs.
+    m.split_upper_p = pyo.Constraint(m.S, rule=lambda _, s: m.yp[s] <= m.MS[s] * m.zs[s])
+    m.split_upper_d = pyo.Constraint(m.S, rule=lambda _, s: m.yd[s] <= m.MS[s] * m.zs[s])
+    m.split_lower_p = pyo.Constraint(m.S, rule=lambda _, s: m.zs[s] <= m.yp[s])
+    m.split_lower_d = pyo.Constraint(m.S, rule=lambda _, s: m.zs[s] <= m.yd[s])
+    m.split_route = pyo.Constraint(m.PS, rule=lambda _, i, s: m.xs[i, s] <= m.zs[s])
 
 
 def _objective(m: pyo.ConcreteModel) -> None:
     """total = Σ rental[k]·y[k] + Σ storage[k]·z[k] + Σ delay[i,k]·x[i,k] + Σ unserved[i]·u[i]   ($)."""
     t = m.table
+    delay = sum(t.delay[i, k] * m.x[i, k] for (i, k) in m.P)
+    if len(m.PS):  # + Σ delay[i,s]·xs[i,s] over split routes
+        delay += sum(t.split.delay[i, s] * m.xs[i, s] for (i, s) in m.PS)
     m.total = pyo.Objective(
-        expr=sum(float(t.rental[k]) * m.y[k] + float(t.storage[k]) * m.z[k] for k in m.K)
-        + sum(t.delay[i, k] * m.x[i, k] for (i, k) in m.P)
-        + sum(float(t.unserved[i]) * m.u[i] for i in m.I),
+        expr=_spend(m) + delay + sum(float(t.unserved[i]) * m.u[i] for i in m.I),
         sense=pyo.minimize,
     )
 
@@ -332,5 +439,10 @@ def solution_of(
     routing: dict[str, dict[Option, float]] = {tid: {} for tid in t.type_ids}
     for i, k in m.P:
         routing[t.type_ids[i]][t.options[k]] = float(pyo.value(m.x[i, k]))
+    for s in m.S:  # a split pair: both pools deployed, its types routed to the prefill pool
+        replicas[t.split.prefill[s]] = float(pyo.value(m.yp[s]))
+        replicas[t.split.decode[s]] = float(pyo.value(m.yd[s]))
+    for i, s in m.PS:
+        routing[t.type_ids[i]][t.split.prefill[s]] = float(pyo.value(m.xs[i, s]))
     unserved = {t.type_ids[i]: float(pyo.value(m.u[i])) for i in m.I}
     return replicas, routing, unserved

@@ -1,0 +1,384 @@
+r"""Prefill/decode disaggregation: split serving options, their KV link and their figures.
+
+A **split option** serves one model with two pools joined by a KV-transfer link (Splitwise,
+DistServe, vLLM's disaggregated prefill with the NIXL connector): *prefill* replicas (tier P, TP
+t_P, PP p_P) run prompts only; the KV cache of the prompt (I + 1 tokens) then moves over the link
+and *decode* replicas (tier D, TP t_D, PP p_D) run decode steps only, no prefill chunk riding with
+them. The two tiers may differ (prefill on a compute-rich GPU, decode on a bandwidth-rich one).
+
+**Figures of a split pair s for a type i** (mean-latency semantics, the same quantities as
+:meth:`planner.perf.ReplicaModel.figures` for a colocated replica; seconds, requests/s):
+
+===================  =======================================================================
+T_pf(I)              stage-time one prompt costs an idle prefill replica (``prefill_work``)
+r_P                  1 / T_pf                       prefill requests/s per prefill replica
+wait_P               U·T_pf / (2(1 − U))            M/D/1 queue at max_utilization U
+bytes(I)             (I + 1) · 2·layers·kv_heads·head_dim·kv_cache_bytes      KV moved
+t_x(I)               α_link + bytes / β_link        transfer on an idle link
+B                    decode micro-batch: the grid value ≤ the KV room kv/(p_D(I + O)) that
+                     maximises r_D with TPOT and e2e met
+t_s(B)               decode stage-time at B with mean context I + O/2 (no prefill chunk)
+r_D                  B / (O · t_s(B))               decode requests/s per decode replica
+TTFT                 wait_P + prefill latency (pipeline fill) + t_x + p_D·t_s(B)
+TPOT                 p_D · t_s(B)
+e2e                  TTFT + (O − 1) · TPOT
+link_P               bytes(I) / β_link              link-seconds per request (the link row)
+===================  =======================================================================
+
+The first token reaches the client from the decode server (vLLM's disaggregated proxy sends the
+prompt to the prefill server with max_tokens = 1, then to the decode server, which streams every
+token): TTFT on an idle system is prefill + transfer + one decode step.
+
+**Link** (:func:`kv_link`): prefill and decode replicas sit on different nodes whenever their
+tiers differ, and the planner places a pair's replicas independently, so every pair is priced
+across nodes: each GPU of the prefill replica sends its shard over its own NIC,
+β = t_P·p_P · internode_gbs · internode_efficiency (``default_internode_gbs`` where the tier has
+no figure), α = internode_latency_s; the same figures the simulator's split pools use
+(:func:`planner.sim.cluster.pool_spec`). Same-node pairs (NVLink transfer) would need a
+placement rule that co-locates a pair's replicas; they are not priced, which is conservative.
+
+**Candidates** (:func:`candidate_pairs`): for each model, the prefill configurations (tier, TP,
+PP) are ranked per type by dollars per prefill (rental / r_P) and the decode configurations by
+dollars per decode (rental / r_D); a pair is kept when its prefill side is among the
+``PREFILL_KEEP`` cheapest for some type and its decode side among the ``DECODE_KEEP`` cheapest for
+some type. A pair outside both lists is never cheaper for a type than the pair of that type's
+cheapest sides, up to the TTFT its slower sides add; the rule is a heuristic bound on the table's
+size, not a dominance proof, and says so in the plan's message.
+
+Limits (stated where the model is built): mean-latency mode only (attainment targets and table
+mode have no split figures yet); the link is priced across nodes; the pools' token budget is the
+instance's ``prefill_chunk_tokens``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from planner.perf import ReplicaModel, structural_reason
+from planner.perf.model import batch_grid
+from planner.problem import GPU, LLM, Instance, PerfParams
+
+GB = 1e9
+PREFILL_KEEP = 3  # cheapest prefill configurations kept per (model, type)
+DECODE_KEEP = 3  # cheapest decode configurations kept per (model, type)
+
+
+@dataclass(frozen=True, order=True)
+class Side:
+    """One pool's configuration: a GPU tier with TP × PP GPUs per replica."""
+
+    gpu: str
+    tp: int
+    pp: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.gpu}/tp{self.tp}/pp{self.pp}"
+
+
+@dataclass(frozen=True, order=True)
+class SplitPair:
+    """A model served split-phase: prefill replicas on ``prefill``, decode replicas on ``decode``."""
+
+    model: str
+    prefill: Side
+    decode: Side
+
+    @property
+    def key(self) -> str:
+        """The pair id a plan records on both deployments (``role: prefill|decode``, ``pair``)."""
+        return f"{self.model}/{self.prefill.key}>{self.decode.key}"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A KV-transfer link: t = latency_s + bytes / bytes_per_s."""
+
+    latency_s: float
+    bytes_per_s: float
+    kind: str  # "across nodes" (the only kind priced; module docstring)
+
+
+def kv_bytes_per_token(model: LLM, params: PerfParams) -> float:
+    """Bytes of KV cache one token holds over all layers (what a split request moves)."""
+    assert model.layers and model.kv_heads and model.head_dim
+    return 2.0 * model.layers * model.kv_heads * model.head_dim * params.kv_cache_bytes
+
+
+def kv_link(prefill_gpu: GPU, side: Side, params: PerfParams) -> Link:
+    """The link a prefill replica on ``side`` sends KV over (module docstring)."""
+    per_gpu = prefill_gpu.internode_gbs or params.default_internode_gbs
+    return Link(
+        params.internode_latency_s,
+        per_gpu * GB * params.internode_efficiency * side.tp * side.pp,
+        "across nodes",
+    )
+
+
+@dataclass(frozen=True)
+class SplitFigures:
+    """Figures of one split pair for one type (module docstring's table)."""
+
+    eligible: bool
+    reason: str
+    prefill_rps: float  # r_P per prefill replica
+    decode_rps: float  # r_D per decode replica
+    link_s: float  # link-seconds per request, bytes/β (the link row's coefficient per unit rate)
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    batch: int
+    transfer_s: float  # t_x on an idle link
+    prefill_s: float  # prefill latency on an idle prefill replica
+    decode_step_s: float  # p_D·t_s(B): one decode step at the planned batch
+
+
+def side_model(inst: Instance, model: LLM, side: Side) -> ReplicaModel | str:
+    """The replica model of one pool, or why it cannot run (memory, structure)."""
+    gpu = inst.gpu(side.gpu)
+    why = structural_reason(model, gpu, side.tp, side.pp)
+    if why:
+        return why
+    rm = ReplicaModel(model, gpu, side.tp, side.pp, inst.performance_params, inst.calibration)
+    return rm if rm.fit().fits else rm.fit().reason
+
+
+def prefill_side(rm: ReplicaModel, prompt: float) -> tuple[float, float]:
+    """(T_pf, prefill latency on an idle replica) for one prompt, seconds."""
+    i = np.array([float(prompt)])
+    return float(rm.prefill_work(i)[0]), float(rm.prefill_latency(i, np.zeros(1), i)[0])
+
+
+def decode_side(
+    rm: ReplicaModel, prompt: float, output: float, tpot_limit: float, decode_budget_s: float
+) -> tuple[int, float, float] | str:
+    """(B, r_D, t_s(B)) of a decode-only replica: the grid batch within the KV room maximising
+    r_D = B/(O·t_s(B)) with p·t_s(B) ≤ the TPOT limit and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s``
+    (the e2e limit less what precedes the first decode step); or why no batch does."""
+    room = rm.fit().kv_capacity_tokens / (rm.pp * (prompt + output))
+    grid = batch_grid(rm.q.max_num_seqs)
+    grid = grid[grid <= math.floor(room)]
+    if grid.size == 0:
+        return f"KV cache holds {rm.fit().kv_capacity_tokens} tokens < {rm.pp}×{prompt + output:.0f} for one request"
+    t_s = rm.decode_stage_time(grid, np.full_like(grid, prompt + output / 2))
+    tpot = rm.pp * t_s
+    ok = (tpot <= tpot_limit + 1e-12) & (max(output, 1.0) * tpot <= decode_budget_s + 1e-12)
+    if not ok.any():
+        return f"decode step {tpot[0]:.3g} s at batch 1 misses the TPOT/e2e limit"
+    rate = np.where(ok, grid / (max(output, 1.0) * t_s), -1.0)
+    k = int(np.argmax(rate))
+    return int(grid[k]), float(rate[k]), float(t_s[k])
+
+
+def figures(
+    inst: Instance,
+    pair: SplitPair,
+    type_index: int,
+    prefill_rm: ReplicaModel,
+    decode_rm: ReplicaModel,
+) -> SplitFigures:
+    """The module docstring's figures of ``pair`` for one type, at the instance's max_utilization."""
+    q = inst.query_types[type_index]
+    model = inst.model(pair.model)
+    params = inst.performance_params
+    inp, out = float(q.input_tokens), float(q.output_tokens)  # I and O of the module docstring
+    nan = math.nan
+    if model.max_context_tokens is not None and inp + out > model.max_context_tokens:
+        why = f"input+output {inp + out:.0f} tokens > max context {model.max_context_tokens}"
+        return SplitFigures(False, why, nan, nan, nan, nan, nan, nan, 0, nan, nan, nan)
+    if inp + 1 > prefill_rm.fit().kv_capacity_tokens / prefill_rm.pp:
+        why = "the prefill replica's KV cache cannot hold one prompt"
+        return SplitFigures(False, why, nan, nan, nan, nan, nan, nan, 0, nan, nan, nan)
+    link = kv_link(inst.gpu(pair.prefill.gpu), pair.prefill, params)
+    nbytes = (inp + 1.0) * kv_bytes_per_token(model, params)
+    transfer = link.latency_s + nbytes / link.bytes_per_s
+    t_pf, latency = prefill_side(prefill_rm, inp)
+    u = inst.max_utilization
+    wait = u * t_pf / (2.0 * (1.0 - u)) if u < 1.0 else math.inf
+    before_decode = wait + latency + transfer
+    s = q.slo
+    ttft_lim = s.ttft_s if s.ttft_s is not None else math.inf
+    tpot_lim = s.tpot_s if s.tpot_s is not None else math.inf
+    e2e_lim = s.e2e_s if s.e2e_s is not None else math.inf
+    # The e2e left for decoding: out steps (the first is part of TTFT) after the transfer.
+    dec = decode_side(decode_rm, inp, out, tpot_lim, e2e_lim - before_decode)
+    if isinstance(dec, str):
+        return SplitFigures(
+            False, dec, 1.0 / t_pf, nan, nbytes / link.bytes_per_s, nan, nan, nan, 0, transfer, latency, nan
+        )
+    batch, r_d, t_s = dec
+    step = decode_rm.pp * t_s
+    ttft = before_decode + step
+    e2e = ttft + max(out - 1.0, 0.0) * step
+    missed = [
+        f"{name} {val:.3g} s > SLO {lim:.3g} s"
+        for name, val, lim in (("ttft", ttft, ttft_lim), ("tpot", step, tpot_lim), ("e2e", e2e, e2e_lim))
+        if val > lim + 1e-12
+    ]
+    return SplitFigures(
+        not missed,
+        "misses SLO split: " + ", ".join(missed) if missed else "",
+        1.0 / t_pf,
+        r_d,
+        nbytes / link.bytes_per_s,
+        ttft,
+        step,
+        e2e,
+        batch,
+        transfer,
+        latency,
+        step,
+    )
+
+
+def sides(inst: Instance) -> list[Side]:
+    """Every (tier, TP, PP) the instance's parallelism lists."""
+    return [Side(g.id, tp, pp) for g in inst.gpus for tp in inst.parallelism.tp for pp in inst.parallelism.pp]
+
+
+def candidate_pairs(inst: Instance) -> tuple[list[SplitPair], dict[str, int]]:
+    """The pruned candidate pairs (module docstring) and the counts before and after."""
+    pairs: list[SplitPair] = []
+    before = 0
+    all_sides = sides(inst)
+    for m in inst.models:
+        models = {sd: side_model(inst, m, sd) for sd in all_sides}
+        runs = [sd for sd in all_sides if isinstance(models[sd], ReplicaModel)]
+        before += len(runs) ** 2
+        keep_p: set[Side] = set()
+        keep_d: set[Side] = set()
+        for q in inst.query_types:
+            inp, out = float(q.input_tokens), float(q.output_tokens)
+            tpot = q.slo.tpot_s if q.slo.tpot_s is not None else math.inf
+            p_cost, d_cost = [], []
+            for sd in runs:
+                rm = models[sd]
+                assert isinstance(rm, ReplicaModel)
+                price = inst.gpu(sd.gpu).price_per_hour * sd.tp * sd.pp
+                t_pf, _ = prefill_side(rm, inp)
+                p_cost.append((price * t_pf, sd))
+                dec = decode_side(rm, inp, out, tpot, math.inf)
+                if not isinstance(dec, str):
+                    d_cost.append((price / dec[1], sd))
+            keep_p.update(sd for _, sd in sorted(p_cost)[:PREFILL_KEEP])
+            keep_d.update(sd for _, sd in sorted(d_cost)[:DECODE_KEEP])
+        pairs += [SplitPair(m.id, p, d) for p in sorted(keep_p) for d in sorted(keep_d)]
+    return pairs, {"before": before, "after": len(pairs)}
+
+
+@dataclass
+class SplitTable:
+    """The split pairs of an option table and their MILP coefficients (per period H, $ unless
+    stated; s indexes ``pairs``, i the instance's types):
+
+    ==============  =====================================================  ==================
+    rental_p[s]     H · price(P) · t_P·p_P                                  $ per prefill replica
+    rental_d[s]     H · price(D) · t_D·p_D                                  $ per decode replica
+    storage[s]      the model's weights stored for both pools               $ when s is used
+    load_p[i,s]     λ_i / r_P                                               prefill replicas per unit x
+    load_d[i,s]     λ_i / r_D                                               decode replicas per unit x
+    link[i,s]       λ_i · bytes(I_i) / β_link                               link-seconds/s per unit x
+    delay[i,s]      3600 · H · λ_i · delay_penalty_i · e2e[i,s]             $ per unit x
+    error[i,s]      e[model(s)][i]                                          error rate
+    ==============  =====================================================  ==================
+    """
+
+    pairs: list[SplitPair]
+    prefill: list[Any]  # Option of each pair's prefill pool (role "prefill")
+    decode: list[Any]  # Option of each pair's decode pool (role "decode")
+    rental_p: np.ndarray
+    rental_d: np.ndarray
+    storage: np.ndarray
+    gpus_p: np.ndarray
+    gpus_d: np.ndarray
+    tier_p: np.ndarray
+    tier_d: np.ndarray
+    routes: list[tuple[int, int]]  # eligible (type, pair)
+    load_p: dict[tuple[int, int], float]
+    load_d: dict[tuple[int, int], float]
+    link: dict[tuple[int, int], float]
+    delay: dict[tuple[int, int], float]
+    error: dict[tuple[int, int], float]
+    rows: list[Any]  # the Rows of both pools (option table's by_key / by_option)
+    counts: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def index(self, option: Any) -> int | None:
+        """The pair of a prefill- or decode-role option, or None."""
+        pools = self.prefill if option.role == "prefill" else self.decode
+        try:
+            return pools.index(option)
+        except ValueError:
+            return None
+
+
+def split_table(inst: Instance) -> SplitTable:
+    """Every candidate pair's figures and coefficients (module docstring)."""
+    from planner.options import Option, Row, delay_cost, rental_per_replica, storage_per_option
+
+    pairs, counts = candidate_pairs(inst)
+    tier_index = {g.id: n for n, g in enumerate(inst.gpus)}
+    kept: list[SplitPair] = []
+    rows: list[Any] = []
+    figs: dict[tuple[int, int], SplitFigures] = {}
+    for pair in pairs:
+        m = inst.model(pair.model)
+        p_rm, d_rm = side_model(inst, m, pair.prefill), side_model(inst, m, pair.decode)
+        assert isinstance(p_rm, ReplicaModel) and isinstance(d_rm, ReplicaModel)  # candidates run
+        per_type = [figures(inst, pair, j, p_rm, d_rm) for j in range(len(inst.query_types))]
+        if not any(f.eligible for f in per_type):
+            continue
+        s = len(kept)
+        kept.append(pair)
+        po = Option(pair.model, pair.prefill.gpu, pair.prefill.tp, pair.prefill.pp, None, "prefill", pair.key)
+        do = Option(pair.model, pair.decode.gpu, pair.decode.tp, pair.decode.pp, None, "decode", pair.key)
+        for j, (q, f) in enumerate(zip(inst.query_types, per_type, strict=True)):
+            figs[j, s] = f
+            for o, thr in ((po, f.prefill_rps), (do, f.decode_rps)):
+                ok = f.eligible and math.isfinite(thr)
+                rows.append(
+                    Row(
+                        o,
+                        q.id,
+                        True,
+                        f.eligible,
+                        f.reason,
+                        "model",
+                        thr if ok else None,
+                        f.ttft_s if ok else None,
+                        f.tpot_s if ok else None,
+                        f.e2e_s if ok else None,
+                        f.batch if ok else None,
+                    )
+                )
+    counts["eligible"] = len(kept)
+    prefill = [Option(p.model, p.prefill.gpu, p.prefill.tp, p.prefill.pp, None, "prefill", p.key) for p in kept]
+    decode = [Option(p.model, p.decode.gpu, p.decode.tp, p.decode.pp, None, "decode", p.key) for p in kept]
+    routes = sorted((j, s) for (j, s), f in figs.items() if f.eligible)
+    lam = {j: q.arrival_rate for j, q in enumerate(inst.query_types)}
+    return SplitTable(
+        pairs=kept,
+        prefill=prefill,
+        decode=decode,
+        rental_p=np.array([rental_per_replica(inst, o) for o in prefill]),
+        rental_d=np.array([rental_per_replica(inst, o) for o in decode]),
+        storage=np.array([2.0 * storage_per_option(inst, o) for o in prefill]),
+        gpus_p=np.array([o.gpus_per_replica for o in prefill], dtype=int),
+        gpus_d=np.array([o.gpus_per_replica for o in decode], dtype=int),
+        tier_p=np.array([tier_index[o.gpu] for o in prefill], dtype=int),
+        tier_d=np.array([tier_index[o.gpu] for o in decode], dtype=int),
+        routes=routes,
+        load_p={(j, s): lam[j] / figs[j, s].prefill_rps for j, s in routes},
+        load_d={(j, s): lam[j] / figs[j, s].decode_rps for j, s in routes},
+        link={(j, s): lam[j] * figs[j, s].link_s for j, s in routes},
+        delay={(j, s): delay_cost(inst, inst.query_types[j], figs[j, s].e2e_s) for j, s in routes},
+        error={(j, s): inst.error(kept[s].model, inst.query_types[j].id) for j, s in routes},
+        rows=rows,
+        counts=counts,
+    )

@@ -1,0 +1,173 @@
+"""Split prefill/decode pools in the exact plan (planner.disaggregation): figures by hand, the
+MILP choosing a mixed-tier pair where it is cheaper, the checker on unbalanced pairs, the plan's
+role and pair keys, and the commands that cannot run split pools yet saying so in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from planner.checker import check_plan
+from planner.disaggregation import Side, SplitPair, candidate_pairs, figures, side_model
+from planner.errors import InputError
+from planner.loader import load_instance_data
+from planner.options import build_option_table
+from planner.plan import Deployment, plan_document, read_plan_for, write_plan
+from planner.solvers import solve
+
+INSTANCES = Path(__file__).resolve().parents[1] / "instances"
+
+
+def _doc(gpus: list[Any], tpot: float = 0.03, split: bool = True, **extra: Any) -> dict[str, Any]:
+    doc = {
+        "name": "split-demo",
+        "period_hours": 24,
+        "include": ["../models/llms.yaml", "../models/gpus.yaml"],
+        "models": ["llama-3.1-8b"],
+        "gpus": gpus,
+        "parallelism": {"tp": [1, 2, 4], "pp": [1]},
+        "max_utilization": 0.85,
+        "slo_attainment": "mean",
+        "engine": {"split": split},
+        "query_types": [
+            # Azure code-like prompts with a tight TPOT: decodes behind 2k-token chunks.
+            {"id": "code", "arrival_rate": 20.0, "input_tokens": 2048, "output_tokens": 28,
+             "slo": {"ttft_s": 5.0, "tpot_s": tpot, "e2e_s": 60}},
+        ],
+    }  # fmt: skip
+    doc.update(extra)
+    return doc
+
+
+def _load(doc: dict[str, Any]):  # type: ignore[no-untyped-def]
+    return load_instance_data(doc, str(INSTANCES / "split-demo.yaml"), INSTANCES)
+
+
+def test_ttft_on_an_idle_system_is_prefill_plus_transfer_plus_first_decode_step() -> None:
+    inst = _load(_doc(["h100-80gb", "l40s"], max_utilization=1e-9))
+    pair = SplitPair("llama-3.1-8b", Side("l40s", 1, 1), Side("h100-80gb", 2, 1))
+    m = inst.model("llama-3.1-8b")
+    p_rm, d_rm = side_model(inst, m, pair.prefill), side_model(inst, m, pair.decode)
+    f = figures(inst, pair, 0, p_rm, d_rm)  # type: ignore[arg-type]
+    assert f.eligible, f.reason
+    # By hand. KV per token: 2 (K and V) · 32 layers · 8 KV heads · 128 head dim · 2 bytes.
+    assert (m.layers, m.kv_heads, m.head_dim) == (32, 8, 128)
+    kv = 2 * 32 * 8 * 128 * 2.0
+    q = inst.performance_params
+    l40s = inst.gpu("l40s")
+    link = (l40s.internode_gbs or q.default_internode_gbs) * 1e9 * q.internode_efficiency * 1  # one NIC: TP 1
+    transfer = q.internode_latency_s + (2048 + 1) * kv / link
+    prefill = float(p_rm.prefill_latency(np.array([2048.0]), np.zeros(1), np.array([2048.0]))[0])  # type: ignore[union-attr]
+    step = float(d_rm.decode_stage_time(np.array([float(f.batch)]), np.array([2048 + 28 / 2]))[0])  # type: ignore[union-attr]
+    assert f.transfer_s == pytest.approx(transfer, rel=1e-12)
+    assert f.ttft_s == pytest.approx(prefill + transfer + step, rel=1e-9)  # the queue is empty at U → 0
+    assert f.tpot_s == pytest.approx(step, rel=1e-12)
+    assert f.e2e_s == pytest.approx(f.ttft_s + 27 * step, rel=1e-12)
+    # Per-replica rates: a prefill replica does one prompt per T_pf, a decode replica B per 28 steps.
+    t_pf = float(p_rm.prefill_work(np.array([2048.0]))[0])  # type: ignore[union-attr]
+    assert f.prefill_rps == pytest.approx(1 / t_pf)
+    assert f.decode_rps == pytest.approx(f.batch / (28 * step))
+
+
+def _long(split: bool = True) -> dict[str, Any]:
+    """8k-token prompts, 200-token replies, TPOT 15 ms on L40S and A100."""
+    doc = _doc(["l40s", "a100-80gb"], tpot=0.015, split=split)
+    doc["query_types"][0].update(input_tokens=8192, output_tokens=200)
+    return doc
+
+
+def test_the_milp_picks_a_mixed_tier_pair_where_it_is_cheaper_and_the_checker_accepts_it(tmp_path: Path) -> None:
+    colocated = _load(_long(split=False))
+    split = _load(_long())
+    a = solve(colocated, "milp")
+    table = build_option_table(split)
+    b = solve(split, "milp", table=table)
+    assert a.status == b.status == "optimal"
+    assert b.objective < 0.5 * a.objective  # measured: $713.76 against $1,542.2 per day
+    # Prefill on the compute-cheap tier, decode on the bandwidth-rich one, and the figures why:
+    # per dollar-hour, an L40S prefills ~2x what an A100 does; an A100 TP4 decodes more than an L40S TP4.
+    by_role = {d.role: d for d in b.deployments}
+    assert set(by_role) == {"prefill", "decode"}
+    assert (by_role["prefill"].gpu, by_role["decode"].gpu) == ("l40s", "a100-80gb")
+    assert by_role["prefill"].pair == by_role["decode"].pair is not None
+
+    def per_dollar(role: str, gpu: str, tp: int) -> float:
+        sp = table.split
+        for s, pair in enumerate(sp.pairs):
+            side = pair.prefill if role == "prefill" else pair.decode
+            if (side.gpu, side.tp) == (gpu, tp):
+                row = table.row((sp.prefill if role == "prefill" else sp.decode)[s], "code")
+                assert row is not None and row.throughput_rps
+                return row.throughput_rps / (split.gpu(gpu).price_per_hour * tp)
+        raise AssertionError(f"no {role} side {gpu} TP{tp}")
+
+    assert per_dollar("prefill", "l40s", 1) > 1.9 * per_dollar("prefill", "a100-80gb", 1)
+    assert per_dollar("decode", "a100-80gb", 4) > 1.1 * per_dollar("decode", "l40s", 4)
+    assert check_plan(split, b, table).ok
+    # Every routed share names a prefill pool; the plan round-trips with its role and pair keys.
+    assert all(s.role == "prefill" for shares in b.routing.values() for s in shares)
+    path = tmp_path / "plan.yaml"
+    write_plan(path, b)
+    again = read_plan_for(split, path)
+    assert again.deployments == b.deployments and check_plan(split, again).ok
+    assert all("role" not in d for d in plan_document(a)["deployments"])  # colocated plans keep the spec's keys
+
+
+def test_the_checker_rejects_an_unbalanced_pair() -> None:
+    inst = _load(_long())
+    table = build_option_table(inst)
+    plan = solve(inst, "milp", table=table)
+    decode = next(n for n, d in enumerate(plan.deployments) if d.role == "decode")
+
+    def with_decode(replicas: int):  # type: ignore[no-untyped-def]
+        deps = list(plan.deployments)
+        d = deps[decode]
+        deps[decode] = Deployment(**{**d.model_dump(), "replicas": replicas, "gpus": replicas * d.tp * d.pp})
+        return plan.model_copy(update={"deployments": deps})
+
+    short = check_plan(inst, with_decode(plan.deployments[decode].replicas - 1), table)
+    assert any(v.family == "capacity" and "decode pool" in v.detail for v in short.violations)
+    none = check_plan(inst, with_decode(0), table)
+    assert any(v.family == "split" and "no decode replicas" in v.detail for v in none.violations)
+
+
+def test_candidate_pruning_keeps_a_small_table() -> None:
+    inst = _load(_doc(["l40s", "a100-80gb", "h100-80gb", "h200"]))
+    pairs, counts = candidate_pairs(inst)
+    assert counts["after"] == len(pairs) <= 9 < counts["before"]  # ≤ 3 prefill × 3 decode sides per model
+
+
+def test_split_needs_mean_latency_model_mode() -> None:
+    doc = _doc(["l40s"])
+    doc["slo_attainment"] = 0.99
+    with pytest.raises(InputError) as e:
+        _load(doc)
+    assert "engine.split" in str(e.value)
+
+
+def test_plans_with_split_pools_are_refused_where_they_cannot_run_yet(tmp_path: Path) -> None:
+    from planner.export import render_plan
+    from planner.sim.cluster import plan_routing
+
+    inst = _load(_doc(["l40s", "a100-80gb"]))
+    plan = solve(inst, "milp")
+    with pytest.raises(InputError, match="cannot be simulated yet"):
+        plan_routing(inst, plan)
+    with pytest.raises(InputError, match="cannot be exported yet"):
+        render_plan(plan, inst, "vllm")
+    # A decode pool is never a routing target; a role needs the instance's engine.split.
+    doc = plan_document(plan)
+    doc["routing"]["code"][0]["role"] = "decode"
+    path = tmp_path / "bad.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError, match="prefill pool"):
+        read_plan_for(inst, path)
+    off = _load(_doc(["l40s", "a100-80gb"], split=False))
+    write_plan(path, plan)
+    with pytest.raises(InputError, match=r"engine\.split is off"):
+        read_plan_for(off, path)
