@@ -68,9 +68,11 @@ class PoolReplay:
 
 def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deployment, Any]]:
     """Each deployment with the requests the plan's routing sends to it (types in trace order)."""
+    from planner.plan import refuse_split
     from planner.sim.cluster import plan_routing
     from planner.sim.engine import _SmoothWRR
 
+    refuse_split(plan, "plan", "replayed pool by pool (the validation loop)")  # a pair's pools share requests
     deployed, routing, _ = plan_routing(inst, plan)
     routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
     dest = np.full(len(reqs), -1)

@@ -148,14 +148,38 @@ def test_split_needs_mean_latency_model_mode() -> None:
     assert "engine.split" in str(e.value)
 
 
+def test_the_split_plan_replays_within_its_promises() -> None:
+    """The mixed-tier plan through the simulator (the pair as one service: JSQ over 17 L40S
+    prefill replicas, KV over their NICs, JSQ over the A100 TP4 decode replicas): every request
+    served, and the mean latencies (the instance's semantics) within what the plan promised."""
+    from planner.sim.cluster import simulator_for_plan
+    from planner.sim.engine import SimConfig
+
+    inst = _load(_long())
+    table = build_option_table(inst)
+    plan = solve(inst, "milp", table=table)
+    rng = np.random.default_rng(0)
+    arrivals = np.cumsum(rng.exponential(1 / inst.query_types[0].arrival_rate, 1500))
+    sim = simulator_for_plan(inst, plan, SimConfig(policy="jsq"))
+    assert [p.spec.role for p in sim.all_pools] == ["prefill", "decode"]
+    sim.run((k, 0, float(a), 8192, 200) for k, a in enumerate(arrivals))
+    got = sim.summary()["types"]["code"]
+    row = table.row(next(d.option for d in plan.deployments if d.role == "prefill"), "code")
+    assert row is not None and got["finished"] == 1500 and got["preempted_requests"] == 0
+    # Measured: TTFT 1.14 s mean against 2.78 s planned (each prefill replica priced as its own
+    # M/D/1 queue; JSQ pools them), TPOT 10.9 ms against 14.5 ms (planned at the full batch).
+    assert got["ttft_s"]["mean"] <= row.ttft_s and got["tpot_s"]["mean"] <= row.tpot_s
+    assert got["e2e_s"]["mean"] <= row.e2e_s
+
+
 def test_plans_with_split_pools_are_refused_where_they_cannot_run_yet(tmp_path: Path) -> None:
     from planner.export import render_plan
-    from planner.sim.cluster import plan_routing
+    from planner.validation import split_by_plan
 
     inst = _load(_doc(["l40s", "a100-80gb"]))
     plan = solve(inst, "milp")
-    with pytest.raises(InputError, match="cannot be simulated yet"):
-        plan_routing(inst, plan)
+    with pytest.raises(InputError, match="cannot be replayed pool by pool"):
+        split_by_plan(inst, plan, None)
     with pytest.raises(InputError, match="cannot be exported yet"):
         render_plan(plan, inst, "vllm")
     # A decode pool is never a routing target; a role needs the instance's engine.split.

@@ -118,7 +118,7 @@ def pool_spec(
     internode = rm.g.internode_gbs or q.default_internode_gbs
     assert m.layers and m.kv_heads and m.head_dim
     return PoolSpec(
-        key=option.key if role == "mixed" else f"{option.key}/{role}",
+        key=option.key if role == "mixed" or option.role else f"{option.key}/{role}",
         option=option,
         replicas=replicas,
         engines_per_replica=option.pp,
@@ -157,12 +157,10 @@ def plan_routing(
 ) -> tuple[list[Deployment], dict[int, list[tuple[int | None, float]]], dict[Option, set[int]]]:
     """The plan's deployed options (service n = deployed[n]), each type's shares as (service or
     None for unserved, fraction), and the types each option serves; a plan routing to a type the
-    instance lacks or to an option without replicas is refused."""
-    from planner.plan import refuse_split
-
-    refuse_split(plan, plan_label, "simulated")  # the engine's split pools are not wired to plans yet
+    instance lacks or to an option without replicas is refused. A split pair's decode pool is not
+    a service of its own: it serves what is routed to its prefill pool (:func:`decode_pools`)."""
     tindex = {q.id: i for i, q in enumerate(inst.query_types)}
-    deployed = [d for d in plan.deployments if d.replicas > 0]
+    deployed = [d for d in plan.deployments if d.replicas > 0 and d.role != "decode"]
     if not deployed:
         raise InputError(plan_label, "deployments", "the plan deploys no replica: nothing to simulate")
     svc_index = {d.option: n for n, d in enumerate(deployed)}
@@ -186,6 +184,18 @@ def plan_routing(
     return deployed, routing, routed
 
 
+def decode_pools(plan: Plan, plan_label: str = "plan") -> dict[str, Deployment]:
+    """Each split pair's decode deployment by pair id; a pair running one pool without the other
+    is refused (the checker's ``split`` family)."""
+    prefill = {d.pair for d in plan.deployments if d.role == "prefill" and d.replicas > 0}
+    decode = {d.pair: d for d in plan.deployments if d.role == "decode" and d.replicas > 0}
+    for n, d in enumerate(plan.deployments):
+        if d.role and d.replicas > 0 and (d.pair not in prefill or d.pair not in decode):
+            missing = "decode" if d.role == "prefill" else "prefill"
+            raise InputError(plan_label, f"deployments[{n}]", f"split pair {d.pair} has no {missing} replicas")
+    return decode
+
+
 def simulator_for_plan(
     inst: Instance,
     plan: Plan,
@@ -197,12 +207,25 @@ def simulator_for_plan(
     """Pools for the plan's deployments; routing from its fractions and unserved shares.
     ``plan_label`` (the plan's file) is what an error about a deployment names."""
     deployed, routing, routed = plan_routing(inst, plan, plan_label)
-    check_engines(sum(d.replicas * d.pp for d in deployed), plan_label, "deployments")
+    decoders = decode_pools(plan, plan_label)
+    engines = sum(d.replicas * d.pp for d in deployed) + sum(d.replicas * d.pp for d in decoders.values())
+    check_engines(engines, plan_label, "deployments")
     services: list[tuple[str, list[PoolSpec]]] = []
     for d in deployed:
         types = routed[d.option]
         label = plan_label
-        if split is not None and _same(split.option, d.option):
+        if d.role == "prefill":  # a split pair from the plan: its prefill pool, then its decode pool
+            dec = decoders[d.option.pair]
+            services.append(
+                (
+                    d.option.pair,
+                    [
+                        pool_spec(inst, d.option, d.replicas, d.max_num_seqs, types, "prefill", label),
+                        pool_spec(inst, dec.option, dec.replicas, dec.max_num_seqs, types, "decode", label),
+                    ],
+                )
+            )
+        elif split is not None and _same(split.option, d.option):
             services.append(
                 (
                     d.option.key,

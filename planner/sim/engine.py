@@ -40,9 +40,11 @@ Routing and placement
 
 Split phase
     A pool may be served by a prefill pool and a decode pool (different tiers allowed): prefill
-    workers run chunks only and produce the first token; the KV of input + 1 tokens then moves
-    over the network, t = α + bytes/bandwidth, and a decode pool worker (chosen by the policy)
-    admits it straight into its decode batch.
+    workers run chunks only (vLLM's prefill server with max_tokens = 1); the KV of input + 1
+    tokens then moves over the network, t = α + bytes/bandwidth, and a decode pool worker (chosen
+    by the policy) admits it straight into its decode batch and streams every output token, the
+    first at the end of its first step there: TTFT = queue + prefill + transfer + that step, as
+    :mod:`planner.disaggregation` prices it.
 
 Metrics stream into fixed-size histograms, so memory does not grow with the trace.
 """
@@ -124,6 +126,7 @@ class Worker:
         "cap",
         "dec_base",
         "finished",
+        "fresh",
         "heap",
         "idx",
         "it",
@@ -181,6 +184,7 @@ class Worker:
         self.finished = 0
         self.overrun: list[tuple[float, int, int, Req]] = []  # (iteration at which g reaches pred, ...)
         self.admit_seq = 0
+        self.fresh: list[Req] = []  # split requests admitted to decode here before their first token
 
     # ------------------------------------------------------------------ state the router sees
     def kv_used(self) -> int:
@@ -260,6 +264,8 @@ class Worker:
                 seqs += 1
                 if r.done >= r.prompt:  # handed over with its KV (split phase): decode right away
                     self._join_decode(r)
+                    if r.first < 0:  # its first token is this server's first step for it
+                        self.fresh.append(r)
                     n = self.n_dec
                     continue
                 r.state = PREFILL
@@ -306,6 +312,11 @@ class Worker:
         self.run_end = now + dt
         self.run_ver += 1
         self.sim.push(self.run_end, self, self.run_ver)
+        if self.fresh:  # the first iteration of this run (or the chunked one) emits their first token
+            first = now + (dt if chunks else self.run_a)
+            for r in self.fresh:
+                r.first = first
+            self.fresh = []
         self._publish()
         pool = self.pool
         pool.run_start[self.idx], pool.run_a[self.idx], pool.run_b[self.idx] = now, self.run_a, self.run_b
@@ -328,11 +339,12 @@ class Worker:
                 self.prefilling.remove(r)
                 self.kv_res -= r.prompt
                 r.g += 1  # the last chunk's step samples a token
-                if r.first < 0:
+                split = self.pool.spec.role == "prefill"
+                if r.first < 0 and not split:
                     r.first = now
-                if r.g >= r.out:
+                if r.g >= r.out and not split:
                     self._finish(r, now)
-                elif self.pool.spec.role == "prefill":
+                elif split:
                     self.kv_res += r.prompt  # held until the transfer completes
                     r.state = TRANSFER
                     self.sim.transfer(r, self, now)
@@ -576,6 +588,10 @@ class Simulator:
             pool.account(src.idx, r, -1)
         src.release_transfer(r, now)
         r.prompt = r.done = r.inp + r.g  # KV present: the decode worker admits it straight to decode
+        # vLLM's disaggregated serving: the prefill server ran with max_tokens = 1; the decode
+        # server streams every token, the first one after its first step (TTFT = prefill +
+        # transfer + that step), so it runs all `out` steps.
+        r.g = 0
         self._place(r, r.service.pools[1], now)
 
     # ------------------------------------------------------------------ heartbeat
