@@ -108,6 +108,7 @@ def print_plan_summary(plan: Plan, table: OptionTable, console: Console | None =
         for d in plan.deployments:
             cost = inst.period_hours * inst.gpu(d.gpu).price_per_hour * d.gpus
             mbt = "" if d.max_num_batched_tokens is None else f" · mbt {d.max_num_batched_tokens}"
+            mbt += "" if d.role is None else f" · {d.role} of pair {d.pair}"
             t.add_row(d.model, d.gpu + mbt, str(d.tp), str(d.pp), str(d.replicas), str(d.gpus), _money(cost))
         console.print(t)
         r = Table(title="routing")
