@@ -128,6 +128,9 @@ def _check_routing_refs(
             if v < -ABS_TOL:
                 rep.add("coverage", f"{t} → {o.key}: negative fraction {v:.6g}")
             row = table.row(o, t)
+            if v > ABS_TOL and o.role == "decode":
+                rep.add("eligibility", f"{t} routed to {o.key}: a split pair is routed to through its prefill pool")
+                continue
             if v > ABS_TOL and (row is None or not row.eligible):
                 why = "not in the option table" if row is None else (row.reason or "not eligible")
                 rep.add("eligibility", f"{t} routed to {o.key} ({v:.4g}), which is not eligible: {why}")

@@ -16,10 +16,11 @@ wait_P               U·T_pf / (2(1 − U))            M/D/1 queue at max_utiliz
 bytes(I)             (I + 1) · 2·layers·kv_heads·head_dim·kv_cache_bytes      KV moved
 t_x(I)               α_link + bytes / β_link        transfer on an idle link
 B                    decode micro-batch: the grid value ≤ the KV room kv/(p_D(I + O)) that
-                     maximises r_D with TPOT and e2e met
+                     maximises r_D with TPOT, TTFT and e2e met
 t_s(B)               decode stage-time at B with mean context I + O/2 (no prefill chunk)
 r_D                  B / (O · t_s(B))               decode requests/s per decode replica
-TTFT                 wait_P + prefill latency (pipeline fill) + t_x + p_D·t_s(B)
+wait_x               U·(bytes/β) / (2(1 − U))       M/D/1 queue on the prefill replica's link
+TTFT                 wait_P + wait_x + prefill latency (pipeline fill) + t_x + p_D·t_s(B)
 TPOT                 p_D · t_s(B)
 e2e                  TTFT + (O − 1) · TPOT
 link_P               bytes(I) / β_link              link-seconds per request (the link row)
@@ -53,7 +54,7 @@ instance's ``prefill_chunk_tokens``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -154,11 +155,17 @@ def prefill_side(rm: ReplicaModel, prompt: float) -> tuple[float, float]:
 
 
 def decode_side(
-    rm: ReplicaModel, prompt: float, output: float, tpot_limit: float, decode_budget_s: float
+    rm: ReplicaModel,
+    prompt: float,
+    output: float,
+    tpot_limit: float,
+    decode_budget_s: float,
+    first_step_s: float = math.inf,
 ) -> tuple[int, float, float] | str:
     """(B, r_D, t_s(B)) of a decode-only replica: the grid batch within the KV room maximising
-    r_D = B/(O·t_s(B)) with p·t_s(B) ≤ the TPOT limit and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s``
-    (the e2e limit less what precedes the first decode step); or why no batch does."""
+    r_D = B/(O·t_s(B)) with p·t_s(B) ≤ the TPOT limit, p·t_s(B) ≤ ``first_step_s`` (the TTFT
+    limit less what precedes the first decode step) and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s``
+    (the e2e limit less the same); or why no batch does."""
     room = rm.fit().kv_capacity_tokens / (rm.pp * (prompt + output))
     grid = batch_grid(rm.q.max_num_seqs)
     grid = grid[grid <= math.floor(room)]
@@ -166,9 +173,9 @@ def decode_side(
         return f"KV cache holds {rm.fit().kv_capacity_tokens} tokens < {rm.pp}×{prompt + output:.0f} for one request"
     t_s = rm.decode_stage_time(grid, np.full_like(grid, prompt + output / 2))
     tpot = rm.pp * t_s
-    ok = (tpot <= tpot_limit + 1e-12) & (max(output, 1.0) * tpot <= decode_budget_s + 1e-12)
+    ok = (tpot <= min(tpot_limit, first_step_s) + 1e-12) & (max(output, 1.0) * tpot <= decode_budget_s + 1e-12)
     if not ok.any():
-        return f"decode step {tpot[0]:.3g} s at batch 1 misses the TPOT/e2e limit"
+        return f"decode step {tpot[0]:.3g} s at batch 1 misses the TPOT, TTFT or e2e limit"
     rate = np.where(ok, grid / (max(output, 1.0) * t_s), -1.0)
     k = int(np.argmax(rate))
     return int(grid[k]), float(rate[k]), float(t_s[k])
@@ -198,14 +205,17 @@ def figures(
     transfer = link.latency_s + nbytes / link.bytes_per_s
     t_pf, latency = prefill_side(prefill_rm, inp)
     u = inst.max_utilization
-    wait = u * t_pf / (2.0 * (1.0 - u)) if u < 1.0 else math.inf
+    # M/D/1 waits at utilization U: for the prefill replica, and for its link (the link row lets
+    # it run U busy too).
+    t_link = nbytes / link.bytes_per_s
+    wait = u * (t_pf + t_link) / (2.0 * (1.0 - u)) if u < 1.0 else math.inf
     before_decode = wait + latency + transfer
     s = q.slo
     ttft_lim = s.ttft_s if s.ttft_s is not None else math.inf
     tpot_lim = s.tpot_s if s.tpot_s is not None else math.inf
     e2e_lim = s.e2e_s if s.e2e_s is not None else math.inf
     # The e2e left for decoding: out steps (the first is part of TTFT) after the transfer.
-    dec = decode_side(decode_rm, inp, out, tpot_lim, e2e_lim - before_decode)
+    dec = decode_side(decode_rm, inp, out, tpot_lim, e2e_lim - before_decode, ttft_lim - before_decode)
     if isinstance(dec, str):
         return SplitFigures(
             False, dec, 1.0 / t_pf, nan, nbytes / link.bytes_per_s, nan, nan, nan, 0, transfer, latency, nan
@@ -303,8 +313,15 @@ class SplitTable:
     link: dict[tuple[int, int], float]
     delay: dict[tuple[int, int], float]
     error: dict[tuple[int, int], float]
-    rows: list[Any]  # the Rows of both pools (option table's by_key / by_option)
+    rows: list[Any]  # the Rows of both pools (OptionTable.row and deployable look them up here)
     counts: dict[str, int]
+    by_key: dict[tuple[Any, str], Any] = field(default_factory=dict)
+    by_option: dict[Any, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for r in self.rows:
+            self.by_key[r.option, r.query_type] = r
+            self.by_option.setdefault(r.option, []).append(r)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -354,7 +371,7 @@ def split_table(inst: Instance) -> SplitTable:
                         f.ttft_s if ok else None,
                         f.tpot_s if ok else None,
                         f.e2e_s if ok else None,
-                        f.batch if ok else None,
+                        f.batch if ok and o.role == "decode" else None,  # the decode micro-batch
                     )
                 )
     counts["eligible"] = len(kept)

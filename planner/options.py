@@ -305,6 +305,8 @@ class OptionTable:
     split: Any = None
 
     def row(self, option: Option, type_id: str) -> Row | None:
+        if option.role:  # a split pair's pool: its rows live beside the colocated ones
+            return None if self.split is None else self.split.by_key.get((option, type_id))
         return self.by_key.get((option, type_id))
 
     def option_index(self, option: Option) -> int | None:
@@ -315,7 +317,7 @@ class OptionTable:
 
     def deployable(self, option: Option) -> str:
         """ "" when ``option`` can be deployed at all, else why not (used by the checker)."""
-        rows = self.by_option.get(option)
+        rows = self.by_option.get(option) if not option.role else self.split and self.split.by_option.get(option)
         if not rows:
             return f"option {option.key} is not in the option table"
         if any(r.candidate for r in rows):
@@ -415,6 +417,7 @@ def _with_rows(table: OptionTable, fresh: Mapping[tuple[Option, str, float | Non
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
     out = _with_coefficients(table.instance, ordered, rows, tight)
     out.derate, out.dropped = dict(table.derate), set(table.dropped)
+    out.split = table.split
     return out
 
 
@@ -476,6 +479,7 @@ def derate_options(
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
     out = _with_coefficients(table.instance, ordered, rows, tight)
     out.derate, out.dropped = dict(factors), set(table.dropped) | dropped
+    out.split = table.split  # not derated: the validation loop refuses split plans (validation.split_by_plan)
     return out
 
 
@@ -517,10 +521,7 @@ def build_option_table(inst: Instance) -> OptionTable:
     if inst.engine.split:
         from planner.disaggregation import split_table
 
-        table.split = split_table(inst)
-        for r in table.split.rows:  # looked up by option (plan, checker), never iterated with table.rows
-            table.by_key[r.option, r.query_type] = r
-            table.by_option.setdefault(r.option, []).append(r)
+        table.split = split_table(inst)  # its rows are looked up through row() and deployable()
     return table
 
 
@@ -529,6 +530,7 @@ def with_instance(table: OptionTable, inst: Instance) -> OptionTable:
     budget (a demand window): figures do not depend on those, the coefficients are recomputed."""
     out = _with_coefficients(inst, table.rows, table.by_key, table.tight)
     out.derate, out.dropped = dict(table.derate), set(table.dropped)
+    out.split = table.split  # split pairs and scaling are exclusive (problem._check_split)
     return out
 
 

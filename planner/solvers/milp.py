@@ -24,7 +24,7 @@ No optimal solution needs more replicas than the full load of every type it can 
 availability and budget limits cap y[k] anyway, so the bound cuts off no optimum.
 
 **Split prefill/decode pairs** (instance ``engine.split``; :mod:`planner.disaggregation`): a pair
-s ∈ S has two integer replica counts yp[s], yd[s] ∈ {0..M_s}, zs[s] ∈ {0,1} and routed fractions
+s ∈ S has two integer replica counts yp[s] ∈ {0..MP_s}, yd[s] ∈ {0..MD_s}, zs[s] ∈ {0,1} and routed fractions
 xs[i,s]; coverage, accuracy, availability (each pool on its own tier), budget and the objective
 gain the pair's terms, and :func:`_split_capacity` holds its prefill pool, decode pool and KV link.
 
@@ -181,9 +181,10 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     routes = [(i, s) for (i, s) in split.routes if i in in_scope] if split is not None else []
     m.S = pyo.Set(initialize=sorted({s for _, s in routes}), ordered=True)
     m.PS = pyo.Set(initialize=routes, dimen=2, ordered=True)
-    m.MS = {s: _split_big_m(table, s, routes) for s in m.S}
-    m.yp = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MS[s]))
-    m.yd = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MS[s]))
+    m.MP = {s: _split_big_m(table, s, routes, "prefill") for s in m.S}
+    m.MD = {s: _split_big_m(table, s, routes, "decode") for s in m.S}
+    m.yp = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MP[s]))
+    m.yd = pyo.Var(m.S, domain=pyo.NonNegativeIntegers, bounds=lambda _, s: (0, m.MD[s]))
     m.zs = pyo.Var(m.S, domain=pyo.Binary)
     m.xs = pyo.Var(m.PS, domain=pyo.NonNegativeReals, bounds=(0.0, 1.0))
 
@@ -200,23 +201,25 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     return m
 
 
-def _split_big_m(table: OptionTable, s: int, routes: list[tuple[int, int]]) -> int:
-    """M_s for both pools of pair s: the replicas the full load of every type it can serve needs on
-    the busier pool (prefill, decode or link), within each pool's tier limit and the budget."""
+def _split_big_m(table: OptionTable, s: int, routes: list[tuple[int, int]], role: str) -> int:
+    """M_s of one pool of pair s: the replicas the full load of every type the pair can serve needs
+    on it (prefill: compute or link, whichever is busier), at most ⌊available/(tp·pp)⌋ of its
+    tier and ⌊(budget − the other pool's one replica) / its rental⌋ (a used pair runs ≥ 1 of
+    each). Each pool has its own: a bound shared by both would cap one pool at the other's tier."""
     sp, inst = table.split, table.instance
-    need = max(
-        sum(sp.load_p[i, t] for i, t in routes if t == s),
-        sum(sp.load_d[i, t] for i, t in routes if t == s),
-        sum(sp.link[i, t] for i, t in routes if t == s),
-    )
+    mine = [i for i, t in routes if t == s]
+    if role == "prefill":
+        need = max(sum(sp.load_p[i, s] for i in mine), sum(sp.link[i, s] for i in mine))
+        o, gpus, price, other = sp.prefill[s], sp.gpus_p[s], float(sp.rental_p[s]), float(sp.rental_d[s])
+    else:
+        need = sum(sp.load_d[i, s] for i in mine)
+        o, gpus, price, other = sp.decode[s], sp.gpus_d[s], float(sp.rental_d[s]), float(sp.rental_p[s])
     out = math.ceil(need / inst.max_utilization - 1e-9)
-    for o, g in ((sp.prefill[s], sp.gpus_p[s]), (sp.decode[s], sp.gpus_d[s])):
-        avail = inst.gpu(o.gpu).available
-        if avail is not None:
-            out = min(out, avail // int(g))
-    price = float(sp.rental_p[s] + sp.rental_d[s])
+    avail = inst.gpu(o.gpu).available
+    if avail is not None:
+        out = min(out, avail // int(gpus))
     if inst.budget is not None and price > 0:
-        out = min(out, math.floor(inst.budget / price + 1e-9) or 0)
+        out = min(out, math.floor((inst.budget - other - float(sp.storage[s])) / price + 1e-9))
     return max(0, out)
 
 
@@ -410,9 +413,10 @@ def _linking(m: pyo.ConcreteModel) -> None:
     m.link_upper = pyo.Constraint(m.K, rule=lambda _, k: m.y[k] <= m.M[k] * m.z[k])
     m.link_lower = pyo.Constraint(m.K, rule=lambda _, k: m.z[k] <= m.y[k])
     m.link_route = pyo.Constraint(m.P, rule=lambda _, i, k: m.x[i, k] <= m.z[k])
-    # Split pairs: zs[s] ≤ yp[s], yd[s] ≤ M_s·zs[s] (a used pair runs both pools), xs ≤ zs.
-    m.split_upper_p = pyo.Constraint(m.S, rule=lambda _, s: m.yp[s] <= m.MS[s] * m.zs[s])
-    m.split_upper_d = pyo.Constraint(m.S, rule=lambda _, s: m.yd[s] <= m.MS[s] * m.zs[s])
+    # Split pairs: zs[s] ≤ yp[s] ≤ MP_s·zs[s], zs[s] ≤ yd[s] ≤ MD_s·zs[s] (a used pair runs both
+    # pools), xs ≤ zs.
+    m.split_upper_p = pyo.Constraint(m.S, rule=lambda _, s: m.yp[s] <= m.MP[s] * m.zs[s])
+    m.split_upper_d = pyo.Constraint(m.S, rule=lambda _, s: m.yd[s] <= m.MD[s] * m.zs[s])
     m.split_lower_p = pyo.Constraint(m.S, rule=lambda _, s: m.zs[s] <= m.yp[s])
     m.split_lower_d = pyo.Constraint(m.S, rule=lambda _, s: m.zs[s] <= m.yd[s])
     m.split_route = pyo.Constraint(m.PS, rule=lambda _, i, s: m.xs[i, s] <= m.zs[s])

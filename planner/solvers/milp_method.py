@@ -122,6 +122,15 @@ def _start_from_plan(model: pyo.ConcreteModel, table: OptionTable, plan: Plan) -
         start[id(model.u[i])] = float(X[i, -1])
     for j, k in model.JK:  # shared-pool indicators: on where the plan serves j on k
         start[id(model.w[j, k])] = float(start.get(id(model.x[j, k]), 0.0) > 1e-12)
+    if len(model.S):  # split pairs: both pools' replicas, the pair's use, the shares routed to it
+        y_plan, x_plan, _ = plan_solution(plan)
+        sp = table.split
+        for s in model.S:
+            yp, yd = y_plan.get(sp.prefill[s], 0), y_plan.get(sp.decode[s], 0)
+            start[id(model.yp[s])], start[id(model.yd[s])] = float(yp), float(yd)
+            start[id(model.zs[s])] = float(yp > 0 and yd > 0)
+        for i, s in model.PS:
+            start[id(model.xs[i, s])] = float(x_plan.get(table.type_ids[i], {}).get(sp.prefill[s], 0.0))
     return start
 
 
