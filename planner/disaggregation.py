@@ -251,31 +251,39 @@ def sides(inst: Instance) -> list[Side]:
 
 
 def candidate_pairs(inst: Instance) -> tuple[list[SplitPair], dict[str, int]]:
-    """The pruned candidate pairs (module docstring) and the counts before and after."""
+    """The pruned candidate pairs (module docstring) and the counts before and after. Each side's
+    prefill and decode costs are computed for every type at once (the same quantities as
+    :func:`prefill_side` and :func:`decode_side` without the TTFT and e2e bounds)."""
     pairs: list[SplitPair] = []
     before = 0
     all_sides = sides(inst)
+    types = inst.query_types
+    inp = np.array([float(q.input_tokens) for q in types])
+    out = np.array([float(q.output_tokens) for q in types])
+    tpot = np.array([q.slo.tpot_s if q.slo.tpot_s is not None else math.inf for q in types])
     for m in inst.models:
         models = {sd: side_model(inst, m, sd) for sd in all_sides}
         runs = [sd for sd in all_sides if isinstance(models[sd], ReplicaModel)]
         before += len(runs) ** 2
+        p_cost = np.full((len(types), len(runs)), np.inf)  # $/h per prefill per second
+        d_cost = np.full((len(types), len(runs)), np.inf)  # $/h per decode per second
+        for c, sd in enumerate(runs):
+            rm = models[sd]
+            assert isinstance(rm, ReplicaModel)
+            price = inst.gpu(sd.gpu).price_per_hour * sd.tp * sd.pp
+            p_cost[:, c] = price * rm.prefill_work(inp)
+            grid = batch_grid(rm.q.max_num_seqs)[None, :]
+            room = rm.fit().kv_capacity_tokens / (rm.pp * (inp + out))
+            t_s = rm.decode_stage_time(grid, (inp + out / 2)[:, None])
+            ok = (grid <= np.floor(room)[:, None]) & (rm.pp * t_s <= tpot[:, None] + 1e-12)
+            rate = np.where(ok, grid / (np.maximum(out, 1.0)[:, None] * t_s), 0.0).max(axis=1)
+            d_cost[:, c] = np.where(rate > 0, price / np.maximum(rate, 1e-300), np.inf)
         keep_p: set[Side] = set()
         keep_d: set[Side] = set()
-        for q in inst.query_types:
-            inp, out = float(q.input_tokens), float(q.output_tokens)
-            tpot = q.slo.tpot_s if q.slo.tpot_s is not None else math.inf
-            p_cost, d_cost = [], []
-            for sd in runs:
-                rm = models[sd]
-                assert isinstance(rm, ReplicaModel)
-                price = inst.gpu(sd.gpu).price_per_hour * sd.tp * sd.pp
-                t_pf, _ = prefill_side(rm, inp)
-                p_cost.append((price * t_pf, sd))
-                dec = decode_side(rm, inp, out, tpot, math.inf)
-                if not isinstance(dec, str):
-                    d_cost.append((price / dec[1], sd))
-            keep_p.update(sd for _, sd in sorted(p_cost)[:PREFILL_KEEP])
-            keep_d.update(sd for _, sd in sorted(d_cost)[:DECODE_KEEP])
+        order = np.arange(len(runs))
+        for j in range(len(types)):  # ties by the side's order, as sorting (cost, side) did
+            keep_p.update(runs[c] for c in np.lexsort((order, p_cost[j]))[:PREFILL_KEEP] if np.isfinite(p_cost[j, c]))
+            keep_d.update(runs[c] for c in np.lexsort((order, d_cost[j]))[:DECODE_KEEP] if np.isfinite(d_cost[j, c]))
         pairs += [SplitPair(m.id, p, d) for p in sorted(keep_p) for d in sorted(keep_d)]
     return pairs, {"before": before, "after": len(pairs)}
 
@@ -344,9 +352,16 @@ def split_table(inst: Instance) -> SplitTable:
     kept: list[SplitPair] = []
     rows: list[Any] = []
     figs: dict[tuple[int, int], SplitFigures] = {}
+    sides_of: dict[tuple[str, Side], ReplicaModel | str] = {}  # a side serves many pairs: build it once
+
+    def side(model: LLM, sd: Side) -> ReplicaModel | str:
+        if (model.id, sd) not in sides_of:
+            sides_of[model.id, sd] = side_model(inst, model, sd)
+        return sides_of[model.id, sd]
+
     for pair in pairs:
         m = inst.model(pair.model)
-        p_rm, d_rm = side_model(inst, m, pair.prefill), side_model(inst, m, pair.decode)
+        p_rm, d_rm = side(m, pair.prefill), side(m, pair.decode)
         assert isinstance(p_rm, ReplicaModel) and isinstance(d_rm, ReplicaModel)  # candidates run
         per_type = [figures(inst, pair, j, p_rm, d_rm) for j in range(len(inst.query_types))]
         if not any(f.eligible for f in per_type):
