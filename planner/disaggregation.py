@@ -59,11 +59,11 @@ from typing import Any
 
 import numpy as np
 
-from planner.perf import ReplicaModel, structural_reason
+from planner.perf import GB, ReplicaModel, structural_reason
 from planner.perf.model import batch_grid
+from planner.perf.ops import kv_bytes_per_token as kv_bytes_per_layer
 from planner.problem import GPU, LLM, Instance, PerfParams
 
-GB = 1e9
 PREFILL_KEEP = 3  # cheapest prefill configurations kept per (model, type)
 DECODE_KEEP = 3  # cheapest decode configurations kept per (model, type)
 
@@ -105,9 +105,10 @@ class Link:
 
 
 def kv_bytes_per_token(model: LLM, params: PerfParams) -> float:
-    """Bytes of KV cache one token holds over all layers (what a split request moves)."""
+    """Bytes of KV cache one token holds over all layers of the whole model (what a split request
+    moves): the per-layer figure of :func:`planner.perf.ops.kv_bytes_per_token` at TP 1, × layers."""
     assert model.layers and model.kv_heads and model.head_dim
-    return 2.0 * model.layers * model.kv_heads * model.head_dim * params.kv_cache_bytes
+    return model.layers * kv_bytes_per_layer(model.kv_heads, model.head_dim, 1, params.kv_cache_bytes)
 
 
 def kv_link(prefill_gpu: GPU, side: Side, params: PerfParams) -> Link:
@@ -154,6 +155,25 @@ def prefill_side(rm: ReplicaModel, prompt: float) -> tuple[float, float]:
     return float(rm.prefill_work(i)[0]), float(rm.prefill_latency(i, np.zeros(1), i)[0])
 
 
+def decode_grid(
+    rm: ReplicaModel,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    step_limit: np.ndarray,
+    decode_budget_s: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For n types at once, over the batch grid G of a decode-only replica: (grid (G,), t_s (n, G),
+    room (n, G): the batch fits the KV, rate (n, G): r_D = B/(O·t_s(B)) where the batch fits and
+    p·t_s(B) ≤ ``step_limit`` and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s``, else −1)."""
+    grid = batch_grid(rm.q.max_num_seqs)
+    room = grid[None, :] <= np.floor(rm.fit().kv_capacity_tokens / (rm.pp * (prompt + output)))[:, None]
+    t_s = rm.decode_stage_time(grid[None, :], (prompt + output / 2)[:, None])
+    steps = np.maximum(output, 1.0)[:, None]
+    step = rm.pp * t_s
+    ok = room & (step <= step_limit[:, None] + 1e-12) & (steps * step <= decode_budget_s[:, None] + 1e-12)
+    return grid, t_s, room, np.where(ok, grid[None, :] / (steps * t_s), -1.0)
+
+
 def decode_side(
     rm: ReplicaModel,
     prompt: float,
@@ -162,23 +182,20 @@ def decode_side(
     decode_budget_s: float,
     first_step_s: float = math.inf,
 ) -> tuple[int, float, float] | str:
-    """(B, r_D, t_s(B)) of a decode-only replica: the grid batch within the KV room maximising
-    r_D = B/(O·t_s(B)) with p·t_s(B) ≤ the TPOT limit, p·t_s(B) ≤ ``first_step_s`` (the TTFT
-    limit less what precedes the first decode step) and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s``
-    (the e2e limit less the same); or why no batch does."""
-    room = rm.fit().kv_capacity_tokens / (rm.pp * (prompt + output))
-    grid = batch_grid(rm.q.max_num_seqs)
-    grid = grid[grid <= math.floor(room)]
-    if grid.size == 0:
+    """(B, r_D, t_s(B)) of a decode-only replica for one type (:func:`decode_grid`): the batch
+    maximising r_D with p·t_s(B) ≤ the TPOT limit and ≤ ``first_step_s`` (the TTFT limit less what
+    precedes the first decode step) and max(O, 1)·p·t_s(B) ≤ ``decode_budget_s`` (the e2e limit
+    less the same); or why no batch does."""
+    one = np.array([float(prompt)]), np.array([float(output)])
+    grid, t_s, room, rate = decode_grid(
+        rm, *one, np.array([min(tpot_limit, first_step_s)]), np.array([decode_budget_s])
+    )
+    if not room[0, 0]:
         return f"KV cache holds {rm.fit().kv_capacity_tokens} tokens < {rm.pp}×{prompt + output:.0f} for one request"
-    t_s = rm.decode_stage_time(grid, np.full_like(grid, prompt + output / 2))
-    tpot = rm.pp * t_s
-    ok = (tpot <= min(tpot_limit, first_step_s) + 1e-12) & (max(output, 1.0) * tpot <= decode_budget_s + 1e-12)
-    if not ok.any():
-        return f"decode step {tpot[0]:.3g} s at batch 1 misses the TPOT, TTFT or e2e limit"
-    rate = np.where(ok, grid / (max(output, 1.0) * t_s), -1.0)
-    k = int(np.argmax(rate))
-    return int(grid[k]), float(rate[k]), float(t_s[k])
+    if not (rate[0] > 0).any():
+        return f"decode step {rm.pp * t_s[0, 0]:.3g} s at batch 1 misses the TPOT, TTFT or e2e limit"
+    k = int(np.argmax(rate[0]))
+    return int(grid[k]), float(rate[0, k]), float(t_s[0, k])
 
 
 def figures(
@@ -252,8 +269,8 @@ def sides(inst: Instance) -> list[Side]:
 
 def candidate_pairs(inst: Instance) -> tuple[list[SplitPair], dict[str, int]]:
     """The pruned candidate pairs (module docstring) and the counts before and after. Each side's
-    prefill and decode costs are computed for every type at once (the same quantities as
-    :func:`prefill_side` and :func:`decode_side` without the TTFT and e2e bounds)."""
+    prefill and decode costs are computed for every type at once (T_pf, and :func:`decode_grid`
+    without the TTFT and e2e bounds)."""
     pairs: list[SplitPair] = []
     before = 0
     all_sides = sides(inst)
@@ -272,11 +289,7 @@ def candidate_pairs(inst: Instance) -> tuple[list[SplitPair], dict[str, int]]:
             assert isinstance(rm, ReplicaModel)
             price = inst.gpu(sd.gpu).price_per_hour * sd.tp * sd.pp
             p_cost[:, c] = price * rm.prefill_work(inp)
-            grid = batch_grid(rm.q.max_num_seqs)[None, :]
-            room = rm.fit().kv_capacity_tokens / (rm.pp * (inp + out))
-            t_s = rm.decode_stage_time(grid, (inp + out / 2)[:, None])
-            ok = (grid <= np.floor(room)[:, None]) & (rm.pp * t_s <= tpot[:, None] + 1e-12)
-            rate = np.where(ok, grid / (np.maximum(out, 1.0)[:, None] * t_s), 0.0).max(axis=1)
+            rate = decode_grid(rm, inp, out, tpot, np.full(len(types), np.inf))[3].max(axis=1)
             d_cost[:, c] = np.where(rate > 0, price / np.maximum(rate, 1e-300), np.inf)
         keep_p: set[Side] = set()
         keep_d: set[Side] = set()
@@ -350,6 +363,8 @@ def split_table(inst: Instance) -> SplitTable:
     pairs, counts = candidate_pairs(inst)
     tier_index = {g.id: n for n, g in enumerate(inst.gpus)}
     kept: list[SplitPair] = []
+    prefill: list[Option] = []  # each kept pair's pools, as the plan names them
+    decode: list[Option] = []
     rows: list[Any] = []
     figs: dict[tuple[int, int], SplitFigures] = {}
     sides_of: dict[tuple[str, Side], ReplicaModel | str] = {}  # a side serves many pairs: build it once
@@ -370,6 +385,8 @@ def split_table(inst: Instance) -> SplitTable:
         kept.append(pair)
         po = Option(pair.model, pair.prefill.gpu, pair.prefill.tp, pair.prefill.pp, None, "prefill", pair.key)
         do = Option(pair.model, pair.decode.gpu, pair.decode.tp, pair.decode.pp, None, "decode", pair.key)
+        prefill.append(po)
+        decode.append(do)
         for j, (q, f) in enumerate(zip(inst.query_types, per_type, strict=True)):
             figs[j, s] = f
             for o, thr in ((po, f.prefill_rps), (do, f.decode_rps)):
@@ -390,8 +407,6 @@ def split_table(inst: Instance) -> SplitTable:
                     )
                 )
     counts["eligible"] = len(kept)
-    prefill = [Option(p.model, p.prefill.gpu, p.prefill.tp, p.prefill.pp, None, "prefill", p.key) for p in kept]
-    decode = [Option(p.model, p.decode.gpu, p.decode.tp, p.decode.pp, None, "decode", p.key) for p in kept]
     routes = sorted((j, s) for (j, s), f in figs.items() if f.eligible)
     lam = {j: q.arrival_rate for j, q in enumerate(inst.query_types)}
     return SplitTable(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -237,7 +236,7 @@ def build_plan(
     for o in sorted(y):
         # A split pair's decode pool serves what is routed to its prefill pool (its batch is the
         # decode micro-batch); the prefill pool runs prompts only and keeps vLLM's default.
-        via = Option(o.model, *_prefill_side_of(o, y)) if o.role == "decode" else o
+        via = next((p for p in y if p.role == "prefill" and p.pair == o.pair), o) if o.role == "decode" else o
         batches = [r.batch for t in x if via in x[t] and (r := table.row(o, t)) is not None and r.batch]
         deployments.append(
             Deployment(
@@ -266,14 +265,6 @@ def build_plan(
         message=message,
         gpus_by_tier=by_tier,
     )
-
-
-def _prefill_side_of(decode: Option, y: Mapping[Option, int]) -> tuple[str, int, int, int | None, str, str]:
-    """(gpu, tp, pp, budget, role, pair) of the prefill pool of ``decode``'s pair among ``y``."""
-    for o in y:
-        if o.role == "prefill" and o.pair == decode.pair:
-            return o.gpu, o.tp, o.pp, o.budget, o.role, o.pair
-    return decode.gpu, decode.tp, decode.pp, decode.budget, "prefill", decode.pair
 
 
 def relative_gap(objective: float, bound: float | None) -> float | None:

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
 
+from planner.disaggregation import Side, kv_bytes_per_token, kv_link
 from planner.errors import InputError
 from planner.options import Option, OptionTable, replica_params
-from planner.perf import GB, ReplicaModel
+from planner.perf import ReplicaModel
 from planner.plan import Deployment, Plan
 from planner.problem import Instance
 from planner.sim.engine import SimConfig, Simulator
@@ -115,8 +116,8 @@ def pool_spec(
     types = list(types)
     kv = rm.fit().kv_capacity_tokens // option.pp
     ctx = min(m.max_context_tokens or kv, kv)
-    internode = rm.g.internode_gbs or q.default_internode_gbs
-    assert m.layers and m.kv_heads and m.head_dim
+    # Split-phase KV leaves the prefill node over its NICs: the link the planner prices.
+    link = kv_link(rm.g, Side(option.gpu, option.tp, option.pp), q)
     return PoolSpec(
         key=option.key if role == "mixed" or option.role else f"{option.key}/{role}",
         option=option,
@@ -129,10 +130,9 @@ def pool_spec(
         max_context=ctx,
         timing=rm.iteration_table(q.prefill_chunk_tokens, max_num_seqs or q.max_num_seqs),
         role=role,
-        kv_bytes_per_token=2.0 * m.layers * m.kv_heads * m.head_dim * q.kv_cache_bytes,
-        # Split-phase KV leaves the prefill node over its NICs: one per GPU of the replica.
-        network_bytes_per_s=internode * GB * q.internode_efficiency * option.tp * option.pp,
-        network_latency_s=q.internode_latency_s,
+        kv_bytes_per_token=kv_bytes_per_token(m, q),
+        network_bytes_per_s=link.bytes_per_s,
+        network_latency_s=link.latency_s,
         tpot_slo=min((slos[i][1] for i in types), default=INF),
     )
 
