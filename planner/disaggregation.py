@@ -54,7 +54,8 @@ instance's ``prefill_chunk_tokens``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -346,6 +347,54 @@ class SplitTable:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def derated(
+        self,
+        type_ids: list[str],
+        factors: Mapping[Any, float],
+        old: Mapping[Any, float],
+        dropped: set[tuple[Any, str]],
+    ) -> SplitTable:
+        """The pairs with the validation loop's capacity factors (:func:`planner.options.derate_options`):
+        a pair is keyed by its prefill pool (what routing names), and a factor f scales both
+        pools' capacities (load_p, load_d ÷ f; the replay measures the pair as one service); the
+        KV bytes on the link do not change. ``dropped`` (prefill option, type) routes go."""
+        from planner.options import derate_factor
+
+        routes, load_p, load_d, scale = [], dict(self.load_p), dict(self.load_d), {}
+        for j, s in self.routes:
+            po, t = self.prefill[s], type_ids[j]
+            if (po, t) in dropped:
+                scale[s, t] = 0.0
+                continue
+            f = derate_factor(factors, po, t) / derate_factor(old, po, t)
+            routes.append((j, s))
+            if f != 1.0:
+                load_p[j, s] /= f
+                load_d[j, s] /= f
+                scale[s, t] = f
+        rows = []
+        for r in self.rows:
+            s = self.index(r.option)
+            f = scale.get((s, r.query_type))
+            if f == 0.0:
+                r = replace(r, eligible=False, reason="validation: misses its target at any replica count")
+            elif f is not None and r.throughput_rps is not None:
+                r = replace(r, throughput_rps=r.throughput_rps * f)
+            rows.append(r)
+        keep = set(routes)
+        return replace(
+            self,
+            routes=routes,
+            load_p={k: v for k, v in load_p.items() if k in keep},
+            load_d={k: v for k, v in load_d.items() if k in keep},
+            link={k: v for k, v in self.link.items() if k in keep},
+            delay={k: v for k, v in self.delay.items() if k in keep},
+            error={k: v for k, v in self.error.items() if k in keep},
+            rows=rows,
+            by_key={},
+            by_option={},
+        )
 
     def index(self, option: Any) -> int | None:
         """The pair of a prefill- or decode-role option, or None."""

@@ -479,7 +479,11 @@ def derate_options(
     ordered = sorted(rows.values(), key=lambda r: (r.option, r.query_type))
     out = _with_coefficients(table.instance, ordered, rows, tight)
     out.derate, out.dropped = dict(factors), set(table.dropped) | dropped
-    out.split = table.split  # not derated: the validation loop refuses split plans (validation.split_by_plan)
+    out.split = (
+        None
+        if table.split is None
+        else table.split.derated([q.id for q in table.instance.query_types], factors, table.derate, dropped)
+    )
     return out
 
 

@@ -67,13 +67,14 @@ class PoolReplay:
 
 
 def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deployment, Any]]:
-    """Each deployment with the requests the plan's routing sends to it (types in trace order)."""
-    from planner.plan import refuse_split
-    from planner.sim.cluster import plan_routing
+    """Each deployment with the requests the plan's routing sends to it (types in trace order).
+    A split pair is one entry, its prefill deployment (routing names it; :func:`partner` gives
+    its decode pool): the pair's pools serve the same requests one after the other."""
+    from planner.sim.cluster import decode_pools, plan_routing
     from planner.sim.engine import _SmoothWRR
 
-    refuse_split(plan, "plan", "replayed pool by pool (the validation loop)")  # a pair's pools share requests
     deployed, routing, _ = plan_routing(inst, plan)
+    decode_pools(plan)  # a pair with one pool and not the other is refused here
     routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
     dest = np.full(len(reqs), -1)
     for n, ty in enumerate(reqs.ty.tolist()):
@@ -83,18 +84,35 @@ def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deploymen
     return [(d, reqs.subset(dest == k)) for k, d in enumerate(deployed)]
 
 
-def _replay_job(args: tuple[Instance, Deployment, Any, str, int]) -> PoolReplay:
-    inst, d, sub, policy, seed = args
-    from planner.sim.cluster import simulator_for_option
+def partner(plan: Plan, d: Deployment) -> Deployment | None:
+    """The decode deployment of a split pair's prefill deployment ``d``; None for a colocated one."""
+    if d.role != "prefill":
+        return None
+    return next(x for x in plan.deployments if x.role == "decode" and x.pair == d.pair and x.replicas > 0)
+
+
+def _decode_of(plan: Plan | None, d: Deployment) -> Deployment | None:
+    if d.role == "prefill" and plan is None:
+        raise ValueError(f"{d.option.key}: a split pair's prefill pool is replayed with its plan's decode pool")
+    return None if plan is None else partner(plan, d)
+
+
+def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | None]) -> PoolReplay:
+    """One service on its requests: a colocated pool, or a split pair's prefill pool feeding its
+    decode pool (``dec``) as the plan deploys them (replicas and batch caps of each)."""
+    inst, d, sub, policy, seed, dec = args
+    from planner.sim.cluster import simulator_for_option, simulator_for_pair
     from planner.sim.engine import SimConfig
 
     types = sorted({int(t) for t in np.unique(sub.ty) if t >= 0})
     served = {t: 0 for t in types}
     met = {t: 0 for t in types}
     if types:
-        sim = simulator_for_option(
-            inst, d.option, d.replicas, SimConfig(policy=policy, seed=seed), types, d.max_num_seqs
-        )
+        config = SimConfig(policy=policy, seed=seed)
+        if dec is None:
+            sim = simulator_for_option(inst, d.option, d.replicas, config, types, d.max_num_seqs)
+        else:
+            sim = simulator_for_pair(inst, d, dec, config, types)
         sim.run(sub.feed())
         for t, st in sim.summary()["types"].items():
             ti = next(i for i, q in enumerate(inst.query_types) if q.id == t)
@@ -110,9 +128,11 @@ def replay(
     policy: str = "jsq",
     seed: int = 0,
     workers: int | None = None,
+    plan: Plan | None = None,
 ) -> list[PoolReplay]:
-    """Every pool on its share of the trace (:func:`split_by_plan`; step 1 of the module docstring)."""
-    jobs = [(inst, d, sub, policy, seed) for d, sub in shares if len(sub)]
+    """Every pool on its share of the trace (:func:`split_by_plan`; step 1 of the module
+    docstring); a split pair's share runs through both its pools, found in ``plan``."""
+    jobs = [(inst, d, sub, policy, seed, _decode_of(plan, d)) for d, sub in shares if len(sub)]
     n = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
     if n > 1 and len(jobs) > 1:
         import multiprocessing
@@ -129,14 +149,21 @@ def replay(
 
 
 def max_share(
-    inst: Instance, d: Deployment, sub: Any, policy: str, targets: dict[str, float], seed: int = 0
+    inst: Instance,
+    d: Deployment,
+    sub: Any,
+    policy: str,
+    targets: dict[str, float],
+    seed: int = 0,
+    decode: Deployment | None = None,
 ) -> float | None:
-    """The largest share s of its traffic (thinned, nested in s) on which the pool meets every
-    type's target with its planned replicas, to SHARE_RESOLUTION; None below MIN_SHARE."""
+    """The largest share s of its traffic (thinned, nested in s) on which the pool (a split pair:
+    with its ``decode`` pool) meets every type's target with its planned replicas, to
+    SHARE_RESOLUTION; None below MIN_SHARE."""
     u = np.random.default_rng(seed).random(len(sub))
 
     def meets(s: float) -> bool:
-        r = _replay_job((inst, d, sub.subset(u < s), policy, seed))
+        r = _replay_job((inst, d, sub.subset(u < s), policy, seed, decode))
         return all(r.attainment(i) >= targets[inst.query_types[i].id] for i in r.served if r.served[i])
 
     if not meets(MIN_SHARE):
@@ -173,15 +200,25 @@ def _scenes(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Plan, Any, tupl
 
 def pool_utilization(inst: Instance, table: OptionTable, d: Deployment, plan: Plan, rates: tuple[float, ...]) -> float:
     """The pool's planned load over its cap, u = Σ_i λ_i·x_ik / thr_ik / (U·y_k) ≤ 1 (the MILP's
-    capacity row, :mod:`planner.options`), on the table's current (derated) capacities."""
+    capacity row, :mod:`planner.options`), on the table's current (derated) capacities. A split
+    pair's is its busier pool's: routing names the prefill pool, and both pools carry its load."""
+    dec = partner(plan, d)
+    if dec is not None:
+        return max(_utilization(inst, table, d, plan, rates, d), _utilization(inst, table, dec, plan, rates, d))
+    return _utilization(inst, table, d, plan, rates, d)
+
+
+def _utilization(
+    inst: Instance, table: OptionTable, pool: Deployment, plan: Plan, rates: tuple[float, ...], routed: Deployment
+) -> float:
     load = 0.0
     for i, q in enumerate(inst.query_types):
-        row = table.row(d.option, q.id)
+        row = table.row(pool.option, q.id)
         if row is None or not row.throughput_rps:
             continue
-        x = sum(s.fraction for s in plan.routing.get(q.id, []) if s.option == d.option)
+        x = sum(s.fraction for s in plan.routing.get(q.id, []) if s.option == routed.option)
         load += rates[i] * x / row.throughput_rps
-    cap = inst.max_utilization * d.replicas
+    cap = inst.max_utilization * pool.replicas
     return min(1.0, load / cap) if cap > 0 else 1.0
 
 
@@ -233,7 +270,7 @@ def validate(
             for d, sub in split_by_plan(inst, part, r)
             if len(sub)
         ]
-        pools = replay(inst, [(d, sub) for d, sub, _, _ in shares], policy, seed)
+        pools = replay(inst, [(d, sub) for d, sub, _, _ in shares], policy, seed, plan=None if plan.schedule else plan)
         att = type_attainment(inst, pools)
         history.append({t: None if v is None else round(v, 6) for t, v in att.items()})
         if best is None or margin(att) > best[0]:
@@ -257,7 +294,14 @@ def validate(
                 if p.served[i] and p.attainment(i) < targets[inst.query_types[i].id]
             ]
             target = min(targets[t] for t in missed)
-            factor = max_share(inst, deployment, sub, policy, targets, seed)
+            dec = partner(part, deployment)
+            factor = max_share(inst, deployment, sub, policy, targets, seed, dec)
+            if factor is None and dec is not None:
+                # A pair that misses on a quarter of its traffic is far from its figures; the
+                # scale search sizes one pool at a time, so the pair is dropped for those types.
+                dropped.update((p.option, t) for t in missed)
+                why.append(f"{p.option.pair}: misses its target even on {MIN_SHARE:g} of its traffic")
+                continue
             if factor is None:
                 res = min_replicas(inst, p.option, sub, policy, target, table, seed, cap=max(8 * p.replicas, 64))
                 if res.replicas is None:

@@ -177,14 +177,46 @@ def test_the_split_plan_replays_within_its_promises() -> None:
     assert got["e2e_s"]["mean"] <= row.e2e_s
 
 
+def _poisson(rate: float, n: int, inp: int, out: int, seed: int = 0) -> Any:
+    from planner.sim.scale import Requests
+
+    arrivals = np.cumsum(np.random.default_rng(seed).exponential(1 / rate, n))
+    return Requests(arrivals, np.zeros(n, np.int64), np.full(n, inp), np.full(n, out))
+
+
+def test_the_validation_loop_replays_a_pair_and_derates_it_where_it_misses() -> None:
+    """``--validate`` on the mixed-tier plan: the pair replays as one service (round 1 passes
+    on its own traffic). On 1.4× that traffic it misses (0.29); the loop measures the pair's
+    shortfall on both pools, derates the pair, and the re-solved plan passes."""
+    from planner.validation import validate
+
+    inst = _load(_long())
+    table = build_option_table(inst)
+    plan = solve(inst, "milp", table=table)
+    lam = inst.query_types[0].arrival_rate
+    ok, _ = validate(inst, table, plan, _poisson(lam, 3000, 8192, 200), lambda t: solve(inst, "milp", table=t), ["x"])
+    assert ok.validation is not None and ok.validation.passed and ok.validation.rounds == 1
+    assert ok.objective == plan.objective
+    more, derated = validate(
+        inst, table, plan, _poisson(1.4 * lam, 3000, 8192, 200), lambda t: solve(inst, "milp", table=t), ["x"]
+    )
+    v = more.validation
+    assert v is not None and v.passed and v.rounds > 1 and v.history[0]["code"] < 0.99
+    assert v.derating and all(k.endswith("/prefill") for k in v.derating)  # a pair is keyed by its prefill pool
+    assert more.objective > plan.objective
+    # The derated pair carries less: both pools' capacities scaled by the same factor.
+    sp, base = derated.split, table.split
+    s = base.pairs.index(sp.pairs[0])
+    for pool in (sp.prefill[s], sp.decode[s]):
+        assert derated.row(pool, "code").throughput_rps < table.row(pool, "code").throughput_rps
+    assert check_plan(inst, more).ok
+
+
 def test_plans_with_split_pools_are_refused_where_they_cannot_run_yet(tmp_path: Path) -> None:
     from planner.export import render_plan
-    from planner.validation import split_by_plan
 
     inst = _load(_doc(["l40s", "a100-80gb"]))
     plan = solve(inst, "milp")
-    with pytest.raises(InputError, match="cannot be replayed pool by pool"):
-        split_by_plan(inst, plan, None)
     with pytest.raises(InputError, match="cannot be exported yet"):
         render_plan(plan, inst, "vllm")
     # A decode pool is never a routing target; a role needs the instance's engine.split.
@@ -221,8 +253,10 @@ def test_split_pools_survive_table_rebuilds_and_carry_their_batches() -> None:
 
     inst = _load(_long())
     table = build_option_table(inst)
-    again = derate_options(table, {"code": 0.99})
-    assert again.split is table.split and not any(o.role for o in again.options)
+    again = derate_options(table, {"code": 0.99})  # a type's factor follows it onto every pair
+    assert again.split.pairs == table.split.pairs and not any(o.role for o in again.options)
+    assert again.split.load_p == pytest.approx({k: v / 0.99 for k, v in table.split.load_p.items()})
+    assert again.split.link == table.split.link  # the same KV bytes on the link
     plan = solve(inst, "milp", table=table)
     by_role = {d.role: d for d in plan.deployments}
     decode_row = table.row(by_role["decode"].option, "code")

@@ -438,9 +438,11 @@ def scale_plan(
     steps: Steps | None = None,
 ) -> list[dict[str, Any]]:
     """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
+    from planner.plan import refuse_split
     from planner.sim.scale import min_replicas
     from planner.validation import split_by_plan
 
+    refuse_split(plan, "--plan", "sized pool by pool by scale (simulate replays the pair)")
     steps = steps or Steps(None, None, "")
     shares = [(d, sub) for d, sub in split_by_plan(inst, plan, reqs) if len(sub) > 0]
     steps.total(len(shares) * len(policies))

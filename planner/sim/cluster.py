@@ -265,6 +265,20 @@ def simulator_for_option(
     return _simulator(inst, [(option.key, pools)], routing, config, per_request)
 
 
+def simulator_for_pair(
+    inst: Instance, prefill: Deployment, decode: Deployment, config: SimConfig, types: Iterable[int]
+) -> Simulator:
+    """A plan's split pair as one service: every request of ``types`` prefills on ``prefill``'s
+    pool and decodes on ``decode``'s, each pool with its planned replicas and batch cap."""
+    types = list(types)
+    pools = [
+        pool_spec(inst, prefill.option, prefill.replicas, prefill.max_num_seqs, types, "prefill"),
+        pool_spec(inst, decode.option, decode.replicas, decode.max_num_seqs, types, "decode"),
+    ]
+    routing: dict[int, list[tuple[int | None, float]]] = {t: [(0, 1.0)] for t in types}
+    return _simulator(inst, [(prefill.option.pair or prefill.option.key, pools)], routing, config, None)
+
+
 def _simulator(
     inst: Instance,
     services: list[tuple[str, list[PoolSpec]]],
