@@ -438,7 +438,7 @@ def split_table(inst: Instance) -> SplitTable:
         decode.append(do)
         for j, (q, f) in enumerate(zip(inst.query_types, per_type, strict=True)):
             figs[j, s] = f
-            for o, thr in ((po, f.prefill_rps), (do, f.decode_rps)):
+            for o, thr, rm in ((po, f.prefill_rps, p_rm), (do, f.decode_rps, d_rm)):
                 ok = f.eligible and math.isfinite(thr)
                 rows.append(
                     Row(
@@ -453,6 +453,7 @@ def split_table(inst: Instance) -> SplitTable:
                         f.tpot_s if ok else None,
                         f.e2e_s if ok else None,
                         f.batch if ok and o.role == "decode" else None,  # the decode micro-batch
+                        kv_capacity_tokens=rm.fit().kv_capacity_tokens,  # the export's --max-model-len
                     )
                 )
     counts["eligible"] = len(kept)

@@ -315,9 +315,15 @@ class OptionTable:
         except ValueError:
             return None
 
+    def rows_of(self, option: Option) -> list[Row]:
+        """Every type's row of ``option`` (a split pair's pool: from the split table)."""
+        if not option.role:
+            return self.by_option.get(option, [])
+        return [] if self.split is None else self.split.by_option.get(option, [])
+
     def deployable(self, option: Option) -> str:
         """ "" when ``option`` can be deployed at all, else why not (used by the checker)."""
-        rows = self.by_option.get(option) if not option.role else self.split and self.split.by_option.get(option)
+        rows = self.rows_of(option)
         if not rows:
             return f"option {option.key} is not in the option table"
         if any(r.candidate for r in rows):

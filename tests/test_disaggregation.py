@@ -212,13 +212,13 @@ def test_the_validation_loop_replays_a_pair_and_derates_it_where_it_misses() -> 
     assert check_plan(inst, more).ok
 
 
-def test_plans_with_split_pools_are_refused_where_they_cannot_run_yet(tmp_path: Path) -> None:
+def test_split_plans_are_refused_where_they_cannot_run_and_in_bad_plans(tmp_path: Path) -> None:
     from planner.export import render_plan
 
     inst = _load(_doc(["l40s", "a100-80gb"]))
     plan = solve(inst, "milp")
-    with pytest.raises(InputError, match="cannot be exported yet"):
-        render_plan(plan, inst, "vllm")
+    with pytest.raises(InputError, match="cannot be exported as Helm values"):  # vllm, k8s, router: test_export
+        render_plan(plan, inst, "helm")
     # A decode pool is never a routing target; a role needs the instance's engine.split.
     doc = plan_document(plan)
     doc["routing"]["code"][0]["role"] = "decode"

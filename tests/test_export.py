@@ -344,7 +344,7 @@ def _check_k8s_object(name: str, obj: dict[str, Any]) -> None:
     if kind == "Kustomization":
         return
     _check_labels(obj["metadata"], name)
-    if kind in {"Deployment", "Service"}:
+    if kind in {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding"}:  # the last 3: a pair's router
         assert DNS_1035.match(obj["metadata"]["name"]) and len(obj["metadata"]["name"]) <= 63
         _validate(obj)
         if kind == "Deployment":
@@ -1021,3 +1021,115 @@ def test_readme_export_section() -> None:
     musts += ["kustomization.yaml", "router.json", "httproute.yaml", "LeaderWorkerSet", f"vllm/vllm-openai:{IMAGE_TAG}"]
     for words in musts:
         assert words in section, words
+
+
+# --------------------------------------------------------------------------------------------
+# Split prefill/decode pairs: NIXL servers per role and the pair's router.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_pair() -> Case:
+    """The mixed-tier pair of tests/test_disaggregation.py: 17 L40S prefill, 2 A100 TP4 decode."""
+    from tests.test_disaggregation import _load, _long
+
+    case = _solved(_load(_long()))
+    assert {d.role for d in case.plan.deployments} == {"prefill", "decode"}
+    return case
+
+
+def _selector(text: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in text.split(","))
+
+
+def test_split_pair_exports_round_trip(split_pair: Case, tmp_path: Path) -> None:
+    """Each pool is a vLLM server with the NIXL connector in its role; the pair's router sends a
+    request to prefill then decode. Parsing the files back gives the plan's pools (replicas,
+    GPUs, role, pair); every Kubernetes object validates; the router script runs its real
+    argument assembly (a stub vllm-router prints what it was given); Helm is refused in one line."""
+    c = split_pair
+    want = _plan_deployments(c.plan)
+    roles = {"prefill": "kv_producer", "decode": "kv_consumer"}
+    # vllm: two server scripts and the router script.
+    files = c.render("vllm")
+    servers = {n: t for n, t in files.items() if not n.endswith(".router.sh")}
+    (router_name,) = [n for n in files if n.endswith(".router.sh")]
+    got: Deployed = {}
+    for text in servers.values():
+        argv = _serve_line(text)
+        flags = _flags(argv[1:])
+        assert set(flags) <= VERIFIED_FLAGS
+        (meta,) = [ln for ln in text.splitlines() if ln.startswith("# planner: ")]
+        info = dict(kv.split("=", 1) for kv in meta.removeprefix("# planner: ").split())
+        o = Option(info["model"], info["gpu"], int(info["tp"]), int(info["pp"]), None, info["role"], info["pair"])
+        assert json.loads(flags["--kv-transfer-config"]) == {"kv_connector": "NixlConnector", "kv_role": roles[o.role]}
+        assert "VLLM_NIXL_SIDE_CHANNEL_HOST" in text and "VLLM_NIXL_SIDE_CHANNEL_PORT" in text
+        got[o] = (int(info["replicas"]), int(info["gpus"]))
+    assert got == want
+    decode = next(d for d in c.plan.deployments if d.role == "decode")
+    (decode_text,) = [t for t in servers.values() if "role=decode" in t]
+    assert int(_flags(_serve_line(decode_text)[1:])["--max-num-seqs"]) == decode.max_num_seqs  # planned batch
+    script = tmp_path / "router.sh"
+    script.write_text(files[router_name])
+    stub = tmp_path / "bin" / "vllm-router"
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}"}
+    env.update(PREFILL_URLS="http://p1:8000,http://p2:8000", DECODE_URLS="http://d1:8000")
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    args = out.splitlines()
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["--routing-logic"] == "disaggregated_prefill_orchestrated"
+    assert flags["--static-backends"] == "http://p1:8000,http://p2:8000,http://d1:8000"
+    assert flags["--static-models"] == ",".join(["llama-3.1-8b"] * 3)
+    assert flags["--static-model-labels"] == "prefill,prefill,decode"
+    assert (flags["--prefill-model-labels"], flags["--decode-model-labels"]) == ("prefill", "decode")
+    missing = subprocess.run(["bash", str(script)], env={**env, "DECODE_URLS": ""}, capture_output=True, text=True)
+    assert missing.returncode != 0 and "DECODE_URLS" in missing.stderr
+    # k8s: every object validates; the router selects exactly the pair's pods by IP.
+    docs = _docs(c.render("k8s"))
+    for name, obj in docs:
+        _check_k8s_object(name, obj)
+    kinds = [o["kind"] for _, o in docs]
+    assert kinds.count("Deployment") == 3 and {"ServiceAccount", "Role", "RoleBinding"} <= set(kinds)
+    servers_k8s = [
+        o
+        for _, o in docs
+        if o["kind"] == "Deployment" and o["spec"]["template"]["spec"]["containers"][0]["name"] == "vllm"
+    ]
+    (router,) = [o for _, o in docs if o["kind"] == "Deployment" and o not in servers_k8s]
+    rc = router["spec"]["template"]["spec"]["containers"][0]
+    rflags = dict(zip(rc["args"][::2], rc["args"][1::2], strict=True))
+    assert rflags["--service-discovery"] == "k8s" and rflags["--k8s-service-discovery-type"] == "pod-ip"
+    assert router["spec"]["template"]["spec"]["serviceAccountName"] == router["metadata"]["name"]
+    sel = _selector(rflags["--k8s-label-selector"])
+    got = {}
+    for d in servers_k8s:
+        pod = d["spec"]["template"]
+        assert sel.items() <= pod["metadata"]["labels"].items()
+        (ctr,) = pod["spec"]["containers"]
+        kv = json.loads(_flags(ctr["args"][1:])["--kv-transfer-config"])
+        role = pod["metadata"]["labels"]["model"]  # what the router tells the pools apart by
+        assert kv["kv_role"] == roles[role] and pod["metadata"]["annotations"]["planner.io/pd-role"] == role
+        env = {e["name"]: e for e in ctr["env"]}
+        assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        ann = d["metadata"]["annotations"]
+        lab = d["metadata"]["labels"]
+        o = Option(
+            ann["planner.io/model"], ann["planner.io/gpu"], int(lab["planner.io/tp"]), int(lab["planner.io/pp"]),
+            None, role, ann["planner.io/pair"],
+        )  # fmt: skip
+        per_pod = int(ctr["resources"]["limits"]["nvidia.com/gpu"])
+        got[o] = (d["spec"]["replicas"], d["spec"]["replicas"] * per_pod)
+    assert got == want
+    # router: the pair's traffic goes to its router's Service.
+    services = {o["metadata"]["name"] for _, o in docs if o["kind"] == "Service"}
+    table = json.loads(c.render("router")["router.json"])
+    (entry,) = table["code"]
+    assert entry["service"] == router["metadata"]["name"] and entry["service"] in services
+    assert {entry["prefill_service"], entry["decode_service"]} <= services and entry["weight"] == WEIGHT_SCALE
+    (route,) = [o for _, o in _docs(c.render("router"))]
+    assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == entry["service"]
+    with pytest.raises(InputError, match="Helm values"):
+        c.render("helm")

@@ -20,7 +20,7 @@ from planner.export.resolve import IMAGE_TAG, VLLM_VERSION, ExportContext, build
 from planner.export.router import DEFAULT_GATEWAY
 from planner.export.tree import check_target, write_tree
 from planner.options import OptionTable
-from planner.plan import Plan
+from planner.plan import Plan, refuse_split
 from planner.problem import Instance
 
 FORMATS: tuple[str, ...] = ("vllm", "k8s", "helm", "router")
@@ -67,6 +67,9 @@ def render_plan(
     if fmt == "k8s":
         return k8s.render(ctx)
     if fmt == "helm":
+        # The chart runs one router for all its models: it cannot send one pair's requests
+        # through prefill then decode while routing the rest by weight.
+        refuse_split(plan, plan_label or "<plan>", "exported as Helm values (use --format k8s or vllm)")
         return helm.render(ctx)
     return router.render(ctx, gateway)
 

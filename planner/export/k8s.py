@@ -22,6 +22,23 @@ Choices, and why:
   and annotation) and ``-mbt<N>`` in its names, so two pools of one option never share a name or
   a selector; ``--max-num-batched-tokens`` is in every server's arguments
   (:func:`planner.export.vllm.serve_args`).
+
+A split prefill/decode pair (:mod:`planner.disaggregation`) is its two pools, each a Deployment
+and a Service as above, with ``--kv-transfer-config`` (NIXL, :func:`planner.export.vllm.kv_transfer_config`),
+the pod's IP as its NIXL side channel (downward API) and the labels ``planner.io/pair``,
+``planner.io/pd-role`` and ``model: prefill|decode`` — plus the pair's router:
+
+* a ``Deployment`` of vLLM production-stack's router (:data:`planner.export.resolve.ROUTER_IMAGE`)
+  with ``--routing-logic disaggregated_prefill_orchestrated``: each request goes to a prefill pod
+  (max_tokens = 1), then to a decode pod with the KV transfer parameters of the first answer;
+* it finds the pair's pods by their IPs (``--service-discovery k8s --k8s-service-discovery-type
+  pod-ip``, selected by ``planner.io/pair``, told apart by their ``model`` label): the router
+  writes the prefill endpoint's host into ``remote_host``, which must be the very pod that holds
+  the KV (behind a Service it would be any pod of the pool); so it gets a ``ServiceAccount``, a
+  ``Role`` that reads pods (the chart's own router Role: get, watch, list, patch) and its
+  ``RoleBinding``;
+* a ``Service`` in front of the router, which the HTTPRoute of ``--format router`` sends the
+  pair's traffic to.
 """
 
 from __future__ import annotations
@@ -30,8 +47,17 @@ import math
 import shlex
 from typing import Any
 
-from planner.export.resolve import RAY_PORT, VLLM_VERSION, ExportContext, Target, label_value
-from planner.export.vllm import serve_args
+from planner.export.resolve import (
+    NIXL_SIDE_CHANNEL_PORT,
+    RAY_PORT,
+    ROUTER_IMAGE,
+    VLLM_VERSION,
+    ExportContext,
+    PairTarget,
+    Target,
+    label_value,
+)
+from planner.export.vllm import router_args, serve_args
 from planner.export.yamlout import dump
 
 HF_TOKEN_SECRET = "hf-token"  # optional Secret with key "token", for gated models (Llama)
@@ -58,6 +84,10 @@ def labels(ctx: ExportContext, t: Target) -> dict[str, str]:
     }
     if o.budget is not None:  # pools of one option differ by the budget the planner chose
         out["planner.io/max-num-batched-tokens"] = str(o.budget)
+    if t.role is not None:  # a split pool: its pair router selects the pair and reads `model`
+        out["planner.io/pair"] = label_value(o.pair or "")
+        out["planner.io/pd-role"] = t.role
+        out["model"] = t.role
     return out
 
 
@@ -75,6 +105,9 @@ def annotations(ctx: ExportContext, t: Target) -> dict[str, str]:
     }
     if o.budget is not None:
         out["planner.io/max-num-batched-tokens"] = str(o.budget)
+    if t.role is not None:
+        out["planner.io/pd-role"] = t.role
+        out["planner.io/pair"] = o.pair or ""
     return out
 
 
@@ -117,13 +150,26 @@ def _probes(t: Target) -> dict[str, Any]:
     }
 
 
-def _env() -> list[dict[str, Any]]:
-    return [
+def _env(t: Target | None = None) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
         {
             "name": "HF_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": "token", "optional": True}},
         }
     ]
+    if t is not None and t.role is not None:  # the decode pod pulls KV from the prefill pod's IP
+        env += [
+            {"name": "VLLM_NIXL_SIDE_CHANNEL_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "VLLM_NIXL_SIDE_CHANNEL_PORT", "value": str(NIXL_SIDE_CHANNEL_PORT)},
+        ]
+    return env
+
+
+def _ports(t: Target) -> list[dict[str, Any]]:
+    ports: list[dict[str, Any]] = [{"name": "http", "containerPort": t.port, "protocol": "TCP"}]
+    if t.role is not None:
+        ports.append({"name": "nixl", "containerPort": NIXL_SIDE_CHANNEL_PORT, "protocol": "TCP"})
+    return ports
 
 
 def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -150,8 +196,8 @@ def _server_container(t: Target) -> dict[str, Any]:
         "image": t.image,
         "command": ["vllm", "serve"],
         "args": serve_args(t, host="0.0.0.0"),
-        "ports": [{"name": "http", "containerPort": t.port, "protocol": "TCP"}],
-        "env": _env(),
+        "ports": _ports(t),
+        "env": _env(t),
         "resources": _resources(t),
         **_probes(t),
     }
@@ -212,11 +258,8 @@ def leader_worker_set(ctx: ExportContext, t: Target) -> dict[str, Any]:
         "name": "vllm-leader",
         "image": t.image,
         "command": ["/bin/bash", "-c", leader_script(t)],
-        "ports": [
-            {"name": "http", "containerPort": t.port, "protocol": "TCP"},
-            {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
-        ],
-        "env": _env(),
+        "ports": [*_ports(t), {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}],
+        "env": _env(t),
         "resources": _resources(t),
         **_probes(t),
     }
@@ -266,6 +309,106 @@ def service(ctx: ExportContext, t: Target) -> dict[str, Any]:
     }
 
 
+def router_labels(ctx: ExportContext, p: PairTarget) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vllm-router",
+        "app.kubernetes.io/instance": p.name,
+        "app.kubernetes.io/component": "router",
+        "app.kubernetes.io/part-of": label_value(f"planner-{ctx.plan.instance}"),
+        "app.kubernetes.io/managed-by": "planner",
+        "planner.io/instance": label_value(ctx.plan.instance),
+        "planner.io/pair": label_value(p.pair),
+    }
+
+
+def pair_selector(ctx: ExportContext, p: PairTarget) -> str:
+    """The label selector of the pair's serving pods (both pools), as the router's flag wants it."""
+    return f"planner.io/instance={label_value(ctx.plan.instance)},planner.io/pair={label_value(p.pair)}"
+
+
+def router_objects(ctx: ExportContext, p: PairTarget) -> list[tuple[str, dict[str, Any]]]:
+    """The pair router's ServiceAccount, Role, RoleBinding, Deployment and Service."""
+    lab = router_labels(ctx, p)
+    meta = {"name": p.name, "labels": lab, "annotations": {"planner.io/pair": p.pair}}
+    args = router_args(
+        p,
+        [
+            "--service-discovery",
+            "k8s",
+            "--k8s-service-discovery-type",
+            "pod-ip",
+            "--k8s-namespace",
+            "$(POD_NAMESPACE)",  # Kubernetes expands $(VAR) in args from the container's env
+            "--k8s-port",
+            str(p.prefill.port),
+            "--k8s-label-selector",
+            pair_selector(ctx, p),
+        ],
+    )
+    container = {
+        "name": "router",
+        "image": ROUTER_IMAGE,  # ENTRYPOINT vllm-router (the project's docker/Dockerfile)
+        "args": args,
+        "ports": [{"name": "http", "containerPort": p.port, "protocol": "TCP"}],
+        "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": p.port}, "periodSeconds": 10},
+    }
+    return [
+        (f"{p.name}.serviceaccount.yaml", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+        (
+            f"{p.name}.role.yaml",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": meta,
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "list", "patch"]}],
+            },
+        ),
+        (
+            f"{p.name}.rolebinding.yaml",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta,
+                "subjects": [{"kind": "ServiceAccount", "name": p.name}],
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": p.name},
+            },
+        ),
+        (
+            f"{p.name}.deployment.yaml",
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": meta,
+                "spec": {
+                    "replicas": 1,
+                    "selector": {
+                        "matchLabels": {k: lab[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+                    },
+                    "template": {
+                        "metadata": {"labels": lab, "annotations": meta["annotations"]},
+                        "spec": {"serviceAccountName": p.name, "containers": [container]},
+                    },
+                },
+            },
+        ),
+        (
+            f"{p.name}.service.yaml",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": {k: lab[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")},
+                    "ports": [{"name": "http", "port": p.port, "targetPort": p.port, "protocol": "TCP"}],
+                },
+            },
+        ),
+    ]
+
+
 def documents(ctx: ExportContext) -> list[tuple[str, dict[str, Any]]]:
     """(file name, object) for every object, in apply order."""
     docs: list[tuple[str, dict[str, Any]]] = []
@@ -275,6 +418,8 @@ def documents(ctx: ExportContext) -> list[tuple[str, dict[str, Any]]]:
         else:
             docs.append((f"{t.name}.deployment.yaml", deployment(ctx, t)))
         docs.append((f"{t.name}.service.yaml", service(ctx, t)))
+    for p in ctx.pairs:
+        docs += router_objects(ctx, p)
     return docs
 
 

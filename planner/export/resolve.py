@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from planner.checker import check_plan
 from planner.errors import InputError
 from planner.options import Option, OptionTable, build_option_table
-from planner.plan import Plan, refuse_split
+from planner.plan import Plan
 from planner.problem import GPU, LLM, Instance
 
 # vLLM release every artefact targets. Each flag the exporters emit was checked against vLLM's own
@@ -39,6 +39,23 @@ IMAGE_REPOSITORY = "vllm/vllm-openai"  # CUDA image; its entrypoint is `vllm ser
 IMAGE_REPOSITORY_ROCM = "vllm/vllm-openai-rocm"  # the same release built for AMD GPUs (ROCm)
 PORT = 8000  # vLLM's default --port; every Service, probe and router entry uses it
 RAY_PORT = 6379  # Ray head port of multi-node replicas (Ray's default, as in the LWS vLLM example)
+# Split prefill/decode pairs (planner.disaggregation). The KV cache moves with vLLM's NIXL connector
+# (docs/features/nixl_connector_usage.md): each server's --kv-transfer-config names the connector
+# and its role (vllm/config/kv_transfer.py: KVRole is kv_producer | kv_consumer | kv_both), and
+# the decode server pulls the prompt's blocks from the prefill server's side channel, announced
+# by VLLM_NIXL_SIDE_CHANNEL_HOST/PORT (default port 5600).
+KV_CONNECTOR = "NixlConnector"
+KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
+NIXL_SIDE_CHANNEL_PORT = 5600
+# A pair's router: vLLM production-stack's router (vllm-project/production-stack, console script
+# `vllm-router`, the image's ENTRYPOINT) with routing logic disaggregated_prefill_orchestrated
+# (added in #777, first released in chart vllm-stack-0.1.11): it sends each request to a prefill
+# server with max_tokens=1, takes the kv_transfer_params of the answer, sets their remote_host
+# to that prefill endpoint's host and streams the decode server's answer to the client (the flow
+# the simulator prices: planner.sim.engine). The image tag is the release's version, which the
+# project's build derives from its tag vllm-stack-<version> (setuptools_scm).
+ROUTER_IMAGE = "lmcache/lmstack-router:0.1.12"
+ROUTER_PORT = 8000
 
 NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
 AMD_GPU_RESOURCE = "amd.com/gpu"
@@ -111,6 +128,17 @@ class Target:
     max_num_batched_tokens: int | None = None
     gpus_per_node: int = 8
     port: int = PORT
+    pair_name: str | None = None  # a split pool's pair router (its Service and scripts' name)
+
+    @property
+    def role(self) -> str | None:
+        """``prefill`` or ``decode`` for a split pair's pool, None for a colocated one."""
+        return self.option.role or None
+
+    @property
+    def kv_role(self) -> str | None:
+        """vLLM's kv_role of a split pool's server (:data:`KV_ROLES`)."""
+        return None if self.role is None else KV_ROLES[self.role]
 
     @property
     def budget(self) -> int | None:
@@ -187,15 +215,35 @@ class Target:
         return int(min(7200, max(600, 300 + 8 * weights)))
 
 
+@dataclass(frozen=True)
+class PairTarget:
+    """A split pair's two pools and the router that sends each request to one, then the other."""
+
+    pair: str  # the plan's pair id (planner.disaggregation.SplitPair.key)
+    name: str  # the pair router's Deployment, Service and script name (DNS-1035, unique)
+    prefill: Target
+    decode: Target
+    port: int = ROUTER_PORT
+
+    @property
+    def served_model_name(self) -> str:
+        return self.prefill.served_model_name
+
+
 @dataclass
 class ExportContext:
-    """A validated plan with its targets and routing, ready for any exporter."""
+    """A validated plan with its targets and routing, ready for any exporter. Routing names a
+    split pair by its prefill pool's target; ``pair_of`` gives the pair behind it."""
 
     plan: Plan
     instance: Instance | None
     targets: list[Target]
     routing: dict[str, list[tuple[Target, float]]] = field(default_factory=dict)
     unserved: dict[str, float] = field(default_factory=dict)
+    pairs: list[PairTarget] = field(default_factory=list)
+
+    def pair_of(self, t: Target) -> PairTarget | None:
+        return next((p for p in self.pairs if t in (p.prefill, p.decode)), None)
 
     def target(self, option: Option) -> Target | None:
         return next((t for t in self.targets if t.option == option), None)
@@ -206,14 +254,15 @@ def _names(options: list[Option]) -> tuple[dict[Option, str], dict[Option, str]]
 
     An option with a chosen token budget gets ``-mbt<N>``, so two pools of one (model, gpu, tp,
     pp) that differ only by budget get distinct names; an option without one keeps the old name.
+    A split pair's pools end in ``-prefill`` / ``-decode``.
     """
 
     def build(fmt: str, max_len: int) -> dict[Option, str]:
         raw, names, suffixes = {}, {}, {}
         for o in options:
             base = fmt.format(m=o.model, g=o.gpu, t=o.tp, p=o.pp)
-            suffixes[o] = suffix = "" if o.budget is None else f"-mbt{o.budget}"
-            raw[o] = base + suffix
+            suffixes[o] = suffix = ("" if o.budget is None else f"-mbt{o.budget}") + (f"-{o.role}" if o.role else "")
+            raw[o] = base + suffix + (o.pair or "")  # two pairs may share one pool configuration
             # A long base is cut (and hashed) before the suffix, which stays readable.
             names[o] = dns_label(base, max_len - len(suffix)) + suffix
         counts: dict[str, int] = {}
@@ -230,6 +279,14 @@ def _names(options: list[Option]) -> tuple[dict[Option, str], dict[Option, str]]
     # Helm: the chart builds "<release>-<name>-engine-service" and a pod hostname
     # "<release>-<name>-vllm-stack"; both must stay within 63 characters.
     return build("vllm-{m}-{g}-tp{t}-pp{p}", K8S_NAME_MAX), build("{m}-{g}-tp{t}-pp{p}", HELM_NAME_MAX)
+
+
+def _pair_names(pairs: list[tuple[str, Option, Option]]) -> dict[str, str]:
+    """The router name of each pair id: both pools' configurations (a name too long for a label
+    is cut and hashed on the full text, so pairs never share one)."""
+    return {
+        pair: dns_label(f"pd-{p.model}-{p.gpu}-tp{p.tp}-pp{p.pp}-{d.gpu}-tp{d.tp}-pp{d.pp}") for pair, p, d in pairs
+    }
 
 
 def _plan_label(plan_label: str | None) -> str:
@@ -305,11 +362,13 @@ def _context_length(option: Option, model: LLM, plan: Plan, table: OptionTable, 
     (e.g. a 128k-context 8B model on a 24 GB L4), so the value is min(context, KV capacity),
     rounded down to 256 tokens, but never below the longest request routed here.
     """
-    kv = [r.kv_capacity_tokens for r in table.by_option.get(option, []) if r.kv_capacity_tokens]
+    kv = [r.kv_capacity_tokens for r in table.rows_of(option) if r.kv_capacity_tokens]
     limits = [x for x in (model.max_context_tokens, min(kv) - min(kv) % 256 if kv and min(kv) >= 256 else None) if x]
     if not limits:
         return None
     types = {q.id: q for q in inst.query_types}
+    if option.role == "decode":  # routing names a split pair by its prefill pool
+        option = next(d.option for d in plan.deployments if d.role == "prefill" and d.pair == option.pair)
     need = [
         math.ceil(types[t].input_tokens + types[t].output_tokens)
         for t, shares in plan.routing.items()
@@ -342,16 +401,21 @@ def build_context(
         _check_against_instance(plan, inst, table, plan_label)
     else:
         _check_alone(plan, plan_label)
-    # vLLM's KV connector configuration (--kv-transfer-config) is not written yet.
-    refuse_split(plan, _plan_label(plan_label), "exported")
-
     deployments = [d for d in plan.deployments if d.replicas > 0]
     names, short = _names([d.option for d in deployments])
+    pools = {(d.option.pair, d.option.role): d.option for d in deployments if d.option.role}
+    pair_ids = sorted({pair for pair, _ in pools})
+    for pair in pair_ids:  # the checker accepts no lone pool; a plan without an instance may hold one
+        for role in ("prefill", "decode"):
+            if (pair, role) not in pools:
+                raise InputError(_plan_label(plan_label), "deployments", f"split pair {pair} has no {role} replicas")
+    pair_names = _pair_names([(pair, pools[pair, "prefill"], pools[pair, "decode"]) for pair in pair_ids])
     targets: list[Target] = []
     for d in deployments:
         o = d.option
+        pair_name = pair_names[o.pair] if o.role else None
         if inst is None or table is None:
-            targets.append(Target(o, d.replicas, names[o], short[o]))
+            targets.append(Target(o, d.replicas, names[o], short[o], pair_name=pair_name))
             continue
         budget = o.budget if o.budget is not None else inst.performance_params.prefill_chunk_tokens
         batch = d.max_num_seqs if d.max_num_seqs is not None else _planned_batch(o, plan, table, inst)
@@ -378,6 +442,7 @@ def build_context(
                 gpu_memory_utilization=inst.performance_params.gpu_memory_utilization,
                 max_num_batched_tokens=budget,
                 gpus_per_node=gpu.gpus_per_node,
+                pair_name=pair_name,
             )
         )
 
@@ -400,4 +465,8 @@ def build_context(
             shares.append((by_option[o], frac))
         routing[t] = shares
     unserved = {t: float(plan.unserved.get(t, 0.0)) for t in order}
-    return ExportContext(plan=plan, instance=inst, targets=targets, routing=routing, unserved=unserved)
+    pairs = [
+        PairTarget(pair, pair_names[pair], by_option[pools[pair, "prefill"]], by_option[pools[pair, "decode"]])
+        for pair in pair_ids
+    ]
+    return ExportContext(plan=plan, instance=inst, targets=targets, routing=routing, unserved=unserved, pairs=pairs)

@@ -66,8 +66,13 @@ def integer_weights(fractions: list[float], scale: int = WEIGHT_SCALE) -> list[i
     return base
 
 
-def _entry(t: Target, fraction: float, weight: int) -> dict[str, Any]:
-    e: dict[str, Any] = {"service": t.name, "port": t.port, "model": t.served_model_name}
+def _entry(ctx: ExportContext, t: Target, fraction: float, weight: int) -> dict[str, Any]:
+    pair = ctx.pair_of(t)
+    if pair is not None:  # a split pair: its router's Service, which sends prefill then decode
+        e: dict[str, Any] = {"service": pair.name, "port": pair.port, "model": t.served_model_name}
+        e.update(pair=pair.pair, prefill_service=pair.prefill.name, decode_service=pair.decode.name)
+    else:
+        e = {"service": t.name, "port": t.port, "model": t.served_model_name}
     if t.budget is not None:  # one option at several budgets is several pools, each its own Service
         e["max_num_batched_tokens"] = t.budget
     e["weight"] = weight
@@ -76,11 +81,12 @@ def _entry(t: Target, fraction: float, weight: int) -> dict[str, Any]:
 
 
 def table(ctx: ExportContext) -> dict[str, list[dict[str, Any]]]:
-    """``router.json``: for each query type its backends, weights and exact fractions."""
+    """``router.json``: for each query type its backends, weights and exact fractions (a split
+    pair's backend is its pair router, with its two pools' Services named beside it)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for qt, shares in ctx.routing.items():
         weights = integer_weights([f for _, f in shares])
-        out[qt] = [_entry(t, f, w) for (t, f), w in zip(shares, weights, strict=True) if w > 0]
+        out[qt] = [_entry(ctx, t, f, w) for (t, f), w in zip(shares, weights, strict=True) if w > 0]
     return out
 
 

@@ -23,7 +23,17 @@ Every flag below exists in vLLM's argument parser; where each was checked (vllm-
                                 budget below ``--max-model-len`` (vllm/config/scheduler.py)
 ``--host`` / ``--port``         FrontendArgs fields ``host``, ``port`` (default 8000)
                                 (vllm/entrypoints/openai/cli_args.py)
+``--kv-transfer-config``        KVTransferConfig as JSON (vllm/engine/arg_utils.py,
+                                vllm/config/kv_transfer.py): a split pair's servers only,
+                                ``{"kv_connector":"NixlConnector","kv_role":...}``, as in
+                                docs/features/nixl_connector_usage.md
 ==============================  ============================================================
+
+A split pair (:mod:`planner.disaggregation`) is three scripts: its prefill server
+(``kv_producer``), its decode server (``kv_consumer``), both announcing their NIXL side channel
+(``VLLM_NIXL_SIDE_CHANNEL_HOST``/``_PORT``), and its router (``<pair>.router.sh``: the
+production-stack router, :data:`planner.export.resolve.ROUTER_IMAGE`), which sends a request to
+a prefill server, then to a decode server with the KV transfer parameters of the first answer.
 
 ``--quantization`` is deliberately not passed: vLLM reads the method from the checkpoint's
 config, and forcing e.g. ``awq`` would bypass the faster ``awq_marlin`` kernel it picks itself.
@@ -31,9 +41,19 @@ config, and forcing e.g. ``awq`` would bypass the faster ``awq_marlin`` kernel i
 
 from __future__ import annotations
 
+import json
 import shlex
 
-from planner.export.resolve import RAY_PORT, VLLM_VERSION, ExportContext, Target
+from planner.export.resolve import (
+    KV_CONNECTOR,
+    NIXL_SIDE_CHANNEL_PORT,
+    RAY_PORT,
+    ROUTER_IMAGE,
+    VLLM_VERSION,
+    ExportContext,
+    PairTarget,
+    Target,
+)
 
 # The only flags the exporters may emit: each checked against vLLM's parser (table above).
 VERIFIED_FLAGS: frozenset[str] = frozenset(
@@ -49,8 +69,49 @@ VERIFIED_FLAGS: frozenset[str] = frozenset(
         "--max-model-len",
         "--gpu-memory-utilization",
         "--distributed-executor-backend",
+        "--kv-transfer-config",
     }
 )
+
+
+def kv_transfer_config(t: Target) -> str | None:
+    """The ``--kv-transfer-config`` JSON of a split pool's server (None for a colocated one)."""
+    if t.kv_role is None:
+        return None
+    return json.dumps({"kv_connector": KV_CONNECTOR, "kv_role": t.kv_role}, separators=(",", ":"))
+
+
+def router_args(p: PairTarget, discovery: list[str]) -> list[str]:
+    """``vllm-router`` arguments of a pair's router (the production-stack router's parser,
+    src/vllm_router/parsers/parser.py): ``discovery`` says where its backends are; the
+    backends' model labels tell prefill from decode."""
+    return [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(p.port),
+        *discovery,
+        "--routing-logic",
+        "disaggregated_prefill_orchestrated",
+        "--prefill-model-labels",
+        "prefill",
+        "--decode-model-labels",
+        "decode",
+    ]
+
+
+def static_discovery(prefill_urls: str, decode_urls: str, models: str, labels: str) -> list[str]:
+    """Static backends: every server's URL, one model name and one label (prefill|decode) each."""
+    return [
+        "--service-discovery",
+        "static",
+        "--static-backends",
+        f"{prefill_urls},{decode_urls}",
+        "--static-models",
+        models,
+        "--static-model-labels",
+        labels,
+    ]
 
 
 def serve_args(t: Target, host: str | None = None) -> list[str]:
@@ -79,6 +140,9 @@ def serve_args(t: Target, host: str | None = None) -> list[str]:
     if t.multi_node:
         # vLLM uses multiprocessing on one host; a replica spanning nodes needs the Ray executor.
         args += ["--distributed-executor-backend", "ray"]
+    kv = kv_transfer_config(t)
+    if kv is not None:
+        args += ["--kv-transfer-config", kv]
     return args
 
 
@@ -104,10 +168,15 @@ def _script(ctx: ExportContext, t: Target) -> str:
     # A pool with a planner-chosen budget says so (plans without budgets keep their old headers).
     budget = "" if o.budget is None else f", token budget {o.budget}"
     budget_key = "" if o.budget is None else f" max_num_batched_tokens={o.budget}"
+    role_key = "" if t.role is None else f" role={t.role} pair={o.pair}"
+    front = (
+        "# and put a router in front of the replicas (`planner export --format router`)."
+        if t.role is None
+        else f"# the {t.role} pool of split pair {o.pair}; its router is `{t.pair_name}.router.sh`."
+    )
     run = (
         f"# Run this script once per replica ({t.replicas} in all), each on a machine with "
-        f"{t.gpus_per_replica} free {o.gpu} GPU(s),\n"
-        "# and put a router in front of the replicas (`planner export --format router`)."
+        f"{t.gpus_per_replica} free {o.gpu} GPU(s),\n{front}"
     )
     if t.multi_node:
         run = (
@@ -122,14 +191,61 @@ def _script(ctx: ExportContext, t: Target) -> str:
         f"# plan: instance {plan.instance}, method {plan.method}, status {plan.status}\n"
         f"# deployment: {o.model} ({t.hf_id}) on {o.gpu}, tp {o.tp} x pp {o.pp} = {t.gpus_per_replica} GPU(s) "
         f"per replica, {t.replicas} replica(s){budget}\n"
-        f"# planner: model={o.model} gpu={o.gpu} tp={o.tp} pp={o.pp}{budget_key} replicas={t.replicas} "
+        f"# planner: model={o.model} gpu={o.gpu} tp={o.tp} pp={o.pp}{budget_key}{role_key} replicas={t.replicas} "
         f"gpus={t.replicas * t.gpus_per_replica}\n"
         f"{run}\n"
         "set -euo pipefail\n"
+        f"{_nixl_env(t)}"
         f"exec vllm serve {body}\n"
     )
 
 
+def _nixl_env(t: Target) -> str:
+    """A split server announces where the decode side pulls KV from (its NIXL side channel)."""
+    if t.role is None:
+        return ""
+    return (
+        "# NIXL side channel: the decode server pulls this prompt's KV from here (override if needed).\n"
+        'export VLLM_NIXL_SIDE_CHANNEL_HOST="${VLLM_NIXL_SIDE_CHANNEL_HOST:-$(hostname -I | cut -d" " -f1)}"\n'
+        f'export VLLM_NIXL_SIDE_CHANNEL_PORT="${{VLLM_NIXL_SIDE_CHANNEL_PORT:-{NIXL_SIDE_CHANNEL_PORT}}}"\n'
+    )
+
+
+def _router_script(ctx: ExportContext, p: PairTarget) -> str:
+    """The pair's router: backends are the prefill and decode servers' URLs, given at run time."""
+    args = router_args(p, static_discovery("$PREFILL_URLS", "$DECODE_URLS", "$models", "$labels"))
+    # Flag and value per line; values naming the shell's variables are expanded ("..."), the rest quoted.
+    body = " \\\n  ".join(
+        f"{flag} " + (f'"{value}"' if "$" in value else shlex.quote(value))
+        for flag, value in zip(args[::2], args[1::2], strict=True)
+    )
+    model = shlex.quote(p.served_model_name)
+    return (
+        "#!/usr/bin/env bash\n"
+        f"# Generated by `planner export --format vllm` for vLLM {VLLM_VERSION}; re-export instead of editing.\n"
+        f"# plan: instance {ctx.plan.instance}, method {ctx.plan.method}, status {ctx.plan.status}\n"
+        f"# split pair {p.pair}: {p.prefill.replicas} prefill replica(s) ({p.prefill.name}.sh) and "
+        f"{p.decode.replicas} decode replica(s) ({p.decode.name}.sh)\n"
+        f"# planner: pair={p.pair} router={p.name} prefill={p.prefill.name} decode={p.decode.name}\n"
+        "# Run once, with the vllm-router package of the production-stack release in "
+        f"{ROUTER_IMAGE} installed,\n"
+        "# PREFILL_URLS and DECODE_URLS the comma-separated http://HOST:PORT of every prefill and decode server.\n"
+        "set -euo pipefail\n"
+        ': "${PREFILL_URLS:?comma-separated URLs of the prefill servers}"\n'
+        ': "${DECODE_URLS:?comma-separated URLs of the decode servers}"\n'
+        'IFS=, read -r -a prefill <<< "$PREFILL_URLS"\n'
+        'IFS=, read -r -a decode <<< "$DECODE_URLS"\n'
+        'models="" labels=""\n'
+        f'for _ in "${{prefill[@]}}"; do models+="{model},"; labels+="prefill,"; done\n'
+        f'for _ in "${{decode[@]}}"; do models+="{model},"; labels+="decode,"; done\n'
+        'models="${models%,}" labels="${labels%,}"\n'
+        f"exec vllm-router {body}\n"
+    )
+
+
 def render(ctx: ExportContext) -> dict[str, str]:
-    """One executable script per deployment, named after its Kubernetes object."""
-    return {f"{t.name}.sh": _script(ctx, t) for t in ctx.targets}
+    """One executable script per deployment, named after its Kubernetes object, and one router
+    script per split pair."""
+    files = {f"{t.name}.sh": _script(ctx, t) for t in ctx.targets}
+    files.update({f"{p.name}.router.sh": _router_script(ctx, p) for p in ctx.pairs})
+    return files
