@@ -107,6 +107,16 @@ class Key:
     # A TPOT limit tighter than the type's own: the type's capacity in a pool shared with a type
     # whose TPOT SLO is tighter (every running decode advances at the pool's iteration pace).
     tpot_s: float | None = None
+    # One side of a split prefill/decode pair (:func:`split_keys`): ``option`` is the prefill
+    # configuration, ``decode`` the decode one; ``side`` the pool measured (one replica of it),
+    # ``helpers`` the other pool's replicas (enough that it never binds), ``batch`` the decode
+    # pool's batch cap, ``top`` the search's upper rate and ``guess`` its starting rate.
+    decode: Option | None = None
+    side: str = ""
+    helpers: int = 0
+    batch: int | None = None
+    top: float = 0.0
+    guess: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -565,10 +575,16 @@ def _run(
     the middle request's arrival; they have their own stratified lengths (seeded by the type and
     b). ``watch(uid, row)`` sees each finished request's row and may end the run by raising
     :class:`_Verdict`, which reaches the caller."""
-    from planner.sim.cluster import simulator_for_option
+    from planner.sim.cluster import simulator_for_option, simulator_for_pair
     from planner.sim.engine import SimConfig
 
-    sim = simulator_for_option(inst, key.option, 1, SimConfig(policy="jsq"), [key.type_index])
+    if key.decode is None:
+        sim = simulator_for_option(inst, key.option, 1, SimConfig(policy="jsq"), [key.type_index])
+    else:  # one replica of the measured side, the other side with ``helpers`` replicas
+        p, d = (1, key.helpers) if key.side == "prefill" else (key.helpers, 1)
+        sim = simulator_for_pair(
+            inst, (key.option, p, None), (key.decode, d, key.batch), SimConfig(policy="jsq"), [key.type_index]
+        )
     q = inst.query_types[key.type_index]
     n = len(gaps)
     mean_rate = rate if mean_rate is None else mean_rate
@@ -700,7 +716,11 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     q = inst.query_types[key.type_index]
     engine = Engine.of(replica_model(inst, key.option), key.option)
     limits = _limits(q, key.tpot_s)
-    bound = rate_bound(inst, key.option, key.type_index, key.target, key.tpot_s, requests)
+    if key.decode is None:
+        bound = rate_bound(inst, key.option, key.type_index, key.target, key.tpot_s, requests)
+    else:  # a split side: its search range comes with the key (:func:`split_keys`)
+        seqs = key.batch if key.side == "decode" and key.batch else engine.max_num_seqs
+        bound = Capacity(key.top, math.inf, math.inf, math.inf, 0.0, 1.0, seqs, False)
     if bound.rate_rps <= 0:
         return bound
     big, wts = slow_strata(q, inst.arrival_slow_window_s)
@@ -750,7 +770,10 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.
-    est = estimate(inst, engine, key.option, key.type_index, key.target, key.tpot_s).rate_rps
+    if key.decode is None:
+        est = estimate(inst, engine, key.option, key.type_index, key.target, key.tpot_s).rate_rps
+    else:
+        est = key.guess
     top = bound.rate_rps
     guess = est if est > 0 else top / 64
     lo, hi = min(guess / 2, top), min(guess * 2, top)
@@ -758,7 +781,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     while a_lo < key.target and lo > top * 1e-6:  # heavier than estimated: go lower
         hi, lo = lo, lo / 4
         a_lo, r_lo = attain(lo)
-    seqs = engine.max_num_seqs
+    seqs = bound.max_num_seqs if key.decode is not None else engine.max_num_seqs
     if a_lo < key.target:
         return Capacity(
             0.0, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "below target at any rate"

@@ -46,9 +46,23 @@ some type. A pair outside both lists is never cheaper for a type than the pair o
 cheapest sides, up to the TTFT its slower sides add; the rule is a heuristic bound on the table's
 size, not a dominance proof, and says so in the plan's message.
 
-Limits (stated where the model is built): mean-latency mode only (attainment targets and table
-mode have no split figures yet); the link is priced across nodes; the pools' token budget is the
-instance's ``prefill_chunk_tokens``.
+**Attainment** (a type with an attainment target a, :mod:`planner.capacity`): the figures above
+are then an estimate, at utilization ESTIMATE_UTILIZATION (the M/D/1 waits are infinite at
+U = 1), and the lazy solve (:func:`planner.solvers.solve`) simulates the pairs a plan routes to,
+each side on its own (:func:`split_keys`, :func:`planner.capacity.measure`): r_P is the highest
+rate at which one prefill replica, with enough decode replicas behind it that they never bind
+(HELPER_MARGIN × its top rate over the idle r_D, at most MAX_HELPERS), still has a' = 1 − (1 − a)/2
+of the type's requests meet every SLO under its bursts, slow swings and length tails; r_D the
+same for one decode replica (its batch cap the idle figures' B) behind enough prefill replicas.
+Each side may miss half of the type's share (a union bound: a request that misses misses on one
+side or the other, as each side's run holds the other side idle enough). The searches stay below
+PREFILL_TOP/T_pf(E[I]) and DECODE_TOP·r_D(idle), so :func:`planner.options.relaxed` puts an
+estimated pair at those tops for the bound on a fully simulated table. A pair that serves several
+types is simulated per type alone (the colocated pools' shared-TPOT rows have no split
+counterpart); ``solve --validate`` replays the mix.
+
+Limits (stated where the model is built): model mode only (table mode has no split figures); the
+link is priced across nodes; the pools' token budget is the instance's ``prefill_chunk_tokens``.
 """
 
 from __future__ import annotations
@@ -67,6 +81,13 @@ from planner.problem import GPU, LLM, Instance, PerfParams
 
 PREFILL_KEEP = 3  # cheapest prefill configurations kept per (model, type)
 DECODE_KEEP = 3  # cheapest decode configurations kept per (model, type)
+# Attainment targets (module docstring, "Attainment"): the estimate's utilization, each side's
+# search range around its estimate, and the other side's replicas in a side's simulation.
+ESTIMATE_UTILIZATION = 0.7
+PREFILL_TOP = 1.25  # × 1/T_pf(E[I]): prefill work is convex in I, so E[T_pf] ≥ T_pf(E[I]) (Jensen)
+DECODE_TOP = 2.0  # × the estimate's r_D (its batch at the mean context)
+HELPER_MARGIN = 1.5  # the other side carries this × the measured side's top rate
+MAX_HELPERS = 64
 
 
 @dataclass(frozen=True, order=True)
@@ -205,8 +226,10 @@ def figures(
     type_index: int,
     prefill_rm: ReplicaModel,
     decode_rm: ReplicaModel,
+    utilization: float | None = None,
 ) -> SplitFigures:
-    """The module docstring's figures of ``pair`` for one type, at the instance's max_utilization."""
+    """The module docstring's figures of ``pair`` for one type, at ``utilization`` (default the
+    instance's max_utilization; an attainment target's estimate uses :data:`ESTIMATE_UTILIZATION`)."""
     q = inst.query_types[type_index]
     model = inst.model(pair.model)
     params = inst.performance_params
@@ -222,7 +245,7 @@ def figures(
     nbytes = (inp + 1.0) * kv_bytes_per_token(model, params)
     transfer = link.latency_s + nbytes / link.bytes_per_s
     t_pf, latency = prefill_side(prefill_rm, inp)
-    u = inst.max_utilization
+    u = inst.max_utilization if utilization is None else utilization
     # M/D/1 waits at utilization U: for the prefill replica, and for its link (the link row lets
     # it run U busy too).
     t_link = nbytes / link.bytes_per_s
@@ -337,6 +360,10 @@ class SplitTable:
     error: dict[tuple[int, int], float]
     rows: list[Any]  # the Rows of both pools (OptionTable.row and deployable look them up here)
     counts: dict[str, int]
+    # Attainment targets: each (type, pair)'s capacity keys (prefill side, decode side), simulated
+    # lazily (planner.options.check_pairs); rows still estimated have source "model-estimate".
+    keys: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)
+    link_s: dict[tuple[int, str], float] = field(default_factory=dict)  # bytes/β per (pair, type id)
     by_key: dict[tuple[Any, str], Any] = field(default_factory=dict)
     by_option: dict[Any, list[Any]] = field(default_factory=dict)
 
@@ -396,6 +423,72 @@ class SplitTable:
             by_option={},
         )
 
+    def estimated(self, s: int, type_id: str) -> bool:
+        """Is the pair's row for the type still the analytic estimate?"""
+        r = self.by_key.get((self.prefill[s], type_id))
+        return r is not None and r.source == "model-estimate"
+
+    def with_capacities(
+        self,
+        inst: Instance,
+        caps: Mapping[tuple[int, int], tuple[Any, Any]],
+        derate: Mapping[Any, float],
+        dropped: set[tuple[Any, str]],
+        source: str = "simulated",
+    ) -> SplitTable:
+        """The pairs with (prefill, decode) capacities per (type, pair) in place of their figures:
+        r_P, r_D the sides' rates (0: the side misses its target at any rate, the route goes),
+        each latency the worse side's at its quantile; under the table's derating and dropped
+        routes (:meth:`derated`). ``source`` "rate-bound" is the relaxation's (:func:`relaxed`)."""
+        from planner.options import delay_cost, derate_factor
+
+        routes = set(self.routes)
+        load_p, load_d, delay = dict(self.load_p), dict(self.load_d), dict(self.delay)
+        link, error = dict(self.link), dict(self.error)
+        fresh: dict[tuple[Any, str], Any] = {}
+        for (j, s), (cp, cd) in caps.items():
+            q = inst.query_types[j]
+            po, do = self.prefill[s], self.decode[s]
+            f = derate_factor(derate, po, q.id)
+            ok = cp.rate_rps > 0 and cd.rate_rps > 0 and (po, q.id) not in dropped
+            lat = (max(cp.ttft_s, cd.ttft_s), max(cp.tpot_s, cd.tpot_s), max(cp.e2e_s, cd.e2e_s))
+            why = "" if ok else (cp.reason or cd.reason or "misses its target at any rate")
+            for o, cap in ((po, cp), (do, cd)):
+                old = self.by_key[o, q.id]
+                thr = cap.rate_rps * f if ok else None
+                batch = cap.max_num_seqs if o.role == "decode" else None  # the cap it was simulated with
+                fresh[o, q.id] = replace(
+                    old, eligible=ok, reason=why, source=source, throughput_rps=thr,
+                    ttft_s=lat[0], tpot_s=lat[1], e2e_s=lat[2], batch=batch,
+                )  # fmt: skip
+            if ok:
+                routes.add((j, s))
+                load_p[j, s] = q.arrival_rate / (cp.rate_rps * f)
+                load_d[j, s] = q.arrival_rate / (cd.rate_rps * f)
+                delay[j, s] = 0.0 if source == "rate-bound" else delay_cost(inst, q, lat[2])
+                link.setdefault((j, s), q.arrival_rate * self._link_s(s, q))
+                error.setdefault((j, s), inst.error(self.pairs[s].model, q.id))
+            else:
+                routes.discard((j, s))
+        keep = routes
+        rows = [fresh.get((r.option, r.query_type), r) for r in self.rows]
+        return replace(
+            self,
+            routes=sorted(keep),
+            load_p={k: v for k, v in load_p.items() if k in keep},
+            load_d={k: v for k, v in load_d.items() if k in keep},
+            link={k: v for k, v in link.items() if k in keep},
+            delay={k: v for k, v in delay.items() if k in keep},
+            error={k: v for k, v in error.items() if k in keep},
+            rows=rows,
+            by_key={},
+            by_option={},
+        )
+
+    def _link_s(self, s: int, q: Any) -> float:
+        """Link-seconds per request of type q on pair s (bytes/β), for a route the estimate left out."""
+        return self.link_s[s, q.id]
+
     def index(self, option: Any) -> int | None:
         """The pair of a prefill- or decode-role option, or None."""
         pools = self.prefill if option.role == "prefill" else self.decode
@@ -417,6 +510,9 @@ def split_table(inst: Instance) -> SplitTable:
     rows: list[Any] = []
     figs: dict[tuple[int, int], SplitFigures] = {}
     sides_of: dict[tuple[str, Side], ReplicaModel | str] = {}  # a side serves many pairs: build it once
+    attain = any(inst.attainment(q) is not None for q in inst.query_types)
+    u_est = ESTIMATE_UTILIZATION if attain else None
+    keys: dict[tuple[int, int], tuple[Any, Any]] = {}
 
     def side(model: LLM, sd: Side) -> ReplicaModel | str:
         if (model.id, sd) not in sides_of:
@@ -427,10 +523,16 @@ def split_table(inst: Instance) -> SplitTable:
         m = inst.model(pair.model)
         p_rm, d_rm = side(m, pair.prefill), side(m, pair.decode)
         assert isinstance(p_rm, ReplicaModel) and isinstance(d_rm, ReplicaModel)  # candidates run
-        per_type = [figures(inst, pair, j, p_rm, d_rm) for j in range(len(inst.query_types))]
-        if not any(f.eligible for f in per_type):
+        per_type = [figures(inst, pair, j, p_rm, d_rm, u_est) for j in range(len(inst.query_types))]
+        idle: list[SplitFigures | None] = [None] * len(per_type)
+        if attain:  # the simulations' batch caps and search ranges come from the idle figures
+            idle = [figures(inst, pair, j, p_rm, d_rm, 0.0) for j in range(len(inst.query_types))]
+        if not any(f.eligible for f in per_type) and not any(f is not None and f.eligible for f in idle):
             continue
         s = len(kept)
+        for j, f0 in enumerate(idle):
+            if f0 is not None and f0.eligible:
+                keys[j, s] = split_keys(inst, pair, j, f0)
         kept.append(pair)
         po = Option(pair.model, pair.prefill.gpu, pair.prefill.tp, pair.prefill.pp, None, "prefill", pair.key)
         do = Option(pair.model, pair.decode.gpu, pair.decode.tp, pair.decode.pp, None, "decode", pair.key)
@@ -447,7 +549,7 @@ def split_table(inst: Instance) -> SplitTable:
                         True,
                         f.eligible,
                         f.reason,
-                        "model",
+                        "model-estimate" if (j, s) in keys else "model",
                         thr if ok else None,
                         f.ttft_s if ok else None,
                         f.tpot_s if ok else None,
@@ -478,4 +580,31 @@ def split_table(inst: Instance) -> SplitTable:
         error={(j, s): inst.error(kept[s].model, inst.query_types[j].id) for j, s in routes},
         rows=rows,
         counts=counts,
+        keys=keys,
+        link_s={(s, inst.query_types[j].id): f.link_s for (j, s), f in figs.items() if math.isfinite(f.link_s)},
+    )
+
+
+def split_keys(inst: Instance, pair: SplitPair, type_index: int, idle: SplitFigures) -> tuple[Any, Any]:
+    """The capacity keys of a pair's two sides for one type (module docstring, "Attainment"), from
+    its figures on an idle system (``idle``: the decode batch cap, r_P and r_D)."""
+    import hashlib
+
+    from planner.capacity import Key, fingerprint
+    from planner.options import Option
+
+    q = inst.query_types[type_index]
+    target = inst.attainment(q)
+    assert target is not None
+    side_target = 1.0 - (1.0 - target) / 2.0  # each side may miss half the type's share
+    po = Option(pair.model, pair.prefill.gpu, pair.prefill.tp, pair.prefill.pp)
+    do = Option(pair.model, pair.decode.gpu, pair.decode.tp, pair.decode.pp)
+    both = fingerprint(inst, po, type_index) + fingerprint(inst, do, type_index)
+    fp = hashlib.sha256(both.encode()).hexdigest()[:32]
+    top_p, top_d = PREFILL_TOP * idle.prefill_rps, DECODE_TOP * idle.decode_rps
+    d_for_p = min(MAX_HELPERS, math.ceil(HELPER_MARGIN * top_p / idle.decode_rps) + 1)
+    p_for_d = min(MAX_HELPERS, math.ceil(HELPER_MARGIN * top_d / idle.prefill_rps) + 1)
+    return (
+        Key(fp, po, type_index, side_target, None, do, "prefill", d_for_p, idle.batch, top_p, 0.6 * idle.prefill_rps),
+        Key(fp, po, type_index, side_target, None, do, "decode", p_for_d, idle.batch, top_d, 0.6 * idle.decode_rps),
     )

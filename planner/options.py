@@ -343,14 +343,15 @@ def _target(inst: Instance, q: QueryType) -> float:
 
 def needs_checks(table: OptionTable) -> bool:
     """Does the table still hold analytic estimates (attainment mode) that a solution must check?"""
-    rows = [*table.rows, *table.tight.values()]
+    rows = [*table.rows, *table.tight.values(), *(table.split.rows if table.split is not None else ())]
     return any(r.source == "model-estimate" and r.eligible for r in rows)
 
 
 def estimated(table: OptionTable) -> bool:
     """Does any row still hold an analytic estimate, eligible or not (a pair the estimate finds
     below the target may meet it when simulated)?"""
-    return any(r.source == "model-estimate" for r in (*table.rows, *table.tight.values()))
+    split = table.split.rows if table.split is not None else ()
+    return any(r.source == "model-estimate" for r in (*table.rows, *table.tight.values(), *split))
 
 
 def pending_checks(
@@ -368,6 +369,11 @@ def pending_checks(
     for o, t in pairs:
         row = table.row(o, t)
         if row is None or row.source != "model-estimate":
+            continue
+        if o.role:  # a split pair (routing names its prefill pool): both sides' keys
+            s = table.split.index(o)
+            if s is not None and (index[t], s) in table.split.keys:
+                keys[o, t, None] = table.split.keys[index[t], s]
             continue
         keys[o, t, None] = capacity.make_key(inst, o, index[t], _target(inst, inst.query_types[index[t]]))
     # A pool that serves several types holds each to the tightest TPOT among them.
@@ -394,12 +400,20 @@ def check_pairs(table: OptionTable, pairs: Iterable[tuple[Option, str]]) -> Opti
         return table
     inst = table.instance
     index = {q.id: j for j, q in enumerate(inst.query_types)}
-    caps = capacity.measure_many(inst, keys.values())
+    flat = [k for v in keys.values() for k in (v if isinstance(v, tuple) else (v,))]
+    caps = capacity.measure_many(inst, flat)
     fresh = {}
+    split: dict[tuple[int, int], tuple[Any, Any]] = {}
     for (o, t, lvl), key in keys.items():
+        if o.role:  # (prefill side, decode side) of a split pair
+            split[index[t], table.split.index(o)] = (caps[key[0]], caps[key[1]])
+            continue
         kv = _row_at(table, o, t, lvl).kv_capacity_tokens
         fresh[o, t, lvl] = _capacity_row(o, inst.query_types[index[t]], caps[key], kv)
-    return _with_rows(table, fresh)
+    out = _with_rows(table, fresh)
+    if split:
+        out.split = table.split.with_capacities(inst, split, table.derate, table.dropped)
+    return out
 
 
 def _row_at(table: OptionTable, o: Option, t: str, lvl: float | None) -> Row:
@@ -449,7 +463,16 @@ def relaxed(table: OptionTable) -> OptionTable:
             cap = capacity.rate_bound(inst, o, index[t], _target(inst, q), lvl)
             row = _capacity_row(o, q, cap, old.kv_capacity_tokens)
             fresh[o, t, lvl] = replace(row, source="rate-bound", e2e_s=0.0)
-    return _with_rows(table, fresh)
+    out = _with_rows(table, fresh)
+    sp = table.split
+    if sp is not None:  # each estimated side at its search's top rate, which measure() never exceeds
+        tops = {
+            (j, s): tuple(capacity.Capacity(k.top, 0.0, 0.0, 0.0, 1.0, 1.0, k.batch or 0, False) for k in ks)
+            for (j, s), ks in sp.keys.items()
+            if sp.estimated(s, inst.query_types[j].id)
+        }
+        out.split = sp.with_capacities(inst, tops, table.derate, table.dropped, source="rate-bound")
+    return out
 
 
 def derate_factor(derate: Mapping[str | tuple[Option, str], float], o: Option, t: str) -> float:

@@ -644,12 +644,8 @@ def check_consistency(inst: Instance) -> None:
 def _check_split(inst: Instance) -> None:
     if not inst.engine.split:
         return
-    if inst.performance_mode != "model" or any(inst.attainment(q) is not None for q in inst.query_types):
-        raise InputError(
-            None,
-            "engine.split",
-            "split prefill/decode pools are priced in model mode with slo_attainment: mean only (for now)",
-        )
+    if inst.performance_mode != "model":
+        raise InputError(None, "engine.split", "split prefill/decode pools are priced in model mode only")
     if inst.scaling is not None:
         raise InputError(None, "engine.split", "split pools are not planned over demand windows (scaling) yet")
 

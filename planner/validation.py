@@ -112,7 +112,13 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | No
         if dec is None:
             sim = simulator_for_option(inst, d.option, d.replicas, config, types, d.max_num_seqs)
         else:
-            sim = simulator_for_pair(inst, d, dec, config, types)
+            sim = simulator_for_pair(
+                inst,
+                (d.option, d.replicas, d.max_num_seqs),
+                (dec.option, dec.replicas, dec.max_num_seqs),
+                config,
+                types,
+            )
         sim.run(sub.feed())
         for t, st in sim.summary()["types"].items():
             ti = next(i for i, q in enumerate(inst.query_types) if q.id == t)

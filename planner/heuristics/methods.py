@@ -165,6 +165,42 @@ def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) 
     return again if again is not None and again.cost < state.cost - 1e-9 else None
 
 
+def _split_polish(table: OptionTable, data: Data, plan: Plan, log: list[str], t0: float) -> Plan:
+    """AGH on a table with split prefill/decode pairs (:mod:`planner.disaggregation`): its moves
+    and state know colocated options only, so the last step is the exact model restricted to the
+    plan's options, each type's two cheapest and every split pair, started from the plan; its
+    answer replaces the plan when it costs less. Still a heuristic: nothing is proven."""
+    from planner.solvers.backends import BACKENDS, SolveOptions
+    from planner.solvers.milp import ModelScope, build_model, solution_of
+    from planner.solvers.milp_method import _start_from_plan
+
+    index = {o: k for k, o in enumerate(table.options)}
+    scope = {index[d.option] for d in plan.deployments if d.replicas and d.option in index}
+    scope |= cheapest_per_type(data, 2)
+    model = build_model(table, ModelScope(options=frozenset(scope), split=True))
+    opts = SolveOptions(time_limit=POLISH_S, gap=2e-3, improving_limit=2)
+    res = BACKENDS["highs"](model, opts, _start_from_plan(model, table, plan))
+    if "time" in res.message.lower():
+        log.append(f"the split polish ({len(scope)} options, {len(model.S)} pairs) stopped at its {POLISH_S:g} s limit")
+    if res.status not in ("optimal", "feasible") or res.objective is None or plan.objective is None:
+        return plan
+    if res.objective >= plan.objective - 1e-9:
+        return plan
+    replicas, routing, unserved = solution_of(model)
+    return build_plan(
+        table,
+        method="agh",
+        status="feasible",
+        replicas=replicas,
+        routing=routing,
+        unserved=unserved,
+        bound=plan.bound,
+        solve_seconds=time.perf_counter() - t0,
+        seed=plan.seed,
+        message=f"{plan.message}; split polish: the restricted MILP with every split pair ({len(model.S)})",
+    )
+
+
 def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False, time_limit: float | None = None) -> Plan:
     """One greedy pass, types by descending arrival rate (the paper's GH).
 
@@ -271,6 +307,8 @@ def solve_agh(
                 if again is not None:
                     best = local_search(again)
     plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
+    if table.split is not None and plan.has_solution and polish:
+        plan = _split_polish(table, data, plan, limits, t0)
     if limits and plan.has_solution:
         plan = plan.model_copy(update={"message": f"{plan.message}; {limits[0]} (not deterministic across machines)"})
     return plan

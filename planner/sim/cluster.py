@@ -266,17 +266,21 @@ def simulator_for_option(
 
 
 def simulator_for_pair(
-    inst: Instance, prefill: Deployment, decode: Deployment, config: SimConfig, types: Iterable[int]
+    inst: Instance,
+    prefill: tuple[Option, int, int | None],
+    decode: tuple[Option, int, int | None],
+    config: SimConfig,
+    types: Iterable[int],
 ) -> Simulator:
-    """A plan's split pair as one service: every request of ``types`` prefills on ``prefill``'s
-    pool and decodes on ``decode``'s, each pool with its planned replicas and batch cap."""
+    """A split pair as one service: every request of ``types`` prefills on the prefill pool and
+    decodes on the decode pool, each given as (option, replicas, batch cap or None)."""
     types = list(types)
     pools = [
-        pool_spec(inst, prefill.option, prefill.replicas, prefill.max_num_seqs, types, "prefill"),
-        pool_spec(inst, decode.option, decode.replicas, decode.max_num_seqs, types, "decode"),
+        pool_spec(inst, prefill[0], prefill[1], prefill[2], types, "prefill"),
+        pool_spec(inst, decode[0], decode[1], decode[2], types, "decode"),
     ]
     routing: dict[int, list[tuple[int | None, float]]] = {t: [(0, 1.0)] for t in types}
-    return _simulator(inst, [(prefill.option.pair or prefill.option.key, pools)], routing, config, None)
+    return _simulator(inst, [(prefill[0].pair or prefill[0].key, pools)], routing, config, None)
 
 
 def _simulator(

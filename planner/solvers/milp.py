@@ -73,6 +73,7 @@ class ModelScope:
     availability: bool = True
     budget: bool = True
     prune: bool = True  # leave out dominated options (module docstring); only without options/pairs
+    split: bool = False  # with an options scope, keep every split pair too (AGH's split polish)
 
 
 def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
@@ -175,9 +176,11 @@ def build_model(table: OptionTable, scope: ModelScope = ModelScope()) -> pyo.Con
     m.x = pyo.Var(m.P, domain=pyo.Binary if scope.whole else pyo.NonNegativeReals, bounds=(0.0, 1.0))
     m.u = pyo.Var(m.I, domain=pyo.NonNegativeReals, bounds=lambda _, i: (0.0, inst.query_types[i].max_unserved))
 
-    # Split prefill/decode pairs (planner.disaggregation): only in the whole model (a polish's or
-    # baseline's restricted scope names colocated options only).
-    split = table.split if scope.options is None and scope.pairs is None and not scope.whole else None
+    # Split prefill/decode pairs (planner.disaggregation): in the whole model, and in an options
+    # scope that asks for them (AGH's split polish); a baseline's restricted scope names
+    # colocated options only.
+    with_split = scope.options is None or scope.split
+    split = table.split if with_split and scope.pairs is None and not scope.whole else None
     routes = [(i, s) for (i, s) in split.routes if i in in_scope] if split is not None else []
     m.S = pyo.Set(initialize=sorted({s for _, s in routes}), ordered=True)
     m.PS = pyo.Set(initialize=routes, dimen=2, ordered=True)
