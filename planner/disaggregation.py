@@ -450,6 +450,15 @@ class SplitTable:
         load_p, load_d, delay = dict(self.load_p), dict(self.load_d), dict(self.delay)
         link, error = dict(self.link), dict(self.error)
         fresh: dict[tuple[Any, str], Any] = {}
+
+        def loads(j: int, s: int, r_p: float, r_d: float) -> float:
+            """Both pools' loads per unit share at these rates (derated); the derating factor."""
+            q = inst.query_types[j]
+            f = derate_factor(derate, self.prefill[s], q.id)
+            load_p[j, s] = q.arrival_rate / (r_p * f)
+            load_d[j, s] = q.arrival_rate / (r_d * f)
+            return f
+
         for (j, s), (cp, cd) in caps.items():
             q = inst.query_types[j]
             po, do = self.prefill[s], self.decode[s]
@@ -467,10 +476,9 @@ class SplitTable:
                 )  # fmt: skip
             if ok:
                 routes.add((j, s))
-                load_p[j, s] = q.arrival_rate / (cp.rate_rps * f)
-                load_d[j, s] = q.arrival_rate / (cd.rate_rps * f)
+                loads(j, s, cp.rate_rps, cd.rate_rps)
                 delay[j, s] = 0.0 if source == "rate-bound" else delay_cost(inst, q, lat[2])
-                link.setdefault((j, s), q.arrival_rate * self._link_s(s, q))
+                link.setdefault((j, s), q.arrival_rate * self.link_s[s, q.id])  # a route the estimate left out
                 error.setdefault((j, s), inst.error(self.pairs[s].model, q.id))
             else:
                 routes.discard((j, s))
@@ -495,30 +503,23 @@ class SplitTable:
                 c_p, c_d = correction.get((j, "prefill"), 1.0), correction.get((j, "decode"), 1.0)
                 if c_p == 1.0 and c_d == 1.0:
                     continue
-                f = derate_factor(derate, self.prefill[s], q.id)
-                load_p[j, s] = q.arrival_rate / (e_p * c_p * f)
-                load_d[j, s] = q.arrival_rate / (e_d * c_d * f)
+                f = loads(j, s, e_p * c_p, e_d * c_d)
                 for o, thr in ((self.prefill[s], e_p * c_p * f), (self.decode[s], e_d * c_d * f)):
                     fresh[o, q.id] = replace(self.by_key[o, q.id], throughput_rps=thr)
-        keep = routes
         rows = [fresh.get((r.option, r.query_type), r) for r in self.rows]
         return replace(
             self,
             correction=correction,
-            routes=sorted(keep),
-            load_p={k: v for k, v in load_p.items() if k in keep},
-            load_d={k: v for k, v in load_d.items() if k in keep},
-            link={k: v for k, v in link.items() if k in keep},
-            delay={k: v for k, v in delay.items() if k in keep},
-            error={k: v for k, v in error.items() if k in keep},
+            routes=sorted(routes),
+            load_p={k: v for k, v in load_p.items() if k in routes},
+            load_d={k: v for k, v in load_d.items() if k in routes},
+            link={k: v for k, v in link.items() if k in routes},
+            delay={k: v for k, v in delay.items() if k in routes},
+            error={k: v for k, v in error.items() if k in routes},
             rows=rows,
             by_key={},
             by_option={},
         )
-
-    def _link_s(self, s: int, q: Any) -> float:
-        """Link-seconds per request of type q on pair s (bytes/β), for a route the estimate left out."""
-        return self.link_s[s, q.id]
 
     def index(self, option: Any) -> int | None:
         """The pair of a prefill- or decode-role option, or None."""

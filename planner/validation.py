@@ -86,9 +86,9 @@ def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deploymen
 
 def partner(plan: Plan, d: Deployment) -> Deployment | None:
     """The decode deployment of a split pair's prefill deployment ``d``; None for a colocated one."""
-    if d.role != "prefill":
-        return None
-    return next(x for x in plan.deployments if x.role == "decode" and x.pair == d.pair and x.replicas > 0)
+    from planner.sim.cluster import decode_pools
+
+    return decode_pools(plan)[d.pair] if d.role == "prefill" else None
 
 
 def _decode_of(plan: Plan | None, d: Deployment) -> Deployment | None:

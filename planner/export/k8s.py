@@ -329,6 +329,7 @@ def pair_selector(ctx: ExportContext, p: PairTarget) -> str:
 def router_objects(ctx: ExportContext, p: PairTarget) -> list[tuple[str, dict[str, Any]]]:
     """The pair router's ServiceAccount, Role, RoleBinding, Deployment and Service."""
     lab = router_labels(ctx, p)
+    sel = {k: lab[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
     meta = {"name": p.name, "labels": lab, "annotations": {"planner.io/pair": p.pair}}
     args = router_args(
         p,
@@ -383,9 +384,7 @@ def router_objects(ctx: ExportContext, p: PairTarget) -> list[tuple[str, dict[st
                 "metadata": meta,
                 "spec": {
                     "replicas": 1,
-                    "selector": {
-                        "matchLabels": {k: lab[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
-                    },
+                    "selector": {"matchLabels": sel},
                     "template": {
                         "metadata": {"labels": lab, "annotations": meta["annotations"]},
                         "spec": {"serviceAccountName": p.name, "containers": [container]},
@@ -401,7 +400,7 @@ def router_objects(ctx: ExportContext, p: PairTarget) -> list[tuple[str, dict[st
                 "metadata": meta,
                 "spec": {
                     "type": "ClusterIP",
-                    "selector": {k: lab[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")},
+                    "selector": sel,
                     "ports": [{"name": "http", "port": p.port, "targetPort": p.port, "protocol": "TCP"}],
                 },
             },
