@@ -38,7 +38,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,8 @@ class Demand:
     outside: int = 0
     # whole-trace length counters per type: (input, output) {tokens: requests}; None when read from CSV
     lengths: dict[str, tuple[Counter[int], Counter[int]]] | None = field(default=None, repr=False, compare=False)
+    # (hit tokens, prompt tokens) per row of an ideal prefix cache (:func:`measure_prefix`); None: not measured
+    prefix: list[tuple[int, int]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.type_ids = list(self.type_ids)
@@ -201,15 +203,33 @@ class Demand:
 
     def write_csv(self, path: str | Path) -> None:
         """Write the rows atomically (see the module docstring for the format)."""
+        prefix = self.prefix
         with atomic_writer(path) as fh:
-            fh.write(",".join(COLUMNS) + "\n")
-            for r in self.rows:
+            fh.write(",".join(COLUMNS) + (",prefix_hit_ratio" if prefix is not None else "") + "\n")
+            for k, r in enumerate(self.rows):
                 values = (r.arrival_rate, r.input_mean, r.input_p90, r.output_mean, r.output_p90)
+                extra = ""
+                if prefix is not None:  # token-weighted; empty for a window without prompts of the type
+                    hit, total = prefix[k]
+                    extra = "," + (_num(hit / total) if total else "")
                 fh.write(
                     f"{r.window},{_time(r.start_s)},{_time(r.end_s)},{r.query_type},{r.requests},"
                     + ",".join(_num(v) for v in values)
+                    + extra
                     + "\n"
                 )
+
+    def prefix_ratios(self) -> dict[str, float | None]:
+        """Token-weighted prefix-hit ratio per type over the whole trace (None: not measured or no prompts)."""
+        if self.prefix is None:
+            return {t: None for t in self.type_ids}
+        n = len(self.type_ids)
+        out: dict[str, float | None] = {}
+        for j, t in enumerate(self.type_ids):
+            hit = sum(h for h, _ in self.prefix[j::n])
+            total = sum(p for _, p in self.prefix[j::n])
+            out[t] = hit / total if total else None
+        return out
 
 
 def _time(x: float) -> str:
@@ -556,3 +576,41 @@ def read_demand_csv(path: str | Path, type_ids: list[str] | None = None) -> Dema
         prev_end = first.end_s
         grid.extend(cells[t][1] for t in types)
     return Demand(types, window_s, grid)
+
+
+def measure_prefix(
+    demand: Demand,
+    requests: Iterable[tuple[float, str | None, int, tuple[int, ...] | None]],
+    capacity: int | None,
+) -> Demand:
+    """``demand`` with the prefix-hit ratio an ideal cache reaches per (window, type).
+
+    ``requests``: ``(arrival s, query type or None, input tokens, prefix-block ids or None)`` in
+    arrival order, the same stream the demand was measured on. One LRU cache of ``capacity``
+    tokens (None: unbounded) per query type — a type's deployments may serve another model than
+    the next type's, so only reuse within the type counts — fed in arrival order
+    (:class:`planner.sim.prefix.PrefixCache`); hits are token-weighted and counted in the window of
+    the request that makes them. The cache is ideal: every request of the type reaches it, as with
+    one replica or a router with perfect prefix affinity whose replicas' free KV sums to
+    ``capacity``. Requests without ids never hit.
+    """
+    from planner.sim.prefix import PrefixCache
+
+    n = len(demand.type_ids)
+    col = {t: j for j, t in enumerate(demand.type_ids)}
+    starts = np.array([demand.rows[k * n].start_s for k in range(demand.windows)])
+    caches = [PrefixCache(capacity) for _ in range(n)]
+    acc = [[0, 0] for _ in demand.rows]
+    for t, qt, inp, hashes in requests:
+        j = col.get(qt) if qt is not None else None
+        if j is None:
+            continue
+        k = int(np.searchsorted(starts, t, side="right")) - 1
+        if not 0 <= k < demand.windows:
+            continue
+        cell = acc[k * n + j]
+        cell[1] += inp
+        if hashes:
+            cell[0] += caches[j].match(hashes, inp)
+            caches[j].insert(hashes, inp)
+    return replace(demand, prefix=[(h, p) for h, p in acc])

@@ -24,6 +24,25 @@ def _window_label(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def parse_tokens(text: str) -> int | bool:
+    """``--prefix-cache``: a token count (``2M``, ``500k``, ``131072``), True for ``unbounded``, False for ``off``."""
+    t = text.strip().lower()
+    if t in ("unbounded", "inf", "infinite"):
+        return True
+    if t in ("off", "none", "0"):
+        return False
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1.0)
+    try:
+        value = float(t[:-1] if scale != 1.0 else t) * scale
+    except ValueError:
+        raise InputError(
+            None, "--prefix-cache", f"{text!r}: expected tokens such as 2M, 500k or 131072, or unbounded/off"
+        ) from None
+    if not 0 < value < 1e15:
+        raise InputError(None, "--prefix-cache", f"{text!r}: must be more than 0 tokens")
+    return int(value)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demand")
     def demand(
@@ -61,6 +80,13 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--skip-bad/--no-skip-bad", help="skip bad trace lines (counted) instead of failing")
         ] = False,
         seed: Annotated[int, typer.Option(help="seed for --rate-scale thinning/replication")] = 0,
+        prefix_cache: Annotated[
+            str,
+            typer.Option(
+                help="prefix-hit ratio per type and window of an ideal LRU cache of this many KV tokens "
+                "(e.g. 2M, 500k; 'unbounded'; 'off'), where the trace has prefix-block ids (Mooncake hash_ids)",
+            ),
+        ] = "unbounded",
         figures_path: Annotated[
             Path | None,
             typer.Option(
@@ -77,8 +103,9 @@ def register(app: typer.Typer) -> None:
         from planner.console import guard, out
         from planner.fileio import atomic_writer, check_writable
         from planner.loader import load_instance
-        from planner.review.demand import Demand, demand_from_trace, parse_window
+        from planner.review.demand import Demand, demand_from_trace, measure_prefix, parse_window
         from planner.review.figures import FiguresBuilder, TypeFigures, figures_yaml
+        from planner.sim.prefix import PrefixIndex
         from planner.sim.replay import TraceArgs, check_trace_args, trace_feed
 
         def run() -> tuple[Demand, float, int, dict[str, TypeFigures], dict[str, float]]:
@@ -96,6 +123,7 @@ def register(app: typer.Typer) -> None:
                     raise InputError(str(figures_path), "--figures", "is the --out file")
                 check_writable(figures_path, "--figures")
             window_s = parse_window(window)
+            capacity = parse_tokens(prefix_cache)
             if instance is None:
                 raise InputError(None, "--instance", "required: the instance file whose query types the demand is per")
             inst = load_instance(instance)
@@ -109,6 +137,13 @@ def register(app: typer.Typer) -> None:
             ids = [q.id for q in inst.query_types]
             fb = FiguresBuilder(ids, inst.arrival_window_s, slow_window_s=inst.arrival_slow_window_s)
             d = demand_from_trace(tr, mapper.type_of, ids, window_s, figures=fb)
+            index = PrefixIndex(tr.paths) if capacity is not False else None
+            if index:  # a second pass: the hit ratios need the windows' bounds
+                order = {s: k for k, s in reversed(list(enumerate(tr.sources)))}
+                stream = (
+                    (r.arrival_s, mapper.type_of(r), r.input_tokens, index.get(order[r.source], r.line)) for r in tr
+                )
+                d = measure_prefix(d, stream, None if capacity is True else capacity)
             figs = fb.finish(float(d.lengths_s().sum()))
             targets = {q.id: inst.attainment(q) or 0.99 for q in inst.query_types}
             if figures_path is not None:
@@ -141,6 +176,10 @@ def register(app: typer.Typer) -> None:
                 f"{s['output_mean']:.0f}/{s['output_p90']:.0f}",
             )
         out.print(t)
+        if d.prefix is not None:
+            size = "an unbounded" if parse_tokens(prefix_cache) is True else f"a {prefix_cache}-token"
+            ratios = ", ".join(f"{ty} {v:.3f}" for ty, v in d.prefix_ratios().items() if v is not None)
+            out.print(f"prefix-hit ratio (token-weighted, {size} LRU cache per type): {ratios}", markup=False)
         for f in figs.values():
             if (w := f.burst_warning(targets[f.id])) is not None:
                 out.print(f"warning: {w}", markup=False, highlight=False)

@@ -46,6 +46,14 @@ Split phase
     first at the end of its first step there: TTFT = queue + prefill + transfer + that step, as
     :mod:`planner.disaggregation` prices it.
 
+Prefix caching
+    With ``SimConfig.prefix_caching`` (vLLM's default) each worker keeps the blocks of the prompts
+    it prefilled in an LRU cache in its free KV (:mod:`planner.sim.prefix`: block mapping, eviction
+    order, memory accounting). A request whose trace gives prefix-block ids starts its prefill at
+    the longest cached prefix: its first chunk runs with k = the cached tokens (the chunks attend
+    to them, T's a_kc and a_k terms), so a fully cached prompt but its last block costs only that
+    block. Hits are counted per type (``prefix_hits`` / ``prefix_tokens``).
+
 Metrics stream into fixed-size histograms, so memory does not grow with the trace.
 """
 
@@ -65,6 +73,7 @@ import numpy as np
 from planner.sim.metrics import Metrics
 from planner.sim.policies import make_policy
 from planner.sim.predict import LengthPredictor
+from planner.sim.prefix import PrefixCache, hit_cap
 from planner.sim.report import summarize
 from planner.sim.state import PoolSpec, PoolState
 
@@ -79,6 +88,7 @@ class Req:
         "done",
         "first",
         "g",
+        "hashes",
         "inp",
         "out",
         "pred",
@@ -108,6 +118,7 @@ class Req:
         self.worker: Worker | None = None
         self.preempted = 0
         self.service: Service | None = None
+        self.hashes: tuple[int, ...] | None = None  # prefix-block ids (planner.sim.prefix), if the trace has them
 
 
 class Worker:
@@ -123,6 +134,7 @@ class Worker:
         "budget",
         "busy",
         "busy_s",
+        "cache",
         "cap",
         "dec_base",
         "finished",
@@ -185,6 +197,8 @@ class Worker:
         self.overrun: list[tuple[float, int, int, Req]] = []  # (iteration at which g reaches pred, ...)
         self.admit_seq = 0
         self.fresh: list[Req] = []  # split requests admitted to decode here before their first token
+        # vLLM's automatic prefix caching (on by default): an LRU of prompt blocks in free KV.
+        self.cache = PrefixCache() if sim.config.prefix_caching else None
 
     # ------------------------------------------------------------------ state the router sees
     def kv_used(self) -> int:
@@ -236,6 +250,9 @@ class Worker:
             while n and self.kv_used() + n > self.cap:
                 self._preempt_newest(now)
                 n = self.n_dec
+        cache = self.cache
+        if cache is not None:  # cached blocks live in free KV: they yield to what runs
+            cache.trim(max(0, self.cap - self.kv_used() - n))
         budget = self.budget - n
         chunks: list[tuple[Req, int]] = []
         p_tok, c_sq, kc, k_sum = 0, 0, 0, 0  # Σc, Σc², Σk·c, Σk over this iteration's chunks
@@ -270,6 +287,13 @@ class Worker:
                     continue
                 r.state = PREFILL
                 self.kv_res += r.prompt
+                if cache is not None and r.hashes is not None and r.done == 0:
+                    # The cached head of the prompt is not computed again; its chunks attend to it.
+                    hit = min(cache.match(r.hashes, r.inp), hit_cap(r.prompt))
+                    r.done = hit
+                    self.pool.qtok[self.idx] -= hit
+                    self.sim.prefix_hits[r.ty] += hit
+                    self.sim.prefix_tokens[r.ty] += r.prompt
                 self.prefilling.append(r)
                 c = min(budget, r.prompt - r.done)
                 chunks.append((r, c))
@@ -279,6 +303,8 @@ class Worker:
                 k_sum += r.done
                 budget -= c
         n = self.n_dec
+        if cache is not None:
+            cache.trim(max(0, self.cap - self.kv_used() - n))
         if not chunks and n == 0:
             self.busy = False
             self._publish()
@@ -338,6 +364,8 @@ class Worker:
             if r.done >= r.prompt:
                 self.prefilling.remove(r)
                 self.kv_res -= r.prompt
+                if self.cache is not None and r.hashes is not None:
+                    self.cache.insert(r.hashes, r.inp)  # its blocks are computed: later prompts may share them
                 r.g += 1  # the last chunk's step samples a token
                 split = self.pool.spec.role == "prefill"
                 if r.first < 0 and not split:
@@ -438,6 +466,7 @@ class Pool(PoolState):
     def __init__(self, spec: PoolSpec, sim: Simulator) -> None:
         super().__init__(spec)
         self.workers = [Worker(self, i, sim) for i in range(self.size)]
+        self.caches = [w.cache for w in self.workers]
 
 
 @dataclass
@@ -463,6 +492,7 @@ class SimConfig:
     max_samples: int = 720
     headroom: float = 0.7  # Aladdin: fraction of each SLO bound the packing may fill
     fast_forward: bool = True  # False: one event per iteration (the reference the tests compare to)
+    prefix_caching: bool = True  # vLLM's --enable-prefix-caching (its default); hits need hash ids
 
 
 class Simulator:
@@ -495,6 +525,8 @@ class Simulator:
         self.track_overrun = self.policy.corrects_predictions
         self.metrics = Metrics(type_ids, slos, per_request)
         self.preemptions = 0
+        self.prefix_hits = [0] * len(type_ids)  # prompt tokens taken from a prefix cache, per type
+        self.prefix_tokens = [0] * len(type_ids)  # prompt tokens of the prefills those were looked up for
         self.placement_ns = np.zeros(0, np.int64)
         self._place_times: list[int] = []
         self.now = 0.0
@@ -554,7 +586,9 @@ class Simulator:
         if len(self.placement_ns) > 262144:
             self.placement_ns = self.placement_ns[::2]
 
-    def arrive(self, uid: int, ty: int | None, arrival: float, inp: int, out: int) -> None:
+    def arrive(
+        self, uid: int, ty: int | None, arrival: float, inp: int, out: int, hashes: tuple[int, ...] | None = None
+    ) -> None:
         self.metrics.arrived(ty)
         if ty is None:
             self.metrics.unmapped += 1
@@ -577,6 +611,7 @@ class Simulator:
             return
         r = Req(uid, ty, arrival, inp, out)
         r.service = svc
+        r.hashes = hashes
         self._place(r, first, arrival)
 
     def handoff(self, r: Req, now: float) -> None:

@@ -231,14 +231,14 @@ def _bounds(value: Any, file: str, where: str) -> tuple[int, float]:
     return lo, hi
 
 
-FeedRow = tuple[int, int | None, float, int, int]
+FeedRow = tuple[Any, ...]  # (uid, type or None, arrival s, input, output[, prefix-block ids])
 
 
 SPREAD_MODES = ("even", "random")
 
 
 def spread_ties(feed: Iterator[FeedRow], mode: str = "even") -> Iterator[FeedRow]:
-    """A feed (uid, type, arrival s, input, output; sorted by arrival) with each group of equal
+    """A feed (uid, type, arrival s, input, output[, ids]; sorted by arrival) with each group of equal
     arrival times spread over [t, t_next): ``even``, the m-th of n at t + m·(t_next − t)/n;
     ``random``, at sorted uniform positions seeded by t (the group's first request stays at t;
     deterministic). The last group keeps the gap before it (or stays at t when there is none).
@@ -261,11 +261,11 @@ def spread_ties(feed: Iterator[FeedRow], mode: str = "even") -> Iterator[FeedRow
         if group and row[2] > group[0][2]:
             t = group[0][2]
             last_gap = row[2] - t
-            for (n, ty, _, i, o), at in zip(group, place(t, last_gap, len(group)), strict=True):
-                yield n, ty, at, i, o
+            for row0, at in zip(group, place(t, last_gap, len(group)), strict=True):
+                yield (*row0[:2], at, *row0[3:])
             group = []
         group.append(row)
     if group:
         t = group[0][2]
-        for (n, ty, _, i, o), at in zip(group, place(t, last_gap, len(group)), strict=True):
-            yield n, ty, at, i, o
+        for row0, at in zip(group, place(t, last_gap, len(group)), strict=True):
+            yield (*row0[:2], at, *row0[3:])

@@ -31,6 +31,13 @@ aladdin            best fit (Aladdin, Nie et al. 2024): predicted output Ô (his
                    request goes to the feasible worker with the least leftover room in its
                    binding dimension, else to the one that misses least. Predictions of requests
                    that outlive them are corrected on heartbeats (no migration).
+prefix-affinity    cache-aware (Dynamo's KV router, llm-d's prefix scorer): each worker's cost is
+                     (queued prefill tokens + the prompt's tokens not in its prefix cache)
+                     + KV tokens in use
+                   i.e. the prefill work it would still have to do plus its decode load, both in
+                   tokens (Dynamo's cost with overlap weight 1); the longest cached prefix wins
+                   unless that worker is loaded by more than the prefill it saves (the load
+                   guard); ties go to the lower index. Without prefix ids it is least work.
 =================  ==============================================================================
 """
 
@@ -203,3 +210,16 @@ class Aladdin(Policy):
         if feasible.any():
             return int(np.argmin(np.where(feasible, room, np.inf)))
         return int(np.argmax(room))
+
+
+@register("prefix-affinity")
+class PrefixAffinity(Policy):
+    def choose(self, pool: PoolState, r: Placed, now: float) -> int:
+        if pool.size == 1:
+            return 0
+        # kv_load is (KV in use + queued prefill tokens) / capacity: the worker's load in tokens.
+        cost = pool.view.kv_load(now) * pool.spec.kv_capacity + (r.prompt - r.done)
+        if r.hashes is not None and r.done == 0:
+            saved = [0 if c is None else min(c.peek(r.hashes, r.inp), r.prompt - 1) for c in pool.caches]
+            cost = cost - np.asarray(saved, dtype=float)
+        return int(np.argmin(cost))

@@ -22,6 +22,7 @@ from planner.sim.cluster import simulator_for_plan
 from planner.sim.engine import SimConfig
 from planner.sim.mapping import TypeMapper, mapping_file_for, spread_ties
 from planner.sim.policies import policy_names
+from planner.sim.prefix import PrefixIndex
 from planner.sim.traces import Trace, TraceOptions
 
 
@@ -94,8 +95,21 @@ def needs_model_mode(inst: Instance, instance_path: Path) -> None:
 
 def feed_of(trace: Any, mapper: Any) -> Any:
     """The simulator's request stream, ``(uid, type index or None, arrival s, input, output)``, with
-    arrivals on one clock tick spread when the mapping asks for it (``spread_ties``)."""
-    feed = ((n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens) for n, r in enumerate(trace))
+    arrivals on one clock tick spread when the mapping asks for it (``spread_ties``). Where the
+    trace's files carry prefix-block ids (Mooncake's ``hash_ids``) each row has them sixth
+    (:class:`planner.sim.prefix.PrefixIndex`); a request replicated by ``rate_scale`` > 1 repeats
+    its prompt, ids included."""
+    index = PrefixIndex(trace.paths) if isinstance(trace, Trace) else None
+    if index:
+        order: dict[str, int] = {}
+        for k, s in enumerate(trace.sources):
+            order.setdefault(s, k)
+        feed = (
+            (n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens, index.get(order[r.source], r.line))
+            for n, r in enumerate(trace)
+        )
+    else:
+        feed = ((n, mapper.index_of(r), r.arrival_s, r.input_tokens, r.output_tokens) for n, r in enumerate(trace))
     mode = getattr(mapper, "spread_ties", None)
     return spread_ties(feed, mode) if mode else feed
 

@@ -56,6 +56,8 @@ class Replay(Protocol):
     placement_ns: np.ndarray  # placement decision times (a bounded sample)
     n_events: int
     preemptions: int
+    prefix_hits: list[int]  # prompt tokens taken from prefix caches, per query type
+    prefix_tokens: list[int]  # prompt tokens of the prefills looked up, per query type
     samples_t: list[float]  # load samples: times, then per pool one (2, workers) array per time
     samples: list[list[np.ndarray]]
 
@@ -83,9 +85,10 @@ def _dist(h: Any) -> dict[str, float | None]:
 def summarize(sim: Replay) -> dict[str, Any]:
     m = sim.metrics
     types: dict[str, Any] = {}
-    for ty, st in zip(m.type_ids, m.types, strict=True):
+    for k, (ty, st) in enumerate(zip(m.type_ids, m.types, strict=True)):
         if st.arrived == 0:
             continue
+        looked = sim.prefix_tokens[k]
         served = st.arrived - st.rejected["unserved"]
         ttft, tpot, e2e = sim.slos[m.type_ids.index(ty)]
         types[ty] = {
@@ -99,6 +102,8 @@ def summarize(sim: Replay) -> dict[str, Any]:
             "tpot_attainment": _r(st.met_tpot / served, 6) if served else None,
             "e2e_attainment": _r(st.met_e2e / served, 6) if served else None,
             "preempted_requests": st.preempted,
+            # token-weighted share of prefilled prompt tokens taken from a prefix cache
+            "prefix_hit_ratio": _r(sim.prefix_hits[k] / looked, 6) if looked else None,
             "slo": {"ttft_s": _r(ttft), "tpot_s": _r(tpot), "e2e_s": _r(e2e)},
             "ttft_s": _dist(st.ttft),
             "tpot_s": _dist(st.tpot),

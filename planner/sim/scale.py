@@ -38,28 +38,38 @@ class Requests:
     ty: np.ndarray
     inp: np.ndarray
     out: np.ndarray
+    hashes: list[tuple[int, ...] | None] | None = None  # prefix-block ids per request, where the trace has them
 
     @classmethod
-    def collect(cls, tuples: Iterator[tuple[int, int | None, float, int, int]]) -> Requests:
-        a, t, i, o = [], [], [], []
-        for _, ty, arr, inp, out in tuples:
+    def collect(cls, tuples: Iterator[tuple[Any, ...]]) -> Requests:
+        a, t, i, o, h = [], [], [], [], []
+        for row in tuples:
+            _, ty, arr, inp, out = row[:5]
             a.append(arr)
             t.append(-1 if ty is None else ty)
             i.append(inp)
             o.append(out)
-        return cls(np.asarray(a, float), np.asarray(t, np.int64), np.asarray(i, np.int64), np.asarray(o, np.int64))
+            h.append(row[5] if len(row) > 5 else None)
+        hashes = h if any(x is not None for x in h) else None
+        return cls(
+            np.asarray(a, float), np.asarray(t, np.int64), np.asarray(i, np.int64), np.asarray(o, np.int64), hashes
+        )
 
     def __len__(self) -> int:
         return len(self.arrival)
 
     def subset(self, mask: np.ndarray) -> Requests:
-        return Requests(self.arrival[mask], self.ty[mask], self.inp[mask], self.out[mask])
+        hashes = None if self.hashes is None else [h for h, m in zip(self.hashes, mask.tolist(), strict=True) if m]
+        return Requests(self.arrival[mask], self.ty[mask], self.inp[mask], self.out[mask], hashes)
 
-    def feed(self) -> Iterator[tuple[int, int | None, float, int, int]]:
-        for n, (a, t, i, o) in enumerate(
-            zip(self.arrival.tolist(), self.ty.tolist(), self.inp.tolist(), self.out.tolist(), strict=True)
-        ):
-            yield n, (None if t < 0 else t), a, i, o
+    def feed(self) -> Iterator[tuple[Any, ...]]:
+        rows = zip(self.arrival.tolist(), self.ty.tolist(), self.inp.tolist(), self.out.tolist(), strict=True)
+        if self.hashes is None:
+            for n, (a, t, i, o) in enumerate(rows):
+                yield n, (None if t < 0 else t), a, i, o
+        else:
+            for n, ((a, t, i, o), h) in enumerate(zip(rows, self.hashes, strict=True)):
+                yield n, (None if t < 0 else t), a, i, o, h
 
     @property
     def span(self) -> float:

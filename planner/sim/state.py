@@ -48,6 +48,7 @@ class Placed(Protocol):
     pred: float  # predicted output tokens
     prompt: int  # tokens its next prefill computes
     done: int  # of which already prefilled (a split request arrives at its decode pool prefilled)
+    hashes: tuple[int, ...] | None  # prefix-block ids (planner.sim.prefix), where the trace has them
 
 
 def prefill_share(m: IterationTable, inp: int, pred: float) -> float:
@@ -82,6 +83,9 @@ class PoolState:
         self.a_peak = np.zeros(n)  # Σ input + predicted output
         self.a_ctx = np.zeros(n)  # Σ input + predicted output / 2 (mean context over a decode)
         self.a_pf = np.zeros(n)  # Σ prefill seconds per decode step the requests bring
+        # Each worker's prefix cache (planner.sim.prefix.PrefixCache, None with caching off), live:
+        # a cache-aware router follows the engines' block events (Dynamo's KV events, llm-d's).
+        self.caches: list[Any] = [None] * n
         self.view = LoadView(self)
 
     def kv_now(self, now: float) -> np.ndarray:
