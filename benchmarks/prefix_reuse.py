@@ -63,7 +63,8 @@ def main() -> None:
 
     window = Trace(list(mapper.trace_paths), TraceOptions(duration_s=args.duration, time_scale=args.time_scale))
     reqs = Requests.collect(feed_of(window, mapper))
-    lines += ["", f"## Replicas at the attainment target, first {args.duration:g} s, time scale {args.time_scale:g}", ""]
+    head = f"## Replicas at the attainment target, first {args.duration:g} s, time scale {args.time_scale:g}"
+    lines += ["", head, ""]
     lines += [
         "| type | option | target | requests | cache | policy | replicas | attainment | replay hit ratio | seconds |"
     ]
