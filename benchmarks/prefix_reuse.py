@@ -1,12 +1,13 @@
 """Prefix reuse on the Mooncake conversation trace (issue: prefix reuse).
 
-    python benchmarks/prefix_reuse.py [--duration 1800] [--types chat-8k,long-32k]
+    python benchmarks/prefix_reuse.py [--runs 1200x2] [--types chat-8k,long-32k]
 
 1. The measured prefix-hit ratio per query type of instances/mooncake-2025.yaml (its trace
    mapping), token-weighted, for an ideal LRU cache per type of unbounded, 10M, 2M and 500k tokens
    (:func:`planner.review.demand.measure_prefix`, what ``planner demand --prefix-cache`` prints).
 2. Replicas needed at the instance's attainment target (``planner scale``'s search,
-   :func:`planner.sim.scale.min_replicas`) on the first ``--duration`` seconds, one type at a time
+   :func:`planner.sim.scale.min_replicas`) on the first seconds of the trace at a compressed clock
+   (``--runs``; same requests, same order, so the same reuse), one type at a time
    on one option: prefix caching off (the trace's ids dropped), on with jsq, on with
    prefix-affinity; with the replay's measured hit ratio.
 
@@ -16,7 +17,6 @@ Writes benchmarks/results/prefix_reuse.md.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from planner.loader import load_instance
@@ -36,9 +36,8 @@ OPTIONS = {"chat-8k": "llama-3.1-70b-fp8/h100-80gb/2/1", "long-32k": "llama-3.1-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=1800.0)
     ap.add_argument("--types", default="chat-8k,long-32k")
-    ap.add_argument("--time-scale", type=float, default=1.0, help="compress the window's time (rate × this)")
+    ap.add_argument("--runs", default="1200x2", help="DURATIONxRATE,...: trace seconds and time compression")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prefix_reuse.md")
     args = ap.parse_args()
     inst = load_instance(INSTANCE)
@@ -61,35 +60,39 @@ def main() -> None:
         ratios = measure_prefix(d, stream, cap).prefix_ratios()
         lines.append(f"| {label} | " + " | ".join(f"{ratios[t]:.3f}" for t in ids) + " |")
 
-    window = Trace(list(mapper.trace_paths), TraceOptions(duration_s=args.duration, time_scale=args.time_scale))
-    reqs = Requests.collect(feed_of(window, mapper))
-    head = f"## Replicas at the attainment target, first {args.duration:g} s, time scale {args.time_scale:g}"
-    lines += ["", head, ""]
-    lines += [
-        "| type | option | target | requests | cache | policy | replicas | attainment | replay hit ratio | seconds |"
-    ]
-    lines += ["|---|---|---:|---:|---|---|---:|---:|---:|---:|"]
-    for name in args.types.split(","):
-        ty = ids.index(name)
-        sub = reqs.subset(reqs.ty == ty)
-        cold = Requests(sub.arrival, sub.ty, sub.inp, sub.out, None)
-        opt = parse_option(OPTIONS[name])
-        target = inst.attainment(inst.query_types[ty]) or 0.99
-        for cache, policy, r in (("off", "jsq", cold), ("on", "jsq", sub), ("on", "prefix-affinity", sub)):
-            t0 = time.perf_counter()
-            res = min_replicas(inst, opt, r, policy, target)  # no table: no cold capacity build
-            secs = time.perf_counter() - t0
-            hit = ""
-            if res.replicas:
-                sim = simulator_for_option(inst, opt, res.replicas, SimConfig(policy=policy), [ty])
-                sim.run(r.feed())
-                h = sim.summary()["types"][name]["prefix_hit_ratio"]
-                hit = "-" if h is None else f"{h:.3f}"
-            lines.append(
-                f"| {name} | {opt.key} | {target} | {len(sub)} | {cache} | {policy} | {res.replicas} | "
-                f"{'-' if res.attainment is None else f'{res.attainment:.4f}'} | {hit} | {secs:.0f} |"
-            )
-            print(lines[-1], flush=True)
+    for run in args.runs.split(","):
+        duration, scale = (float(x) for x in run.split("x"))
+        window = Trace(list(mapper.trace_paths), TraceOptions(duration_s=duration, time_scale=scale))
+        reqs = Requests.collect(feed_of(window, mapper))
+        lines += [
+            "",
+            f"## Replicas at the attainment target, first {duration:g} s of the trace at {scale:g}× its rate",
+            "",
+        ]
+        lines += [
+            "| type | option | target | requests | cache | policy | replicas | attainment | replay hit ratio | note |",
+            "|---|---|---:|---:|---|---|---:|---:|---:|---|",
+        ]
+        for name in args.types.split(","):
+            ty = ids.index(name)
+            sub = reqs.subset(reqs.ty == ty)
+            cold = Requests(sub.arrival, sub.ty, sub.inp, sub.out, None)
+            opt = parse_option(OPTIONS[name])
+            target = inst.attainment(inst.query_types[ty]) or 0.99
+            for cache, policy, r in (("off", "jsq", cold), ("on", "jsq", sub), ("on", "prefix-affinity", sub)):
+                res = min_replicas(inst, opt, r, policy, target)  # no table: no cold capacity build
+                hit = ""
+                if res.replicas:
+                    sim = simulator_for_option(inst, opt, res.replicas, SimConfig(policy=policy), [ty])
+                    sim.run(r.feed())
+                    h = sim.summary()["types"][name]["prefix_hit_ratio"]
+                    hit = "-" if h is None else f"{h:.3f}"
+                att = "-" if res.attainment is None else f"{res.attainment:.4f}"
+                lines.append(
+                    f"| {name} | {opt.key} | {target} | {len(sub)} | {cache} | {policy} | {res.replicas or '-'} | "
+                    f"{att} | {hit} | {res.reason} |"
+                )
+                print(lines[-1], flush=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("wrote", args.out)
 
