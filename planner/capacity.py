@@ -28,6 +28,9 @@ of the same kind: the profile's relative spread shrinks, the burst keeps its siz
 (:func:`superposition`). The rate is bracketed around the analytic estimate (the burst's queue
 in closed form there; the estimate leaves the episode around the burst, the clusters and the
 slow states' length share out) and found by bisection on log r (attainment falls with the rate) to 4%.
+A type with prefix reuse (``prefix_hit_ratio``/``prefix_hit_curve``) has a share of its requests
+find their prompt cached, as much as the replica's free KV holds at each admission
+(:func:`prefix_steps`, :func:`prefix_hit`).
 Results are cached in memory and on disk (:func:`_disk_dir`), keyed by everything they depend on.
 
 Before simulation (the solvers' lazy loop, :func:`planner.solvers.solve`)
@@ -49,7 +52,9 @@ the Gaussian copula of ``length_correlation``); a pool of y replicas is planned 
 replica (JSQ pooling is not credited); types sharing a pool share it in proportion to their loads, each against its
 measured rate with its TPOT held to the tightest limit among the pool's types (``Key.tpot_s``;
 the rule is :mod:`planner.options`' shared-pool rows). A mixed pool's interference beyond that
-(one type's long prompts delaying another's first tokens) is not modelled.
+(one type's long prompts delaying another's first tokens) is not modelled. Stated prefix reuse
+is all-or-nothing per request and presumes prefix-affinity routing (conversations kept on a
+replica); a split pair's pools run without it.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class Capacity:
     max_num_seqs: int
     simulated: bool  # False: the analytic estimate (or the idle ceiling's verdict) of the module docstring
     reason: str = ""
+    # share of the type's prompt tokens taken from the prefix cache at rate_rps (its stated reuse
+    # as the replica's free KV allowed it, :func:`prefix_steps`); 0 without reuse
+    prefix_hit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,11 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     if q.arrival_burst_rate is not None and q.arrival_rate > 0:
         type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
         type_doc["burst_envelope"] = [[sec, r / q.arrival_rate] for sec, r in q.arrival_burst_envelope or ()]
+    if q.prefix_hit_ratio is not None or q.prefix_hit_curve is not None:
+        # the curve's cache sizes are over the type's traffic at its rate (:func:`prefix_hit`)
+        type_doc["prefix"] = [q.prefix_hit_ratio, [list(k) for k in q.prefix_hit_curve or ()]]
+        if q.prefix_hit_curve is not None:
+            type_doc["prefix_rate"] = q.prefix_hit_rate or q.arrival_rate
     clustered = q.arrival_cluster_s is not None and q.arrival_rate > 0
     if clustered:
         type_doc["cluster"] = [q.arrival_cluster_s, q.arrival_cluster_excess]
@@ -250,6 +263,91 @@ def samples(inst: Instance, option: Option, type_index: int, n: int = SIM_REQUES
     """The type's draws (the same on every option: a model whose context is too short for some
     prompts rejects them, and they count against its attainment, as vLLM would refuse them)."""
     return _type_samples(inst.query_types[type_index], type_index, NO_CLIP, n)
+
+
+def has_prefix(q: QueryType) -> bool:
+    return q.prefix_hit_ratio is not None or q.prefix_hit_curve is not None
+
+
+def prefix_max(q: QueryType) -> float:
+    """The most reuse the type states: the unbounded cache's ratio (else the curve's last)."""
+    if q.prefix_hit_ratio is not None:
+        return q.prefix_hit_ratio
+    return q.prefix_hit_curve[-1][1] if q.prefix_hit_curve else 0.0
+
+
+def prefix_hit(q: QueryType, kv_capacity: int, rate: float, limits: tuple[float, float, float]) -> float:
+    r"""h(r): the share of a type's prompt tokens one replica at rate r takes from its prefix cache.
+
+    vLLM keeps cached blocks in the KV cache the running requests leave free, so the reuse a
+    replica reaches is bounded by that space. With the type's ``prefix_hit_curve`` H(c) (an ideal
+    LRU cache of c tokens over the type's traffic at ``prefix_hit_rate`` λ₀, default its rate):
+
+        free KV   c_r = max(0, KV − r·life·E[I + O/2])    (Little, at the SLO-bound request life:
+                                                         :func:`request_life`, so c_r is low)
+        h(r)      = H(c_r · λ₀ / r)                     (H of the largest measured size ≤ that,
+                                                         0 below the first)
+
+    λ₀/r: with prefix-affinity routing (:mod:`planner.sim.policies`' ``prefix-affinity``) a
+    replica serving r requests/s sees the sessions behind them, whose working set is r/λ₀ of the
+    curve's, so its c_r tokens of cache act as c_r·λ₀/r on the curve — whatever the type's rate
+    (more users of the same kind: more sessions, not longer ones) and however many replicas the
+    type is spread over. Routing that ignores prefixes
+    (jsq, round robin) sends each session's next request to any replica: each cache then sees the
+    whole working set and reaches about H(c_r), less — the plan assumes affinity routing for types
+    with reuse, and its replay measures what the routing reaches. H is taken as a step, not
+    interpolated: an LRU cache's hit ratio grows with its size (a stack algorithm: the smaller
+    cache's contents are always in the larger's), so a measured point is a lower bound for every
+    larger size, while the curve between points may bend either way (Mooncake's long-32k: 0.044 at
+    500k tokens, 0.078 at 1M, 0.172 at 2M). Without a curve, h = the stated ratio at any size (no
+    KV bound).
+
+    This closed form (in-flight KV at the SLO-bound life) is the analytic estimate's; the
+    simulation reads each worker's free KV as each request is admitted (:func:`prefix_steps`) and
+    the capacity records the share it reached (``Capacity.prefix_hit``)."""
+    if q.prefix_hit_curve is None:
+        return q.prefix_hit_ratio or 0.0
+    if rate <= 0:
+        return q.prefix_hit_curve[-1][1]
+    inflight = rate * request_life(q, limits) * (q.input_tokens + q.output_tokens / 2)
+    equiv = max(0.0, kv_capacity - inflight) * (q.prefix_hit_rate or q.arrival_rate) / rate
+    return max((h for c, h in q.prefix_hit_curve if c <= equiv), default=0.0)
+
+
+def prefix_steps(q: QueryType, rate: float) -> tuple[tuple[float, float], ...]:
+    """The type's reuse for a simulated replica at mean rate r (``SimConfig.stated_reuse``): with a
+    curve, (c_j·r/λ₀ free KV tokens, H(c_j)) — the free KV a replica at r needs to act as the
+    curve's c_j (:func:`prefix_hit`), read at each request's admission from the simulated
+    worker's own KV, not estimated; without one, the stated ratio at any free KV."""
+    if q.prefix_hit_curve is None:
+        return ((0.0, q.prefix_hit_ratio),) if q.prefix_hit_ratio else ()
+    base = q.prefix_hit_rate or q.arrival_rate
+    return tuple((c * rate / base, h) for c, h in q.prefix_hit_curve)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefix_draws(q: QueryType, type_index: int, n: int) -> np.ndarray:
+    """Stratified uniforms u_j, one per request, seeded by the type: request j is a cache hit when
+    u_j < h (:func:`prefix_cached`), so exactly ⌈h·n⌉ of n are, the same ones at every rate."""
+    rng = np.random.default_rng(int(hashlib.sha256(f"prefix|{q.id}|{type_index}".encode()).hexdigest()[:8], 16))
+    return (rng.permutation(n) + 0.5) / n
+
+
+def prefix_cached(q: QueryType, type_index: int, inp: np.ndarray, hit: float) -> np.ndarray:
+    r"""Cached prompt tokens per request at reuse h: all-or-nothing — a share h of the requests,
+    drawn independently of their lengths, finds its whole prompt cached but vLLM's last block
+    (:func:`planner.sim.prefix.hit_cap`), the rest nothing, so the token-weighted share is h (a
+    little less: the last block). Traces spread it: Mooncake's chat-8k requests find a median
+    0.40 of their prompt cached, 0.08 at p10 and 0.85 at p90. All-or-nothing keeps the same
+    prefill work with the widest spread of TTFTs — every uncached prompt pays its whole
+    prefill — so the tail it plans for is the worst that share of reuse allows."""
+    if hit <= 0:
+        return np.zeros(len(inp), np.int64)
+    from planner.sim.prefix import VLLM_BLOCK
+
+    u = _prefix_draws(q, type_index, len(inp))
+    cap = np.maximum(0, (np.asarray(inp, np.int64) - 1) // VLLM_BLOCK * VLLM_BLOCK)
+    return np.where(u < hit, cap, 0)
 
 
 WINDOWS = 256  # stratified window-rate factors per type (the burst profile's resolution)
@@ -567,6 +665,8 @@ def _run(
     out: np.ndarray,
     mean_rate: float | None = None,
     watch: Callable[[int, np.ndarray], None] | None = None,
+    reuse: tuple[tuple[float, float], ...] = (),
+    stats: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Simulate one replica at ``rate`` (a slow state's, of a replica fed ``mean_rate`` of the
     type on average: that sets the superposition and the burst; default ``rate``); rows (ttft,
@@ -574,12 +674,15 @@ def _run(
     (:func:`burst_arrivals`) follow the n sampled ones in the rows: the central burst starts at
     the middle request's arrival; they have their own stratified lengths (seeded by the type and
     b). ``watch(uid, row)`` sees each finished request's row and may end the run by raising
-    :class:`_Verdict`, which reaches the caller."""
+    :class:`_Verdict`, which reaches the caller. ``reuse``: the type's stated prefix reuse
+    (:func:`prefix_steps`), each request with its draw (:func:`_prefix_draws`); ``stats`` gets the
+    share of prompt tokens the run took from the cache (``prefix_hit``)."""
     from planner.sim.cluster import simulator_for_option, simulator_for_pair
     from planner.sim.engine import SimConfig
 
     if key.decode is None:
-        sim = simulator_for_option(inst, key.option, 1, SimConfig(policy="jsq"), [key.type_index])
+        config = SimConfig(policy="jsq", stated_reuse=reuse)
+        sim = simulator_for_option(inst, key.option, 1, config, [key.type_index])
     else:  # one replica of the measured side, the other side with ``helpers`` replicas
         p, d = (1, key.helpers) if key.side == "prefill" else (key.helpers, 1)
         sim = simulator_for_pair(
@@ -607,17 +710,26 @@ def _run(
     factors = 1.0 + superposition(q, mean_rate) * (factors - 1.0)  # above λ: independent copies
     t = clustered_arrival_times(q, key.type_index, gaps, rate, factors, w, mean_rate)
     ty = key.type_index
-    reqs = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
+    reqs: list[tuple[Any, ...]] = [(k, ty, float(t[k]), int(inp[k]), int(out[k])) for k in range(n)]
+    reuse = reuse if key.decode is None else ()  # a split pair's prefill pool: not modelled
+    if reuse:
+        u = _prefix_draws(q, ty, n)
+        reqs = [(*x, None, 0, float(d)) for x, d in zip(reqs, u, strict=True)]
     if b:
         # copy c of the episode centred on the arrival of sampled request n·(c + ½)/copies
         _, b_in, b_out = _type_samples(q, key.type_index + 1_000_003 * b, NO_CLIP, b)
+        b_u = _prefix_draws(q, key.type_index + 1_000_003 * b, b) if reuse else np.ones(b)
         e = len(offsets)
         for c in range(copies):
             at = float(t[int(n * (c + 0.5) / copies)]) + (offsets if c == 0 else burst_arrivals(q, mean_rate, c)[0])
-            reqs += [(n + c * e + j, ty, float(at[j]), int(b_in[c * e + j]), int(b_out[c * e + j])) for j in range(e)]
+            for j in range(e):
+                k = c * e + j
+                reqs.append((n + k, ty, float(at[j]), int(b_in[k]), int(b_out[k]), None, 0, float(b_u[k])))
     if b or q.arrival_cluster_s is not None:
         reqs.sort(key=lambda x: x[2])
     sim.run(iter(reqs))  # a _Verdict raised by watch ends it and reaches the caller
+    if stats is not None and sim.prefix_tokens[ty]:
+        stats["prefix_hit"] = sim.prefix_hits[ty] / sim.prefix_tokens[ty]
     return res
 
 
@@ -726,8 +838,9 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     big, wts = slow_strata(q, inst.arrival_slow_window_s)
     beta = q.arrival_slow_length_share or 0.0
     life = request_life(q, limits)
+    prefix = has_prefix(q) and key.decode is None  # split pairs: reuse is not modelled there
 
-    def attain(rate: float, early: bool = False) -> tuple[float, tuple[np.ndarray, np.ndarray | None]]:
+    def attain(rate: float, early: bool = False) -> tuple[float, tuple[np.ndarray, np.ndarray | None, float]]:
         # The sampled requests stand for the type's steady traffic, the burst's (if any) for its
         # largest burst: attainment weighs them (1 − share) and share. With slow states, one run
         # per state at F_j^(1−β)·rate with lengths ×F_j^β, weighed by w_j·F_j (:func:`slow_strata`);
@@ -736,13 +849,17 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
         # if every request still running and every later state met every limit — and the
         # attainment returned is that upper bound (< target; the verdict is the full run's, the
         # figure and rows are not, so only callers that keep nothing but the verdict ask for it).
+        # The third item of the rows' tuple: the share of prompt tokens the runs took from the
+        # prefix cache (weighed as the attainment).
         n, warm = sample_size(rate, life, requests, key.target)
         gaps, inp, out = samples(inst, key.option, key.type_index, n)
+        reuse = prefix_steps(q, rate) if prefix else ()
         states = 1.0 + superposition(q, rate) * (big - 1.0)
         offsets, share = burst_arrivals(q, rate)
         b = len(offsets) * burst_copies(len(offsets))
         total = float(wts @ states)
         a, rows_all, row_w = 0.0, [], []
+        hits: list[tuple[float, float]] = []
         for j, (f, wt) in enumerate(zip(states, wts, strict=True)):
             # a share β of the state's load is longer requests, the rest more of them
             grow = f**beta
@@ -753,9 +870,11 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
                 rest = float(wts[j + 1 :] @ states[j + 1 :])
                 watch = _MissWatch(limits, warm, n, b, share, a, wt * f, rest, total, key.target)
             try:
-                rows = _run(inst, key, rate * f / grow, gaps, i_f, o_f, rate, watch)
+                stats: dict[str, float] = {}
+                rows = _run(inst, key, rate * f / grow, gaps, i_f, o_f, rate, watch, reuse, stats)
+                hits.append((wt * f, stats.get("prefix_hit", 0.0)))
             except _Verdict as v:
-                return float(v.args[0]), (np.zeros((0, 3)), None)
+                return float(v.args[0]), (np.zeros((0, 3)), None, 0.0)
             res, burst = rows[warm:n], rows[n:]
             a_j = float(_met(res, limits).mean())
             if len(burst):
@@ -764,9 +883,10 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
             rows_all.append(res)
             row_w.append(np.full(len(res), wt * f / len(res)))
         a /= float(wts @ states)
+        hit = sum(w * h for w, h in hits) / sum(w for w, _ in hits) if hits else 0.0
         if len(rows_all) == 1:
-            return a, (rows_all[0], None)
-        return a, (np.concatenate(rows_all), np.concatenate(row_w))
+            return a, (rows_all[0], None, hit)
+        return a, (np.concatenate(rows_all), np.concatenate(row_w), hit)
 
     # Bracket around the analytic estimate (×½ … ×2), widened by ×4 steps when it is off, then
     # bisection on log r to RATE_RESOLUTION.
@@ -784,7 +904,14 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
     seqs = bound.max_num_seqs if key.decode is not None else engine.max_num_seqs
     if a_lo < key.target:
         return Capacity(
-            0.0, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "below target at any rate"
+            0.0,
+            *_quantiles(r_lo[0], key.target, r_lo[1]),
+            a_lo,
+            bound.ceiling,
+            seqs,
+            True,
+            "below target at any rate",
+            r_lo[2],
         )
     # Above here a run's rows are kept only when it meets the target: a run that misses may end
     # as soon as that is certain (``early``), with the same verdict.
@@ -794,7 +921,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
             break
         lo, a_lo, r_lo = hi, a_hi, r_hi
         if hi >= top:
-            return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True)
+            return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "", r_lo[2])
         hi = min(hi * 4, top)
     while hi / lo > RATE_RESOLUTION:
         mid = math.sqrt(lo * hi)
@@ -803,7 +930,7 @@ def measure(inst: Instance, key: Key, requests: int = SIM_REQUESTS) -> Capacity:
             lo, a_lo, r_lo = mid, a_mid, r_mid
         else:
             hi = mid
-    return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True)
+    return Capacity(lo, *_quantiles(r_lo[0], key.target, r_lo[1]), a_lo, bound.ceiling, seqs, True, "", r_lo[2])
 
 
 def _quantiles(res: np.ndarray, target: float, weights: np.ndarray | None = None) -> tuple[float, float, float]:
@@ -823,16 +950,25 @@ def _quantiles(res: np.ndarray, target: float, weights: np.ndarray | None = None
 
 
 def bound_figures(
-    engine: Engine, inp: np.ndarray, out: np.ndarray, limits: tuple[float, float, float], target: float
+    engine: Engine,
+    inp: np.ndarray,
+    out: np.ndarray,
+    limits: tuple[float, float, float],
+    target: float,
+    cached: np.ndarray | None = None,
 ) -> Capacity:
     """The idle ceiling and rate bound of the module docstring (no simulation); a pair whose
-    ceiling misses the target gets rate 0 and the reason."""
+    ceiling misses the target gets rate 0 and the reason. ``cached``: prompt tokens found in the
+    prefix cache (:func:`prefix_cached`), whose prefill is skipped (its attention over them too:
+    the bound stays a bound)."""
     tab = engine.timing
     max_len = engine.max_len
     ok_len = (inp < max_len) & (inp + 1 <= engine.kv_capacity)
     i = np.minimum(inp, max_len - 1)
     o = np.minimum(out, np.maximum(max_len - i, 1))
     ttft, dec = tab.idle_request(i, o)
+    if cached is not None and cached.any():
+        ttft = np.asarray(tab.prefill_time(np.maximum(i - cached, 1)), float)
     steps = np.maximum(o - 1, 0)
     tpot = np.where(steps > 0, dec / np.maximum(steps, 1), 0.0)
     res = np.stack([np.where(ok_len, ttft, np.nan), tpot, ttft + dec], axis=1)
@@ -868,7 +1004,9 @@ def rate_bound(
             _BOUNDS.clear()
         engine = Engine.of(replica_model(inst, option), option)
         _, inp, out = samples(inst, option, type_index, requests)
-        hit = _BOUNDS[memo] = bound_figures(engine, inp, out, _limits(inst.query_types[type_index], tpot_s), target)
+        q = inst.query_types[type_index]
+        cached = prefix_cached(q, type_index, inp, prefix_max(q)) if has_prefix(q) else None
+        hit = _BOUNDS[memo] = bound_figures(engine, inp, out, _limits(q, tpot_s), target, cached)
     return hit
 
 
@@ -898,6 +1036,7 @@ def estimate_figures(
     burst: tuple[float, float, float] | None = None,
     own: float = math.inf,
     weights: np.ndarray | None = None,
+    cached: np.ndarray | None = None,
 ) -> Capacity:
     r"""Analytic estimate of the capacity at the target (what the option table holds for a pair
     until a solution uses it and it is simulated). At rate r, with D running decodes at mean
@@ -920,15 +1059,18 @@ def estimate_figures(
     burst's b prompts whose queue behind the ones before it (S̄ − T/b each) leaves its limit met.
     Above the type's own rate ``own`` the profile's spread shrinks (≈ √(own/r)) and the burst
     stays that of rate ``own`` (:func:`superposition`, :func:`_spread`). ``weights``: the factors' shares of time (the
-    slow states' times the fast windows'; default equal)."""
+    slow states' times the fast windows'; default equal). ``cached``: prompt tokens per sample
+    taken from the prefix cache (:func:`prefix_cached`): prefills are of the rest (I − cached),
+    decodes attend to the whole prompt."""
     tab = engine.timing
     max_len = engine.max_len
     ok_len = (inp < max_len) & (inp + 1 <= engine.kv_capacity)
     i = np.minimum(inp, max_len - 1).astype(float)
     o = np.minimum(out, np.maximum(max_len - i, 1)).astype(float)
-    bnd = bound_figures(engine, inp, out, limits, target)
+    bnd = bound_figures(engine, inp, out, limits, target, cached)
     if bnd.rate_rps <= 0:
         return bnd
+    i_pf = i if cached is None else np.maximum(i - np.minimum(cached, i - 1), 1.0)  # prompt tokens computed
     b = tab.budget
     seats = min(engine.max_num_seqs, max(1, int(engine.kv_capacity // max(float(np.mean(i + o)), 1.0))))
     rates = bnd.rate_rps * np.geomspace(1.0 / 1024, 1.0, ESTIMATE_RATES)[:, None]  # (R, 1)
@@ -953,7 +1095,7 @@ def estimate_figures(
         return m, m * t_each, tab.decode_time(dd, dd * ctx)
 
     # Fixed point of D on a thinned sample (means only), then everything once on all samples.
-    thin = i[:: max(1, len(i) // 48)]
+    thin = i_pf[:: max(1, len(i_pf) // 48)]
     d = np.ones_like(rates)
     mean_n = float(np.mean(n))
     for _ in range(10):
@@ -964,7 +1106,7 @@ def estimate_figures(
         n_d = (1.0 - busy) / t_d
         d = 0.5 * d + 0.5 * np.minimum(rates * mean_n / (n_c + n_d), seats)
     dd = np.clip(np.round(d), 1, seats).astype(int)
-    m, s_req, t_d = service(dd, i)
+    m, s_req, t_d = service(dd, i_pf)
     n_c = rates * np.mean(m, axis=1, keepdims=True)
     t_c = np.mean(s_req, axis=1, keepdims=True) / np.mean(m, axis=1, keepdims=True)
     n_d = (1.0 - np.minimum(n_c * t_c, 0.999999)) / t_d
@@ -982,7 +1124,7 @@ def estimate_figures(
     # geometric with mean backlog/chunk, backlog = E[I]·(1 + r·E[W]) prompt tokens.
     es2 = np.mean(s_req * s_req, axis=1, keepdims=True)
     w_mean = rates * es2 / (2 * np.maximum(1 - rho, 1e-9))
-    backlog = float(np.mean(i)) * (1.0 + rates * w_mean)  # prompt tokens queued when busy
+    backlog = float(np.mean(i_pf)) * (1.0 + rates * w_mean)  # prompt tokens queued when busy
     # backlog iterations are full: the whole budget of prompt tokens rides with the decodes
     full = np.maximum(np.minimum(np.maximum(b - dd, b // 2), np.round(backlog)), 1).astype(int)
     mu_r = np.maximum(backlog / full, 1.0)
@@ -1029,7 +1171,7 @@ def estimate_figures(
             np.minimum(chunk + dd, top), np.minimum(dd + 2, len(tab.seq_s) - 1), chunk * chunk, chunk, 0, 0, dd * ctx
         )
         k_b = np.where(t_chunk > t_d, n * (l_tpot - t_d) / np.maximum(t_chunk - t_d, 1e-12), np.inf)  # (R, N)
-        m_bar = float(np.mean(i)) / chunk[:, 0]  # full chunks per queued prompt (chunks carry several short ones)
+        m_bar = float(np.mean(i_pf)) / chunk[:, 0]  # full chunks per queued prompt (chunks carry several short ones)
         j = np.arange(int(nb.max()))[None, :]  # (1, J)
         live = j < nb[:, None]
         ok_ttft = j <= jmax[:, None]
@@ -1109,7 +1251,21 @@ def _estimate(
     if q.arrival_burst_rate is not None and q.arrival_burst_s is not None and q.arrival_burst_share is not None:
         burst = (q.arrival_burst_rate * q.arrival_burst_s / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share)
     own = own_rate(q) or math.inf
-    return estimate_figures(engine, inp, out, _limits(q, tpot_s), target, factors, burst, own, weights)
+    limits = _limits(q, tpot_s)
+    if not has_prefix(q):
+        return estimate_figures(engine, inp, out, limits, target, factors, burst, own, weights)
+    # With prefix reuse h(r) falls with the rate (:func:`prefix_hit`): estimate at the most reuse,
+    # then once more at the reuse of the rate found.
+    h = prefix_max(q)
+    est = estimate_figures(
+        engine, inp, out, limits, target, factors, burst, own, weights, prefix_cached(q, type_index, inp, h)
+    )
+    if est.rate_rps > 0 and q.prefix_hit_curve is not None:
+        h = prefix_hit(q, engine.kv_capacity, est.rate_rps, limits)
+        est = estimate_figures(
+            engine, inp, out, limits, target, factors, burst, own, weights, prefix_cached(q, type_index, inp, h)
+        )
+    return est
 
 
 def make_key(inst: Instance, option: Option, type_index: int, target: float, tpot_s: float | None = None) -> Key:

@@ -242,6 +242,25 @@ class QueryType(Strict):
         "beyond Poisson arrivals at the window rate, at the type's own rate",
     )
 
+    # Prefix reuse (optional; `planner demand --figures` measures both from a trace's prefix-block
+    # ids): the token-weighted share of the type's prompt tokens that an ideal prefix cache holds
+    # when the request arrives (vLLM's automatic prefix caching skips their prefill), and the same
+    # share for an ideal LRU cache of a given size over the type's whole traffic at arrival_rate,
+    # as [cache tokens, ratio] pairs, growing. With the curve the option table bounds the reuse by
+    # the KV cache a replica can spare (planner.capacity.prefix_hit); without it the ratio is
+    # taken as reached at any cache size. Mooncake's conversation trace: chat-8k 0.39 unbounded,
+    # 0.26 in 500k tokens.
+    prefix_hit_ratio: Fraction | None = Field(
+        None, description="token-weighted share of prompt tokens an ideal, unbounded prefix cache serves"
+    )
+    prefix_hit_curve: tuple[tuple[Positive, Fraction], ...] | None = Field(
+        None, description="[cache tokens, hit ratio] of an ideal LRU prefix cache over the type's traffic"
+    )
+    # The rate of the traffic the curve was measured on (default arrival_rate): more users of the
+    # same kind bring more sessions, so a cache of c tokens over λ requests/s acts as c·λ₀/λ over
+    # the curve's. Kept apart so that re-rating a type (growth, review windows) keeps its reuse.
+    prefix_hit_rate: Positive | None = Field(None, description="requests/s of the traffic prefix_hit_curve describes")
+
     @model_validator(mode="after")
     def _percentiles_ordered(self) -> QueryType:
         if (self.arrival_cluster_s is None) != (self.arrival_cluster_excess is None):
@@ -266,6 +285,21 @@ class QueryType(Strict):
             raise ValueError(
                 f"arrival_burst_rate ({self.arrival_burst_rate:g}) is below arrival_rate ({self.arrival_rate:g})"
             )
+        if self.prefix_hit_curve is not None:
+            curve = self.prefix_hit_curve
+            if not curve:
+                raise ValueError("prefix_hit_curve: give at least one [cache tokens, ratio] pair (or leave it out)")
+            for (c1, h1), (c2, h2) in itertools.pairwise(curve):
+                if c2 <= c1 or h2 < h1:
+                    raise ValueError(
+                        f"prefix_hit_curve: cache sizes must grow and ratios not fall ([{c2:g}, {h2:g}] after "
+                        f"[{c1:g}, {h1:g}])"
+                    )
+            if self.prefix_hit_ratio is not None and curve[-1][1] > self.prefix_hit_ratio + 1e-9:
+                raise ValueError(
+                    f"prefix_hit_curve reaches {curve[-1][1]:g}, above prefix_hit_ratio ({self.prefix_hit_ratio:g}), "
+                    "the unbounded cache's"
+                )
         for pre in ("arrival_rate", "arrival_rate_slow"):
             rates = [(p, getattr(self, f"{pre}_{p}")) for p in ("p90", "p99")]
             given = [(p, v) for p, v in rates if v is not None]

@@ -4,7 +4,9 @@ r"""The validation loop: replay traces through a plan, derate the pools that mis
 window) make a plan's promise a measured one:
 
 1. **Replay.** The trace's requests are split over the plan's deployments as the router would
-   (each type's routing fractions, smooth weighted round-robin, unserved shares dropped), and each
+   (each type's routing fractions, smooth weighted round-robin, unserved shares dropped; a
+   conversation's later turns follow its earlier ones where the trace has prefix ids:
+   :func:`split_by_plan`), and each
    pool replays its share with its planned replicas under the placement policy. Pools are
    independent once routing is fixed, so they run in a process pool. A type's attainment is its
    requests that met every SLO limit over those served, summed over the pools it is routed to.
@@ -35,6 +37,7 @@ for the instance's own table: ``planner check`` accepts it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -61,6 +64,8 @@ class PoolReplay:
     requests: int
     served: dict[int, int]  # by type index
     met: dict[int, int]
+    # prompt tokens taken from the replicas' prefix caches and prompt tokens admitted, by type index
+    prefix: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     def attainment(self, ty: int) -> float:
         return self.met[ty] / self.served[ty] if self.served.get(ty) else 1.0
@@ -69,19 +74,50 @@ class PoolReplay:
 def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deployment, Any]]:
     """Each deployment with the requests the plan's routing sends to it (types in trace order).
     A split pair is one entry, its prefill deployment (routing names it; :func:`partner` gives
-    its decode pool): the pair's pools serve the same requests one after the other."""
+    its decode pool): the pair's pools serve the same requests one after the other.
+
+    Requests are dealt by each type's routing fractions (smooth weighted round-robin), except
+    that where the trace has prefix-block ids a request whose prompt is mostly a prefix already
+    sent to one deployment follows it (:func:`_follow`): a conversation stays on the model and
+    pool that holds its history, as a prefix-aware gateway keeps it (llm-d's prefix scorer,
+    Dynamo's KV router) and as the planner's reuse assumes (:func:`planner.capacity.prefix_hit`:
+    a pool serving x of a type sees x of its sessions). The shares then hold per new session,
+    not per request."""
     from planner.sim.cluster import decode_pools, plan_routing
     from planner.sim.engine import _SmoothWRR
 
     deployed, routing, _ = plan_routing(inst, plan)
     decode_pools(plan)  # a pair with one pool and not the other is refused here
     routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
+    serves = {ty: {k for k, w in shares if k is not None and w > 0} for ty, shares in routing.items()}
+    hashes = getattr(reqs, "hashes", None)
+    owner: dict[int, int] = {}  # prefix block id → the deployment its last request went to
     dest = np.full(len(reqs), -1)
     for n, ty in enumerate(reqs.ty.tolist()):
         if ty >= 0 and ty in routes:
-            k = routes[ty].pick()
+            ids = hashes[n] if hashes is not None else None
+            k = _follow(ids, owner, serves[ty]) if ids else None
+            if k is None:
+                k = routes[ty].pick()
             dest[n] = -1 if k is None else k
+            if ids and k is not None:
+                for h in ids:
+                    owner[h] = k
     return [(d, reqs.subset(dest == k)) for k, d in enumerate(deployed)]
+
+
+def _follow(ids: tuple[int, ...], owner: dict[int, int], allowed: set[int]) -> int | None:
+    """Session affinity across deployments: the deployment that received the longest prefix of
+    these block ids, when that prefix is at least half the prompt's blocks (a conversation's next
+    turn re-sends the last one's prompt and reply; a shared system prompt alone is not a session)
+    and the deployment serves the type; else None (the plan's shares pick)."""
+    k, m = None, 0
+    for h in ids:
+        o = owner.get(h)
+        if o is None:
+            break
+        k, m = o, m + 1
+    return k if k is not None and 2 * m >= len(ids) and k in allowed else None
 
 
 def partner(plan: Plan, d: Deployment) -> Deployment | None:
@@ -107,6 +143,7 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | No
     types = sorted({int(t) for t in np.unique(sub.ty) if t >= 0})
     served = {t: 0 for t in types}
     met = {t: 0 for t in types}
+    prefix: dict[int, tuple[int, int]] = {}
     if types:
         config = SimConfig(policy=policy, seed=seed)
         if dec is None:
@@ -125,7 +162,8 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | No
             if ti in served and st["served"]:
                 served[ti] = int(st["served"])
                 met[ti] = round(float(st["attainment"] or 0.0) * st["served"])
-    return PoolReplay(d.option, d.replicas, len(sub), served, met)
+        prefix = {t: (sim.prefix_hits[t], sim.prefix_tokens[t]) for t in types if sim.prefix_tokens[t]}
+    return PoolReplay(d.option, d.replicas, len(sub), served, met, prefix)
 
 
 def replay(
@@ -186,6 +224,16 @@ def type_attainment(inst: Instance, pools: list[PoolReplay]) -> dict[str, float 
     for i, q in enumerate(inst.query_types):
         served = sum(p.served.get(i, 0) for p in pools)
         out[q.id] = None if served == 0 else sum(p.met.get(i, 0) for p in pools) / served
+    return out
+
+
+def type_prefix_ratio(inst: Instance, pools: list[PoolReplay]) -> dict[str, float | None]:
+    """Per type, the share of its admitted prompt tokens the replay took from prefix caches (None:
+    no request of the type carried prefix-block ids)."""
+    out: dict[str, float | None] = {}
+    for i, q in enumerate(inst.query_types):
+        tokens = sum(p.prefix.get(i, (0, 0))[1] for p in pools)
+        out[q.id] = None if tokens == 0 else sum(p.prefix.get(i, (0, 0))[0] for p in pools) / tokens
     return out
 
 

@@ -614,3 +614,46 @@ def measure_prefix(
             cell[0] += caches[j].match(hashes, inp)
             caches[j].insert(hashes, inp)
     return replace(demand, prefix=[(h, p) for h, p in acc])
+
+
+CURVE_TOKENS = (100_000, 250_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000)
+
+
+def measure_prefix_curve(
+    type_ids: list[str],
+    requests: Iterable[tuple[float, str | None, int, tuple[int, ...] | None]],
+    sizes: tuple[int, ...] = CURVE_TOKENS,
+) -> dict[str, tuple[float, tuple[tuple[int, float], ...]]]:
+    """Per type, the token-weighted prefix-hit ratio of an ideal unbounded cache and of ideal LRU
+    caches of ``sizes`` tokens over the whole stream (the instance keys ``prefix_hit_ratio`` and
+    ``prefix_hit_curve``, :mod:`planner.capacity`'s ``prefix_hit``), one pass; types without ids
+    are left out. The curve stops at the first size that reaches the unbounded ratio."""
+    from planner.sim.prefix import PrefixCache
+
+    caps: list[int | None] = [None, *sizes]
+    caches = {t: [PrefixCache(c) for c in caps] for t in type_ids}
+    hits = {t: [0] * len(caps) for t in type_ids}
+    tokens = dict.fromkeys(type_ids, 0)
+    with_ids: set[str] = set()
+    for _, qt, inp, hashes in requests:
+        if qt is None or qt not in caches:
+            continue
+        tokens[qt] += inp
+        if not hashes:
+            continue
+        with_ids.add(qt)
+        for k, cache in enumerate(caches[qt]):
+            hits[qt][k] += cache.match(hashes, inp)
+            cache.insert(hashes, inp)
+    out: dict[str, tuple[float, tuple[tuple[int, float], ...]]] = {}
+    for t in type_ids:
+        if t not in with_ids or tokens[t] == 0:
+            continue
+        ratios = [h / tokens[t] for h in hits[t]]
+        curve: list[tuple[int, float]] = []
+        for size, r in zip(sizes, ratios[1:], strict=True):
+            curve.append((size, r))
+            if r >= ratios[0] - 1e-12:
+                break
+        out[t] = (ratios[0], tuple(curve))
+    return out

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         from planner.console import guard, out
         from planner.fileio import atomic_writer, check_writable
         from planner.loader import load_instance
-        from planner.review.demand import Demand, demand_from_trace, measure_prefix, parse_window
+        from planner.review.demand import Demand, demand_from_trace, measure_prefix, measure_prefix_curve, parse_window
         from planner.review.figures import FiguresBuilder, TypeFigures, figures_yaml
         from planner.sim.prefix import PrefixIndex
         from planner.sim.replay import TraceArgs, check_trace_args, trace_feed
@@ -145,6 +145,13 @@ def register(app: typer.Typer) -> None:
                 )
                 d = measure_prefix(d, stream, None if capacity is True else capacity)
             figs = fb.finish(float(d.lengths_s().sum()))
+            if figures_path is not None and index:  # the reuse a plan may count on (planner.capacity.prefix_hit)
+                stream = (
+                    (r.arrival_s, mapper.type_of(r), r.input_tokens, index.get(order[r.source], r.line)) for r in tr
+                )
+                for ty, reuse in measure_prefix_curve(ids, stream).items():
+                    if ty in figs:
+                        figs[ty].prefix = reuse
             targets = {q.id: inst.attainment(q) or 0.99 for q in inst.query_types}
             if figures_path is not None:
                 source = ", ".join(Path(p).name for p in (traces or mapper.trace_paths))

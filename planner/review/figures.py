@@ -193,6 +193,9 @@ class TypeFigures:
     # the rate figures above, by instance key, without the largest burst's episode (written where
     # it is injected)
     without_burst: dict[str, float] = field(default_factory=dict)
+    # prefix reuse where the trace has prefix-block ids: the unbounded cache's token-weighted hit
+    # ratio and [cache tokens, ratio] of LRU caches (planner.review.demand.measure_prefix_curve)
+    prefix: tuple[float, tuple[tuple[int, float], ...]] | None = None
 
     @property
     def burst_share(self) -> float:
@@ -262,6 +265,14 @@ class TypeFigures:
                 doc[f"{side}_min"] = max(1, round(stats["min"]))
                 doc[f"{side}_max"] = max(1, round(stats["max"]))
             doc[f"{side}_percentiles"] = [[_num(pc), max(1, round(stats[f"{pc:g}"]))] for pc in TABLE_PERCENTILES]
+        if self.prefix is not None:
+            # rounded down: a plan sized on them must not count on reuse the trace did not have
+            ratio, curve = self.prefix
+            doc["prefix_hit_ratio"] = math.floor(ratio * 1000) / 1000
+            if curve:
+                top = doc["prefix_hit_ratio"]
+                doc["prefix_hit_curve"] = [[size, min(math.floor(r * 1000) / 1000, top)] for size, r in curve]
+                doc["prefix_hit_rate"] = doc["arrival_rate"]  # the traffic the curve describes
         return doc
 
 

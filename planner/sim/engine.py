@@ -52,7 +52,11 @@ Prefix caching
     order, memory accounting). A request whose trace gives prefix-block ids starts its prefill at
     the longest cached prefix: its first chunk runs with k = the cached tokens (the chunks attend
     to them, T's a_kc and a_k terms), so a fully cached prompt but its last block costs only that
-    block. Hits are counted per type (``prefix_hits`` / ``prefix_tokens``).
+    block. Hits are counted per type (``prefix_hits`` / ``prefix_tokens``). A request may instead
+    arrive with a stated number of cached tokens (``arrive(..., cached=k)``), or with a draw u
+    against a reuse stated per amount of free KV (``SimConfig.stated_reuse``; the capacity model's,
+    :mod:`planner.capacity`): its whole prompt is cached when u is below the share stated for the
+    free KV its worker has when it is admitted.
 
 Metrics stream into fixed-size histograms, so memory does not grow with the trace.
 """
@@ -85,7 +89,9 @@ class Req:
 
     __slots__ = (
         "arrival",
+        "cached",
         "done",
+        "draw",
         "first",
         "g",
         "hashes",
@@ -119,6 +125,8 @@ class Req:
         self.preempted = 0
         self.service: Service | None = None
         self.hashes: tuple[int, ...] | None = None  # prefix-block ids (planner.sim.prefix), if the trace has them
+        self.cached = 0  # prompt tokens stated cached (no ids; taken once)
+        self.draw = 1.0  # uniform draw against SimConfig.stated_reuse (1: no stated reuse)
 
 
 class Worker:
@@ -241,6 +249,12 @@ class Worker:
         self.run_ver += 1
         self.sim.push(self.run_end, self, self.run_ver)
 
+    def _stated_share(self) -> float:
+        """The stated reuse at this worker's free KV now (``SimConfig.stated_reuse``: the share of
+        the most free tokens it asks for that are free, 0 below the first)."""
+        free = self.cap - self.kv_used() - self.n_dec
+        return max((h for need, h in self.sim.config.stated_reuse if need <= free), default=0.0)
+
     # ------------------------------------------------------------------ one scheduler step
     def start(self, now: float) -> None:
         """Compose the next iteration (or decode run) and schedule its end; idle when no work."""
@@ -287,9 +301,15 @@ class Worker:
                     continue
                 r.state = PREFILL
                 self.kv_res += r.prompt
-                if cache is not None and r.hashes is not None and r.done == 0:
+                if cache is not None and r.done == 0 and (r.hashes is not None or r.cached or r.draw < 1.0):
                     # The cached head of the prompt is not computed again; its chunks attend to it.
-                    hit = min(cache.match(r.hashes, r.inp), hit_cap(r.prompt))
+                    # A stated hit (no ids) holds for the first prefill only: after a preemption
+                    # its blocks may be gone.
+                    found = cache.match(r.hashes, r.inp) if r.hashes is not None else 0
+                    if r.draw < 1.0 and r.draw < self._stated_share():
+                        found = r.prompt
+                    hit = min(max(found, r.cached), hit_cap(r.prompt))
+                    r.cached, r.draw = 0, 1.0
                     r.done = hit
                     self.pool.qtok[self.idx] -= hit
                     self.sim.prefix_hits[r.ty] += hit
@@ -493,6 +513,10 @@ class SimConfig:
     headroom: float = 0.7  # Aladdin: fraction of each SLO bound the packing may fill
     fast_forward: bool = True  # False: one event per iteration (the reference the tests compare to)
     prefix_caching: bool = True  # vLLM's --enable-prefix-caching (its default); hits need hash ids
+    # Reuse stated rather than traced (planner.capacity.prefix_hit): (free KV tokens, share h)
+    # steps; a request arriving with draw u < h at the free KV of its admission finds its prompt
+    # cached (all but vLLM's last block).
+    stated_reuse: tuple[tuple[float, float], ...] = ()
 
 
 class Simulator:
@@ -587,8 +611,19 @@ class Simulator:
             self.placement_ns = self.placement_ns[::2]
 
     def arrive(
-        self, uid: int, ty: int | None, arrival: float, inp: int, out: int, hashes: tuple[int, ...] | None = None
+        self,
+        uid: int,
+        ty: int | None,
+        arrival: float,
+        inp: int,
+        out: int,
+        hashes: tuple[int, ...] | None = None,
+        cached: int = 0,
+        draw: float = 1.0,
     ) -> None:
+        """One request: ``hashes`` its prefix-block ids (matched against the worker's cache),
+        ``cached`` the prompt tokens to take as cached without ids (at most vLLM's cap, once),
+        ``draw`` its uniform against ``SimConfig.stated_reuse``."""
         self.metrics.arrived(ty)
         if ty is None:
             self.metrics.unmapped += 1
@@ -612,6 +647,7 @@ class Simulator:
         r = Req(uid, ty, arrival, inp, out)
         r.service = svc
         r.hashes = hashes
+        r.cached, r.draw = cached, draw
         self._place(r, first, arrival)
 
     def handoff(self, r: Req, now: float) -> None:
