@@ -80,45 +80,61 @@ def run(
     milp_time_limit: float = 60.0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """One row per (family, seed, method) run; ``progress``: a bar on stderr if it is a terminal."""
+    """One row per (family, seed, method) run; ``progress``: a bar on stderr if it is a terminal.
+
+    Each (family, seed) instance is one task of the executor in force (:mod:`planner.executor`:
+    in process, a process pool, or Ray), its methods run one after the other in it, and the rows
+    come back in (family, seed, method) order whichever executor ran them. Solver seconds are
+    measured inside the task: with several tasks per machine they share its cores (each solver
+    runs one thread)."""
+    from planner import executor
     from planner.progress import Steps
     from planner.progress import progress as display
 
-    rows = []
-    jobs = [(FAMILIES[f], s) for f in families for s in seeds]
-    shown = display("bench", total=len(jobs) * len(methods))
+    jobs = [(f, s, tuple(methods), milp_time_limit) for f in families for s in seeds]
+    shown = display("bench", total=len(jobs))
     with shown if progress else contextlib.nullcontext(Steps(None, None, "")) as bar:
-        for fam, seed in jobs:
-            inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
-            t_model = _model_seconds(table, fam.milp_backend)
-            agh: Plan | None = None  # one AGH run per instance: its own row and milp-warm's start
-            base = instance_row(fam, seed, table, t_gen, t_load, t_table, t_model)
-            for method in methods:
-                if fam.methods is not None and method not in fam.methods:
-                    bar.advance()
-                    continue
-                bar.update(f"{fam.name} seed {seed} {method}")
-                kw: dict[str, object] = {"seed": seed}
-                if method in ("milp", "milp-warm"):
-                    kw["time_limit"] = milp_time_limit
-                    kw["backend"] = fam.milp_backend
-                if method in ("agh", "milp-warm") and agh is None:
-                    agh = solve(inst, "agh", table=table, seed=seed)
-                if method == "milp-warm":
-                    # The MILP from AGH's plan as its first incumbent; its seconds include AGH's.
-                    assert agh is not None
-                    plan = solve(inst, "milp", table=table, warm_start=agh, **kw)
-                    plan = plan.model_copy(update={"solve_seconds": plan.solve_seconds + agh.solve_seconds})
-                elif method == "agh":
-                    assert agh is not None
-                    plan = agh
-                else:
-                    plan = solve(inst, method, table=table, **kw)
-                rows.append({**base, **plan_row(inst, table, method, plan)})
-                bar.advance()
-    df = pd.DataFrame(rows)
+
+        def tick(done: int, total: int, name: str) -> None:
+            bar.update(f"{name} done")
+            bar.advance()
+
+        parts = executor.current().map(_bench_instance, jobs, [f"{f} seed {s}" for f, s, *_ in jobs], tick)
+    df = pd.DataFrame([row for rows in parts for row in rows])
     best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
     return with_gaps(df.join(best, on=["family", "seed"]))
+
+
+def _bench_instance(job: tuple[str, int, tuple[str, ...], float]) -> list[dict[str, Any]]:
+    """The rows of one (family, seed): generate, load and build its table, then every method."""
+    name, seed, methods, milp_time_limit = job
+    fam = FAMILIES[name]
+    rows = []
+    inst, table, (t_gen, t_load, t_table) = timed_instance(fam, seed)
+    t_model = _model_seconds(table, fam.milp_backend)
+    agh: Plan | None = None  # one AGH run per instance: its own row and milp-warm's start
+    base = instance_row(fam, seed, table, t_gen, t_load, t_table, t_model)
+    for method in methods:
+        if fam.methods is not None and method not in fam.methods:
+            continue
+        kw: dict[str, object] = {"seed": seed}
+        if method in ("milp", "milp-warm"):
+            kw["time_limit"] = milp_time_limit
+            kw["backend"] = fam.milp_backend
+        if method in ("agh", "milp-warm") and agh is None:
+            agh = solve(inst, "agh", table=table, seed=seed)
+        if method == "milp-warm":
+            # The MILP from AGH's plan as its first incumbent; its seconds include AGH's.
+            assert agh is not None
+            plan = solve(inst, "milp", table=table, warm_start=agh, **kw)
+            plan = plan.model_copy(update={"solve_seconds": plan.solve_seconds + agh.solve_seconds})
+        elif method == "agh":
+            assert agh is not None
+            plan = agh
+        else:
+            plan = solve(inst, method, table=table, **kw)
+        rows.append({**base, **plan_row(inst, table, method, plan)})
+    return rows
 
 
 def with_gaps(df: pd.DataFrame) -> pd.DataFrame:

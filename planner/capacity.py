@@ -67,7 +67,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1345,28 +1344,18 @@ def _disk_put(inst: Instance, key: Key, cap: Capacity) -> None:
 
 def measure_many(inst: Instance, keys: Iterable[Key], workers: int | None = None) -> dict[Key, Capacity]:
     """Simulated capacities of several pairs (cached in memory and on disk, :func:`_disk_dir`; new
-    ones in a process pool when there are several and more than one CPU)."""
+    ones as tasks of the executor in force, :mod:`planner.executor`)."""
     keys = list(dict.fromkeys(keys))
     for k in keys:
         if k not in _CACHE and (hit := _disk_get(inst, k)) is not None:
             _CACHE[k] = hit
     todo = [k for k in keys if k not in _CACHE]
-    n = workers if workers is not None else min(len(todo), os.cpu_count() or 1)
-    if len(todo) > 1 and n > 1:
-        import multiprocessing
+    from planner import executor
 
-        ctx = multiprocessing.get_context("fork")
-        ex = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
-        try:
-            for key, cap in ex.map(_measure_job, [(inst, k) for k in todo]):
-                _CACHE[key] = cap
-        except BaseException:  # Ctrl-C (or a failure): drop the queued jobs instead of waiting
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown()
-    else:
-        for k in todo:
-            _CACHE[k] = measure(inst, k)
+    ex = executor.current() if workers is None else executor.make(None, workers)
+    names = [f"{k.option.key} × {inst.query_types[k.type_index].id}" for k in todo]
+    for key, cap in ex.map(_measure_job, [(inst, k) for k in todo], names):
+        _CACHE[key] = cap
     for k in todo:
         _disk_put(inst, k, _CACHE[k])
     return {k: _CACHE[k] for k in keys}

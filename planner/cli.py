@@ -175,8 +175,11 @@ def solve(
     quiet: Annotated[
         bool, typer.Option("--quiet/--no-quiet", help="print no summary (without --out, just the plan)")
     ] = False,
+    workers: cliargs.WorkersOpt = None,
+    ray: cliargs.RayOpt = None,
 ) -> None:
-    """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3)."""
+    """Solve INSTANCE and write the plan (exit 0), or its diagnosis when proven infeasible (exit 3).
+    Capacities to simulate and --validate's pool replays run as parallel tasks (--workers, --ray)."""
     from planner.robustness import on_original, tightened
     from planner.solvers import METHODS
     from planner.solvers import solve as run
@@ -242,6 +245,9 @@ def solve(
 
     validation: list[Any] = []
     table, start = guard(prepare)
+    from planner import executor
+
+    fan_out = guard(lambda: cliargs.executor(ray, workers))
     # The plan goes to stdout only when it is all that goes there: then the summary (and every
     # other line for people) goes to stderr, so `planner solve X > plan.yaml` is a plan.
     say = err if out_path is None else out
@@ -288,8 +294,8 @@ def solve(
         return plan, t
 
     # A spinner on a terminal: model-mode solves simulate capacities and --validate replays traces.
-    with progress(f"solve {instance.name}") as steps:
-        plan, table = solve_and_validate(steps)
+    with progress(f"solve {instance.name}") as steps, executor.use(fan_out):
+        plan, table = guard(lambda: solve_and_validate(steps))
     if not quiet:
         print_plan_summary(plan, table, say)
     if out_path is not None:

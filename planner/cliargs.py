@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -199,3 +199,34 @@ class OneLineGroup(TyperGroup):
             sys.exit(1)
         # Non-standalone Click returns the code of a typer.Exit, or the command's own value.
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+MAX_WORKERS = 4096  # local processes or Ray tasks in flight; more is a typo
+
+# The fan-out options every command with independent tasks takes (planner.executor).
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", help="parallel tasks on this machine (default: one per CPU; 1: in this process)"),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the parallel tasks on Ray ('auto' starts a local cluster; else ray.init's address)",
+    ),
+]
+
+
+def executor(ray: str | None, workers: int | None) -> Any:
+    """The :class:`planner.executor.Executor` of ``--ray ADDRESS`` / ``--workers N`` (checked:
+    ``--workers`` a whole number in 1..4096; ``--ray`` needs the optional extra)."""
+    from planner import executor as ex
+
+    whole("--workers", workers, ge=1, le=MAX_WORKERS)
+    if ray is not None and not ray.strip():
+        raise InputError(None, "--ray", "give an address, or 'auto' to start a local Ray cluster")
+    try:
+        return ex.make(ray, workers)
+    except RuntimeError as exc:  # Ray missing, or its cluster unreachable
+        raise InputError(None, "--ray", str(exc)) from None

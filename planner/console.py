@@ -29,11 +29,16 @@ T = TypeVar("T")
 
 def guard(fn: Callable[[], T]) -> T:
     """Run ``fn``; bad input becomes one line on stderr and exit code 2."""
+    from planner.executor import FanOutError
+
     try:
         return fn()
     except InputError as exc:
         err.print(f"error: {exc.line()}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INPUT) from None
+    except FanOutError as exc:  # tasks that failed twice, by name: a failure, not bad input
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def output_path(path: Path | None, option: str, suffixes: tuple[str, ...] = YAML_SUFFIXES + JSON_SUFFIXES) -> None:

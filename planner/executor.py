@@ -72,7 +72,7 @@ def _call(fn: Callable[[Any], Any], arg: Any) -> _Outcome:
     """Run one task and wrap what it returned or raised (a worker never dies of a task's error)."""
     try:
         return _Outcome(True, fn(arg))
-    except Exception as exc:  # noqa: BLE001 - reported by name to the caller
+    except Exception as exc:  # reported by name to the caller
         return _Outcome(False, None, f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
 
@@ -186,12 +186,12 @@ class LocalPool(Executor):
                     i = live.pop(fut)
                     try:
                         out = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - the worker process died (killed, out of memory)
+                    except Exception as exc:  # the worker process died (killed, out of memory)
                         out = _Outcome(False, None, f"worker lost: {type(exc).__name__}: {exc}")
                     if book.settle(i, out):
                         try:
                             live[ex.submit(_call, fn, args[i])] = i
-                        except Exception as exc:  # noqa: BLE001 - a broken pool takes no more work
+                        except Exception as exc:  # a broken pool takes no more work
                             book.settle(i, _Outcome(False, None, f"worker lost: {type(exc).__name__}: {exc}"))
         except BaseException:  # Ctrl-C (or a failure of ours): drop the queued tasks instead of waiting
             ex.shutdown(wait=False, cancel_futures=True)
@@ -218,12 +218,15 @@ class RayExecutor(Executor):
                 "log_to_driver": False,
                 "configure_logging": False,
             }
-            if address in ("auto", "local"):
-                if workers is not None:
-                    kwargs["num_cpus"] = workers
-                ray.init(**kwargs)
-            else:
-                ray.init(address=address, **kwargs)
+            try:
+                if address in ("auto", "local"):
+                    if workers is not None:
+                        kwargs["num_cpus"] = workers
+                    ray.init(**kwargs)
+                else:
+                    ray.init(address=address, **kwargs)
+            except Exception as exc:  # an unreachable address, a cluster that would not start
+                raise RuntimeError(f"Ray at {address!r}: {type(exc).__name__}: {exc}") from exc
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
 
@@ -238,7 +241,7 @@ class RayExecutor(Executor):
                     i = live.pop(ref)
                     try:
                         out = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - the worker died (node lost, OOM kill)
+                    except Exception as exc:  # the worker died (node lost, OOM kill)
                         out = _Outcome(False, None, f"worker lost: {type(exc).__name__}: {exc}")
                     if book.settle(i, out):
                         live[self._remote.remote(fn_ref, args[i])] = i

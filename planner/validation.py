@@ -6,7 +6,7 @@ window) make a plan's promise a measured one:
 1. **Replay.** The trace's requests are split over the plan's deployments as the router would
    (each type's routing fractions, smooth weighted round-robin, unserved shares dropped; a
    conversation's later turns follow its earlier ones where the trace has prefix ids:
-   :func:`split_by_plan`), and each
+   :class:`planner.sim.engine.Router`), and each
    pool replays its share with its planned replicas under the placement policy. Pools are
    independent once routing is fixed, so they run in a process pool. A type's attainment is its
    requests that met every SLO limit over those served, summed over the pools it is routed to.
@@ -38,9 +38,7 @@ for the instance's own table: ``planner check`` accepts it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,48 +74,22 @@ def split_by_plan(inst: Instance, plan: Plan, reqs: Any) -> list[tuple[Deploymen
     A split pair is one entry, its prefill deployment (routing names it; :func:`partner` gives
     its decode pool): the pair's pools serve the same requests one after the other.
 
-    Requests are dealt by each type's routing fractions (smooth weighted round-robin), except
-    that where the trace has prefix-block ids a request whose prompt is mostly a prefix already
-    sent to one deployment follows it (:func:`_follow`): a conversation stays on the model and
-    pool that holds its history, as a prefix-aware gateway keeps it (llm-d's prefix scorer,
-    Dynamo's KV router) and as the planner's reuse assumes (:func:`planner.capacity.prefix_hit`:
-    a pool serving x of a type sees x of its sessions). The shares then hold per new session,
-    not per request."""
+    Requests are dealt as the simulator's router deals them (:class:`planner.sim.engine.Router`:
+    each type's shares, a conversation kept on the pool that holds its history where the trace
+    has prefix-block ids), so each pool replays what it would see in the whole plan's replay."""
     from planner.sim.cluster import decode_pools, plan_routing
-    from planner.sim.engine import _SmoothWRR
+    from planner.sim.engine import Router
 
     deployed, routing, _ = plan_routing(inst, plan)
     decode_pools(plan)  # a pair with one pool and not the other is refused here
-    routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
-    serves = {ty: {k for k, w in shares if k is not None and w > 0} for ty, shares in routing.items()}
+    router = Router(routing)
     hashes = getattr(reqs, "hashes", None)
-    owner: dict[int, int] = {}  # prefix block id → the deployment its last request went to
     dest = np.full(len(reqs), -1)
     for n, ty in enumerate(reqs.ty.tolist()):
-        if ty >= 0 and ty in routes:
-            ids = hashes[n] if hashes is not None else None
-            k = _follow(ids, owner, serves[ty]) if ids else None
-            if k is None:
-                k = routes[ty].pick()
+        if ty >= 0:
+            k = router.pick(ty, hashes[n] if hashes is not None else None)
             dest[n] = -1 if k is None else k
-            if ids and k is not None:
-                for h in ids:
-                    owner[h] = k
     return [(d, reqs.subset(dest == k)) for k, d in enumerate(deployed)]
-
-
-def _follow(ids: tuple[int, ...], owner: dict[int, int], allowed: set[int]) -> int | None:
-    """Session affinity across deployments: the deployment that received the longest prefix of
-    these block ids, when that prefix is at least half the prompt's blocks (a conversation's next
-    turn re-sends the last one's prompt and reply; a shared system prompt alone is not a session)
-    and the deployment serves the type; else None (the plan's shares pick)."""
-    k, m = None, 0
-    for h in ids:
-        o = owner.get(h)
-        if o is None:
-            break
-        k, m = o, m + 1
-    return k if k is not None and 2 * m >= len(ids) and k in allowed else None
 
 
 def partner(plan: Plan, d: Deployment) -> Deployment | None:
@@ -175,21 +147,14 @@ def replay(
     plan: Plan | None = None,
 ) -> list[PoolReplay]:
     """Every pool on its share of the trace (:func:`split_by_plan`; step 1 of the module
-    docstring); a split pair's share runs through both its pools, found in ``plan``."""
-    jobs = [(inst, d, sub, policy, seed, _decode_of(plan, d)) for d, sub in shares if len(sub)]
-    n = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-    if n > 1 and len(jobs) > 1:
-        import multiprocessing
+    docstring); a split pair's share runs through both its pools, found in ``plan``. The pools
+    run as tasks of the executor in force (:mod:`planner.executor`; ``workers``: a process pool
+    of that many instead)."""
+    from planner import executor
 
-        ex = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
-        try:
-            out = list(ex.map(_replay_job, jobs))
-        except BaseException:  # Ctrl-C (or a failure): drop the queued replays instead of waiting
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown()
-        return out
-    return [_replay_job(j) for j in jobs]
+    jobs = [(inst, d, sub, policy, seed, _decode_of(plan, d)) for d, sub in shares if len(sub)]
+    ex = executor.current() if workers is None else executor.make(None, workers)
+    return ex.map(_replay_job, jobs, [d.option.key for _, d, *_ in jobs])
 
 
 def max_share(

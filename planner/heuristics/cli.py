@@ -149,8 +149,11 @@ def bench(
     milp_time_limit: Annotated[float, typer.Option(help="seconds per MILP")] = 60.0,
     # Not benchmarks/results: those are the committed results (benchmarks/bench.py regenerates them).
     out_dir: Annotated[Path, typer.Option("--out", help="results directory")] = Path("bench-results"),
+    workers: cliargs.WorkersOpt = None,
+    ray: cliargs.RayOpt = None,
 ) -> None:
-    """Run methods × instance families × seeds; write CSV, Markdown and plots."""
+    """Run methods × instance families × seeds; write CSV, Markdown and plots (one task per
+    family and seed, on --workers processes or --ray)."""
     from planner.bench import FAMILIES, run, summary, write
     from planner.console import guard
     from planner.console import out as console
@@ -177,7 +180,10 @@ def bench(
                 raise InputError(None, "--methods", f"unknown method {m!r}; known: {', '.join(METHODS)}")
 
     guard(prepare)
-    df = run(fams, meths, range(seeds), milp_time_limit=milp_time_limit)
+    from planner import executor
+
+    with executor.use(guard(lambda: cliargs.executor(ray, workers))):
+        df = guard(lambda: run(fams, meths, range(seeds), milp_time_limit=milp_time_limit))
     paths = guard(lambda: write(df, out_dir))
     console.print(summary(df).to_string(index=False))
     for p in paths:

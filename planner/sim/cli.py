@@ -1,7 +1,9 @@
 """``planner simulate`` and ``planner scale`` (registered by :data:`planner.cli.EXTENSIONS`).
 
 simulate INSTANCE PLAN --trace FILE...   replay a trace through the plan's cluster; prints the
-                                         summary; ``--strict`` exits 1 when a type misses --target
+                                         summary; ``--strict`` exits 1 when a type misses --target;
+                                         ``--shard`` replays pool by pool as parallel tasks
+                                         (--workers, --ray; :mod:`planner.sim.shard`)
 scale INSTANCE --trace FILE... --option M/G/TP/PP
                                          fewest replicas per policy reaching --target attainment;
                                          ``--tp-sweep`` compares every TP of the instance by goodput
@@ -15,6 +17,7 @@ share, are in :mod:`planner.sim.replay`; this module is the commands' arguments 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -158,6 +161,17 @@ def register(app: typer.Typer) -> None:
         requests_csv: Annotated[Path | None, typer.Option("--requests", help="write one CSV row per request")] = None,
         plots: Annotated[Path | None, typer.Option(help="write latency, attainment and load plots to this dir")] = None,
         quiet: Annotated[bool, typer.Option(help="print no summary")] = False,
+        shard: Annotated[
+            bool,
+            typer.Option(
+                "--shard/--no-shard", help="replay pool by pool as parallel tasks (long traces; --workers, --ray)"
+            ),
+        ] = False,
+        shard_dir: Annotated[
+            Path | None, typer.Option(help="--shard: scratch directory for the pools' shards (default: a temp dir)")
+        ] = None,
+        workers: cliargs.WorkersOpt = None,
+        ray: cliargs.RayOpt = None,
     ) -> None:
         """Replay a request trace through PLAN's cluster and report SLO attainment per query type."""
         from planner.console import guard, out
@@ -186,6 +200,14 @@ def register(app: typer.Typer) -> None:
             targs = TraceArgs(trace, mapping, rate_scale, time_scale, limit, start, duration, skip_bad, seed)
             check_trace_args(targs)
             sp = _parse_split(split) if split else None
+            if shard:
+                for name, given in (("--requests", requests_csv), ("--plots", plots), ("--split", split)):
+                    if given is not None:
+                        raise InputError(None, name, "not available with --shard (per-request rows, load over time)")
+                if shard_dir is not None and not shard_dir.is_dir():
+                    raise InputError(str(shard_dir), "--shard-dir", "not a directory")
+            elif workers is not None or ray is not None:
+                raise InputError(None, "--workers" if workers is not None else "--ray", "goes with --shard")
             inst = load_instance(instance)
             needs_model_mode(inst, instance)
             plan = read_plan(plan_file)
@@ -203,10 +225,36 @@ def register(app: typer.Typer) -> None:
             return inst, plan, tr, mapper, sp
 
         inst, plan, tr, mapper, sp = guard(prepare)
+        fan_out = guard(lambda: cliargs.executor(ray, workers)) if shard else None
 
         def replay(fh: Any) -> Any:
+            if fan_out is not None:
+                return sharded()
             sim = run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
             if tr.stats.emitted == 0:  # raised inside the writer: no empty --requests file either
+                raise InputError(None, "--trace", "no request in the window (--start, --duration): nothing to simulate")
+            return sim
+
+        def sharded() -> Any:
+            from planner.sim.engine import SimConfig
+            from planner.sim.replay import feed_of
+            from planner.sim.shard import replay_sharded
+
+            config = SimConfig(policy=policy, seed=seed, staleness_s=staleness)
+            if headroom is not None:
+                config.headroom = headroom
+            with progress(f"simulate {plan_file.name}: pools") as bar:
+                bar.total(0)
+
+                def tick(done: int, total: int, name: str) -> None:
+                    bar.total(total)
+                    bar.update(f"{name} done")
+                    bar.advance()
+
+                feed = feed_of(tr, mapper)
+                label = str(plan_file)
+                sim = replay_sharded(inst, plan, feed, config, fan_out, shard_dir, progress=tick, plan_label=label)
+            if tr.stats.emitted == 0:
                 raise InputError(None, "--trace", "no request in the window (--start, --duration): nothing to simulate")
             return sim
 
@@ -218,7 +266,8 @@ def register(app: typer.Typer) -> None:
 
         # --requests, --out and --plots land together once all are written (or none does).
         with staged_outputs():
-            with progress(f"simulate {plan_file.name}"):
+            # (--shard draws its own bar over the pools)
+            with progress(f"simulate {plan_file.name}") if fan_out is None else contextlib.nullcontext():
                 sim = guard(go)
             s = sim.summary()
             s["trace"] = tr.summary()

@@ -543,7 +543,7 @@ class Simulator:
             self.services.append(Service(key, pools, min(limits) if len(specs) > 1 else specs[0].max_context))
         self.type_ids = type_ids
         self.slos = slos
-        self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
+        self.router = Router(routing)
         self.predictors = [LengthPredictor(p) for p in prior_output]
         self.policy = make_policy(config.policy, config.seed, config.headroom, slos)
         self.track_overrun = self.policy.corrects_predictions
@@ -628,8 +628,7 @@ class Simulator:
         if ty is None:
             self.metrics.unmapped += 1
             return
-        route = self.routes.get(ty)
-        s = route.pick() if route is not None else None
+        s = self.router.pick(ty, hashes)
         if s is None:
             self.metrics.rejected(ty, "unserved")
             return
@@ -756,6 +755,49 @@ class Simulator:
     # ------------------------------------------------------------------ results
     def summary(self) -> dict[str, Any]:
         return summarize(self)
+
+
+class Router:
+    """The plan's router in front of its services: each type's shares by smooth weighted
+    round-robin, except that a request whose prompt is mostly a prefix already sent to one service
+    goes there (:meth:`follow`): a conversation stays on the model and pool that hold its history,
+    as a prefix-aware gateway keeps it (llm-d's prefix scorer, Dynamo's KV router), and as the
+    planner's reuse assumes (:func:`planner.capacity.prefix_hit`). The shares then hold per new
+    conversation, not per request. Deterministic: the picks depend on the request stream only,
+    so a pool replayed on its own share (:func:`planner.validation.split_by_plan`) sees what it
+    sees in the whole plan's replay."""
+
+    def __init__(self, routing: dict[int, list[tuple[int | None, float]]]) -> None:
+        self.routes = {ty: _SmoothWRR(shares) for ty, shares in routing.items()}
+        self.serves = {ty: {k for k, w in shares if k is not None and w > 0} for ty, shares in routing.items()}
+        self.owner: dict[int, int] = {}  # prefix block id → the service its last request went to
+
+    def pick(self, ty: int, hashes: tuple[int, ...] | None = None) -> int | None:
+        """The service of a request of type ``ty`` (None: unserved, or a type without routes)."""
+        route = self.routes.get(ty)
+        if route is None:
+            return None
+        k = self.follow(hashes, self.serves[ty]) if hashes else None
+        if k is None:
+            k = route.pick()
+        if hashes and k is not None:
+            owner = self.owner
+            for h in hashes:
+                owner[h] = k
+        return k
+
+    def follow(self, ids: tuple[int, ...], allowed: set[int]) -> int | None:
+        """The service that received the longest prefix of these block ids, when that prefix is at
+        least half the prompt's blocks (a conversation's next turn re-sends the last one's prompt
+        and reply; a shared system prompt alone is not a conversation) and it serves the type."""
+        k, m = None, 0
+        owner = self.owner
+        for h in ids:
+            o = owner.get(h)
+            if o is None:
+                break
+            k, m = o, m + 1
+        return k if k is not None and 2 * m >= len(ids) and k in allowed else None
 
 
 class _SmoothWRR:
