@@ -312,8 +312,11 @@ def register(app: typer.Typer) -> None:
         skip_bad: SkipOpt = False,
         seed: Annotated[int, typer.Option(help="seed")] = 0,
         out_path: Annotated[Path | None, typer.Option("--out", help="write the results as JSON here")] = None,
+        workers: cliargs.WorkersOpt = None,
+        ray: cliargs.RayOpt = None,
     ) -> None:
-        """Fewest replicas per placement policy that keep SLO attainment at --target on a trace."""
+        """Fewest replicas per placement policy that keep SLO attainment at --target on a trace
+        (each option's or pool's search per policy one parallel task: --workers, --ray)."""
         from rich.table import Table
 
         from planner.console import guard, out
@@ -399,7 +402,10 @@ def register(app: typer.Typer) -> None:
                 return scale_plan(inst, table, plan, reqs, names, target, seed, staleness, steps)
             return scale_options(inst, table, opts, reqs, names, target, seed, staleness, dec, steps)
 
-        with progress("scale", total=0) as steps:
+        from planner import executor
+
+        fan_out = guard(lambda: cliargs.executor(ray, workers))
+        with progress("scale", total=0) as steps, executor.use(fan_out):
             rows = guard(run)
         t = Table(title=f"fewest replicas at {target} attainment")
         for col in ("option", "policy", "replicas", "GPUs", "attainment", "goodput/GPU", "planner", "note"):
@@ -459,20 +465,33 @@ def scale_options(
     decode_option: Any = None,
     steps: Steps | None = None,
 ) -> list[dict[str, Any]]:
+    """Each (option, policy) search as one task of the executor in force (:mod:`planner.executor`)."""
+    jobs = [
+        (inst, opt, reqs, p, target, table, seed, staleness, decode_option, _cap(opt, decode_option))
+        for opt in options
+        for p in policies
+    ]
+    return _fan_out(_scale_job, jobs, [f"{j[1].key} {j[3]}" for j in jobs], steps)
+
+
+def _scale_job(job: tuple[Any, ...]) -> dict[str, Any]:
     from planner.sim.scale import min_replicas
 
+    inst, opt, reqs, p, target, table, seed, staleness, decode_option, cap = job
+    return min_replicas(inst, opt, reqs, p, target, table, seed, staleness, decode_option, cap=cap).row()
+
+
+def _fan_out(fn: Any, jobs: list[Any], names: list[str], steps: Steps | None) -> list[Any]:
+    from planner import executor
+
     steps = steps or Steps(None, None, "")
-    steps.total(len(options) * len(policies))
-    rows = []
-    for opt in options:
-        for p in policies:
-            steps.update(f"{opt.key} {p}")
-            res = min_replicas(
-                inst, opt, reqs, p, target, table, seed, staleness, decode_option, cap=_cap(opt, decode_option)
-            )
-            rows.append(res.row())
-            steps.advance()
-    return rows
+    steps.total(len(jobs))
+
+    def tick(done: int, total: int, name: str) -> None:
+        steps.update(f"{name} done")
+        steps.advance()
+
+    return executor.current().map(fn, jobs, names, tick)
 
 
 def scale_plan(
@@ -486,22 +505,21 @@ def scale_plan(
     staleness: float,
     steps: Steps | None = None,
 ) -> list[dict[str, Any]]:
-    """Each deployment on the requests the plan's routing sends to it, beside its MILP count."""
+    """Each deployment on the requests the plan's routing sends to it, beside its MILP count (each
+    (deployment, policy) search one task of the executor in force)."""
     from planner.plan import refuse_split
-    from planner.sim.scale import min_replicas
     from planner.validation import split_by_plan
 
     refuse_split(plan, "--plan", "sized pool by pool by scale (simulate replays the pair)")
-    steps = steps or Steps(None, None, "")
     shares = [(d, sub) for d, sub in split_by_plan(inst, plan, reqs) if len(sub) > 0]
-    steps.total(len(shares) * len(policies))
-    rows = []
-    for d, sub in shares:
-        for p in policies:
-            steps.update(f"{d.option.key} {p}")
-            row = min_replicas(inst, d.option, sub, p, target, table, seed, staleness, cap=_cap(d.option)).row()
-            row["planned_replicas"] = d.replicas
-            row["requests"] = len(sub)
-            rows.append(row)
-            steps.advance()
+    jobs = [
+        (inst, d.option, sub, p, target, table, seed, staleness, None, _cap(d.option))
+        for d, sub in shares
+        for p in policies
+    ]
+    rows = _fan_out(_scale_job, jobs, [f"{j[1].key} {j[3]}" for j in jobs], steps)
+    planned = [(d.replicas, len(sub)) for d, sub in shares for _ in policies]
+    for row, (replicas, n) in zip(rows, planned, strict=True):
+        row["planned_replicas"] = replicas
+        row["requests"] = n
     return rows

@@ -6,8 +6,9 @@ conversation kept where its history is). So a replay of a plan is the union of i
 replays:
 
 1. **Shard.** The trace is read once, each request routed and appended to its pool's shard:
-   columns of fixed-size chunks written to a scratch directory as they fill (``chunk`` requests,
-   32 bytes each), so the driver holds one chunk per pool, never the trace. Requests of no type
+   columns of fixed-size chunks written to a scratch directory as they fill (28 bytes a request;
+   a chunk is BUFFER / pools requests, at least MIN_CHUNK), so the driver holds one chunk per
+   pool — about 120 MB whatever the number of pools —, never the trace. Requests of no type
    or routed to no pool are counted here (``unmapped``, ``unserved``).
 2. **Replay.** One task per pool (:mod:`planner.executor`: in process, a process pool, or Ray)
    streams its chunks into a simulator of that pool alone — a split pair is one task, both its
@@ -42,7 +43,8 @@ from planner.sim.engine import Router, SimConfig
 from planner.sim.metrics import Metrics
 from planner.sim.state import PoolSpec
 
-CHUNK = 1 << 20  # requests per chunk file (32 MB of columns)
+BUFFER = 1 << 22  # requests the driver buffers over all pools (28 bytes each: 117 MB)
+MIN_CHUNK = 1 << 14  # requests per chunk file at least
 
 
 @dataclass
@@ -68,11 +70,18 @@ class _Buffer:
 
 
 def shard_trace(
-    feed: Iterable[tuple[Any, ...]], router: Router, services: int, metrics: Metrics, out_dir: Path, chunk: int = CHUNK
+    feed: Iterable[tuple[Any, ...]],
+    router: Router,
+    services: int,
+    metrics: Metrics,
+    out_dir: Path,
+    chunk: int | None = None,
 ) -> list[Shard]:
     """Route every request of ``feed`` (the simulator's rows, :func:`planner.sim.replay.feed_of`)
     to its service and write each service's requests to chunk files under ``out_dir``; requests
     that reach no service are counted in ``metrics`` as the simulator counts them."""
+    if chunk is None:
+        chunk = max(MIN_CHUNK, BUFFER // max(services, 1))
     shards = [Shard(k) for k in range(services)]
     bufs = [_Buffer(chunk) for _ in range(services)]
     any_ids = False
@@ -250,7 +259,7 @@ def replay_sharded(
     config: SimConfig,
     executor: Any = None,
     shard_dir: Path | None = None,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
     progress: Any = None,
     plan_label: str = "plan",
 ) -> MergedReplay:
