@@ -115,15 +115,15 @@ def test_reuse_buys_capacity_bounded_by_the_kv_cache() -> None:
     assert C.fingerprint(_with(small, ti, prefix_hit_rate=1.872), opt, ti) == C.fingerprint(small, opt, ti)
     assert C.fingerprint(_with(small, ti, prefix_hit_rate=3.0), opt, ti) != C.fingerprint(small, opt, ti)
     # simulated: reuse 0.4 at any free KV serves more than none, and the run took 0.4 of the
-    # prompt tokens from the cache (less vLLM's last blocks); a curve that needs more free KV than
-    # a replica has at that rate is not reached
+    # prompt tokens from the cache (less vLLM's last blocks)
     cap = {name: C.measure(i, C.make_key(i, opt, ti, 0.99)) for name, i in (("none", inst), ("free", free))}
     assert cap["free"].simulated and cap["free"].rate_rps > 1.2 * cap["none"].rate_rps
     assert cap["free"].attainment >= 0.99 and 0.36 < cap["free"].prefix_hit <= 0.4
     assert cap["none"].prefix_hit == 0.0
+    # a curve whose one point needs more free KV than the replica has reaches nothing
     tight = _with(inst, ti, prefix_hit_ratio=0.4, prefix_hit_curve=[[1e9, 0.4]])
-    capped = C.measure(tight, C.make_key(tight, opt, ti, 0.99))
-    assert capped.prefix_hit == 0.0 and capped.rate_rps == pytest.approx(cap["none"].rate_rps, rel=0.05)
+    need, share = C.prefix_steps(tight.query_types[ti], cap["none"].rate_rps)[0]
+    assert need > eng.kv_capacity and share == 0.4
 
 
 def test_curve_of_a_stream_with_known_reuse() -> None:
@@ -212,3 +212,13 @@ def test_conversations_stay_on_the_pool_that_holds_their_history() -> None:
     plain = split_by_plan(inst, plan, Requests(reqs.arrival, reqs.ty, reqs.inp, reqs.out, None))
     assert [len(sub) for _, sub in plain] == [62, 61]
     assert sum(len(p) == 2 for p in pools_of(plain).values()) == n_conv  # round-robin scatters them
+
+
+@pytest.mark.parametrize(("need", "hits"), [(0.0, 1984), (1e12, 0)])
+def test_stated_reuse_holds_only_with_the_free_kv_it_needs(need: float, hits: int) -> None:
+    """A draw below the share hits (its whole prompt but the last block) when the worker has the
+    free KV the step names at admission; the draw above never does."""
+    inst = load_instance(ROOT / "instances" / "azure-2023.yaml")
+    sim = simulator_for_option(inst, parse_option(A100_8B), 1, SimConfig(stated_reuse=((need, 0.5),)))
+    sim.run([(0, CONV_LONG, 0.0, 2000, 2, None, 0, 0.1), (1, CONV_LONG, 50.0, 2000, 2, None, 0, 0.9)])
+    assert sim.prefix_hits[CONV_LONG] == hits and sim.prefix_tokens[CONV_LONG] == 4000  # both looked up
