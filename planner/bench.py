@@ -94,12 +94,7 @@ def run(
     jobs = [(f, s, tuple(methods), milp_time_limit) for f in families for s in seeds]
     shown = display("bench", total=len(jobs))
     with shown if progress else contextlib.nullcontext(Steps(None, None, "")) as bar:
-
-        def tick(done: int, total: int, name: str) -> None:
-            bar.update(f"{name} done")
-            bar.advance()
-
-        parts = executor.current().map(_bench_instance, jobs, [f"{f} seed {s}" for f, s, *_ in jobs], tick)
+        parts = executor.current().map(_bench_instance, jobs, [f"{f} seed {s}" for f, s, *_ in jobs], bar.task_done)
     df = pd.DataFrame([row for rows in parts for row in rows])
     best = df.groupby(["family", "seed"])["bound"].max().rename("best_bound")
     return with_gaps(df.join(best, on=["family", "seed"]))

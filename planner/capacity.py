@@ -208,11 +208,11 @@ def fingerprint(inst: Instance, option: Option, type_index: int) -> str:
     if q.arrival_burst_rate is not None and q.arrival_rate > 0:
         type_doc["largest_burst"] = [q.arrival_burst_rate / q.arrival_rate, q.arrival_burst_s, q.arrival_burst_share]
         type_doc["burst_envelope"] = [[sec, r / q.arrival_rate] for sec, r in q.arrival_burst_envelope or ()]
-    if q.prefix_hit_ratio is not None or q.prefix_hit_curve is not None:
+    if has_prefix(q):
         # the curve's cache sizes are over the type's traffic at its rate (:func:`prefix_hit`)
         type_doc["prefix"] = [q.prefix_hit_ratio, [list(k) for k in q.prefix_hit_curve or ()]]
         if q.prefix_hit_curve is not None:
-            type_doc["prefix_rate"] = q.prefix_hit_rate or q.arrival_rate
+            type_doc["prefix_rate"] = prefix_rate(q)
     clustered = q.arrival_cluster_s is not None and q.arrival_rate > 0
     if clustered:
         type_doc["cluster"] = [q.arrival_cluster_s, q.arrival_cluster_excess]
@@ -268,6 +268,11 @@ def has_prefix(q: QueryType) -> bool:
     return q.prefix_hit_ratio is not None or q.prefix_hit_curve is not None
 
 
+def prefix_rate(q: QueryType) -> float:
+    """λ₀: the rate of the traffic the type's ``prefix_hit_curve`` describes (default its own)."""
+    return q.prefix_hit_rate or q.arrival_rate
+
+
 def prefix_max(q: QueryType) -> float:
     """The most reuse the type states: the unbounded cache's ratio (else the curve's last)."""
     if q.prefix_hit_ratio is not None:
@@ -309,7 +314,7 @@ def prefix_hit(q: QueryType, kv_capacity: int, rate: float, limits: tuple[float,
     if rate <= 0:
         return q.prefix_hit_curve[-1][1]
     inflight = rate * request_life(q, limits) * (q.input_tokens + q.output_tokens / 2)
-    equiv = max(0.0, kv_capacity - inflight) * (q.prefix_hit_rate or q.arrival_rate) / rate
+    equiv = max(0.0, kv_capacity - inflight) * prefix_rate(q) / rate
     return max((h for c, h in q.prefix_hit_curve if c <= equiv), default=0.0)
 
 
@@ -320,7 +325,7 @@ def prefix_steps(q: QueryType, rate: float) -> tuple[tuple[float, float], ...]:
     worker's own KV, not estimated; without one, the stated ratio at any free KV."""
     if q.prefix_hit_curve is None:
         return ((0.0, q.prefix_hit_ratio),) if q.prefix_hit_ratio else ()
-    base = q.prefix_hit_rate or q.arrival_rate
+    base = prefix_rate(q)
     return tuple((c * rate / base, h) for c, h in q.prefix_hit_curve)
 
 
@@ -1253,17 +1258,16 @@ def _estimate(
     limits = _limits(q, tpot_s)
     if not has_prefix(q):
         return estimate_figures(engine, inp, out, limits, target, factors, burst, own, weights)
+
     # With prefix reuse h(r) falls with the rate (:func:`prefix_hit`): estimate at the most reuse,
     # then once more at the reuse of the rate found.
-    h = prefix_max(q)
-    est = estimate_figures(
-        engine, inp, out, limits, target, factors, burst, own, weights, prefix_cached(q, type_index, inp, h)
-    )
+    def at(h: float) -> Capacity:
+        cached = prefix_cached(q, type_index, inp, h)
+        return estimate_figures(engine, inp, out, limits, target, factors, burst, own, weights, cached)
+
+    est = at(prefix_max(q))
     if est.rate_rps > 0 and q.prefix_hit_curve is not None:
-        h = prefix_hit(q, engine.kv_capacity, est.rate_rps, limits)
-        est = estimate_figures(
-            engine, inp, out, limits, target, factors, burst, own, weights, prefix_cached(q, type_index, inp, h)
-        )
+        est = at(prefix_hit(q, engine.kv_capacity, est.rate_rps, limits))
     return est
 
 
@@ -1352,7 +1356,7 @@ def measure_many(inst: Instance, keys: Iterable[Key], workers: int | None = None
     todo = [k for k in keys if k not in _CACHE]
     from planner import executor
 
-    ex = executor.current() if workers is None else executor.make(None, workers)
+    ex = executor.current(workers)
     names = [f"{k.option.key} × {inst.query_types[k.type_index].id}" for k in todo]
     for key, cap in ex.map(_measure_job, [(inst, k) for k in todo], names):
         _CACHE[key] = cap

@@ -259,9 +259,11 @@ def _ray_call(fn: Callable[[Any], Any], arg: Any) -> _Outcome:
 _CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("planner_executor", default=None)
 
 
-def current() -> Executor:
+def current(workers: int | None = None) -> Executor:
     """The executor in force: the one :func:`use` set, else a process pool over every CPU (in a
-    worker process: in process)."""
+    worker process: in process). ``workers``: a caller's own count instead (:func:`make`)."""
+    if workers is not None:
+        return make(None, workers)
     ex = _CURRENT.get()
     if ex is not None:
         return ex

@@ -51,6 +51,13 @@ class Steps:
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, n)
 
+    def task_done(self, done: int, total: int, name: str) -> None:
+        """A fan-out's progress callback (:mod:`planner.executor`): task ``name`` finished, ``done``
+        of ``total``."""
+        self.total(total)
+        self.update(f"{name} done")
+        self.advance()
+
     def total(self, n: int) -> None:
         """Set the number of jobs once it is known (a bar needs ``total=`` at :func:`progress`)."""
         if self._bar is not None and self._task is not None:

@@ -37,9 +37,8 @@ for the instance's own table: ``planner check`` accepts it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,7 +62,7 @@ class PoolReplay:
     served: dict[int, int]  # by type index
     met: dict[int, int]
     # prompt tokens taken from the replicas' prefix caches and prompt tokens admitted, by type index
-    prefix: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    prefix: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def attainment(self, ty: int) -> float:
         return self.met[ty] / self.served[ty] if self.served.get(ty) else 1.0
@@ -109,7 +108,7 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | No
     """One service on its requests: a colocated pool, or a split pair's prefill pool feeding its
     decode pool (``dec``) as the plan deploys them (replicas and batch caps of each)."""
     inst, d, sub, policy, seed, dec = args
-    from planner.sim.cluster import simulator_for_option, simulator_for_pair
+    from planner.sim.cluster import simulator_for_service
     from planner.sim.engine import SimConfig
 
     types = sorted({int(t) for t in np.unique(sub.ty) if t >= 0})
@@ -117,17 +116,7 @@ def _replay_job(args: tuple[Instance, Deployment, Any, str, int, Deployment | No
     met = {t: 0 for t in types}
     prefix: dict[int, tuple[int, int]] = {}
     if types:
-        config = SimConfig(policy=policy, seed=seed)
-        if dec is None:
-            sim = simulator_for_option(inst, d.option, d.replicas, config, types, d.max_num_seqs)
-        else:
-            sim = simulator_for_pair(
-                inst,
-                (d.option, d.replicas, d.max_num_seqs),
-                (dec.option, dec.replicas, dec.max_num_seqs),
-                config,
-                types,
-            )
+        sim = simulator_for_service(inst, d, dec, SimConfig(policy=policy, seed=seed), types)
         sim.run(sub.feed())
         for t, st in sim.summary()["types"].items():
             ti = next(i for i, q in enumerate(inst.query_types) if q.id == t)
@@ -153,8 +142,7 @@ def replay(
     from planner import executor
 
     jobs = [(inst, d, sub, policy, seed, _decode_of(plan, d)) for d, sub in shares if len(sub)]
-    ex = executor.current() if workers is None else executor.make(None, workers)
-    return ex.map(_replay_job, jobs, [d.option.key for _, d, *_ in jobs])
+    return executor.current(workers).map(_replay_job, jobs, [d.option.key for _, d, *_ in jobs])
 
 
 def max_share(

@@ -7,6 +7,7 @@ input is one line and exit 2, with nothing written.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -140,16 +141,15 @@ def register(app: typer.Typer) -> None:
             index = PrefixIndex(tr.paths) if capacity is not False else None
             if index:  # a second pass: the hit ratios need the windows' bounds
                 order = {s: k for k, s in reversed(list(enumerate(tr.sources)))}
-                stream = (
-                    (r.arrival_s, mapper.type_of(r), r.input_tokens, index.get(order[r.source], r.line)) for r in tr
-                )
-                d = measure_prefix(d, stream, None if capacity is True else capacity)
+
+                def with_ids() -> Iterator[tuple[float, str | None, int, tuple[int, ...] | None]]:
+                    for r in tr:
+                        yield r.arrival_s, mapper.type_of(r), r.input_tokens, index.get(order[r.source], r.line)
+
+                d = measure_prefix(d, with_ids(), None if capacity is True else capacity)
             figs = fb.finish(float(d.lengths_s().sum()))
             if figures_path is not None and index:  # the reuse a plan may count on (planner.capacity.prefix_hit)
-                stream = (
-                    (r.arrival_s, mapper.type_of(r), r.input_tokens, index.get(order[r.source], r.line)) for r in tr
-                )
-                for ty, reuse in measure_prefix_curve(ids, stream).items():
+                for ty, reuse in measure_prefix_curve(ids, with_ids()).items():
                     if ty in figs:
                         figs[ty].prefix = reuse
             targets = {q.id: inst.attainment(q) or 0.99 for q in inst.query_types}

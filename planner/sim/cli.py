@@ -229,8 +229,9 @@ def register(app: typer.Typer) -> None:
 
         def replay(fh: Any) -> Any:
             if fan_out is not None:
-                return sharded()
-            sim = run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
+                sim = sharded()
+            else:
+                sim = run_simulation(inst, plan, tr, mapper, policy, seed, staleness, sp, fh, headroom)
             if tr.stats.emitted == 0:  # raised inside the writer: no empty --requests file either
                 raise InputError(None, "--trace", "no request in the window (--start, --duration): nothing to simulate")
             return sim
@@ -245,18 +246,11 @@ def register(app: typer.Typer) -> None:
                 config.headroom = headroom
             with progress(f"simulate {plan_file.name}: pools") as bar:
                 bar.total(0)
-
-                def tick(done: int, total: int, name: str) -> None:
-                    bar.total(total)
-                    bar.update(f"{name} done")
-                    bar.advance()
-
                 feed = feed_of(tr, mapper)
                 label = str(plan_file)
-                sim = replay_sharded(inst, plan, feed, config, fan_out, shard_dir, progress=tick, plan_label=label)
-            if tr.stats.emitted == 0:
-                raise InputError(None, "--trace", "no request in the window (--start, --duration): nothing to simulate")
-            return sim
+                return replay_sharded(
+                    inst, plan, feed, config, fan_out, shard_dir, progress=bar.task_done, plan_label=label
+                )
 
         def go() -> Any:
             if requests_csv is not None:
@@ -486,12 +480,7 @@ def _fan_out(fn: Any, jobs: list[Any], names: list[str], steps: Steps | None) ->
 
     steps = steps or Steps(None, None, "")
     steps.total(len(jobs))
-
-    def tick(done: int, total: int, name: str) -> None:
-        steps.update(f"{name} done")
-        steps.advance()
-
-    return executor.current().map(fn, jobs, names, tick)
+    return executor.current().map(fn, jobs, names, steps.task_done)
 
 
 def scale_plan(

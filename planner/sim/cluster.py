@@ -265,6 +265,22 @@ def simulator_for_option(
     return _simulator(inst, [(option.key, pools)], routing, config, per_request)
 
 
+def simulator_for_service(
+    inst: Instance, d: Deployment, decode: Deployment | None, config: SimConfig, types: Iterable[int]
+) -> Simulator:
+    """One service of a plan alone, as deployed (replicas and batch caps): the pool of a colocated
+    deployment ``d``, or a split pair's prefill pool ``d`` feeding its decode pool ``decode``."""
+    if decode is None:
+        return simulator_for_option(inst, d.option, d.replicas, config, types, d.max_num_seqs)
+    return simulator_for_pair(
+        inst,
+        (d.option, d.replicas, d.max_num_seqs),
+        (decode.option, decode.replicas, decode.max_num_seqs),
+        config,
+        types,
+    )
+
+
 def simulator_for_pair(
     inst: Instance,
     prefill: tuple[Option, int, int | None],

@@ -84,7 +84,6 @@ def shard_trace(
         chunk = max(MIN_CHUNK, BUFFER // max(services, 1))
     shards = [Shard(k) for k in range(services)]
     bufs = [_Buffer(chunk) for _ in range(services)]
-    any_ids = False
 
     def flush(k: int) -> None:
         b = bufs[k]
@@ -116,7 +115,6 @@ def shard_trace(
         j = b.n
         b.uid[j], b.ty[j], b.t[j], b.inp[j], b.out[j] = uid, ty, t, inp, out
         b.hashes.append(ids)
-        any_ids = any_ids or ids is not None
         b.n = j + 1
         if b.n == chunk:
             flush(k)
@@ -175,13 +173,11 @@ def replay_pool(job: tuple[Any, ...]) -> PoolResult:
     """One task: a service of the plan (a pool, or a split pair's two) on its shard."""
     import resource
 
-    from planner.sim.cluster import _simulator, pool_spec
+    from planner.sim.cluster import simulator_for_service
 
-    inst, name, specs, types, config, files = job
+    inst, d, dec, types, config, files = job
     t0 = time.perf_counter()
-    pools = [pool_spec(inst, opt, n, seqs, types, role) for opt, n, seqs, role in specs]
-    routing: dict[int, list[tuple[int | None, float]]] = {t: [(0, 1.0)] for t in types}
-    sim = _simulator(inst, [(name, pools)], routing, config, None)
+    sim = simulator_for_service(inst, d, dec, config, types)
     sim.run(read_shard(files))
     counters = [
         PoolCounters(
@@ -191,7 +187,7 @@ def replay_pool(job: tuple[Any, ...]) -> PoolResult:
     ]
     sim.metrics.writer = None
     return PoolResult(
-        name,
+        sim.services[0].key,
         sim.metrics,
         sim.now,
         sim.n_events,
@@ -284,18 +280,9 @@ def replay_sharded(
         for d, sh in zip(deployed, shards, strict=True):
             if not sh.files:
                 continue
-            types = sorted(routed[d.option])
-            specs = [(d.option, d.replicas, d.max_num_seqs, "mixed")]
-            name = d.option.key
-            if d.role == "prefill":
-                dec = decoders[d.option.pair]
-                specs = [
-                    (d.option, d.replicas, d.max_num_seqs, "prefill"),
-                    (dec.option, dec.replicas, dec.max_num_seqs, "decode"),
-                ]
-                name = d.option.pair
-            jobs.append((inst, name, specs, types, config, sh.files))
-            names.append(f"{name} ({sh.requests:,} requests)")
+            dec = decoders[d.option.pair] if d.role == "prefill" else None
+            jobs.append((inst, d, dec, sorted(routed[d.option]), config, sh.files))
+            names.append(f"{d.option.pair if dec else d.option.key} ({sh.requests:,} requests)")
         results: list[PoolResult] = ex.map(replay_pool, jobs, names, progress)
         t2 = time.perf_counter()
     finally:
