@@ -17,18 +17,11 @@ from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
 
 POLISH_GAP = 2e-3  # the restricted problem need not be closed exactly (1e-2 was measured no faster)
-# HiGHS's presolve off: on small restricted models it costs more than it saves (AGH on
+# HiGHS's presolve off on small restricted models, where it costs more than it saves (AGH on
 # table-50×20×20, 10 seeds, ~2k columns: median 3.7 → 2.9 s on a loaded 2-core machine, the same
-# plans), and on fleet-100×30×30 (4-9k columns, without the link rows below) one polish took 50 s
-# with it and 4 s without (seed 3).
+# plans). Not measured beyond POLISH_SMALL columns, so left on there.
 POLISH_HIGHS: dict[str, object] = {"presolve": "off"}
-# Above this many columns the restricted model leaves out the link_route rows x[i,k] ≤ z[k]
-# (one per pair, implied at integrality: build_matrix's route_links). They tighten the LP's
-# storage term, which pays on table-50×20×20 (2-3k columns: median gap 0.21% with them, 0.50%
-# without, same time), but on fleet-100×30×30 (4-9k columns) HiGHS's root spent up to the 60-s
-# safety net on them: 5 seeds, median 12.5 → 7.6 s (max 70 → 12 s), median gap 0.54 → 0.56%.
-# fleet-200×40×40 (12-28k columns, 3 seeds): 80 → 77 s, median gap 0.67 → 0.81%.
-POLISH_LINKS = 4000
+POLISH_SMALL = 5000
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
@@ -84,15 +77,13 @@ def solve_scope(
 
     X: np.ndarray | None = None
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
-        options = np.array(sorted(scope), dtype=np.int64)
-        columns = 2 * len(options) + int(data.ok[:, options].sum()) + data.n  # y, z, x, u
-        mm = build_matrix(data.table, options=options, route_links=columns <= POLISH_LINKS)
+        mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
         res = mm.solve(
             time_limit=time_limit,
             gap=POLISH_GAP,
             improving_limit=improving_limit,
             start=None if start is None else mm.start_of(start.y, start.X),
-            options=POLISH_HIGHS,
+            options=POLISH_HIGHS if mm.columns <= POLISH_SMALL else None,
         )
         if res.values is not None:
             X = mm.routing(res.values)
