@@ -241,6 +241,8 @@ def _markdown(table: pd.DataFrame) -> str:
 
 
 def plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Median gap and seconds against instance size, one line per method (log-log); a plot with
+    no value to draw (no bound proved: heuristics alone) is not written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,11 +253,17 @@ def plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ("gap", "gap to best proven bound", "bench_gap.png"),
         ("seconds", "solve seconds", "bench_runtime.png"),
     ):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        lines = []
         for method, sub in df.groupby("method"):
-            med = sub.groupby("size")[metric].median()
-            vals = med.clip(lower=1e-6) if metric == "gap" else med
-            ax.plot(vals.index, vals.values, marker="o", label=str(method))
+            med = sub.groupby("size")[metric].median().dropna()
+            vals = med.clip(lower=1e-6) if metric == "gap" else med[med > 0]
+            if not vals.empty:
+                lines.append((str(method), vals))
+        if not lines:  # e.g. heuristics alone: no method proved a bound, so there is no gap
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method, vals in lines:
+            ax.plot(vals.index, vals.values, marker="o", label=method)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("instance size: types × models × tiers")

@@ -38,6 +38,14 @@ def test_bench_writes_results(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file(), name
 
 
+def test_bench_of_heuristics_alone_has_no_gap_plot(tmp_path: Path) -> None:
+    """Without an exact method no bound is proved, so there is no gap to plot (this crashed on a
+    log scale with nothing above 0 after writing the tables)."""
+    res = run("bench", "--families", "table-5x5x5", "--methods", "gh", "--seeds", "1", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv", "bench.md", "bench_runtime.png"]
+
+
 def test_bad_options_exit_2(tmp_path: Path) -> None:
     inst = tmp_path / "g.yaml"
     assert run("generate", "--mode", "bogus", "--out", str(inst)).exit_code == 2
