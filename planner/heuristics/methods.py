@@ -201,6 +201,53 @@ def _split_polish(table: OptionTable, data: Data, plan: Plan, log: list[str], t0
     )
 
 
+def starts(
+    data: Data,
+    seed: int,
+    random_starts: int = 1,
+    slope_starts: int = 2,
+    criteria: list[StoppingCriterion] | None = None,
+) -> tuple[list[State], Counter[int], str]:
+    """AGH's starts after their local search, cheapest first; the options the fluid rounds routed
+    to (round counts: the polish's extra scope); and why a start stalled ("" if none did).
+
+    Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
+    seeded jitter); ``criteria`` may end the construction early."""
+    builders = [("gh", order, 0.0) for order in orders(data, seed, random_starts)]
+    builders += [("slope", None, 0.0 if j == 0 else 0.5) for j in range(slope_starts)]
+    halt = AnyOf([MaxIterations(len(builders)), *(criteria or [])])
+    built: list[tuple[str, State]] = []
+    touched: Counter[int] = Counter()
+    why = ""
+    for n, (kind, order, jitter) in enumerate(builders):
+        if kind == "gh":
+            state, reason = construct(data, order)
+        else:
+            state = slope_scaling(data, jitter=jitter, seed=seed * 1000 + n, touched=touched)
+            reason = "slope scaling found no feasible routing"
+        if state is None:
+            why = why or reason
+        else:
+            built.append((kind, state))
+        if halt(min((s.cost for _, s in built), default=float("inf"))):
+            break
+    # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
+    # start by more than 20% (then it rarely wins after the search, and the time is better spent).
+    fluid_best = min((s.cost for k, s in built if k == "slope"), default=float("inf"))
+    greedy = [
+        s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
+    ]
+    found = sorted((local_search(s) for s in [*greedy, *(s for k, s in built if k == "slope")]), key=lambda s: s.cost)
+    return found, touched, why
+
+
+def polish_scope(found: list[State], touched: Counter[int]) -> tuple[list[State], set[int]]:
+    """The first polish's starts (the best four) and extra options (the POLISH_EXTRA options the
+    fluid rounds used most, ties by index: a bounded, deterministic scope)."""
+    extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
+    return found[:4], extra
+
+
 def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False, time_limit: float | None = None) -> Plan:
     """One greedy pass, types by descending arrival rate (the paper's GH).
 
@@ -241,44 +288,19 @@ def solve_agh(
     """
     t0 = time.perf_counter()
     data = Data.from_table(table)
-    builders = [("gh", order, 0.0) for order in orders(data, seed, random_starts)]
-    builders += [("slope", None, 0.0 if j == 0 else 0.5) for j in range(slope_starts)]
-    criteria: list[StoppingCriterion] = [MaxIterations(len(builders))]
+    criteria: list[StoppingCriterion] = []
     if stop is not None:
         criteria.append(stop)
     if time_limit is not None:
         criteria.append(MaxRuntime(time_limit))
-    halt = AnyOf(criteria)
-    built: list[tuple[str, State]] = []
-    touched: Counter[int] = Counter()
+    found, touched, why = starts(data, seed, random_starts, slope_starts, criteria)
     limits: list[str] = []  # the polish's solves that ended on their time limit
-    why = ""
-    for n, (kind, order, jitter) in enumerate(builders):
-        if kind == "gh":
-            state, reason = construct(data, order)
-        else:
-            state = slope_scaling(data, jitter=jitter, seed=seed * 1000 + n, touched=touched)
-            reason = "slope scaling found no feasible routing"
-        if state is None:
-            why = why or reason
-        else:
-            built.append((kind, state))
-        if halt(min((s.cost for _, s in built), default=float("inf"))):
-            break
-    # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
-    # start by more than 20% (then it rarely wins after the search, and the time is better spent).
-    fluid_best = min((s.cost for k, s in built if k == "slope"), default=float("inf"))
-    greedy = [
-        s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
-    ]
-    found = sorted((local_search(s) for s in [*greedy, *(s for k, s in built if k == "slope")]), key=lambda s: s.cost)
     best = found[0] if found else None
     if polish and (found or touched):
         left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
-        # The options the fluid rounds used most, ties by index: a bounded, deterministic scope.
-        extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
+        first, extra = polish_scope(found, touched)
         polished = polish_restricted(
-            data, found[:4], extra=extra, time_limit=POLISH_S if left is None else left, log=limits
+            data, first, extra=extra, time_limit=POLISH_S if left is None else left, log=limits
         )
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
             if polished is None:

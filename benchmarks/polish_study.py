@@ -1,0 +1,296 @@
+"""Study: cheaper polishes for AGH than the restricted MILP (issue 14's 1-s target at 50×20×20).
+
+AGH spends most of its time in the polish: HiGHS on the exact model restricted to ~40 options
+(``planner/heuristics/polish.py``), twice. This study runs AGH's own starts
+(:func:`planner.heuristics.methods.starts`) once per seed and hands the same starts and scope to
+each candidate polish, every answer followed by AGH's local search:
+
+* ``milp x2`` — AGH's polish as shipped (the restricted MILP, then again around its answer);
+* ``milp x1`` — the first restricted MILP only;
+* ``lp-ysearch`` — replicas y as the only decision, routing re-solved as an LP for each trial
+  (HiGHS hot-started on bound changes): drop one replica where that pays, else swap one replica
+  for one of another option, candidates ranked by the capacity rows' duals;
+* ``lp-lns`` — the same with larger moves: take one replica (or all) from an option and let
+  every other option grow continuously in the LP, round the growth up, trim it one by one;
+* ``lp-dive`` — the scope's LP relaxation, rounding the replica count nearest to an integer
+  and re-solving until every count is whole (rounding up where rounding down is infeasible).
+
+Gap: to the proven optimum of ``benchmarks/results/bench.csv`` (the MILP's bound). Seconds: the
+polish (and its local search) alone, on the same machine, one process.
+
+    python benchmarks/polish_study.py [--seeds 10]   # → benchmarks/results/polish_study.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner.bench import FAMILIES, timed_instance
+from planner.fileio import write_atomic
+from planner.heuristics.methods import _polish_around, polish_scope, starts
+from planner.heuristics.polish import polish
+from planner.heuristics.search import local_search
+from planner.heuristics.state import Data, State, state_of
+from planner.solvers.backends import new_highs
+from planner.solvers.matrix import build_matrix
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY = "table-50x20x20"
+
+
+class ScopeLP:
+    """The exact model over ``scope`` as an LP in HiGHS, replicas y (and z) set by bounds."""
+
+    def __init__(self, data: Data, scope: set[int]) -> None:
+        import highspy
+
+        self.kOptimal = highspy.HighsModelStatus.kOptimal
+        self.mm = mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64), route_links=False)
+        self.nK = len(mm.K)
+        self.h = h = new_highs()
+        h.setOptionValue("presolve", "off")
+        h.setOptionValue("threads", 1)
+        h.addCols(mm.columns, mm.cost, mm.lb, mm.ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        h.addRows(len(mm.row_lo), mm.row_lo, mm.row_hi, len(mm.index), mm.starts, mm.index, mm.value)
+        self.cap_row = len(mm.types)  # the capacity rows follow the coverage rows
+        self.M = mm.ub[: self.nK].copy()
+        self.calls = 0
+
+    def bounds(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        """y in [lo, hi]; z fixed at 1 where lo > 0, at 0 where hi = 0, else free."""
+        n = self.nK
+        self.h.changeColsBounds(n, np.arange(n, dtype=np.int32), lo.astype(float), hi.astype(float))
+        zlo, zhi = (lo > 0).astype(float), (hi > 0).astype(float)
+        self.h.changeColsBounds(n, np.arange(n, 2 * n, dtype=np.int32), zlo, zhi)
+
+    def solve(self) -> float:
+        self.h.run()
+        self.calls += 1
+        return self.h.getInfo().objective_function_value if self.h.getModelStatus() == self.kOptimal else np.inf
+
+    def fixed(self, y: np.ndarray) -> float:
+        self.bounds(y, y)
+        return self.solve()
+
+    def values(self) -> np.ndarray:
+        return np.asarray(self.h.getSolution().col_value)
+
+    def state(self, data: Data) -> State | None:
+        return state_of(data, self.mm.routing(self.values()))
+
+
+def _limits_ok(data: Data, lp: ScopeLP, y: np.ndarray) -> bool:
+    """Budget and GPU availability of replica counts y over the scope (the LP keeps the rest)."""
+    K = lp.mm.K
+    t = data.table
+    if float(t.rental[K] @ y + t.storage[K] @ (y > 0)) > data.budget * (1 + 1e-12) + 1e-9:
+        return False
+    used = np.zeros(len(data.avail))
+    np.add.at(used, data.tier[K], data.gpus[K] * y)
+    return bool((used <= data.avail + 1e-9).all())
+
+
+def lp_ysearch(data: Data, scope: set[int], start: State, swaps: int = 4) -> State | None:
+    lp = ScopeLP(data, scope)
+    rent, stor = data.table.rental[lp.mm.K], data.table.storage[lp.mm.K]
+    y = start.y[lp.mm.K].astype(float)
+    cur = lp.fixed(y)
+    for _ in range(30):
+        improved = False
+        opens = np.flatnonzero(y > 0)
+        for p in opens[np.argsort(-(rent[opens] + stor[opens] * (y[opens] == 1)), kind="stable")]:
+            y[p] -= 1
+            obj = lp.fixed(y) if _limits_ok(data, lp, y) else np.inf
+            if obj < cur - 1e-7:
+                cur, improved = obj, True
+            else:
+                y[p] += 1
+        if not improved:  # one-for-one swaps, the targets ranked by their capacity duals
+            lp.fixed(y)
+            pi = np.abs(np.asarray(lp.h.getSolution().row_dual)[lp.cap_row : lp.cap_row + lp.nK])
+            cost_in = rent + stor * (y == 0)
+            rank = np.argsort(cost_in - data.umax * pi, kind="stable")  # one replica's estimated net cost
+            for p in sorted(np.flatnonzero(y > 0), key=lambda p: -(rent[p] + stor[p] * (y[p] == 1))):
+                saving = rent[p] + stor[p] * (y[p] == 1)
+                for q in [q for q in rank if q != p and cost_in[q] < saving - 1e-7][:swaps]:
+                    y[p] -= 1
+                    y[q] += 1
+                    obj = lp.fixed(y) if _limits_ok(data, lp, y) else np.inf
+                    if obj < cur - 1e-7:
+                        cur, improved = obj, True
+                        break
+                    y[p] += 1
+                    y[q] -= 1
+                if improved:
+                    break
+        if not improved:
+            break
+    lp.fixed(y)
+    return lp.state(data)
+
+
+def lp_lns(data: Data, scope: set[int], start: State) -> State | None:
+    lp = ScopeLP(data, scope)
+    rent, stor = data.table.rental[lp.mm.K], data.table.storage[lp.mm.K]
+    y = start.y[lp.mm.K].astype(float)
+    cur = lp.fixed(y)
+    for _ in range(20):
+        improved = False
+        opens = np.flatnonzero(y > 0)
+        for p in opens[np.argsort(-(rent[opens] + stor[opens] * (y[opens] == 1)), kind="stable")]:
+            for target in (y[p] - 1, 0.0) if y[p] > 1 else (0.0,):
+                lo, hi = y.copy(), lp.M.copy()
+                lo[p] = hi[p] = target
+                lp.bounds(lo, hi)
+                if lp.solve() >= cur - 1e-7:
+                    continue
+                y2 = np.maximum(y, np.ceil(lp.values()[: lp.nK] - 1e-6))
+                y2[p] = target
+                c2 = lp.fixed(y2) if _limits_ok(data, lp, y2) else np.inf
+                for q in np.flatnonzero(y2 > y):  # trim the rounded-up growth
+                    while np.isfinite(c2) and y2[q] > y[q]:
+                        y2[q] -= 1
+                        c3 = lp.fixed(y2)
+                        if c3 < c2 - 1e-7:
+                            c2 = c3
+                        else:
+                            y2[q] += 1
+                            break
+                if c2 < cur - 1e-7:
+                    y, cur, improved = y2, c2, True
+                    break
+            if improved:
+                break
+        if not improved:
+            break
+    lp.fixed(y)
+    return lp.state(data)
+
+
+def lp_dive(data: Data, scope: set[int], start: State) -> State | None:
+    del start  # the dive starts from the LP relaxation, not from a plan
+    lp = ScopeLP(data, scope)
+    lo, hi = np.zeros(lp.nK), lp.M.copy()
+    lp.bounds(lo, hi)
+    if not np.isfinite(lp.solve()):
+        return None
+    for _ in range(4 * lp.nK + 10):
+        y = lp.values()[: lp.nK]
+        frac = y - np.floor(y + 1e-6)
+        open_ = np.flatnonzero((frac > 1e-6) & (frac < 1 - 1e-6) & (lo < hi))
+        if len(open_) == 0:
+            break
+        p = open_[np.argmin(np.minimum(frac[open_], 1 - frac[open_]))]
+        down = frac[p] < 0.5
+        lo2, hi2 = lo.copy(), hi.copy()
+        if down:
+            hi2[p] = np.floor(y[p] + 1e-6)
+        else:
+            lo2[p] = np.ceil(y[p] - 1e-6)
+        lp.bounds(lo2, hi2)
+        if not np.isfinite(lp.solve()):  # rounding down broke a limit: round up instead
+            lo2, hi2 = lo.copy(), hi.copy()
+            lo2[p] = np.ceil(y[p] - 1e-6)
+            lp.bounds(lo2, hi2)
+            if not np.isfinite(lp.solve()):
+                return None
+        lo, hi = lo2, hi2
+    y = np.round(lp.values()[: lp.nK])
+    return lp.state(data) if np.isfinite(lp.fixed(y)) else None
+
+
+def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
+    def run(data: Data, first: list[State], extra: set[int]) -> State | None:
+        best = polish(data, first, extra=extra, time_limit=60.0)
+        if best is not None and rounds > 1:
+            again = _polish_around(data, best, 60.0, [])
+            best = again if again is not None else best
+        return best
+
+    return run
+
+
+def _lp(fn: Callable[[Data, set[int], State], State | None]) -> Callable[[Data, list[State], set[int]], State | None]:
+    def run(data: Data, first: list[State], extra: set[int]) -> State | None:
+        scope = set(extra)
+        for s in first:
+            scope.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
+        return fn(data, scope, first[0])
+
+    return run
+
+
+POLISHES = {
+    "milp x2": _milp(2),
+    "milp x1": _milp(1),
+    "lp-ysearch": _lp(lp_ysearch),
+    "lp-lns": _lp(lp_lns),
+    "lp-dive": _lp(lp_dive),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "polish_study.md")
+    args = ap.parse_args()
+    bench = pd.read_csv(ROOT / "benchmarks" / "results" / "bench.csv")
+    optimum = bench[(bench.family == FAMILY) & (bench.method == "milp")].set_index("seed")["bound"]
+    rows: list[dict[str, float]] = []
+    skipped: list[int] = []
+    for seed in range(args.seeds):
+        _, table, _ = timed_instance(FAMILIES[FAMILY], seed)
+        data = Data.from_table(table)
+        t0 = time.perf_counter()
+        found, touched, _ = starts(data, seed)
+        t_starts = time.perf_counter() - t0
+        if not found:  # every start stalled: AGH goes to the feasibility repair, not the polish
+            skipped.append(seed)
+            continue
+        first, extra = polish_scope(found, touched)
+        for name, fn in POLISHES.items():
+            t = time.perf_counter()
+            got = fn(data, first, extra)
+            best = local_search(min([s for s in (got, found[0]) if s is not None], key=lambda s: s.cost))
+            secs = time.perf_counter() - t
+            gap = (best.cost - optimum[seed]) / best.cost
+            rows.append({"seed": seed, "polish": name, "starts_s": t_starts, "polish_s": secs, "gap_pct": 100 * gap})
+            print(f"seed {seed} {name:11s} {secs:6.2f} s  gap {100 * gap:6.2f}%", flush=True)
+    df = pd.DataFrame(rows)
+    g = df.groupby("polish", sort=False)
+    table_md = pd.DataFrame(
+        {
+            "median polish s": g["polish_s"].median(),
+            "p95 polish s": g["polish_s"].quantile(0.95),
+            "median gap %": g["gap_pct"].median(),
+            "p95 gap %": g["gap_pct"].quantile(0.95),
+            "max gap %": g["gap_pct"].max(),
+            "at optimum": g["gap_pct"].apply(lambda s: int((s <= 1e-4).sum())),
+        }
+    )
+    lines = [
+        f"# Polish study: {FAMILY}, {df.seed.nunique()} seeds",
+        "",
+        "`python benchmarks/polish_study.py` (one process, 1 solver thread). Same starts and scope for every",
+        "polish; each answer then goes through AGH's local search. Gap to the MILP's proven optimum",
+        f"(`bench.csv`). AGH's starts themselves: median {df.groupby('seed').starts_s.first().median():.2f} s."
+        + (f" Seeds without a start (AGH repairs instead): {skipped}." if skipped else ""),
+        "",
+        "| polish | " + " | ".join(table_md.columns) + " |",
+        "|---|" + "---|" * len(table_md.columns),
+    ]
+    for name, r in table_md.iterrows():
+        cells = [f"{r[c]:.3f}" for c in table_md.columns[:-1]] + [f"{int(r['at optimum'])}/{df.seed.nunique()}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    write_atomic(args.out, "\n".join(lines) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
