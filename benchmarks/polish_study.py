@@ -81,7 +81,10 @@ class ScopeLP:
     def values(self) -> np.ndarray:
         return np.asarray(self.h.getSolution().col_value)
 
-    def state(self, data: Data) -> State | None:
+    def state(self, data: Data, y: np.ndarray | None = None) -> State | None:
+        """The routing of the last solve (of the LP at replica counts y, when given) as a state."""
+        if y is not None and not np.isfinite(self.fixed(y)):
+            return None
         return state_of(data, self.mm.routing(self.values()))
 
 
@@ -96,15 +99,24 @@ def _limits_ok(data: Data, lp: ScopeLP, y: np.ndarray) -> bool:
     return bool((used <= data.avail + 1e-9).all())
 
 
-def lp_ysearch(data: Data, scope: set[int], start: State, swaps: int = 4) -> State | None:
+def _from(data: Data, scope: set[int], start: State) -> tuple[ScopeLP, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(LP, rental, storage, y, cost) over the scope, at the start's replica counts."""
     lp = ScopeLP(data, scope)
-    rent, stor = data.table.rental[lp.mm.K], data.table.storage[lp.mm.K]
     y = start.y[lp.mm.K].astype(float)
-    cur = lp.fixed(y)
+    return lp, data.table.rental[lp.mm.K], data.table.storage[lp.mm.K], y, lp.fixed(y)
+
+
+def _by_saving(y: np.ndarray, rent: np.ndarray, stor: np.ndarray) -> np.ndarray:
+    """Open options, the largest saving of one replica less first."""
+    opens = np.flatnonzero(y > 0)
+    return opens[np.argsort(-(rent[opens] + stor[opens] * (y[opens] == 1)), kind="stable")]
+
+
+def lp_ysearch(data: Data, scope: set[int], start: State, swaps: int = 4) -> State | None:
+    lp, rent, stor, y, cur = _from(data, scope, start)
     for _ in range(30):
         improved = False
-        opens = np.flatnonzero(y > 0)
-        for p in opens[np.argsort(-(rent[opens] + stor[opens] * (y[opens] == 1)), kind="stable")]:
+        for p in _by_saving(y, rent, stor):
             y[p] -= 1
             obj = lp.fixed(y) if _limits_ok(data, lp, y) else np.inf
             if obj < cur - 1e-7:
@@ -116,7 +128,7 @@ def lp_ysearch(data: Data, scope: set[int], start: State, swaps: int = 4) -> Sta
             pi = np.abs(np.asarray(lp.h.getSolution().row_dual)[lp.cap_row : lp.cap_row + lp.nK])
             cost_in = rent + stor * (y == 0)
             rank = np.argsort(cost_in - data.umax * pi, kind="stable")  # one replica's estimated net cost
-            for p in sorted(np.flatnonzero(y > 0), key=lambda p: -(rent[p] + stor[p] * (y[p] == 1))):
+            for p in _by_saving(y, rent, stor):
                 saving = rent[p] + stor[p] * (y[p] == 1)
                 for q in [q for q in rank if q != p and cost_in[q] < saving - 1e-7][:swaps]:
                     y[p] -= 1
@@ -131,19 +143,14 @@ def lp_ysearch(data: Data, scope: set[int], start: State, swaps: int = 4) -> Sta
                     break
         if not improved:
             break
-    lp.fixed(y)
-    return lp.state(data)
+    return lp.state(data, y)
 
 
 def lp_lns(data: Data, scope: set[int], start: State) -> State | None:
-    lp = ScopeLP(data, scope)
-    rent, stor = data.table.rental[lp.mm.K], data.table.storage[lp.mm.K]
-    y = start.y[lp.mm.K].astype(float)
-    cur = lp.fixed(y)
+    lp, rent, stor, y, cur = _from(data, scope, start)
     for _ in range(20):
         improved = False
-        opens = np.flatnonzero(y > 0)
-        for p in opens[np.argsort(-(rent[opens] + stor[opens] * (y[opens] == 1)), kind="stable")]:
+        for p in _by_saving(y, rent, stor):
             for target in (y[p] - 1, 0.0) if y[p] > 1 else (0.0,):
                 lo, hi = y.copy(), lp.M.copy()
                 lo[p] = hi[p] = target
@@ -169,8 +176,7 @@ def lp_lns(data: Data, scope: set[int], start: State) -> State | None:
                 break
         if not improved:
             break
-    lp.fixed(y)
-    return lp.state(data)
+    return lp.state(data, y)
 
 
 def lp_dive(data: Data, scope: set[int], start: State) -> State | None:
@@ -201,8 +207,7 @@ def lp_dive(data: Data, scope: set[int], start: State) -> State | None:
             if not np.isfinite(lp.solve()):
                 return None
         lo, hi = lo2, hi2
-    y = np.round(lp.values()[: lp.nK])
-    return lp.state(data) if np.isfinite(lp.fixed(y)) else None
+    return lp.state(data, np.round(lp.values()[: lp.nK]))
 
 
 def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
