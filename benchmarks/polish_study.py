@@ -33,11 +33,11 @@ import pandas as pd
 
 from planner.bench import FAMILIES, timed_instance
 from planner.fileio import write_atomic
-from planner.heuristics.methods import _polish_around, polish_scope, starts
-from planner.heuristics.polish import polish
+from planner.heuristics.methods import POLISH_S, _polish_around, polish_scope, starts
+from planner.heuristics.polish import polish, scope_of
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
-from planner.solvers.backends import new_highs
+from planner.solvers.backends import load_arrays, new_highs
 from planner.solvers.matrix import build_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +56,9 @@ class ScopeLP:
         self.h = h = new_highs()
         h.setOptionValue("presolve", "off")
         h.setOptionValue("threads", 1)
-        h.addCols(mm.columns, mm.cost, mm.lb, mm.ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
-        h.addRows(len(mm.row_lo), mm.row_lo, mm.row_hi, len(mm.index), mm.starts, mm.index, mm.value)
+        load_arrays(h, mm.cost, mm.lb, mm.ub, mm.rows)
         self.cap_row = len(mm.types)  # the capacity rows follow the coverage rows
         self.M = mm.ub[: self.nK].copy()
-        self.calls = 0
 
     def bounds(self, lo: np.ndarray, hi: np.ndarray) -> None:
         """y in [lo, hi]; z fixed at 1 where lo > 0, at 0 where hi = 0, else free."""
@@ -71,7 +69,6 @@ class ScopeLP:
 
     def solve(self) -> float:
         self.h.run()
-        self.calls += 1
         return self.h.getInfo().objective_function_value if self.h.getModelStatus() == self.kOptimal else np.inf
 
     def fixed(self, y: np.ndarray) -> float:
@@ -212,9 +209,9 @@ def lp_dive(data: Data, scope: set[int], start: State) -> State | None:
 
 def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
     def run(data: Data, first: list[State], extra: set[int]) -> State | None:
-        best = polish(data, first, extra=extra, time_limit=60.0)
+        best = polish(data, first, extra=extra, time_limit=POLISH_S)
         if best is not None and rounds > 1:
-            again = _polish_around(data, best, 60.0, [])
+            again = _polish_around(data, best, POLISH_S, [])
             best = again if again is not None else best
         return best
 
@@ -223,10 +220,7 @@ def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
 
 def _lp(fn: Callable[[Data, set[int], State], State | None]) -> Callable[[Data, list[State], set[int]], State | None]:
     def run(data: Data, first: list[State], extra: set[int]) -> State | None:
-        scope = set(extra)
-        for s in first:
-            scope.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
-        return fn(data, scope, first[0])
+        return fn(data, scope_of(data, first, extra), first[0])
 
     return run
 

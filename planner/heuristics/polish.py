@@ -38,6 +38,14 @@ def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
     return start
 
 
+def scope_of(data: Data, states: list[State], extra: set[int] | None = None) -> set[int]:
+    """A restricted model's options: every option open in ``states``, plus ``extra``."""
+    union: set[int] = set(extra or ())
+    for s in states:
+        union.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
+    return union
+
+
 def polish(
     data: Data,
     states: list[State],
@@ -52,9 +60,7 @@ def polish(
     the search starts from the best of ``states`` and stops after ``improving_limit`` improving
     solutions (a deterministic work limit; ``time_limit`` is only a safety net).
     """
-    union: set[int] = set(extra or ())
-    for s in states:
-        union.update(int(k) for k in np.flatnonzero(s.y[: data.K] > 0))
+    union = scope_of(data, states, extra)
     if not union:
         return None
     best = min(states, key=lambda s: s.cost) if states else None

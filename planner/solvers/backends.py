@@ -199,6 +199,15 @@ def _linear_form(model: pyo.ConcreteModel) -> tuple[list[Any], dict[str, Any]]:
     return pyo_vars, payload
 
 
+def load_arrays(h: Any, cost: Any, lb: Any, ub: Any, rows: tuple[Any, Any, Any, Any, Any]) -> None:
+    """Columns (cost, bounds) and CSR rows ``(starts, index, value, lower, upper)`` into HiGHS ``h``."""
+    import numpy as np
+
+    h.addCols(len(cost), cost, lb, ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+    starts, index, value, lo, hi = rows
+    h.addRows(len(lo), lo, hi, len(index), starts, index, value)
+
+
 def solve_arrays(
     cost: Any,
     lb: Any,
@@ -231,10 +240,7 @@ def solve_arrays(
         h.setOptionValue("mip_max_improving_sols", int(opts.improving_limit))
     for name, v in (options or {}).items():
         h.setOptionValue(name, v)
-    n = len(cost)
-    h.addCols(n, cost, lb, ub, 0, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
-    starts, index, value, lo, hi = rows
-    h.addRows(len(lo), lo, hi, len(index), starts, index, value)
+    load_arrays(h, cost, lb, ub, rows)
     if not relax and len(integer):
         h.changeColsIntegrality(len(integer), integer, np.full(len(integer), highspy.HighsVarType.kInteger))
     if start is not None and not relax:

@@ -69,6 +69,11 @@ class MatrixModel:
     def columns(self) -> int:
         return len(self.cost)
 
+    @property
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """CSR rows (starts, index, value, lower, upper), as HiGHS takes them."""
+        return (self.starts, self.index, self.value, self.row_lo, self.row_hi)
+
     def solve(
         self,
         *,
@@ -86,8 +91,7 @@ class MatrixModel:
         opts = SolveOptions(
             time_limit=time_limit, gap=gap, threads=threads, node_limit=node_limit, improving_limit=improving_limit
         )
-        rows = (self.starts, self.index, self.value, self.row_lo, self.row_hi)
-        return solve_arrays(self.cost, self.lb, self.ub, self.integer, rows, opts, start, relax, options)
+        return solve_arrays(self.cost, self.lb, self.ub, self.integer, self.rows, opts, start, relax, options)
 
     def replicas(self, values: np.ndarray) -> np.ndarray:
         """y over the table's options (zeros outside K)."""
