@@ -165,7 +165,9 @@ def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) 
     return again if again is not None and again.cost < state.cost - 1e-9 else None
 
 
-def _split_polish(table: OptionTable, data: Data, plan: Plan, log: list[str], t0: float) -> Plan:
+def _split_polish(
+    table: OptionTable, data: Data, plan: Plan, log: list[str], t0: float, time_limit: float = POLISH_S
+) -> Plan:
     """AGH on a table with split prefill/decode pairs (:mod:`planner.disaggregation`): its moves
     and state know colocated options only, so the last step is the exact model restricted to the
     plan's options, each type's two cheapest and every split pair, started from the plan; its
@@ -178,10 +180,11 @@ def _split_polish(table: OptionTable, data: Data, plan: Plan, log: list[str], t0
     scope = {index[d.option] for d in plan.deployments if d.replicas and d.option in index}
     scope |= cheapest_per_type(data, 2)
     model = build_model(table, ModelScope(options=frozenset(scope), split=True))
-    opts = SolveOptions(time_limit=POLISH_S, gap=2e-3, improving_limit=2)
+    opts = SolveOptions(time_limit=time_limit, gap=2e-3, improving_limit=2)
     res = BACKENDS["highs"](model, opts, _start_from_plan(model, table, plan))
     if "time" in res.message.lower():
-        log.append(f"the split polish ({len(scope)} options, {len(model.S)} pairs) stopped at its {POLISH_S:g} s limit")
+        pairs = len(model.S)
+        log.append(f"the split polish ({len(scope)} options, {pairs} pairs) stopped at its {time_limit:.3g} s limit")
     if res.status not in ("optimal", "feasible") or res.objective is None or plan.objective is None:
         return plan
     if res.objective >= plan.objective - 1e-9:
@@ -207,12 +210,13 @@ def starts(
     random_starts: int = 1,
     slope_starts: int = 2,
     criteria: list[StoppingCriterion] | None = None,
+    deadline: MaxRuntime | None = None,
 ) -> tuple[list[State], Counter[int], str]:
     """AGH's starts after their local search, cheapest first; the options the fluid rounds routed
     to (round counts: the polish's extra scope); and why a start stalled ("" if none did).
 
     Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
-    seeded jitter); ``criteria`` may end the construction early."""
+    seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search."""
     builders = [("gh", order, 0.0) for order in orders(data, seed, random_starts)]
     builders += [("slope", None, 0.0 if j == 0 else 0.5) for j in range(slope_starts)]
     halt = AnyOf([MaxIterations(len(builders)), *(criteria or [])])
@@ -237,7 +241,8 @@ def starts(
     greedy = [
         s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
     ]
-    found = sorted((local_search(s) for s in [*greedy, *(s for k, s in built if k == "slope")]), key=lambda s: s.cost)
+    searched = (local_search(s, deadline=deadline) for s in [*greedy, *(s for k, s in built if k == "slope")])
+    found = sorted(searched, key=lambda s: s.cost)
     return found, touched, why
 
 
@@ -283,54 +288,55 @@ def solve_agh(
 
     Starts: GH in several type orders (arrival rate, error tightness, footprint, seeded
     permutations) and slope-scaling fluid starts (one plain, the others with seeded jitter on the
-    initial prices). Each start is improved by relocate / consolidate / switch. ``stop`` (and
-    ``time_limit``) end the starts early; ``polish`` re-optimizes over the deployments found.
+    initial prices). Each start is improved by relocate / consolidate / switch. ``stop`` ends the
+    starts early; ``polish`` re-optimizes over the deployments found. ``time_limit`` is the
+    method's own: the starts stop on it, and every later phase (local search, each polish, the
+    repair) gets what is left of it, not the whole (the feasibility repair at least 0.1 s).
     """
     t0 = time.perf_counter()
+    clock = MaxRuntime(math.inf if time_limit is None else time_limit, start=t0)
     data = Data.from_table(table)
     criteria: list[StoppingCriterion] = []
     if stop is not None:
         criteria.append(stop)
     if time_limit is not None:
-        criteria.append(MaxRuntime(time_limit))
-    found, touched, why = starts(data, seed, random_starts, slope_starts, criteria)
-    limits: list[str] = []  # the polish's solves that ended on their time limit
+        criteria.append(clock)
+    found, touched, why = starts(data, seed, random_starts, slope_starts, criteria, clock)
+    limits: list[str] = []  # what ended on the clock rather than on its work limit
     best = found[0] if found else None
-    if polish and (found or touched):
-        left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
+    if polish and (found or touched) and clock.passed:
+        limits.append(f"the {time_limit:g} s time limit ended the search before the polish")
+    elif polish and (found or touched):
         first, extra = polish_scope(found, touched)
-        polished = polish_restricted(
-            data, first, extra=extra, time_limit=POLISH_S if left is None else left, log=limits
-        )
+        polished = polish_restricted(data, first, extra=extra, time_limit=clock.left(POLISH_S), log=limits)
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
-            if polished is None:
+            if polished is None or clock.passed:
                 break
-            again = _polish_around(data, polished, POLISH_S if left is None else left, limits)
+            again = _polish_around(data, polished, clock.left(POLISH_S), limits)
             if again is None:
                 break
             polished = again
         if polished is not None:
-            polished = local_search(polished)
+            polished = local_search(polished, deadline=clock)
             if best is None or polished.cost < best.cost - 1e-9:
                 best = polished
     fixed = None
     if best is None:
         # Every start stalled (a budget or availability limit binding across types): the repair
         # finds a plan where one exists, or proves there is none, or says the time ran out.
-        left = None if time_limit is None else max(0.1, time_limit - (time.perf_counter() - t0))
         # No hint from the stalled fluid rounds: their options can number thousands at fleet scale,
         # and a scope that large made the restricted step time out where GH's repair (no hint)
         # found a plan (fleet-200x40x40 seed 2).
-        fixed = repair(data, time_limit=left)
+        fixed = repair(data, time_limit=None if time_limit is None else max(0.1, clock.left()))
         if fixed.state is not None:
-            best = local_search(fixed.state)
-            if polish:  # the repair stops at its second solution: polish around it as around a start
-                again = _polish_around(data, best, POLISH_S, limits)
+            best = local_search(fixed.state, deadline=clock)
+            if polish and not clock.passed:  # the repair stops at its second solution: polish around it
+                again = _polish_around(data, best, clock.left(POLISH_S), limits)
                 if again is not None:
-                    best = local_search(again)
+                    best = local_search(again, deadline=clock)
     plan = _plan(table, "agh", best, why, time.perf_counter() - t0, seed, bound, fixed)
-    if table.split is not None and plan.has_solution and polish:
-        plan = _split_polish(table, data, plan, limits, t0)
+    if table.split is not None and plan.has_solution and polish and not clock.passed:
+        plan = _split_polish(table, data, plan, limits, t0, clock.left(POLISH_S))
     if limits and plan.has_solution:
         plan = plan.model_copy(update={"message": f"{plan.message}; {limits[0]} (not deterministic across machines)"})
     return plan

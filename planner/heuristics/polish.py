@@ -9,6 +9,8 @@ is feasible for the full problem; being restricted, it proves nothing about the 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyomo.environ as pyo
 
@@ -82,10 +84,11 @@ def solve_scope(
     from planner.solvers.matrix import build_matrix, supported
 
     X: np.ndarray | None = None
+    t0 = time.perf_counter()
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
         mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
         res = mm.solve(
-            time_limit=time_limit,
+            time_limit=max(0.0, time_limit - (time.perf_counter() - t0)),  # the build counts too
             gap=POLISH_GAP,
             improving_limit=improving_limit,
             start=None if start is None else mm.start_of(start.y, start.X),
@@ -95,7 +98,8 @@ def solve_scope(
             X = mm.routing(res.values)
     else:
         model = build_model(data.table, ModelScope(options=frozenset(scope)))
-        opts = SolveOptions(time_limit=time_limit, gap=POLISH_GAP, improving_limit=improving_limit)
+        left = max(0.0, time_limit - (time.perf_counter() - t0))
+        opts = SolveOptions(time_limit=left, gap=POLISH_GAP, improving_limit=improving_limit)
         # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
         res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
         if res.status in ("optimal", "feasible"):

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from planner.heuristics.state import CEIL_TOL, State
+from planner.heuristics.stopping import MaxRuntime
 
 IMPROVE = 1e-7  # a move must save at least this ($) to count, so loops end
 
@@ -144,9 +145,12 @@ def switch(s: State) -> bool:
     return improved
 
 
-def local_search(s: State, max_rounds: int = 50) -> State:
-    """Relocate, consolidate and switch until a round improves nothing (or ``max_rounds``)."""
+def local_search(s: State, max_rounds: int = 50, deadline: MaxRuntime | None = None) -> State:
+    """Relocate, consolidate and switch until a round improves nothing (or ``max_rounds``, or
+    ``deadline`` has passed: checked between rounds)."""
     for _ in range(max_rounds):
+        if deadline is not None and deadline.passed:
+            break
         before = s.cost
         relocate(s)
         s, _ = consolidate(s)

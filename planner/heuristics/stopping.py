@@ -7,6 +7,7 @@ that makes results depend on the machine, so the default uses only the first two
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,11 +43,22 @@ class NoImprovement:
 
 @dataclass
 class MaxRuntime:
+    """A wall-clock limit from ``start``; also the method's deadline for the phases after the
+    starts (``math.inf`` seconds: none), so that each phase gets what is left, not the whole."""
+
     seconds: float
     start: float = field(default_factory=time.perf_counter)
 
     def __call__(self, best_cost: float) -> bool:
+        return self.passed
+
+    @property
+    def passed(self) -> bool:
         return time.perf_counter() - self.start >= self.seconds
+
+    def left(self, cap: float = math.inf) -> float:
+        """Seconds left before the limit, at most ``cap`` (0 once it has passed)."""
+        return max(0.0, min(cap, self.seconds - (time.perf_counter() - self.start)))
 
 
 @dataclass
