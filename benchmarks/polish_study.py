@@ -13,7 +13,11 @@ each candidate polish, every answer followed by AGH's local search:
 * ``lp-lns`` — the same with larger moves: take one replica (or all) from an option and let
   every other option grow continuously in the LP, round the growth up, trim it one by one;
 * ``lp-dive`` — the scope's LP relaxation, rounding the replica count nearest to an integer
-  and re-solving until every count is whole (rounding up where rounding down is infeasible).
+  and re-solving until every count is whole (rounding up where rounding down is infeasible);
+* ``rens`` — :func:`planner.heuristics.polish.rens`: the scope's LP relaxation, then the
+  restricted MILP with every replica count boxed between the floor and the ceiling of its LP
+  value, so only the LP's fractional counts are decided;
+* ``rens + milp`` — that answer, then AGH's second round (the restricted MILP around it).
 
 Gap: to the proven optimum of ``benchmarks/results/bench.csv`` (the MILP's bound). Seconds: the
 polish (and its local search) alone, on the same machine, one process.
@@ -34,7 +38,7 @@ import pandas as pd
 from planner.bench import FAMILIES, timed_instance
 from planner.fileio import write_atomic
 from planner.heuristics.methods import POLISH_S, _polish_around, polish_scope, starts
-from planner.heuristics.polish import polish, scope_of
+from planner.heuristics.polish import polish, rens, scope_of
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
 from planner.solvers.backends import load_arrays, new_highs
@@ -207,6 +211,18 @@ def lp_dive(data: Data, scope: set[int], start: State) -> State | None:
     return lp.state(data, np.round(lp.values()[: lp.nK]))
 
 
+def _rens(data: Data, scope: set[int], start: State) -> State | None:
+    del start  # the box comes from the LP relaxation, not from a plan
+    return rens(data, scope, POLISH_S)
+
+
+def _rens_milp(data: Data, first: list[State], extra: set[int]) -> State | None:
+    got = rens(data, scope_of(data, first, extra), POLISH_S)
+    best = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    again = _polish_around(data, best, POLISH_S, [])
+    return again if again is not None else got
+
+
 def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
     def run(data: Data, first: list[State], extra: set[int]) -> State | None:
         best = polish(data, first, extra=extra, time_limit=POLISH_S)
@@ -231,6 +247,8 @@ POLISHES = {
     "lp-ysearch": _lp(lp_ysearch),
     "lp-lns": _lp(lp_lns),
     "lp-dive": _lp(lp_dive),
+    "rens": _lp(_rens),
+    "rens + milp": _rens_milp,
 }
 
 

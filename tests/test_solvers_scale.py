@@ -229,3 +229,27 @@ def test_agh_gives_each_phase_what_is_left_of_its_time_limit(monkeypatch: pytest
     plan = solve_agh(table, seed=0, time_limit=1e-3)
     assert not calls and plan.has_solution and check_plan(inst, plan, table).ok
     assert "time limit ended the search before the polish" in plan.message
+
+
+def test_rens_plans_are_plans_of_the_full_model() -> None:
+    """RENS (AGH's quick step under a time limit) answers with plans the checker accepts and
+    never below the proven optimum, over the whole table and over a small scope."""
+    from planner.heuristics.methods import _plan
+    from planner.heuristics.polish import rens
+    from planner.heuristics.repair import cheapest_per_type
+
+    found = 0
+    for seed in range(200, 210):
+        inst, table = _table(random_table_instance(seed))
+        exact = solve(inst, "milp", table=table, gap=1e-9)
+        data = Data.from_table(table)
+        for scope in (set(range(data.K)), cheapest_per_type(data, 2)):
+            state = rens(data, scope, 30.0)
+            if state is None:
+                continue
+            found += 1
+            assert exact.status == "optimal" and state.feasible()
+            plan = _plan(table, "agh", state, "", 0.0, seed, False)
+            assert check_plan(inst, plan, table).ok
+            assert plan.objective >= exact.objective * (1 - 1e-7) - 1e-7
+    assert found >= 10

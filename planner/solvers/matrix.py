@@ -85,13 +85,16 @@ class MatrixModel:
         start: np.ndarray | None = None,
         threads: int = 1,
         options: dict[str, object] | None = None,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> BackendResult:
         """HiGHS on the arrays (:func:`planner.solvers.backends.solve_arrays`): the LP relaxation
-        when ``relax``; ``values`` holds the column values of the solution found."""
+        when ``relax``; ``values`` holds the column values of the solution found. ``bounds``
+        (lower, upper per column) replace the model's own: a neighbourhood of it."""
         opts = SolveOptions(
             time_limit=time_limit, gap=gap, threads=threads, node_limit=node_limit, improving_limit=improving_limit
         )
-        return solve_arrays(self.cost, self.lb, self.ub, self.integer, self.rows, opts, start, relax, options)
+        lb, ub = (self.lb, self.ub) if bounds is None else bounds
+        return solve_arrays(self.cost, lb, ub, self.integer, self.rows, opts, start, relax, options)
 
     def replicas(self, values: np.ndarray) -> np.ndarray:
         """y over the table's options (zeros outside K)."""
