@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from planner.checker import check_plan
@@ -52,6 +52,7 @@ def test_seeded(seed: int) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(10_000, 10**7), density=st.floats(0.15, 1.0))
+@example(seed=540982, density=0.1875)  # the generator once drew no performance entry here
 def test_property(seed: int, density: float) -> None:
     check_all(seed, density)
 
