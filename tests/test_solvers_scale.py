@@ -214,7 +214,7 @@ def test_agh_gives_each_phase_what_is_left_of_its_time_limit(monkeypatch: pytest
         return real(data, scope, time_limit, *args, **kwargs)
 
     monkeypatch.setattr(polish, "solve_scope", spy)
-    inst, table = _table(paper_instance(20, 20, 20, 0))
+    inst, table = _table(paper_instance(12, 10, 10, 0))
     limit = 30.0  # not binding: AGH ends on its work limits, the polish limits still shrink
     t0 = time.perf_counter()
     plan = solve_agh(table, seed=0, time_limit=limit)
