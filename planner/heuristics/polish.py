@@ -9,12 +9,11 @@ is feasible for the full problem; being restricted, it proves nothing about the 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyomo.environ as pyo
 
 from planner.heuristics.state import Data, State, state_of
+from planner.heuristics.stopping import MaxRuntime
 from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
 
@@ -84,11 +83,11 @@ def solve_scope(
     from planner.solvers.matrix import build_matrix, supported
 
     X: np.ndarray | None = None
-    t0 = time.perf_counter()
+    clock = MaxRuntime(time_limit)  # the build counts against the limit too
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
         mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
         res = mm.solve(
-            time_limit=max(0.0, time_limit - (time.perf_counter() - t0)),  # the build counts too
+            time_limit=clock.left(),
             gap=POLISH_GAP,
             improving_limit=improving_limit,
             start=None if start is None else mm.start_of(start.y, start.X),
@@ -98,8 +97,7 @@ def solve_scope(
             X = mm.routing(res.values)
     else:
         model = build_model(data.table, ModelScope(options=frozenset(scope)))
-        left = max(0.0, time_limit - (time.perf_counter() - t0))
-        opts = SolveOptions(time_limit=left, gap=POLISH_GAP, improving_limit=improving_limit)
+        opts = SolveOptions(time_limit=clock.left(), gap=POLISH_GAP, improving_limit=improving_limit)
         # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
         res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
         if res.status in ("optimal", "feasible"):
@@ -129,7 +127,7 @@ def rens(data: Data, scope: set[int], time_limit: float) -> State | None:
 
     if not supported(data.table) or not scope:
         return None
-    t0 = time.perf_counter()
+    clock = MaxRuntime(time_limit)
     mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
     if lp.values is None:
@@ -140,10 +138,10 @@ def rens(data: Data, scope: set[int], time_limit: float) -> State | None:
     ub[mm.col["y"]] = np.ceil(y - 1e-6)
     ub[mm.col["z"]] = (ub[mm.col["y"]] > 0).astype(float)
     for _ in range(2):
-        left = time_limit - (time.perf_counter() - t0)
-        if left <= 0:
+        if clock.passed:
             return None
-        res = mm.solve(time_limit=left, gap=POLISH_GAP, improving_limit=2, options=POLISH_HIGHS, bounds=(lb, ub))
+        box = (lb, ub)
+        res = mm.solve(time_limit=clock.left(), gap=POLISH_GAP, improving_limit=2, options=POLISH_HIGHS, bounds=box)
         if res.status != "infeasible":
             break
         # Rounding up broke a GPU or budget limit (fleet-100x30x30 seed 1: 29 fractional counts):
