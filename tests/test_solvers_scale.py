@@ -231,6 +231,48 @@ def test_agh_gives_each_phase_what_is_left_of_its_time_limit(monkeypatch: pytest
     assert "time limit ended the search before the polish" in plan.message
 
 
+def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a time limit AGH's first start is the plain slope-scaling one and RENS runs right
+    after it, before the GH passes (each ~0.5 s at fleet-200x40x40, where a 5-s limit used to end
+    among them, 37–54% above the bound); RENS's answer is a start. Without a limit the order is
+    GH first, as before, and every slope start keeps its seed either way."""
+    from planner.generate import paper_instance
+    from planner.heuristics import methods
+
+    events: list[tuple[str, object]] = []
+    real = (methods.construct, methods.slope_scaling, methods.rens)
+    answers: list[float] = []
+
+    def construct_spy(data, order):  # type: ignore[no-untyped-def]
+        events.append(("gh", None))
+        return real[0](data, order)
+
+    def slope_spy(data, **kw):  # type: ignore[no-untyped-def]
+        events.append(("slope", kw["seed"]))
+        return real[1](data, **kw)
+
+    def rens_spy(data, scope, time_limit):  # type: ignore[no-untyped-def]
+        events.append(("rens", None))
+        state = real[2](data, scope, time_limit)
+        answers.append(state.cost if state is not None else float("inf"))
+        return state
+
+    monkeypatch.setattr(methods, "construct", construct_spy)
+    monkeypatch.setattr(methods, "slope_scaling", slope_spy)
+    monkeypatch.setattr(methods, "rens", rens_spy)
+    _, table = _table(paper_instance(12, 10, 10, 0))
+    data = Data.from_table(table)
+    methods.starts(data, 0)
+    free = list(events)
+    assert free[0][0] == "gh" and ("rens", None) not in free
+    events.clear()
+    found_limited, _, _ = methods.starts(data, 0, deadline=methods.MaxRuntime(60.0))
+    assert [e[0] for e in events[:3]] == ["slope", "rens", "gh"]
+    assert [e for e in events if e[0] == "slope"] == [e for e in free if e[0] == "slope"]
+    assert answers and found_limited[0].cost <= answers[0] + 1e-9  # RENS's answer was one of the starts
+    assert all(s.feasible() for s in found_limited)
+
+
 def test_rens_plans_are_plans_of_the_full_model() -> None:
     """RENS (AGH's quick step under a time limit) answers with plans the checker accepts and
     never below the proven optimum, over the whole table and over a small scope."""

@@ -29,6 +29,7 @@ POLISH_ROUNDS = 2  # polishes in a row while each improves
 # 24.5 -> ~32 s (two runs at a time on 2 cores); fleet-100x30x30 seeds 0-4 and the table
 # families (polishes under 3 s) are unchanged.
 POLISH_S = 60.0
+STARTS_SHARE = 0.5  # of a time limit, for the starts and their local search (RENS's excepted)
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -217,23 +218,42 @@ def starts(
     to (round counts: the polish's extra scope); and why a start stalled ("" if none did).
 
     Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
-    seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search."""
-    builders = [("gh", order, 0.0) for order in orders(data, seed, random_starts)]
-    builders += [("slope", None, 0.0 if j == 0 else 0.5) for j in range(slope_starts)]
-    halt = AnyOf([MaxIterations(len(builders)), *(criteria or [])])
+    seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search.
+
+    Under a finite ``deadline`` the plain slope start comes first and RENS
+    (:func:`planner.heuristics.polish.rens`) runs right after it, over the options it opened and
+    the POLISH_EXTRA its rounds used most; RENS's answer is one more start. Why: at fleet scale the
+    GH passes take ~0.5 s each, and a 5-s limit used to end among them with a plan 37–54% above
+    the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s. Without a deadline the
+    order and the plans are as before."""
+    quick = deadline is not None and math.isfinite(deadline.seconds)
+    gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
+    # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order
+    slopes = [("slope", None, 0.0 if j == 0 else 0.5, seed * 1000 + len(gh) + j) for j in range(slope_starts)]
+    builders = [*slopes[:1], *gh, *slopes[1:]] if quick else [*gh, *slopes]
+    # Under a deadline the starts and their searches stop at STARTS_SHARE of it (RENS excepted),
+    # so the polish has the rest.
+    share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if quick and deadline else None
+    halt = AnyOf([MaxIterations(len(builders)), *(criteria or []), *([share] if share else [])])
     built: list[tuple[str, State]] = []
     touched: Counter[int] = Counter()
     why = ""
-    for n, (kind, order, jitter) in enumerate(builders):
+    early: list[State] = []
+    for kind, order, jitter, rng_seed in builders:
         if kind == "gh":
             state, reason = construct(data, order)
         else:
-            state = slope_scaling(data, jitter=jitter, seed=seed * 1000 + n, touched=touched)
+            state = slope_scaling(data, jitter=jitter, seed=rng_seed, touched=touched)
             reason = "slope scaling found no feasible routing"
         if state is None:
             why = why or reason
         else:
             built.append((kind, state))
+        if quick and built and not early and deadline is not None and not deadline.passed:
+            early = [built[0][1]]  # once, after the first start that found a plan
+            answer = rens(data, scope_of(data, early, top_touched(touched)), deadline.left(POLISH_S))
+            if answer is not None:
+                built.append(("slope", answer))  # searched like a fluid start
         if halt(min((s.cost for _, s in built), default=float("inf"))):
             break
     # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
@@ -242,7 +262,10 @@ def starts(
     greedy = [
         s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
     ]
-    searched = (local_search(s, deadline=deadline) for s in [*greedy, *(s for k, s in built if k == "slope")])
+    todo = [*greedy, *(s for k, s in built if k == "slope")]
+    if quick:  # the cheapest first, in case the deadline ends the searches
+        todo.sort(key=lambda s: s.cost)
+    searched = (local_search(s, deadline=deadline) for s in todo)
     found = sorted(searched, key=lambda s: s.cost)
     return found, touched, why
 
@@ -250,8 +273,12 @@ def starts(
 def polish_scope(found: list[State], touched: Counter[int]) -> tuple[list[State], set[int]]:
     """The first polish's starts (the best four) and extra options (the POLISH_EXTRA options the
     fluid rounds used most, ties by index: a bounded, deterministic scope)."""
-    extra = {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
-    return found[:4], extra
+    return found[:4], top_touched(touched)
+
+
+def top_touched(touched: Counter[int]) -> set[int]:
+    """The POLISH_EXTRA options the fluid rounds used most, ties by index."""
+    return {k for k, _ in sorted(touched.items(), key=lambda kv: (-kv[1], kv[0]))[:POLISH_EXTRA]}
 
 
 def solve_gh(table: OptionTable, *, seed: int = 0, bound: bool = False, time_limit: float | None = None) -> Plan:

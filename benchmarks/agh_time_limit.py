@@ -1,0 +1,120 @@
+"""AGH under ``--time-limit S``: the gap to the best bound a user gets for a given wall-clock limit.
+
+Without a limit AGH runs to its work limits (``benchmarks/results/bench.md``: 0.000% / 0.50% /
+0.61% median at ~3 s / 8 s / 33 s on table-50 / fleet-100 / fleet-200). Under a limit every phase
+gets what is left of it (:func:`planner.heuristics.methods.solve_agh`), and the first start is
+the slope-scaling one followed at once by RENS (:func:`planner.heuristics.methods.starts`). This
+study solves the bench's instances under a few limits and reports, per family and limit, the
+median seconds and the median / p95 / worst gap to the best bound known for the seed (the MILP's
+proven bound of ``results/bench.csv`` and ``results/holdout/bench.csv``). Seeds whose family row
+has no bound (proven infeasible) are skipped.
+
+Timings depend on the machine and its load (the figures are cut by a clock): run it alone, and
+compare two versions on the same machine in the same hour (``--label`` names the rows).
+
+    python benchmarks/agh_time_limit.py [--quick] [--label NAME]   # → results/agh_time_limit.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from planner.bench import FAMILIES, timed_instance
+from planner.fileio import write_atomic
+from planner.heuristics.methods import solve_agh
+
+RESULTS = Path(__file__).parent / "results"
+# (family, seeds, limits in seconds): table-50 on the bench's seeds and the held-out ones
+PLAN: list[tuple[str, list[int], list[float]]] = [
+    ("table-50x20x20", list(range(10)), [1.0, 2.0]),
+    ("table-50x20x20", list(range(10, 20)), [1.0, 2.0]),
+    ("fleet-100x30x30", list(range(5)), [5.0]),
+    ("fleet-200x40x40", list(range(3)), [5.0, 10.0]),
+]
+
+
+def bounds() -> pd.Series:
+    """The best bound known per (family, seed), from the bench and the held-out bench."""
+    frames = [pd.read_csv(p) for p in (RESULTS / "bench.csv", RESULTS / "holdout" / "bench.csv") if p.exists()]
+    df = pd.concat(frames)
+    return df.groupby(["family", "seed"])["best_bound"].max()
+
+
+def run(quick: bool, label: str) -> pd.DataFrame:
+    best = bounds()
+    rows = []
+    for fam_name, seeds, limits in PLAN:
+        for seed in seeds[:2] if quick else seeds:
+            bound = best.get((fam_name, seed))
+            if bound is None or not np.isfinite(bound):
+                continue
+            _, table, _ = timed_instance(FAMILIES[fam_name], seed)
+            for limit in limits:
+                t0 = time.perf_counter()
+                plan = solve_agh(table, seed=seed, time_limit=limit)
+                seconds = time.perf_counter() - t0
+                gap = np.nan if plan.objective is None else (plan.objective - bound) / plan.objective * 100
+                rows.append(
+                    {
+                        "label": label,
+                        "family": fam_name,
+                        "seeds": f"{seeds[0]}-{seeds[-1]}",
+                        "seed": seed,
+                        "limit_s": limit,
+                        "seconds": seconds,
+                        "gap_pct": gap,
+                    }
+                )
+                print(f"{fam_name} seed {seed} limit {limit:g}: {seconds:.2f} s, gap {gap:.3f}%", flush=True)
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby(["label", "family", "seeds", "limit_s"], sort=False)
+    return pd.DataFrame(
+        {
+            "runs": g.size(),
+            "median s": g["seconds"].median().round(2),
+            "max s": g["seconds"].max().round(2),
+            "median gap %": g["gap_pct"].median().round(3),
+            "p95 gap %": g["gap_pct"].quantile(0.95).round(3),
+            "max gap %": g["gap_pct"].max().round(3),
+        }
+    ).reset_index()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="two seeds per row (a smoke run)")
+    ap.add_argument("--label", default="shipped", help="the name of this version's rows")
+    ap.add_argument("--out", type=Path, default=RESULTS / "agh_time_limit.md")
+    ap.add_argument("--append", action="store_true", help="keep the other labels' rows of the existing CSV")
+    args = ap.parse_args()
+    df = run(args.quick, args.label)
+    csv = args.out.with_suffix(".csv")
+    if args.append and csv.exists():
+        old = pd.read_csv(csv)
+        df = pd.concat([old[old.label != args.label], df], ignore_index=True)
+    table = summary(df)
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    text = (
+        "# AGH under a time limit\n\n"
+        "`python benchmarks/agh_time_limit.py [--label L --append]`, one process, 1 solver thread. "
+        "Gap: to the best bound known for the seed (`results/bench.csv`, `results/holdout/bench.csv`).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    write_atomic(args.out, text)
+    write_atomic(csv, df.to_csv(index=False))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
