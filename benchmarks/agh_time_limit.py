@@ -88,29 +88,36 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def render(df: pd.DataFrame, note: str = "") -> str:
+    """The summary as the results page: one row per (label, family, seeds, limit)."""
+    table = summary(df).sort_values(["family", "seeds", "limit_s", "label"], kind="stable")
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return (
+        "# AGH under a time limit\n\n"
+        "`python benchmarks/agh_time_limit.py [--label L --append]`, one process, 1 solver thread. "
+        "Gap: to the best bound known for the seed (`results/bench.csv`, `results/holdout/bench.csv`).\n\n"
+        + (note + "\n\n" if note else "")
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two seeds per row (a smoke run)")
     ap.add_argument("--label", default="shipped", help="the name of this version's rows")
     ap.add_argument("--out", type=Path, default=RESULTS / "agh_time_limit.md")
     ap.add_argument("--append", action="store_true", help="keep the other labels' rows of the existing CSV")
+    ap.add_argument("--note", default="", help="a paragraph under the title (machine, date, versions)")
     args = ap.parse_args()
     df = run(args.quick, args.label)
     csv = args.out.with_suffix(".csv")
     if args.append and csv.exists():
         old = pd.read_csv(csv)
         df = pd.concat([old[old.label != args.label], df], ignore_index=True)
-    table = summary(df)
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    text = (
-        "# AGH under a time limit\n\n"
-        "`python benchmarks/agh_time_limit.py [--label L --append]`, one process, 1 solver thread. "
-        "Gap: to the best bound known for the seed (`results/bench.csv`, `results/holdout/bench.csv`).\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    text = render(df, args.note)
     write_atomic(args.out, text)
     write_atomic(csv, df.to_csv(index=False))
     print(text)

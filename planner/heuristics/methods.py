@@ -320,8 +320,9 @@ def solve_agh(
     starts early; ``polish`` re-optimizes over the deployments found. ``time_limit`` is the
     method's own: the starts stop on it, and every later phase (local search, each polish, the
     repair) gets what is left of it, not the whole (the feasibility repair at least 0.1 s); with
-    a limit, RENS (:func:`planner.heuristics.polish.rens`) runs before the first polish and hands
-    it a better start, in case the polish is cut short.
+    a limit, RENS (:func:`planner.heuristics.polish.rens`) runs right after the first start
+    (:func:`starts`) and again before the first polish, whose start it improves in case the
+    polish is cut short.
     """
     t0 = time.perf_counter()
     clock = MaxRuntime(math.inf if time_limit is None else time_limit, start=t0)
