@@ -29,7 +29,10 @@ POLISH_ROUNDS = 2  # polishes in a row while each improves
 # 24.5 -> ~32 s (two runs at a time on 2 cores); fleet-100x30x30 seeds 0-4 and the table
 # families (polishes under 3 s) are unchanged.
 POLISH_S = 60.0
-STARTS_SHARE = 0.5  # of a time limit, for the starts and their local search (RENS's excepted)
+# Under a time limit the constructions (GH passes, slope starts) stop at this share of it; RENS
+# and the local search run on the whole limit. With the share also on the local search,
+# fleet-100x30x30 at 5 s went 2.3-3.1% -> 3.8% median (its first polish's scope grew worse).
+STARTS_SHARE = 0.5
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -220,20 +223,20 @@ def starts(
     Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
     seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search.
 
-    Under a finite ``deadline`` the plain slope start comes first and RENS
-    (:func:`planner.heuristics.polish.rens`) runs right after it, over the options it opened and
-    the POLISH_EXTRA its rounds used most; RENS's answer is one more start. Why: at fleet scale the
-    GH passes take ~0.5 s each, and a 5-s limit used to end among them with a plan 37–54% above
-    the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s. Without a deadline the
-    order and the plans are as before."""
+    Under a finite ``deadline`` the plain slope start comes first, RENS
+    (:func:`planner.heuristics.polish.rens`) runs right after the first start that finds a plan,
+    over the options it opened and the POLISH_EXTRA the fluid rounds used most (RENS's answer is
+    one more start), and the constructions stop at STARTS_SHARE of the deadline. Why: at fleet
+    scale the GH passes take ~0.5 s each, and a 5-s limit used to end among them with a plan
+    37–54% above the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s
+    (``benchmarks/results/agh_time_limit.md``). Without a deadline the order and the plans are as
+    before."""
     quick = deadline is not None and math.isfinite(deadline.seconds)
     gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
     # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order
     slopes = [("slope", None, 0.0 if j == 0 else 0.5, seed * 1000 + len(gh) + j) for j in range(slope_starts)]
     builders = [*slopes[:1], *gh, *slopes[1:]] if quick else [*gh, *slopes]
-    # Under a deadline the starts and their searches stop at STARTS_SHARE of it (RENS excepted),
-    # so the polish has the rest.
-    share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if quick and deadline else None
+    share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if deadline and quick else None
     halt = AnyOf([MaxIterations(len(builders)), *(criteria or []), *([share] if share else [])])
     built: list[tuple[str, State]] = []
     touched: Counter[int] = Counter()
