@@ -276,7 +276,7 @@ def starts(
         # (a fluid start beside RENS's answer) is kept for the polish's scope but not searched:
         # at fleet-200x40x40 its search took 2.7 s of a 10-s limit and left the polish none.
         todo.sort(key=lambda s: s.cost)
-        kept = [s for s in todo if todo and s.cost > 1.2 * todo[0].cost]
+        kept = [s for s in todo if s.cost > 1.2 * todo[0].cost]
         todo = todo[: len(todo) - len(kept)]
     searched = [local_search(s, deadline=deadline) for s in todo]
     found = sorted([*searched, *kept], key=lambda s: s.cost)
