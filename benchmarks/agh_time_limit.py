@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.bench import FAMILIES, timed_instance
+from planner.bench import FAMILIES, markdown_table, timed_instance
 from planner.fileio import write_atomic
 from planner.heuristics.methods import solve_agh
 
@@ -91,15 +91,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 def render(df: pd.DataFrame, note: str = "") -> str:
     """The summary as the results page: one row per (label, family, seeds, limit)."""
     table = summary(df).sort_values(["family", "seeds", "limit_s", "label"], kind="stable")
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return (
         "# AGH under a time limit\n\n"
         "`python benchmarks/agh_time_limit.py [--label L --append]`, one process, 1 solver thread. "
         "Gap: to the best bound known for the seed (`results/bench.csv`, `results/holdout/bench.csv`).\n\n"
         + (note + "\n\n" if note else "")
-        + "\n".join(lines)
+        + markdown_table(table)
         + "\n"
     )
 

@@ -228,7 +228,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
+    """A results table as Markdown: floats to three decimals, NaN as "-"."""
     cols = list(table.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
@@ -292,12 +293,12 @@ def write(df: pd.DataFrame, out_dir: Path, note: str = "") -> list[Path]:
         "Gap = (objective − best proven bound) / objective; seconds exclude building the option table.",
         note,
         "",
-        _markdown(summary(df)),
+        markdown_table(summary(df)),
         "",
         "Median seconds per phase (one instance: generate the document, load it, build the option "
         "table, build the MILP on its own; then each method's solve, which includes its own build):",
         "",
-        _markdown(phases(df)) if "model_seconds" in df else "",
+        markdown_table(phases(df)) if "model_seconds" in df else "",
         "",
     ]
     write_atomic(md, "\n".join(text))

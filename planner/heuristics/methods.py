@@ -33,6 +33,10 @@ POLISH_S = 60.0
 # and the local search run on the whole limit. With the share also on the local search,
 # fleet-100x30x30 at 5 s went 2.3-3.1% -> 3.8% median (its first polish's scope grew worse).
 STARTS_SHARE = 0.5
+# A start this many times the best one's cost is not worth a local search: a greedy start beside
+# the fluid ones rarely wins after the search; under a time limit, neither does a fluid start
+# beside RENS's answer.
+SEARCH_WITHIN = 1.2
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -232,17 +236,17 @@ def starts(
     with a plan 37–54% above the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s
     (``benchmarks/results/agh_time_limit.md``). Without a deadline the order and the plans are as
     before."""
-    quick = deadline is not None and math.isfinite(deadline.seconds)
+    timed = deadline is not None and math.isfinite(deadline.seconds)
     gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
     # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order
     slopes = [("slope", None, 0.0 if j == 0 else 0.5, seed * 1000 + len(gh) + j) for j in range(slope_starts)]
-    builders = [*slopes[:1], *gh, *slopes[1:]] if quick else [*gh, *slopes]
-    share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if deadline and quick else None
+    builders = [*slopes[:1], *gh, *slopes[1:]] if timed else [*gh, *slopes]
+    share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if deadline and timed else None
     halt = AnyOf([MaxIterations(len(builders)), *(criteria or []), *([share] if share else [])])
     built: list[tuple[str, State]] = []
     touched: Counter[int] = Counter()
     why = ""
-    early: list[State] = []
+    rens_ran = False
     answer: State | None = None
     for kind, order, jitter, rng_seed in builders:
         if kind == "gh" and answer is not None:
@@ -256,28 +260,28 @@ def starts(
             why = why or reason
         else:
             built.append((kind, state))
-        if quick and built and not early and deadline is not None and not deadline.passed:
-            early = [built[0][1]]  # once, after the first start that found a plan
-            answer = rens(data, scope_of(data, early, top_touched(touched)), deadline.left(POLISH_S))
+        if timed and built and not rens_ran and deadline is not None and not deadline.passed:
+            rens_ran = True  # once, after the first start that found a plan
+            scope = scope_of(data, [built[0][1]], top_touched(touched))
+            answer = rens(data, scope, deadline.left(POLISH_S))
             if answer is not None:
                 built.append(("slope", answer))  # searched like a fluid start
         if halt(min((s.cost for _, s in built), default=float("inf"))):
             break
     # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
-    # start by more than 20% (then it rarely wins after the search, and the time is better spent).
+    # start by more than SEARCH_WITHIN (then it rarely wins after the search).
     fluid_best = min((s.cost for k, s in built if k == "slope"), default=float("inf"))
-    greedy = [
-        s for s in sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1] if s.cost <= 1.2 * fluid_best
-    ]
+    greedy = sorted((s for k, s in built if k == "gh"), key=lambda s: s.cost)[:1]
+    greedy = [s for s in greedy if s.cost <= SEARCH_WITHIN * fluid_best]
     todo = [*greedy, *(s for k, s in built if k == "slope")]
     kept: list[State] = []
-    if quick:
-        # The cheapest first, in case the deadline ends the searches; a start 20% above the best
-        # (a fluid start beside RENS's answer) is kept for the polish's scope but not searched:
-        # at fleet-200x40x40 its search took 2.7 s of a 10-s limit and left the polish none.
+    if timed and todo:
+        # The cheapest first, in case the deadline ends the searches; a start above SEARCH_WITHIN
+        # of the best (a fluid start beside RENS's answer) is kept for the polish's scope but not
+        # searched: at fleet-200x40x40 its search took 2.7 s of a 10-s limit and left the polish none.
+        cap = SEARCH_WITHIN * min(s.cost for s in todo)
+        todo, kept = [s for s in todo if s.cost <= cap], [s for s in todo if s.cost > cap]
         todo.sort(key=lambda s: s.cost)
-        kept = [s for s in todo if s.cost > 1.2 * todo[0].cost]
-        todo = todo[: len(todo) - len(kept)]
     searched = [local_search(s, deadline=deadline) for s in todo]
     found = sorted([*searched, *kept], key=lambda s: s.cost)
     return found, touched, why
