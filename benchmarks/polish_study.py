@@ -17,7 +17,14 @@ each candidate polish, every answer followed by AGH's local search:
 * ``rens`` — :func:`planner.heuristics.polish.rens`: the scope's LP relaxation, then the
   restricted MILP with every replica count boxed between the floor and the ceiling of its LP
   value, so only the LP's fractional counts are decided;
-* ``rens + milp`` — that answer, then AGH's second round (the restricted MILP around it).
+* ``rens + milp`` — that answer, then AGH's second round (the restricted MILP around it);
+* ``rens + milp, pruned pairs`` — the same, the second round with each type routable only to its
+  PRUNE_KEEP options in scope cheapest at a full replica's price, its two of lowest error and
+  those the start routes it to (a restricted MILP ~4× smaller: is HiGHS's root the cost?);
+* ``rens + sub-MIP lns`` — RENS's answer, then LNS_ROUNDS sub-MIPs: the open options plus up to
+  LNS_FREE scope options eligible for the types of one open option (drawn with a fixed seed),
+  the open options outside that neighbourhood held at their replica counts, each sub-MIP from the
+  incumbent with a node limit.
 
 Gap: to the proven optimum of ``benchmarks/results/bench.csv`` (the MILP's bound). Seconds: the
 polish (and its local search) alone, on the same machine, one process.
@@ -28,6 +35,8 @@ polish (and its local search) alone, on the same machine, one process.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +48,7 @@ from planner.bench import FAMILIES, timed_instance
 from planner.fileio import write_atomic
 from planner.heuristics.methods import POLISH_S, _polish_around, polish_scope, starts
 from planner.heuristics.polish import polish, rens, scope_of
+from planner.heuristics.repair import cheapest_per_type, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
 from planner.solvers.backends import load_arrays, new_highs
@@ -46,6 +56,9 @@ from planner.solvers.matrix import build_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = "table-50x20x20"
+PRUNE_KEEP = 8
+LNS_ROUNDS = 12
+LNS_FREE = 8
 
 
 class ScopeLP:
@@ -223,6 +236,63 @@ def _rens_milp(data: Data, first: list[State], extra: set[int]) -> State | None:
     return again if again is not None else got
 
 
+def _pruned(data: Data, scope: set[int], start: State) -> Data:
+    """``data`` over a copy of its table whose pairs in ``scope`` are cut to each type's PRUNE_KEEP
+    cheapest options at a full replica's price, its two of lowest error and those ``start`` uses."""
+    S = np.array(sorted(scope))
+    K = data.K
+    price = ((data.rental[S] + data.storage[S]) / data.umax)[None, :] * data.L[:, S] + data.D[:, S]
+    price = np.where(data.ok[:, S], price, np.inf)
+    err = np.where(data.ok[:, S], data.E[:, S], np.inf)
+    keep: set[tuple[int, int]] = set()
+    for i in range(data.n):
+        for j in [*np.argsort(price[i], kind="stable")[:PRUNE_KEEP], *np.argsort(err[i], kind="stable")[:2]]:
+            if np.isfinite(price[i, j]):
+                keep.add((i, int(S[j])))
+        keep.update((i, int(k)) for k in np.flatnonzero(start.X[i, :K] > 1e-9))
+    table = copy.copy(data.table)
+    table.pairs = [(i, k) for i, k in data.table.pairs if k not in scope or (i, k) in keep]
+    return dataclasses.replace(data, table=table)
+
+
+def _rens_milp_pruned(data: Data, first: list[State], extra: set[int]) -> State | None:
+    got = rens(data, scope_of(data, first, extra), POLISH_S)
+    best = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    scope = cheapest_per_type(data, 2) | siblings(data, best) | scope_of(data, [best])
+    small = _pruned(data, scope, best)
+    again = polish(small, [best], extra=scope, time_limit=POLISH_S)
+    if again is None or again.cost >= best.cost - 1e-9:
+        return got
+    return state_of(data, again.X)  # back on the whole table's data
+
+
+def _rens_lns(data: Data, first: list[State], extra: set[int]) -> State | None:
+    scope = scope_of(data, first, extra)
+    got = rens(data, scope, POLISH_S)
+    cur = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    rng = np.random.default_rng(0)
+    K = data.K
+    for _ in range(LNS_ROUNDS):
+        open_ = np.flatnonzero(cur.y[:K] > 0)
+        k0 = int(rng.choice(open_))
+        served = np.flatnonzero(cur.X[:, k0] > 1e-9)
+        near = [int(k) for k in np.flatnonzero(data.ok[served, :K].any(axis=0)) if k in scope and k != k0]
+        rng.shuffle(near)
+        free = {k0, *near[: LNS_FREE - 1]}
+        mm = build_matrix(data.table, options=np.array(sorted(set(open_.tolist()) | free), dtype=np.int64))
+        v = mm.start_of(cur.y, cur.X)
+        held = ~np.isin(mm.K, list(free))
+        lb, ub = mm.lb.copy(), mm.ub.copy()
+        for c in ("y", "z"):
+            lb[mm.col[c]][held] = ub[mm.col[c]][held] = v[mm.col[c]][held]
+        res = mm.solve(gap=1e-4, node_limit=200, start=v, bounds=(lb, ub), time_limit=POLISH_S)
+        if res.values is not None:
+            nxt = state_of(data, mm.routing(res.values))
+            if nxt.cost < cur.cost - 1e-9:
+                cur = nxt
+    return cur
+
+
 def _milp(rounds: int) -> Callable[[Data, list[State], set[int]], State | None]:
     def run(data: Data, first: list[State], extra: set[int]) -> State | None:
         best = polish(data, first, extra=extra, time_limit=POLISH_S)
@@ -249,6 +319,8 @@ POLISHES = {
     "lp-dive": _lp(lp_dive),
     "rens": _lp(_rens),
     "rens + milp": _rens_milp,
+    "rens + milp, pruned pairs": _rens_milp_pruned,
+    "rens + sub-MIP lns": _rens_lns,
 }
 
 
