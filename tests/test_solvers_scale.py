@@ -8,8 +8,10 @@ greedy's last types nothing affordable.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,31 @@ def test_matrix_form_has_the_pyomo_models_optimum_with_or_without_link_rows() ->
             assert a.objective == pytest.approx(b.objective, rel=2e-6, abs=1e-6), seed
             assert c.solve().objective == pytest.approx(b.objective, rel=2e-6, abs=1e-6), seed
             assert c.solve(relax=True).objective <= build_matrix(table).solve(relax=True).objective + 1e-6, seed
+
+
+def test_pair_arrays_line_up_with_the_coefficient_dicts() -> None:
+    """The one-pass read of every pair's coefficients (what the heuristics' arrays, the matrix
+    model, big-M and dominance read) gives each pair its own figures, for every pair, for a
+    subset, in another order, and after the pairs were replaced by hand; the cache is not
+    pickled."""
+    _, table = _table(random_table_instance(3))
+    P, load, delay, error = table.pair_arrays()
+    assert [tuple(p) for p in P.tolist()] == table.pairs
+    for n, (i, k) in enumerate(table.pairs):
+        assert (load[n], delay[n], error[n]) == (table.load[i, k], table.delay[i, k], table.error[i, k])
+    assert table.pair_arrays()[1] is load  # read once per table
+    with pytest.raises(ValueError):
+        load[0] = 1.0  # read-only: shared by every caller
+    some = table.pairs[::-3]
+    Q, lq, dq, eq = table.pair_arrays(some)
+    assert [tuple(p) for p in Q.tolist()] == some
+    assert list(lq) == [table.load[p] for p in some] and list(eq) == [table.error[p] for p in some]
+    assert list(dq) == [table.delay[p] for p in some]
+    edited = copy.copy(table)
+    edited.pairs = table.pairs[:5]  # a hand-made subset, as a study might do
+    assert list(edited.pair_arrays()[1]) == [table.load[p] for p in table.pairs[:5]]
+    again = pickle.loads(pickle.dumps(table))
+    assert again._pair_cache is None and list(again.pair_arrays()[2]) == list(delay)
 
 
 def test_fleet_instances_are_deterministic_with_spot_and_region_tiers() -> None:

@@ -62,12 +62,10 @@ class Data:
         D = np.zeros((n, K + 1))
         E = np.zeros((n, K + 1))
         ok = np.zeros((n, K + 1), dtype=bool)
-        if table.load:  # one vectorised scatter per coefficient (~10⁶ pairs at fleet scale)
-            keys = list(table.load)
-            ii, kk = np.array(keys, dtype=np.int64).T
-            L[ii, kk] = np.fromiter(table.load.values(), dtype=float, count=len(keys))
-            D[ii, kk] = np.fromiter((table.delay[key] for key in keys), dtype=float, count=len(keys))
-            E[ii, kk] = np.fromiter((table.error[key] for key in keys), dtype=float, count=len(keys))
+        if table.pairs:  # one vectorised scatter per coefficient (~10⁶ pairs at fleet scale)
+            P, load, delay, error = table.pair_arrays()
+            ii, kk = P.T
+            L[ii, kk], D[ii, kk], E[ii, kk] = load, delay, error
             ok[ii, kk] = True
         zeta = np.array([q.max_unserved for q in inst.query_types])
         D[:, K] = table.unserved

@@ -131,26 +131,25 @@ def build_matrix(
     inst = table.instance
     nI = len(table.type_ids)
     types = np.arange(nI)
-    pairs = np.asarray(table.pairs, dtype=np.int64).reshape(-1, 2)
+    pairs, load, delay, err = table.pair_arrays()
+    keep = np.ones(len(pairs), dtype=bool)
     if options is not None:
-        keep = np.zeros(len(table.options), dtype=bool)
-        keep[np.asarray(options, dtype=np.int64)] = True
-        pairs = pairs[keep[pairs[:, 1]]]
+        chosen = np.zeros(len(table.options), dtype=bool)
+        chosen[np.asarray(options, dtype=np.int64)] = True
+        keep = chosen[pairs[:, 1]]
     elif prune:
-        drop = dominated(table, pairs)
+        drop = dominated(table, pairs, (load, delay))
         if drop:
             dropped = np.zeros(len(table.options), dtype=bool)
             dropped[list(drop)] = True
-            pairs = pairs[~dropped[pairs[:, 1]]]
+            keep = ~dropped[pairs[:, 1]]
+    pairs, load, delay, err = pairs[keep], load[keep], delay[keep], err[keep]
     K = np.unique(pairs[:, 1])
     nK, nP = len(K), len(pairs)
     pos = np.full(len(table.options), -1, dtype=np.int64)
     pos[K] = np.arange(nK)
     kk = pos[pairs[:, 1]]  # option position of each pair
     ii = pairs[:, 0]
-    load = np.array([table.load[int(i), int(k)] for i, k in pairs], dtype=float)
-    delay = np.array([table.delay[int(i), int(k)] for i, k in pairs], dtype=float)
-    err = np.array([table.error[int(i), int(k)] for i, k in pairs], dtype=float)
     M = np.asarray(big_m(table, range(nI)), dtype=float)[K]
 
     y0, z0, x0, u0 = 0, nK, 2 * nK, 2 * nK + nP

@@ -78,11 +78,11 @@ class ModelScope:
 
 def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
     inst = table.instance
-    types = set(scope_types)
-    demand = [0.0] * len(table.options)
-    for (i, k), a in table.load.items():
-        if i in types:
-            demand[k] += a
+    P, load, _, _ = table.pair_arrays()
+    inside = np.zeros(len(table.type_ids), dtype=bool)
+    inside[list(scope_types)] = True
+    sel = inside[P[:, 0]] if len(P) else np.zeros(0, dtype=bool)
+    demand = np.bincount(P[sel, 1], weights=load[sel], minlength=len(table.options)).tolist()
     out = []
     for k, o in enumerate(table.options):
         m = math.ceil(demand[k] / inst.max_utilization - 1e-9)
@@ -95,15 +95,19 @@ def big_m(table: OptionTable, scope_types: Iterable[int]) -> list[int]:
     return out
 
 
-def dominated(table: OptionTable, pairs: list[tuple[int, int]] | np.ndarray) -> set[int]:
+def dominated(
+    table: OptionTable,
+    pairs: list[tuple[int, int]] | np.ndarray,
+    coefficients: tuple[np.ndarray, np.ndarray] | None = None,
+) -> set[int]:
     """Options (indices) dominated by another on the given pairs (module docstring); vectorised
-    over the dominating option, per model."""
+    over the dominating option, per model. ``coefficients``: the pairs' (load, delay) where the
+    caller has them already."""
     inst = table.instance
     P = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if not len(P):
         return set()
-    load = np.array([table.load[int(i), int(k)] for i, k in P], dtype=float)
-    delay = np.array([table.delay[int(i), int(k)] for i, k in P], dtype=float)
+    load, delay = table.pair_arrays(P)[1:3] if coefficients is None else coefficients
     unlimited = np.array([inst.gpu(o.gpu).available is None for o in table.options], dtype=bool)
     by_model: dict[str, list[int]] = {}
     for k in np.unique(P[:, 1]):
