@@ -12,7 +12,7 @@ has no bound (proven infeasible) are skipped.
 Timings depend on the machine and its load (the figures are cut by a clock): run it alone, and
 compare two versions on the same machine in the same hour (``--label`` names the rows).
 
-    python benchmarks/agh_time_limit.py [--quick] [--label NAME]   # → results/agh_time_limit.md
+    python benchmarks/agh_time_limit.py [--quick] [--label NAME] [--families F,G]   # → results/agh_time_limit.md
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ def bounds() -> pd.Series:
     return df.groupby(["family", "seed"])["best_bound"].max()
 
 
-def run(quick: bool, label: str) -> pd.DataFrame:
+def run(quick: bool, label: str, families: set[str] | None = None) -> pd.DataFrame:
     best = bounds()
     rows = []
     for fam_name, seeds, limits in PLAN:
+        if families is not None and fam_name not in families:
+            continue
         for seed in seeds[:2] if quick else seeds:
             bound = best.get((fam_name, seed))
             if bound is None or not np.isfinite(bound):
@@ -108,12 +110,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "agh_time_limit.md")
     ap.add_argument("--append", action="store_true", help="keep the other labels' rows of the existing CSV")
     ap.add_argument("--note", default="", help="a paragraph under the title (machine, date, versions)")
+    ap.add_argument("--families", default="", help="comma-separated families of PLAN to run (default: all)")
     args = ap.parse_args()
-    df = run(args.quick, args.label)
+    families = {f for f in args.families.split(",") if f} or None
+    unknown = (families or set()) - {f for f, _, _ in PLAN}
+    if unknown:
+        raise SystemExit(f"--families: not in this study's plan: {', '.join(sorted(unknown))}")
+    df = run(args.quick, args.label, families)
     csv = args.out.with_suffix(".csv")
     if args.append and csv.exists():
-        old = pd.read_csv(csv)
-        df = pd.concat([old[old.label != args.label], df], ignore_index=True)
+        old = pd.read_csv(csv)  # this label's rows of the families run now are replaced
+        rerun = (old.label == args.label) & (old.family.isin(families) if families else True)
+        df = pd.concat([old[~rerun], df], ignore_index=True)
     text = render(df, args.note)
     write_atomic(args.out, text)
     write_atomic(csv, df.to_csv(index=False))
