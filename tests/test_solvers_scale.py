@@ -9,9 +9,13 @@ greedy's last types nothing affordable.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +28,7 @@ from planner.heuristics.methods import fewest_choices_first, orders
 from planner.heuristics.repair import repair
 from planner.heuristics.state import Data
 from planner.loader import load_instance_data
-from planner.options import build_option_table
+from planner.options import Option, build_option_table
 from planner.solvers import solve
 from planner.solvers.backends import SolveOptions, solve_highs
 from planner.solvers.matrix import build_matrix
@@ -187,6 +191,24 @@ def test_pair_arrays_line_up_with_the_coefficient_dicts() -> None:
     assert list(edited.pair_arrays()[1]) == [table.load[p] for p in table.pairs[:5]]
     again = pickle.loads(pickle.dumps(table))
     assert again._pair_cache is None and list(again.pair_arrays()[2]) == list(delay)
+
+
+def test_options_keep_their_hash_only_within_a_process() -> None:
+    """Option caches its hash (the fleet tables look options up ~10⁷ times); string hashes
+    differ between processes, so a pickled option (plans and tables go to worker processes)
+    must not carry it: one pickled here is found in a dict built in a fresh interpreter."""
+    o = Option("m", "g", 2, 1)
+    assert hash(o) == hash(Option("m", "g", 2, 1)) and o == Option("m", "g", 2, 1)
+    assert "_hash" not in pickle.loads(pickle.dumps(o)).__dict__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.tp = 4  # type: ignore[misc]
+    code = (
+        "import pickle, sys; from planner.options import Option; "
+        "o = pickle.loads(sys.stdin.buffer.read()); print({Option('m', 'g', 2, 1): 1}.get(o))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(o), capture_output=True, env=env, check=True)
+    assert out.stdout.decode().strip() == "1"
 
 
 def test_fleet_instances_are_deterministic_with_spot_and_region_tiers() -> None:
