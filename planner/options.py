@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from planner.gcpause import paused_gc
 from planner.perf import ReplicaModel, structural_reason
 from planner.problem import SLO, Instance, PerformanceEntry, PerfParams, QueryType
 
@@ -616,6 +617,7 @@ def unserved_cost(inst: Instance, q: QueryType) -> float:
     return 3600.0 * inst.period_hours * q.arrival_rate * q.unserved_penalty
 
 
+@paused_gc()  # ~10⁶ rows at fleet scale (planner.gcpause)
 def build_option_table(inst: Instance) -> OptionTable:
     """Compute every row (model or table mode, with performance overrides) and the coefficients."""
     types = {q.id: q for q in inst.query_types}
@@ -642,6 +644,7 @@ def build_option_table(inst: Instance) -> OptionTable:
     return table
 
 
+@paused_gc()
 def with_instance(table: OptionTable, inst: Instance) -> OptionTable:
     """The same rows under another instance that differs only in arrival rates, period length or
     budget (a demand window): figures do not depend on those, the coefficients are recomputed."""

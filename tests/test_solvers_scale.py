@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import gzip
 import json
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from planner.checker import check_plan
+from planner.gcpause import paused_gc
 from planner.generate import random_table_instance
 from planner.heuristics.construct import construct
 from planner.heuristics.fluid import slope_scaling
@@ -209,6 +211,23 @@ def test_options_keep_their_hash_only_within_a_process() -> None:
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(o), capture_output=True, env=env, check=True)
     assert out.stdout.decode().strip() == "1"
+
+
+def test_the_collector_pause_leaves_the_collector_as_it_found_it() -> None:
+    """Loading and the option table pause the cyclic collector (planner.gcpause); afterwards
+    it is on again, also after a failure, and stays off where the caller had turned it off."""
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+    _table(random_table_instance(1))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _table(random_table_instance(1))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_fleet_instances_are_deterministic_with_spot_and_region_tiers() -> None:

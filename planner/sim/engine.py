@@ -63,7 +63,6 @@ Metrics stream into fixed-size histograms, so memory does not grow with the trac
 
 from __future__ import annotations
 
-import gc
 import heapq
 import math
 import time
@@ -74,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from planner.gcpause import paused_gc
 from planner.sim.metrics import Metrics
 from planner.sim.policies import make_policy
 from planner.sim.predict import LengthPredictor
@@ -698,13 +698,8 @@ class Simulator:
         """Replay ``(uid, type index or None, arrival s, input tokens, output tokens)`` in arrival order."""
         # The loop makes no reference cycles, and a full collection over millions of live
         # objects stalls placement for seconds: pause the cyclic collector for the run.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             self._loop(requests)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     def _loop(self, requests: Iterable[tuple[int, int | None, float, int, int]]) -> None:
         cfg = self.config
