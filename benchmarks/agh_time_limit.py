@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from planner.bench import FAMILIES, markdown_table, timed_instance
-from planner.fileio import write_atomic
+from planner.bench import FAMILIES, markdown_table, timed_instance, write_labelled
 from planner.heuristics.methods import solve_agh
 
 RESULTS = Path(__file__).parent / "results"
@@ -117,15 +116,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--families: not in this study's plan: {', '.join(sorted(unknown))}")
     df = run(args.quick, args.label, families)
-    csv = args.out.with_suffix(".csv")
-    if args.append and csv.exists():
-        old = pd.read_csv(csv)  # this label's rows of the families run now are replaced
-        rerun = (old.label == args.label) & (old.family.isin(families) if families else True)
-        df = pd.concat([old[~rerun], df], ignore_index=True)
-    text = render(df, args.note)
-    write_atomic(args.out, text)
-    write_atomic(csv, df.to_csv(index=False))
-    print(text)
+
+    def rerun(old: pd.DataFrame) -> pd.Series:  # this label's rows of the families run now
+        return (old.label == args.label) & (old.family.isin(families) if families else True)
+
+    print(write_labelled(df, args.out, lambda d: render(d, args.note), args.append, rerun))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from planner.bench import FAMILIES, markdown_table, timed_instance
-from planner.fileio import write_atomic
+from planner.bench import FAMILIES, markdown_table, timed_instance, write_labelled
 from planner.heuristics.state import Data
 from planner.solvers.matrix import build_matrix
 
@@ -72,14 +71,7 @@ def main() -> None:
     ap.add_argument("--note", default="", help="a paragraph under the title (machine, date, versions)")
     args = ap.parse_args()
     df = run(args.seeds, args.label)
-    csv = args.out.with_suffix(".csv")
-    if args.append and csv.exists():
-        old = pd.read_csv(csv)
-        df = pd.concat([old[old.label != args.label], df], ignore_index=True)
-    text = render(df, args.note)
-    write_atomic(args.out, text)
-    write_atomic(csv, df.to_csv(index=False))
-    print(text)
+    print(write_labelled(df, args.out, lambda d: render(d, args.note), args.append))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import io
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,28 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             "checker ok": g["checker_ok"].apply(lambda s: int(s.fillna(False).astype(bool).sum())),
         }
     ).reset_index()
+
+
+def write_labelled(
+    df: pd.DataFrame,
+    out: Path,
+    render: Callable[[pd.DataFrame], str],
+    append: bool = False,
+    replaces: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> str:
+    """A study's rows (a ``label`` column names the version) to ``out`` (Markdown, from
+    ``render``) and beside it as CSV, both atomically; the page's text. With ``append`` the
+    existing CSV's rows are kept except those ``replaces`` marks (default: this run's labels),
+    so two versions measured side by side share one page."""
+    csv = out.with_suffix(".csv")
+    if append and csv.exists():
+        old = pd.read_csv(csv)
+        drop = old.label.isin(df.label.unique()) if replaces is None else replaces(old)
+        df = pd.concat([old[~drop], df], ignore_index=True)
+    text = render(df)
+    write_atomic(out, text)
+    write_atomic(csv, df.to_csv(index=False))
+    return text
 
 
 def markdown_table(table: pd.DataFrame) -> str:
