@@ -64,12 +64,11 @@ class Option:
         # Cached: a fleet table (200×40×40) looks options up ~10⁷ times while it is built, and the
         # generated hash builds a tuple of seven fields each time. Not pickled (__getstate__):
         # string hashes differ from one process to the next.
-        try:
-            return self.__dict__["_hash"]  # type: ignore[no-any-return]
-        except KeyError:
-            h = hash((self.model, self.gpu, self.tp, self.pp, self.budget, self.role, self.pair))
-            object.__setattr__(self, "_hash", h)
-            return h
+        d = self.__dict__
+        h: int | None = d.get("_hash")
+        if h is None:  # written into __dict__ directly: the frozen __setattr__ forbids it
+            h = d["_hash"] = hash((self.model, self.gpu, self.tp, self.pp, self.budget, self.role, self.pair))
+        return h
 
     def __getstate__(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k != "_hash"}
