@@ -370,7 +370,7 @@ class OptionTable:
         replaced or grown by hand is read afresh)."""
         key = (self.pairs, self.load, self.delay, self.error)
         sizes = tuple(len(c) for c in key)
-        cached = getattr(self, "_pair_cache", None)  # tables pickled before the cache lack it
+        cached = self._pair_cache
         if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)) and cached[1] == sizes:
             return cached[2]  # type: ignore[no-any-return]
         n = len(self.pairs)
@@ -626,7 +626,9 @@ def build_option_table(inst: Instance) -> OptionTable:
         rows, tight = _model_rows(inst)
     same: dict[tuple[str, str, int, int], Option] = {}  # one object per option: lookups then match by identity
     for e in inst.performance:
-        opt = same.setdefault((e.model, e.gpu, e.tp, e.pp), Option(e.model, e.gpu, e.tp, e.pp))
+        opt = same.get((e.model, e.gpu, e.tp, e.pp))
+        if opt is None:
+            opt = same[e.model, e.gpu, e.tp, e.pp] = Option(e.model, e.gpu, e.tp, e.pp)
         base = rows.get((opt, e.query_type))
         source = "table" if inst.performance_mode == "table" else "measured"
         rows[opt, e.query_type] = _measured_row(opt, types[e.query_type], e, base, source)
@@ -662,14 +664,7 @@ def _with_coefficients(
         table.by_option.setdefault(r.option, []).append(r)
     table.type_ids = [q.id for q in inst.query_types]
     type_index = {t: i for i, t in enumerate(table.type_ids)}
-    # Rows come grouped by option (sorted), so each run of one option object is looked up once.
-    eligible: set[Option] = set()
-    last: Option | None = None
-    for r in ordered:
-        if r.eligible and r.option is not last:
-            eligible.add(r.option)
-            last = r.option
-    table.options = sorted(eligible)
+    table.options = sorted(o for o, rs in table.by_option.items() if any(r.eligible for r in rs))
     k_index = {o: k for k, o in enumerate(table.options)}
     tier_index = {g.id: n for n, g in enumerate(inst.gpus)}
     table.rental = np.array([rental_per_replica(inst, o) for o in table.options])
@@ -682,7 +677,7 @@ def _with_coefficients(
     for r in ordered:
         if not r.eligible:
             continue
-        if r.option is not last:
+        if r.option is not last:  # rows come grouped by option: one lookup per run
             last, k = r.option, k_index[r.option]
         i = type_index[r.query_type]
         q = types[r.query_type]
