@@ -229,9 +229,14 @@ def _rens(data: Data, scope: set[int], start: State) -> State | None:
     return rens(data, scope, POLISH_S)
 
 
-def _rens_milp(data: Data, first: list[State], extra: set[int]) -> State | None:
+def _rens_start(data: Data, first: list[State], extra: set[int]) -> tuple[State | None, State]:
+    """RENS over the polish scope: (its answer, the better of it and the best start)."""
     got = rens(data, scope_of(data, first, extra), POLISH_S)
-    best = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    return got, got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+
+
+def _rens_milp(data: Data, first: list[State], extra: set[int]) -> State | None:
+    got, best = _rens_start(data, first, extra)
     again = _polish_around(data, best, POLISH_S, [])
     return again if again is not None else got
 
@@ -256,8 +261,7 @@ def _pruned(data: Data, scope: set[int], start: State) -> Data:
 
 
 def _rens_milp_pruned(data: Data, first: list[State], extra: set[int]) -> State | None:
-    got = rens(data, scope_of(data, first, extra), POLISH_S)
-    best = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    got, best = _rens_start(data, first, extra)
     scope = cheapest_per_type(data, 2) | siblings(data, best) | scope_of(data, [best])
     small = _pruned(data, scope, best)
     again = polish(small, [best], extra=scope, time_limit=POLISH_S)
@@ -268,8 +272,7 @@ def _rens_milp_pruned(data: Data, first: list[State], extra: set[int]) -> State 
 
 def _rens_lns(data: Data, first: list[State], extra: set[int]) -> State | None:
     scope = scope_of(data, first, extra)
-    got = rens(data, scope, POLISH_S)
-    cur = got if got is not None and got.cost < first[0].cost - 1e-9 else first[0]
+    _, cur = _rens_start(data, first, extra)
     rng = np.random.default_rng(0)
     K = data.K
     for _ in range(LNS_ROUNDS):
