@@ -12,6 +12,7 @@ family              row (index set)                                          uni
 coverage[i]         Σ_{k:(i,k)∈P} x[i,k] + u[i] = 1            (i ∈ I)       fraction
 capacity[k]         Σ_i load[i,k]·x[i,k] − U·y[k] ≤ 0          (k ∈ K)       replicas
 accuracy[i]         Σ_k e[i,k]·x[i,k] ≤ ε_i                     (i limited)   error rate
+open_cover[i]       Σ_{k ∈ A_i} z[k] ≥ 1                        (ζ_i < 1)     options
 availability[g]     Σ_{k on g} tp·pp·y[k] ≤ available_g         (g limited)   GPUs
 budget              Σ rental[k]·y[k] + storage[k]·z[k] ≤ B                    $ / period
 link_upper[k]       y[k] − M_k·z[k] ≤ 0                        (k ∈ K)       replicas
@@ -20,7 +21,8 @@ link_route[i,k]     x[i,k] − z[k] ≤ 0                          ((i,k) ∈ P)
 objective           Σ rental·y + Σ storage·z + Σ delay·x + Σ unserved·u       $ / period
 ==================  ======================================================  ============
 
-with the same big-M (:func:`planner.solvers.milp.big_m`) and the same dominance pruning
+(A_i: i's options with e[i,k]·(1 − ζ_i) ≤ ε_i; :func:`planner.solvers.milp._open_covers` says why
+the rows are valid), with the same big-M (:func:`planner.solvers.milp.big_m`) and the same dominance pruning
 (:func:`planner.solvers.milp.dominated`) as the Pyomo model; ``tests/test_solvers_scale.py``
 asserts equal optima of both forms on seeded instances. Limits: no shared-pool rows (attainment
 tables with several TPOT limits on one option) and no split prefill/decode pairs
@@ -37,7 +39,7 @@ import numpy as np
 
 from planner.options import Option, OptionTable
 from planner.solvers.backends import BackendResult, SolveOptions, solve_arrays
-from planner.solvers.milp import big_m, dominated
+from planner.solvers.milp import COVER_TOL, big_m, dominated
 
 
 def supported(table: OptionTable) -> bool:
@@ -121,12 +123,17 @@ class MatrixModel:
 
 
 def build_matrix(
-    table: OptionTable, options: np.ndarray | None = None, prune: bool = True, route_links: bool = True
+    table: OptionTable,
+    options: np.ndarray | None = None,
+    prune: bool = True,
+    route_links: bool = True,
+    covers: bool = True,
 ) -> MatrixModel:
     """The model over every type, restricted to ``options`` when given (a heuristic's scope; then
     nothing is pruned, as in the Pyomo model's scoped form). Without ``route_links`` the
     link_route rows are left out: implied at integrality (capacity forces y ≥ 1 where x > 0), they
-    only tighten the LP relaxation's storage term, and they are one row per pair."""
+    only tighten the LP relaxation's storage term, and they are one row per pair. ``covers=False``
+    leaves out the open_cover rows (valid inequalities: only to measure what they do)."""
     t0 = time.perf_counter()
     inst = table.instance
     nI = len(table.type_ids)
@@ -195,6 +202,15 @@ def build_matrix(
         rowof[limited] = np.arange(len(limited))
         sel = rowof[ii] >= 0
         block(rowof[ii[sel]], x0 + np.flatnonzero(sel), err[sel], np.full(len(limited), -np.inf), eps[limited])
+    # open_cover[i]: Σ_{k ∈ A_i} z ≥ 1, A_i = i's options with e·(1 − ζ_i) ≤ ε_i, for ζ_i < 1
+    if covers and nP:
+        sel = (zeta[ii] < 1.0) & (err * (1.0 - zeta[ii]) <= eps[ii] + COVER_TOL)
+        covered = np.unique(ii[sel])
+        if len(covered):
+            rowof = np.full(nI, -1, dtype=np.int64)
+            rowof[covered] = np.arange(len(covered))
+            ones = np.ones(len(covered))
+            block(rowof[ii[sel]], z0 + kk[sel], np.ones(int(sel.sum())), ones, np.full(len(covered), np.inf))
     # availability[g]: Σ gpus·y ≤ available_g
     tiers = [g for g, spec in enumerate(inst.gpus) if spec.available is not None]
     tier_of = table.tier[K]
