@@ -10,8 +10,8 @@ import numpy as np
 
 from planner.heuristics.construct import construct
 from planner.heuristics.fluid import slope_scaling
+from planner.heuristics.polish import RESTRICTED_COVERS, rens, scope_of
 from planner.heuristics.polish import polish as polish_restricted
-from planner.heuristics.polish import rens, scope_of
 from planner.heuristics.repair import REPAIR_TIME_S, Repaired, cheapest_per_type, repair, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State
@@ -188,7 +188,7 @@ def _split_polish(
     index = {o: k for k, o in enumerate(table.options)}
     scope = {index[d.option] for d in plan.deployments if d.replicas and d.option in index}
     scope |= cheapest_per_type(data, 2)
-    model = build_model(table, ModelScope(options=frozenset(scope), split=True))
+    model = build_model(table, ModelScope(options=frozenset(scope), split=True, covers=RESTRICTED_COVERS))
     opts = SolveOptions(time_limit=time_limit, gap=2e-3, improving_limit=2)
     res = BACKENDS["highs"](model, opts, _start_from_plan(model, table, plan))
     if "time" in res.message.lower():

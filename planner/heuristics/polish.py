@@ -23,6 +23,15 @@ POLISH_GAP = 2e-3  # the restricted problem need not be closed exactly (1e-2 was
 # plans). Not measured beyond POLISH_SMALL columns, so left on there.
 POLISH_HIGHS: dict[str, object] = {"presolve": "off"}
 POLISH_SMALL = 5000
+# The heuristics' models (RENS, the polishes, the repair's LP and restricted MILPs) leave out the
+# exact model's open_cover rows (milp._open_covers). They lift the full LP's bound and help the
+# MILP's proofs, but in these short, restricted solves HiGHS's root takes other paths. With them
+# (e2551a0) against without, one process at a time on one machine (2026-12-07): AGH on
+# table-50x20x20 seeds 0-9 0.000% -> 0.56% median gap to the optimum (p95 1.63 -> 1.79%, median
+# 2.8 -> 2.1 s); on fleet-100x30x30 seed 4 11.8 -> 66 s (a polish on its 60-s safety net) and
+# seed 1 13.0 -> 19.8 s, for plans 0.01% / 0.8% cheaper. Under a time limit the effect was within
+# the noise (results/agh_time_limit.md). Without them the heuristics give the plans they gave before.
+RESTRICTED_COVERS = False
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
@@ -85,7 +94,7 @@ def solve_scope(
     X: np.ndarray | None = None
     clock = MaxRuntime(time_limit)  # the build counts against the limit too
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
-        mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
+        mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
         res = mm.solve(
             time_limit=clock.left(),
             gap=POLISH_GAP,
@@ -96,7 +105,7 @@ def solve_scope(
         if res.values is not None:
             X = mm.routing(res.values)
     else:
-        model = build_model(data.table, ModelScope(options=frozenset(scope)))
+        model = build_model(data.table, ModelScope(options=frozenset(scope), covers=RESTRICTED_COVERS))
         opts = SolveOptions(time_limit=clock.left(), gap=POLISH_GAP, improving_limit=improving_limit)
         # Without a feasible start (every start broke a limit), the restricted MILP looks for one itself.
         res = BACKENDS["highs"](model, opts, start_values(model, start) if start is not None else {})
@@ -128,7 +137,7 @@ def rens(data: Data, scope: set[int], time_limit: float) -> State | None:
     if not supported(data.table) or not scope:
         return None
     clock = MaxRuntime(time_limit)
-    mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64))
+    mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
     if lp.values is None:
         return None

@@ -72,7 +72,9 @@ def lp_support(data: Data, time_limit: float) -> tuple[str, set[int]]:
 
     if not supported(data.table):
         return "skipped", set()
-    mm = build_matrix(data.table, route_links=False)
+    from planner.heuristics.polish import RESTRICTED_COVERS
+
+    mm = build_matrix(data.table, route_links=False, covers=RESTRICTED_COVERS)
     res = mm.solve(relax=True, time_limit=time_limit)
     if res.values is None:
         return res.status, set()
