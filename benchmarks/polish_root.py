@@ -37,10 +37,10 @@ import pandas as pd
 from planner.bench import FAMILIES, markdown_table, timed_instance
 from planner.fileio import write_atomic
 from planner.heuristics.methods import polish_scope, starts
-from planner.heuristics.polish import POLISH_GAP, POLISH_HIGHS, POLISH_SMALL, scope_of
+from planner.heuristics.polish import POLISH_GAP, POLISH_HIGHS, POLISH_SMALL, scope_of, scoped_matrix
 from planner.heuristics.state import Data
 from planner.solvers.backends import load_arrays, new_highs
-from planner.solvers.matrix import MatrixModel, build_matrix
+from planner.solvers.matrix import MatrixModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE, FLEET = "table-50x20x20", "fleet-100x30x30"
@@ -176,7 +176,7 @@ def polish_model(family: str, seed: int) -> tuple[MatrixModel, np.ndarray, float
         return None
     first, extra = polish_scope(found, touched)
     scope = scope_of(data, first, extra)
-    mm = build_matrix(table, options=np.array(sorted(scope), dtype=np.int64))
+    mm = scoped_matrix(table, scope)
     best = min(first, key=lambda s: s.cost)
     lp = mm.solve(relax=True, options=POLISH_HIGHS)
     return mm, mm.start_of(best.y, best.X), float("nan") if lp.objective is None else lp.objective

@@ -47,7 +47,7 @@ import pandas as pd
 from planner.bench import FAMILIES, timed_instance
 from planner.fileio import write_atomic
 from planner.heuristics.methods import POLISH_S, _polish_around, polish_scope, starts
-from planner.heuristics.polish import polish, rens, scope_of
+from planner.heuristics.polish import polish, rens, scope_of, scoped_matrix
 from planner.heuristics.repair import cheapest_per_type, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
@@ -282,7 +282,7 @@ def _rens_lns(data: Data, first: list[State], extra: set[int]) -> State | None:
         near = [int(k) for k in np.flatnonzero(data.ok[served, :K].any(axis=0)) if k in scope and k != k0]
         rng.shuffle(near)
         free = {k0, *near[: LNS_FREE - 1]}
-        mm = build_matrix(data.table, options=np.array(sorted(set(open_.tolist()) | free), dtype=np.int64))
+        mm = scoped_matrix(data.table, set(open_.tolist()) | free)
         v = mm.start_of(cur.y, cur.X)
         held = ~np.isin(mm.K, list(free))
         lb, ub = mm.lb.copy(), mm.ub.copy()

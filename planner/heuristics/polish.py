@@ -9,6 +9,8 @@ is feasible for the full problem; being restricted, it proves nothing about the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyomo.environ as pyo
 
@@ -16,6 +18,10 @@ from planner.heuristics.state import Data, State, state_of
 from planner.heuristics.stopping import MaxRuntime
 from planner.solvers.backends import BACKENDS, SolveOptions
 from planner.solvers.milp import ModelScope, build_model
+
+if TYPE_CHECKING:
+    from planner.options import OptionTable
+    from planner.solvers.matrix import MatrixModel
 
 POLISH_GAP = 2e-3  # the restricted problem need not be closed exactly (1e-2 was measured no faster)
 # HiGHS's presolve off on small restricted models, where it costs more than it saves (AGH on
@@ -32,6 +38,14 @@ POLISH_SMALL = 5000
 # seed 1 13.0 -> 19.8 s, for plans 0.01% / 0.8% cheaper. Under a time limit the effect was within
 # the noise (results/agh_time_limit.md). Without them the heuristics give the plans they gave before.
 RESTRICTED_COVERS = False
+
+
+def scoped_matrix(table: OptionTable, scope: set[int]) -> MatrixModel:
+    """The arrays model restricted to the options ``scope``, as the heuristics solve it (without
+    the open_cover rows: RESTRICTED_COVERS). The studies of the polish build theirs here too."""
+    from planner.solvers.matrix import build_matrix
+
+    return build_matrix(table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
@@ -89,12 +103,12 @@ def solve_scope(
     ``start`` where given; status as the backend's (optimal and feasible read "feasible"). A
     solve that ends on ``time_limit`` rather than on its work limit is noted in ``log``: its
     answer then depends on the machine's speed."""
-    from planner.solvers.matrix import build_matrix, supported
+    from planner.solvers.matrix import supported
 
     X: np.ndarray | None = None
     clock = MaxRuntime(time_limit)  # the build counts against the limit too
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
-        mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
+        mm = scoped_matrix(data.table, scope)
         res = mm.solve(
             time_limit=clock.left(),
             gap=POLISH_GAP,
@@ -132,12 +146,12 @@ def rens(data: Data, scope: set[int], time_limit: float) -> State | None:
     ~3 s to reach it (``benchmarks/results/polish_study.md``). AGH uses it under a time limit
     only, where a polish cut short in HiGHS's root keeps its start
     (:func:`planner.heuristics.methods.solve_agh`)."""
-    from planner.solvers.matrix import build_matrix, supported
+    from planner.solvers.matrix import supported
 
     if not supported(data.table) or not scope:
         return None
     clock = MaxRuntime(time_limit)
-    mm = build_matrix(data.table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
+    mm = scoped_matrix(data.table, scope)
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
     if lp.values is None:
         return None
