@@ -37,6 +37,7 @@ from planner.console import (
 )
 from planner.errors import InputError
 from planner.fileio import dump_document, write_atomic
+from planner.gcpause import freeze_heap
 from planner.loader import load_instance
 from planner.options import OptionTable, build_option_table, needs_checks
 from planner.plan import Plan, plan_document, read_plan_for
@@ -245,6 +246,7 @@ def solve(
 
     validation: list[Any] = []
     table, start = guard(prepare)
+    freeze_heap()  # the instance and table live to the end: no collection walks them (planner.gcpause)
     from planner import executor
 
     fan_out = guard(lambda: cliargs.executor(ray, workers))
