@@ -172,7 +172,7 @@ def run(quick: bool, families: set[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render(df: pd.DataFrame) -> str:
+def render(df: pd.DataFrame, note: str = "") -> str:
     g = df.groupby(["family", "limit_s", "variant"], sort=False)
     table = pd.DataFrame(
         {
@@ -190,6 +190,7 @@ def render(df: pd.DataFrame) -> str:
         + "\n\n`python benchmarks/polish_variants.py`, one process, 1 solver thread.\n\n"
         + markdown_table(table)
         + "\n"
+        + ("\n" + note + "\n" if note else "")
     )
 
 
@@ -197,12 +198,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two seeds per family (a smoke run)")
     ap.add_argument("--out", type=Path, default=RESULTS / "polish_variants.md")
+    ap.add_argument("--note", default="", help="a paragraph under the table (machine, date, findings)")
+    ap.add_argument("--from-csv", type=Path, help="render this run's CSV again instead of running")
     ap.add_argument("--families", default="", help="comma-separated families of PLAN to run (default: all)")
     args = ap.parse_args()
-    df = run(args.quick, {f for f in args.families.split(",") if f} or None)
-    write_atomic(args.out.with_suffix(".csv"), df.to_csv(index=False))
-    write_atomic(args.out, render(df))
-    print(render(df))
+    if args.from_csv is not None:
+        df = pd.read_csv(args.from_csv, dtype={"limit_s": str})
+    else:
+        df = run(args.quick, {f for f in args.families.split(",") if f} or None)
+        write_atomic(args.out.with_suffix(".csv"), df.to_csv(index=False))
+    write_atomic(args.out, render(df, args.note))
+    print(render(df, args.note))
 
 
 if __name__ == "__main__":

@@ -259,6 +259,35 @@ def test_the_collector_pause_leaves_the_collector_as_it_found_it() -> None:
         gc.enable()
 
 
+def test_restricted_models_above_the_size_limit_leave_out_the_route_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ROUTE_LINKS_MAX columns the heuristics' restricted models have no link_route rows
+    (x ≤ z, one per pair, implied at integrality). Forced on every model of 30 seeded instances
+    (on the stalling fixtures too, where the repair's restricted MILPs run): exactly one row per
+    pair fewer, and AGH still gives a plan the checker accepts wherever the MILP finds one, never
+    below its optimum, and the same plan status."""
+    import planner.heuristics.polish as polish
+
+    docs = [random_table_instance(seed) for seed in range(28)]
+    docs += [json.loads(gzip.decompress((DATA / f"paper-10x10x10-s{s}.json.gz").read_bytes())) for s in (0, 6)]
+    for n, doc in enumerate(docs):
+        inst, table = _table(doc)
+        if not table.pairs:
+            continue
+        scope = set(range(len(table.options)))
+        linked = polish.scoped_matrix(table, scope)
+        with monkeypatch.context() as m:
+            m.setattr(polish, "ROUTE_LINKS_MAX", 0)
+            bare = polish.scoped_matrix(table, scope)
+            plan = solve(inst, "agh", table=table, seed=n)
+        assert linked.columns == bare.columns and len(linked.row_lo) - len(bare.row_lo) == len(linked.P)
+        exact = solve(inst, "milp", table=table)
+        if exact.status == "optimal":
+            assert plan.has_solution and check_plan(inst, plan, table).ok, (n, plan.message)
+            assert plan.objective >= exact.objective * (1 - 1e-6) - 1e-9
+        else:
+            assert plan.status == exact.status == "infeasible", (n, plan.status)
+
+
 def test_freeze_heap_takes_the_live_objects_out_of_the_collectors_walks() -> None:
     """freeze_heap (planner.gcpause) moves every object alive into the permanent generation, which
     no later collection walks; they stay alive and are still freed by reference counting."""

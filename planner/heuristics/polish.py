@@ -40,12 +40,31 @@ POLISH_SMALL = 5000
 RESTRICTED_COVERS = False
 
 
+# Above this many columns the heuristics' models also leave out the link_route rows
+# x[i,k] ≤ z[k]: one per pair (~95% of a fleet polish's rows), implied at integrality by the
+# capacity rows (x > 0 needs y ≥ 1, and y ≤ M·z), so only the LP's storage term is weaker. In
+# those short solves HiGHS's root spent its time separating cuts over them: fleet-100x30x30 seed 0,
+# a 6,100-column polish, 2.3 s of cut rounds, no better plan. Measured by
+# benchmarks/polish_variants.py ("no route links > 5k"), one process at a time on one machine:
+# untimed fleet-100x30x30 seeds 0-4 median 12.3 -> 6.6 s, gap to the best bound 0.68 -> 0.90%
+# (p95 1.42 -> 1.50%); fleet-200x40x40 seeds 0-2 54.8 -> 30.0 s, 0.61 -> 0.56%; at 5 s on
+# fleet-100 median 1.75 -> 1.70%, p95 3.50 -> 2.26%. The table families' models are smaller and
+# keep the rows (with none, table-50x20x20 seeds 0-9 went 0.000 -> 0.53% median gap untimed).
+ROUTE_LINKS_MAX = POLISH_SMALL
+
+
 def scoped_matrix(table: OptionTable, scope: set[int]) -> MatrixModel:
-    """The arrays model restricted to the options ``scope``, as the heuristics solve it (without
-    the open_cover rows: RESTRICTED_COVERS). The studies of the polish build theirs here too."""
+    """The arrays model restricted to the options ``scope``, as the heuristics solve it: without
+    the open_cover rows (RESTRICTED_COVERS), and without the link_route rows above
+    ROUTE_LINKS_MAX columns. The studies of the polish build theirs here too."""
     from planner.solvers.matrix import build_matrix
 
-    return build_matrix(table, options=np.array(sorted(scope), dtype=np.int64), covers=RESTRICTED_COVERS)
+    options = np.array(sorted(scope), dtype=np.int64)
+    chosen = np.zeros(len(table.options), dtype=bool)
+    chosen[options] = True
+    pairs = int(chosen[table.pair_arrays()[0][:, 1]].sum()) if table.pairs else 0
+    columns = 2 * len(options) + pairs + len(table.type_ids)  # y, z per option; x per pair; u per type
+    return build_matrix(table, options=options, covers=RESTRICTED_COVERS, route_links=columns <= ROUTE_LINKS_MAX)
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
