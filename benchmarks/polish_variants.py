@@ -15,7 +15,8 @@ time swapped in, so each variant also pays for what it does to the time left to 
 * ``no route links`` — every restricted model (RENS, the polishes) without the link_route rows
   (x[i,k] ≤ z[k], one per pair: implied at integrality, ~95% of a polish's rows at fleet scale);
 * ``no route links > 5k`` — the same only for models above ``POLISH_SMALL`` columns (where the
-  polish runs HiGHS's presolve);
+  polish runs HiGHS's presolve); shipped since a976828 (``polish.ROUTE_LINKS_MAX``), so from then
+  on the same code as ``shipped``;
 * ``small first scope`` — the first polish over the best start's options, each type's two
   cheapest and their siblings, instead of the best four starts and the 40 options the fluid
   rounds used most.
