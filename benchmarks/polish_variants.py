@@ -48,6 +48,7 @@ from planner.heuristics.repair import cheapest_per_type, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
 from planner.heuristics.stopping import MaxRuntime
+from planner.options import OptionTable
 from planner.solvers.matrix import MatrixModel, build_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +60,14 @@ PLAN: list[tuple[str, list[int], list[float | None]]] = [
 ]
 
 
+def _neighbours(data: Data, state: State) -> set[int]:
+    """AGH's second-round extra scope (methods._polish_around): each type's two cheapest options
+    and the open options' siblings."""
+    return cheapest_per_type(data, 2) | siblings(data, state)
+
+
 def _around(data: Data, best: State) -> set[int]:
-    return polish.scope_of(data, [best], cheapest_per_type(data, 2) | siblings(data, best))
+    return polish.scope_of(data, [best], _neighbours(data, best))
 
 
 def box_polish(data: Data, states: list[State], extra: set[int] | None = None, **kw: object) -> State | None:
@@ -108,12 +115,10 @@ def rens_polish(data: Data, states: list[State], extra: set[int] | None = None, 
 
 
 def _no_links(only_big: bool) -> Callable[..., MatrixModel]:
-    def scoped(table: object, scope: set[int]) -> MatrixModel:
+    def scoped(table: OptionTable, scope: set[int]) -> MatrixModel:
         opts = np.array(sorted(scope), dtype=np.int64)
-        mm = build_matrix(table, options=opts, covers=polish.RESTRICTED_COVERS)  # type: ignore[arg-type]
-        if only_big and mm.columns <= polish.POLISH_SMALL:
-            return mm
-        return build_matrix(table, options=opts, covers=polish.RESTRICTED_COVERS, route_links=False)  # type: ignore[arg-type]
+        links = {"route_links_max": polish.POLISH_SMALL} if only_big else {"route_links": False}
+        return build_matrix(table, options=opts, covers=polish.RESTRICTED_COVERS, **links)  # type: ignore[arg-type]
 
     return scoped
 
@@ -121,8 +126,7 @@ def _no_links(only_big: bool) -> Callable[..., MatrixModel]:
 def _small_first(found: list[State], touched: object) -> tuple[list[State], set[int]]:
     if not found:
         return found, set()
-    d = found[0].d
-    return found[:1], cheapest_per_type(d, 2) | siblings(d, found[0])
+    return found[:1], _neighbours(found[0].d, found[0])
 
 
 # variant -> (module, attribute, replacement)

@@ -60,11 +60,7 @@ def scoped_matrix(table: OptionTable, scope: set[int]) -> MatrixModel:
     from planner.solvers.matrix import build_matrix
 
     options = np.array(sorted(scope), dtype=np.int64)
-    chosen = np.zeros(len(table.options), dtype=bool)
-    chosen[options] = True
-    pairs = int(chosen[table.pair_arrays()[0][:, 1]].sum()) if table.pairs else 0
-    columns = 2 * len(options) + pairs + len(table.type_ids)  # y, z per option; x per pair; u per type
-    return build_matrix(table, options=options, covers=RESTRICTED_COVERS, route_links=columns <= ROUTE_LINKS_MAX)
+    return build_matrix(table, options=options, covers=RESTRICTED_COVERS, route_links_max=ROUTE_LINKS_MAX)
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:

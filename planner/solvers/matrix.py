@@ -128,11 +128,13 @@ def build_matrix(
     prune: bool = True,
     route_links: bool = True,
     covers: bool = True,
+    route_links_max: int | None = None,
 ) -> MatrixModel:
     """The model over every type, restricted to ``options`` when given (a heuristic's scope; then
     nothing is pruned, as in the Pyomo model's scoped form). Without ``route_links`` the
     link_route rows are left out: implied at integrality (capacity forces y ≥ 1 where x > 0), they
-    only tighten the LP relaxation's storage term, and they are one row per pair. ``covers=False``
+    only tighten the LP relaxation's storage term, and they are one row per pair; with
+    ``route_links_max`` they are left out of a model with more columns than that. ``covers=False``
     leaves out the open_cover rows (valid inequalities: only to measure what they do)."""
     t0 = time.perf_counter()
     inst = table.instance
@@ -161,6 +163,7 @@ def build_matrix(
 
     y0, z0, x0, u0 = 0, nK, 2 * nK, 2 * nK + nP
     n = u0 + nI
+    route_links = route_links and (route_links_max is None or n <= route_links_max)
     cost = np.concatenate([table.rental[K], table.storage[K], delay, table.unserved[types]]).astype(float)
     zeta = np.array([q.max_unserved for q in inst.query_types], dtype=float)
     lb = np.zeros(n)
