@@ -1,6 +1,6 @@
 """Study: five more levers on AGH's speed and gaps (issue 14's targets), end to end.
 
-Like ``polish_variants.py`` (whose harness this reuses), each variant swaps one piece of
+Like ``polish_variants.py`` (whose harness runs it: ``run``, ``render``, ``main``), each variant swaps one piece of
 :func:`planner.heuristics.methods.solve_agh` and the whole method runs, with and without a time
 limit, so a variant also pays for what it does to the time left to the rest:
 
@@ -27,20 +27,15 @@ depend on the machine and its load: run it alone.
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from polish_variants import patched  # type: ignore[import-not-found]
+from polish_variants import main  # type: ignore[import-not-found]
 
 import planner.heuristics.methods as agh
 import planner.heuristics.polish as polish
-from planner.bench import FAMILIES, markdown_table, timed_instance
-from planner.fileio import write_atomic
 from planner.heuristics.repair import cheapest_per_type
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State
@@ -174,72 +169,5 @@ VARIANTS: dict[str, list[tuple[object, str, object]]] = {
 }
 
 
-def run(quick: bool, families: set[str] | None = None) -> pd.DataFrame:
-    frames = [pd.read_csv(RESULTS / "bench.csv"), pd.read_csv(RESULTS / "holdout" / "bench.csv")]
-    best = pd.concat(frames).groupby(["family", "seed"])["best_bound"].max()
-    rows = []
-    for fam, seeds, limits in PLAN:
-        if families is not None and fam not in families:
-            continue
-        for seed in seeds[:2] if quick else seeds:
-            bound = best.get((fam, seed))
-            if bound is None or not np.isfinite(bound):
-                continue
-            _, table, _ = timed_instance(FAMILIES[fam], seed)
-            for limit in limits:
-                for name, changes in VARIANTS.items():
-                    with patched(changes):
-                        t0 = time.perf_counter()
-                        plan = agh.solve_agh(table, seed=seed, time_limit=limit)
-                        secs = time.perf_counter() - t0
-                    gap = np.nan if plan.objective is None else (plan.objective - bound) / plan.objective * 100
-                    lim = "none" if limit is None else f"{limit:g}"
-                    rows.append(
-                        {"family": fam, "seed": seed, "limit_s": lim, "variant": name, "seconds": secs, "gap_pct": gap}
-                    )
-                    print(f"{fam} seed {seed} limit {lim} {name:14s} {secs:6.2f} s  gap {gap:6.3f}%", flush=True)
-    return pd.DataFrame(rows)
-
-
-def render(df: pd.DataFrame, note: str = "") -> str:
-    g = df.groupby(["family", "limit_s", "variant"], sort=False)
-    table = pd.DataFrame(
-        {
-            "runs": g.size(),
-            "median s": g["seconds"].median().round(2),
-            "max s": g["seconds"].max().round(2),
-            "median gap %": g["gap_pct"].median().round(3),
-            "mean gap %": g["gap_pct"].mean().round(3),
-            "p95 gap %": g["gap_pct"].quantile(0.95).round(3),
-        }
-    ).reset_index()
-    doc = (__doc__ or "").split("\n\n")
-    return (
-        "# AGH levers, end to end\n\n"
-        + "\n\n".join(doc[1:4])
-        + "\n\n`python benchmarks/agh_levers.py`, one process, 1 solver thread.\n\n"
-        + markdown_table(table)
-        + "\n"
-        + ("\n" + note + "\n" if note else "")
-    )
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="two seeds per family (a smoke run)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "agh_levers.md")
-    ap.add_argument("--note", default="", help="a paragraph under the table (machine, date, findings)")
-    ap.add_argument("--from-csv", type=Path, help="render this run's CSV again instead of running")
-    ap.add_argument("--families", default="", help="comma-separated families of PLAN to run (default: all)")
-    args = ap.parse_args()
-    if args.from_csv is not None:
-        df = pd.read_csv(args.from_csv, dtype={"limit_s": str})
-    else:
-        df = run(args.quick, {f for f in args.families.split(",") if f} or None)
-        write_atomic(args.out.with_suffix(".csv"), df.to_csv(index=False))
-    write_atomic(args.out, render(df, args.note))
-    print(render(df, args.note))
-
-
 if __name__ == "__main__":
-    main()
+    main(RESULTS / "agh_levers.md", __doc__, "# AGH levers, end to end", "benchmarks/agh_levers.py", PLAN, VARIANTS)

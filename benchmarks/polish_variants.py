@@ -152,10 +152,18 @@ def patched(changes: list[tuple[object, str, object]]) -> Iterator[None]:
             setattr(m, a, v)
 
 
-def run(quick: bool, families: set[str] | None = None) -> pd.DataFrame:
-    best = pd.read_csv(RESULTS / "bench.csv").groupby(["family", "seed"])["best_bound"].max()
+def run(
+    quick: bool,
+    families: set[str] | None = None,
+    plan: list[tuple[str, list[int], list[float | None]]] = PLAN,
+    variants: dict[str, list[tuple[object, str, object]]] | None = None,
+) -> pd.DataFrame:
+    """Every variant of ``variants`` (default: VARIANTS) on every seed and limit of ``plan``; gaps to
+    the best bound of the benchmark's runs (``bench.csv`` and the held-out seeds' ``holdout/bench.csv``)."""
+    frames = [pd.read_csv(RESULTS / "bench.csv"), pd.read_csv(RESULTS / "holdout" / "bench.csv")]
+    best = pd.concat(frames).groupby(["family", "seed"])["best_bound"].max()
     rows = []
-    for fam, seeds, limits in PLAN:
+    for fam, seeds, limits in plan:
         if families is not None and fam not in families:
             continue
         for seed in seeds[:2] if quick else seeds:
@@ -164,12 +172,12 @@ def run(quick: bool, families: set[str] | None = None) -> pd.DataFrame:
                 continue
             _, table, _ = timed_instance(FAMILIES[fam], seed)
             for limit in limits:
-                for name, changes in VARIANTS.items():
+                for name, changes in (VARIANTS if variants is None else variants).items():
                     with patched(changes):
                         t0 = time.perf_counter()
-                        plan = agh.solve_agh(table, seed=seed, time_limit=limit)
+                        plan_ = agh.solve_agh(table, seed=seed, time_limit=limit)
                         secs = time.perf_counter() - t0
-                    gap = np.nan if plan.objective is None else (plan.objective - bound) / plan.objective * 100
+                    gap = np.nan if plan_.objective is None else (plan_.objective - bound) / plan_.objective * 100
                     lim = "none" if limit is None else f"{limit:g}"
                     row = {"family": fam, "seed": seed, "limit_s": lim, "variant": name}
                     rows.append({**row, "seconds": secs, "gap_pct": gap})
@@ -177,43 +185,58 @@ def run(quick: bool, families: set[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render(df: pd.DataFrame, note: str = "") -> str:
+def render(df: pd.DataFrame, note: str = "", doc: str | None = None, title: str = "", script: str = "") -> str:
+    """The results as markdown: the docstring's middle paragraphs, one row per (family, limit,
+    variant), then ``note``."""
     g = df.groupby(["family", "limit_s", "variant"], sort=False)
     table = pd.DataFrame(
         {
             "runs": g.size(),
             "median s": g["seconds"].median().round(2),
+            "max s": g["seconds"].max().round(2),
             "median gap %": g["gap_pct"].median().round(3),
+            "mean gap %": g["gap_pct"].mean().round(3),
             "p95 gap %": g["gap_pct"].quantile(0.95).round(3),
             "max gap %": g["gap_pct"].max().round(3),
         }
     ).reset_index()
-    doc = (__doc__ or "").split("\n\n")
+    paragraphs = (__doc__ if doc is None else doc or "").split("\n\n")
     return (
-        "# AGH with other polishes, end to end\n\n"
-        + "\n\n".join(doc[1:4])
-        + "\n\n`python benchmarks/polish_variants.py`, one process, 1 solver thread.\n\n"
+        (title or "# AGH with other polishes, end to end")
+        + "\n\n"
+        + "\n\n".join(paragraphs[1:4])
+        + f"\n\n`python {script or 'benchmarks/polish_variants.py'}`, one process, 1 solver thread.\n\n"
         + markdown_table(table)
         + "\n"
         + ("\n" + note + "\n" if note else "")
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def main(
+    out: Path = RESULTS / "polish_variants.md",
+    doc: str | None = None,
+    title: str = "",
+    script: str = "",
+    plan: list[tuple[str, list[int], list[float | None]]] = PLAN,
+    variants: dict[str, list[tuple[object, str, object]]] | None = None,
+) -> None:
+    """The command line of this study, and of the studies built on its harness (agh_levers.py)."""
+    doc = __doc__ if doc is None else doc
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two seeds per family (a smoke run)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "polish_variants.md")
+    ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--note", default="", help="a paragraph under the table (machine, date, findings)")
     ap.add_argument("--from-csv", type=Path, help="render this run's CSV again instead of running")
-    ap.add_argument("--families", default="", help="comma-separated families of PLAN to run (default: all)")
+    ap.add_argument("--families", default="", help="comma-separated families of the plan to run (default: all)")
     args = ap.parse_args()
     if args.from_csv is not None:
         df = pd.read_csv(args.from_csv, dtype={"limit_s": str})
     else:
-        df = run(args.quick, {f for f in args.families.split(",") if f} or None)
+        df = run(args.quick, {f for f in args.families.split(",") if f} or None, plan, variants)
         write_atomic(args.out.with_suffix(".csv"), df.to_csv(index=False))
-    write_atomic(args.out, render(df, args.note))
-    print(render(df, args.note))
+    text = render(df, args.note, doc, title, script)
+    write_atomic(args.out, text)
+    print(text)
 
 
 if __name__ == "__main__":
