@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from planner.bench import FAMILIES, markdown_table, timed_instance, write_labelled
 from planner.heuristics.methods import solve_agh
+from planner.options import OptionTable
 
 RESULTS = Path(__file__).parent / "results"
 # (family, seeds, limits in seconds): table-50 on the bench's seeds and the held-out ones
@@ -44,10 +47,14 @@ def bounds() -> pd.Series:
     return df.groupby(["family", "seed"])["best_bound"].max()
 
 
-def run(quick: bool, label: str, families: set[str] | None = None) -> pd.DataFrame:
+def seed_tables(
+    plan: Sequence[tuple[str, list[int], Sequence[Any]]], quick: bool, families: set[str] | None
+) -> Iterator[tuple[str, list[int], int, float, OptionTable, Sequence[Any]]]:
+    """(family, its seeds, seed, best bound, option table, limits) of every seed of ``plan`` with a
+    finite bound (two per row when ``quick``; only ``families`` when given), the table built as the
+    bench builds it (the heap frozen after it). The studies built on this one's plan loop over it."""
     best = bounds()
-    rows = []
-    for fam_name, seeds, limits in PLAN:
+    for fam_name, seeds, limits in plan:
         if families is not None and fam_name not in families:
             continue
         for seed in seeds[:2] if quick else seeds:
@@ -55,23 +62,29 @@ def run(quick: bool, label: str, families: set[str] | None = None) -> pd.DataFra
             if bound is None or not np.isfinite(bound):
                 continue
             _, table, _ = timed_instance(FAMILIES[fam_name], seed)
-            for limit in limits:
-                t0 = time.perf_counter()
-                plan = solve_agh(table, seed=seed, time_limit=limit)
-                seconds = time.perf_counter() - t0
-                gap = np.nan if plan.objective is None else (plan.objective - bound) / plan.objective * 100
-                rows.append(
-                    {
-                        "label": label,
-                        "family": fam_name,
-                        "seeds": f"{seeds[0]}-{seeds[-1]}",
-                        "seed": seed,
-                        "limit_s": limit,
-                        "seconds": seconds,
-                        "gap_pct": gap,
-                    }
-                )
-                print(f"{fam_name} seed {seed} limit {limit:g}: {seconds:.2f} s, gap {gap:.3f}%", flush=True)
+            yield fam_name, seeds, seed, float(bound), table, limits
+
+
+def run(quick: bool, label: str, families: set[str] | None = None) -> pd.DataFrame:
+    rows = []
+    for fam_name, seeds, seed, bound, table, limits in seed_tables(PLAN, quick, families):
+        for limit in limits:
+            t0 = time.perf_counter()
+            plan = solve_agh(table, seed=seed, time_limit=limit)
+            seconds = time.perf_counter() - t0
+            gap = np.nan if plan.objective is None else (plan.objective - bound) / plan.objective * 100
+            rows.append(
+                {
+                    "label": label,
+                    "family": fam_name,
+                    "seeds": f"{seeds[0]}-{seeds[-1]}",
+                    "seed": seed,
+                    "limit_s": limit,
+                    "seconds": seconds,
+                    "gap_pct": gap,
+                }
+            )
+            print(f"{fam_name} seed {seed} limit {limit:g}: {seconds:.2f} s, gap {gap:.3f}%", flush=True)
     return pd.DataFrame(rows)
 
 

@@ -39,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from agh_time_limit import seed_tables  # type: ignore[import-not-found]
 
 import planner.heuristics.methods as agh
 import planner.heuristics.polish as polish
-from planner.bench import FAMILIES, markdown_table, timed_instance
+from planner.bench import markdown_table
 from planner.fileio import write_atomic
 from planner.heuristics.repair import cheapest_per_type, siblings
 from planner.heuristics.search import local_search
@@ -159,33 +160,30 @@ def run(
     variants: dict[str, list[tuple[object, str, object]]] | None = None,
 ) -> pd.DataFrame:
     """Every variant of ``variants`` (default: VARIANTS) on every seed and limit of ``plan``; gaps to
-    the best bound of the benchmark's runs (``bench.csv`` and the held-out seeds' ``holdout/bench.csv``)."""
-    frames = [pd.read_csv(RESULTS / "bench.csv"), pd.read_csv(RESULTS / "holdout" / "bench.csv")]
-    best = pd.concat(frames).groupby(["family", "seed"])["best_bound"].max()
+    the best bound known for the seed (:func:`agh_time_limit.bounds`)."""
     rows = []
-    for fam, seeds, limits in plan:
-        if families is not None and fam not in families:
-            continue
-        for seed in seeds[:2] if quick else seeds:
-            bound = best.get((fam, seed))
-            if bound is None or not np.isfinite(bound):
-                continue
-            _, table, _ = timed_instance(FAMILIES[fam], seed)
-            for limit in limits:
-                for name, changes in (VARIANTS if variants is None else variants).items():
-                    with patched(changes):
-                        t0 = time.perf_counter()
-                        plan_ = agh.solve_agh(table, seed=seed, time_limit=limit)
-                        secs = time.perf_counter() - t0
-                    gap = np.nan if plan_.objective is None else (plan_.objective - bound) / plan_.objective * 100
-                    lim = "none" if limit is None else f"{limit:g}"
-                    row = {"family": fam, "seed": seed, "limit_s": lim, "variant": name}
-                    rows.append({**row, "seconds": secs, "gap_pct": gap})
-                    print(f"{fam} seed {seed} limit {lim} {name:20s} {secs:6.2f} s  gap {gap:6.3f}%", flush=True)
+    for fam, _, seed, bound, table, limits in seed_tables(plan, quick, families):
+        for limit in limits:
+            for name, changes in (VARIANTS if variants is None else variants).items():
+                with patched(changes):
+                    t0 = time.perf_counter()
+                    plan_ = agh.solve_agh(table, seed=seed, time_limit=limit)
+                    secs = time.perf_counter() - t0
+                gap = np.nan if plan_.objective is None else (plan_.objective - bound) / plan_.objective * 100
+                lim = "none" if limit is None else f"{limit:g}"
+                row = {"family": fam, "seed": seed, "limit_s": lim, "variant": name}
+                rows.append({**row, "seconds": secs, "gap_pct": gap})
+                print(f"{fam} seed {seed} limit {lim} {name:20s} {secs:6.2f} s  gap {gap:6.3f}%", flush=True)
     return pd.DataFrame(rows)
 
 
-def render(df: pd.DataFrame, note: str = "", doc: str | None = None, title: str = "", script: str = "") -> str:
+def render(
+    df: pd.DataFrame,
+    note: str = "",
+    doc: str = __doc__ or "",
+    title: str = "# AGH with other polishes, end to end",
+    script: str = "benchmarks/polish_variants.py",
+) -> str:
     """The results as markdown: the docstring's middle paragraphs, one row per (family, limit,
     variant), then ``note``."""
     g = df.groupby(["family", "limit_s", "variant"], sort=False)
@@ -200,12 +198,11 @@ def render(df: pd.DataFrame, note: str = "", doc: str | None = None, title: str 
             "max gap %": g["gap_pct"].max().round(3),
         }
     ).reset_index()
-    paragraphs = (__doc__ if doc is None else doc or "").split("\n\n")
     return (
-        (title or "# AGH with other polishes, end to end")
+        title
         + "\n\n"
-        + "\n\n".join(paragraphs[1:4])
-        + f"\n\n`python {script or 'benchmarks/polish_variants.py'}`, one process, 1 solver thread.\n\n"
+        + "\n\n".join(doc.split("\n\n")[1:4])
+        + f"\n\n`python {script}`, one process, 1 solver thread.\n\n"
         + markdown_table(table)
         + "\n"
         + ("\n" + note + "\n" if note else "")
@@ -214,15 +211,14 @@ def render(df: pd.DataFrame, note: str = "", doc: str | None = None, title: str 
 
 def main(
     out: Path = RESULTS / "polish_variants.md",
-    doc: str | None = None,
-    title: str = "",
-    script: str = "",
+    doc: str = __doc__ or "",
+    title: str = "# AGH with other polishes, end to end",
+    script: str = "benchmarks/polish_variants.py",
     plan: list[tuple[str, list[int], list[float | None]]] = PLAN,
     variants: dict[str, list[tuple[object, str, object]]] | None = None,
 ) -> None:
     """The command line of this study, and of the studies built on its harness (agh_levers.py)."""
-    doc = __doc__ if doc is None else doc
-    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two seeds per family (a smoke run)")
     ap.add_argument("--out", type=Path, default=out)
     ap.add_argument("--note", default="", help="a paragraph under the table (machine, date, findings)")
