@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -99,6 +100,16 @@ class Data:
             upgrades=upgrades,
         )
 
+    @cached_property
+    def limited(self) -> bool:
+        """Whether some tier has a GPU limit (else availability never stops a move)."""
+        return bool(np.isfinite(self.avail).any())
+
+    @cached_property
+    def tier_options(self) -> np.ndarray:
+        """(tiers, K+1) mask: the options on each tier (the unserved column on none)."""
+        return self.tier[None, :] == np.arange(len(self.avail))[:, None]
+
     def replicas(self, load: np.ndarray) -> np.ndarray:
         """y = ⌈load / max_utilization⌉: the fewest replicas that carry ``load``."""
         return np.ceil(load / self.umax - CEIL_TOL).clip(min=0)
@@ -161,40 +172,70 @@ class State:
         """
         d = self.d
         K = d.K
-        amt = np.broadcast_to(np.asarray(amount, dtype=float), (K + 1,))
-        # Target side, vectorised over k2.
-        new_load2 = self.load + amt * d.L[i]
-        y2 = d.replicas(new_load2)
+        scalar = np.ndim(amount) == 0
+        # In-place arithmetic, and the source side as scalars for a scalar amount: the same
+        # floating-point operations in the same order as the plain array expressions (the
+        # plans do not change), in about half the time (fleet-200x40x40: ~10⁴ calls per local
+        # search over 5,240 options; this was three quarters of its time).
+        amt: np.ndarray | float = float(amount) if scalar else np.asarray(amount, dtype=float)
+        # Target side, vectorised over k2: y2 = ⌈(load + amt·L[i]) / umax − tol⌉⁺.
+        y2 = np.multiply(amt, d.L[i])
+        y2 += self.load
+        y2 /= d.umax
+        y2 -= CEIL_TOL
+        np.ceil(y2, out=y2)
+        np.maximum(y2, 0.0, out=y2)
         y2[K] = 0
-        dy2 = y2 - self.y
-        opened = (self.y == 0) & (y2 > 0)
-        dspend = d.rental * dy2 + d.storage * opened
+        opened = self.y == 0
+        opened &= y2 > 0
+        dy2 = y2
+        dy2 -= self.y
+        dspend = d.rental * dy2
+        dspend += d.storage * opened
         dgpu2 = dy2 * d.gpus
-        dcost = dspend + amt * d.D[i]
-        derr = amt * d.E[i]
+        dcost = np.multiply(amt, d.D[i])
+        dcost += dspend
+        derr = np.multiply(amt, d.E[i])
         if k1 is not None:
-            # Source side: a scalar per amount, the same for every k2 when amount is scalar.
+            # Source side: a scalar when amount is, else one value per k2.
             new_load1 = self.load[k1] - amt * d.L[i, k1]
-            y1 = np.ceil(new_load1 / d.umax - CEIL_TOL).clip(min=0) if k1 < K else np.zeros_like(amt)
+            if k1 >= K:
+                y1 = 0.0 if scalar else np.zeros(K + 1)
+            elif scalar:
+                y1 = max(math.ceil(new_load1 / d.umax - CEIL_TOL), 0.0)
+            else:
+                y1 = np.maximum(np.ceil(new_load1 / d.umax - CEIL_TOL), 0.0)
             dy1 = y1 - self.y[k1]
             closed = (self.y[k1] > 0) & (y1 == 0)
             ds1 = d.rental[k1] * dy1 - d.storage[k1] * closed
-            dcost = dcost + ds1 - amt * d.D[i, k1]
-            dspend = dspend + ds1
-            derr = derr - amt * d.E[i, k1]
-        feas = d.ok[i] & (amt > 0)
-        feas &= self.err[i] + derr <= d.eps[i] + 1e-9
-        feas[K] &= self.X[i, K] + amt[K] <= d.zeta[i] + TOL
-        feas &= self.spend + dspend <= d.budget * (1 + 1e-12) + 1e-9
+            dcost += ds1
+            dcost -= amt * d.D[i, k1]
+            dspend += ds1
+            derr -= amt * d.E[i, k1]
+        feas = d.ok[i].copy() if scalar else d.ok[i] & (amt > 0)
+        if scalar and not amt > 0:
+            feas[:] = False
+        derr += self.err[i]
+        feas &= derr <= d.eps[i] + 1e-9
+        feas[K] &= self.X[i, K] + (amt if scalar else amt[K]) <= d.zeta[i] + TOL
+        if math.isfinite(d.budget):
+            dspend += self.spend
+            feas &= dspend <= d.budget * (1 + 1e-12) + 1e-9
         # Availability: the target's tier gains dgpu2; the source's tier (if any) loses GPUs.
-        tier_room = np.append(d.avail - self.used, math.inf)[d.tier]
-        if k1 is not None and k1 < K:
-            same = d.tier == d.tier[k1]
-            tier_room = np.where(same, tier_room - (y1 - self.y[k1]) * d.gpus[k1], tier_room)
-        feas &= dgpu2 <= tier_room + TOL
+        if d.limited:
+            tier_room = np.append(d.avail - self.used, math.inf)[d.tier]
+            if k1 is not None and k1 < K:
+                same = d.tier_options[d.tier[k1]]
+                tier_room[same] -= (y1 - self.y[k1]) * d.gpus[k1] if scalar else ((y1 - self.y[k1]) * d.gpus[k1])[same]
+            tier_room += TOL
+            feas &= dgpu2 <= tier_room
         if k1 is not None:
             feas[k1] = False
-            feas &= amt <= self.X[i, k1] + TOL
+            if scalar:
+                if not amt <= self.X[i, k1] + TOL:
+                    feas[:] = False
+            else:
+                feas &= amt <= self.X[i, k1] + TOL
         return dcost, feas
 
     def move(self, i: int, k1: int | None, k2: int, amount: float) -> None:
