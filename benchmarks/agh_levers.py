@@ -118,8 +118,8 @@ def with_mir(mm: MatrixModel) -> MatrixModel:
 
 
 def _mir_scoped(original: Callable[..., MatrixModel]) -> Callable[..., MatrixModel]:
-    def scoped(table: OptionTable, scope: set[int]) -> MatrixModel:
-        return with_mir(original(table, scope))
+    def scoped(table: OptionTable, scope: set[int], classes: np.ndarray | None = None) -> MatrixModel:
+        return with_mir(original(table, scope, classes))
 
     return scoped
 

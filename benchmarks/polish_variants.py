@@ -116,10 +116,10 @@ def rens_polish(data: Data, states: list[State], extra: set[int] | None = None, 
 
 
 def _no_links(only_big: bool) -> Callable[..., MatrixModel]:
-    def scoped(table: OptionTable, scope: set[int]) -> MatrixModel:
+    def scoped(table: OptionTable, scope: set[int], classes: np.ndarray | None = None) -> MatrixModel:
         opts = np.array(sorted(scope), dtype=np.int64)
         links = {"route_links_max": polish.POLISH_SMALL} if only_big else {"route_links": False}
-        return build_matrix(table, options=opts, covers=polish.RESTRICTED_COVERS, **links)  # type: ignore[arg-type]
+        return build_matrix(table, options=opts, covers=polish.RESTRICTED_COVERS, classes=classes, **links)  # type: ignore[arg-type]
 
     return scoped
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from planner.checker import check_plan
@@ -464,3 +465,47 @@ def test_rens_plans_are_plans_of_the_full_model() -> None:
             assert check_plan(inst, plan, table).ok
             assert plan.objective >= exact.objective * (1 - 1e-7) - 1e-7
     assert found >= 10
+
+
+def test_twin_classes_route_twins_together_with_the_same_optimum() -> None:
+    """Twin classes (build_matrix's ``classes``: options with the same pairs and figures, one GPU's
+    deployment on several tiers) on small fleet instances: the same status and optimum as the
+    model with one routing column per option, fewer x columns, and the class routing split over
+    the twins (MatrixModel.routing) is a plan the checker accepts at the same cost."""
+    from planner.generate import paper_instance
+    from planner.plan import build_plan
+    from planner.solvers.matrix import solution_of, twin_classes
+
+    merged = 0
+    for seed in range(5):
+        _, table = _table(paper_instance(6, 3, 10, seed, fleet=True))
+        if not table.pairs:
+            continue
+        labels = twin_classes(table)
+        plain, twins = build_matrix(table), build_matrix(table, classes=labels)
+        a, b = plain.solve(), twins.solve()
+        assert a.status == b.status, seed
+        assert len(twins.P) <= len(plain.P), seed
+        merged += len(plain.P) - len(twins.P)
+        if a.objective is None:
+            continue
+        assert b.objective == pytest.approx(a.objective, rel=2e-6, abs=1e-6), seed
+        replicas, routing, unserved = solution_of(twins, b.values)
+        plan = build_plan(
+            table, method="milp", status="feasible", replicas=replicas, routing=routing, unserved=unserved
+        )
+        report = check_plan(table.instance, plan)
+        assert report.ok, (seed, report)
+        assert plan.objective == pytest.approx(a.objective, rel=1e-6, abs=1e-6), seed
+        # a start given per option sums over each class: the plain optimum is a feasible start
+        start = twins.start_of(plain.replicas(a.values), plain.routing(a.values))
+        c = twins.solve(start=start)
+        assert c.objective == pytest.approx(a.objective, rel=2e-6, abs=1e-6), seed
+        # restricted to a scope, as the heuristics' RENS and polishes solve it
+        scope = np.flatnonzero(table.tier % 3 != 0)
+        r1 = build_matrix(table, options=scope).solve()
+        r2 = build_matrix(table, options=scope, classes=labels).solve()
+        assert r1.status == r2.status, seed
+        if r1.objective is not None:
+            assert r2.objective == pytest.approx(r1.objective, rel=2e-6, abs=1e-6), seed
+    assert merged > 0  # the instances have twins at all

@@ -52,15 +52,34 @@ RESTRICTED_COVERS = False
 # keep the rows (with none, table-50x20x20 seeds 0-9 went 0.000 -> 0.53% median gap untimed).
 ROUTE_LINKS_MAX = POLISH_SMALL
 
+# RENS and the polishes route twins (one model's deployment on one GPU across tiers: provider,
+# region, spot) as one class (planner.solvers.matrix.build_matrix's ``classes``): an exact
+# reformulation of the same restricted model, without the symmetry of a share spread over
+# identical tiers. Table families have no twins, so their models and plans do not change.
+# Measured 2026-12-07 against the per-option models, one process at a time on one 2-core
+# machine (the same scopes; /tmp harness, AGH end to end): untimed fleet-100x30x30 seeds 0-9
+# median gap to the best bound 0.681 -> 0.511%, mean 0.89 -> 0.59%, p95 2.27 -> 1.27% (better on
+# 7 seeds, worse on 2), median 8.8 -> 8.5 s (max 12.3 -> 24.1 s); fleet-200x40x40 seed 0
+# 0.644 -> 0.583%, 19.5 -> 15.0 s. At 5 s, fleet-100 seeds 0-9 median 0.625 -> 0.512% (mean 0.86
+# -> 0.81%), fleet-200 mixed, within the noise of a clock-cut run (results/agh_time_limit.md).
+# Adding the scope's twins outside it as well (RENS and the polish over every twin of the
+# scope) gave about the same untimed gap on fleet-100 at 14.6 s median, and at 5 s was worse
+# on fleet-100 (seed 3 0.5 -> 4.7%) and better on fleet-200: not kept.
 
-def scoped_matrix(table: OptionTable, scope: set[int]) -> MatrixModel:
+
+def scoped_matrix(table: OptionTable, scope: set[int], classes: np.ndarray | None = None) -> MatrixModel:
     """The arrays model restricted to the options ``scope``, as the heuristics solve it: without
     the open_cover rows (RESTRICTED_COVERS), and without the link_route rows above
-    ROUTE_LINKS_MAX columns. The studies of the polish build theirs here too."""
+    ROUTE_LINKS_MAX columns; with ``classes`` (``Data.twin_class``), twins in the scope route as
+    one class (``build_matrix``'s ``classes``: the same optimum, one x column per type and class).
+    RENS and the polishes pass the classes: see TWIN_ROUTING. The studies of the polish build
+    theirs here too."""
     from planner.solvers.matrix import build_matrix
 
     options = np.array(sorted(scope), dtype=np.int64)
-    return build_matrix(table, options=options, covers=RESTRICTED_COVERS, route_links_max=ROUTE_LINKS_MAX)
+    return build_matrix(
+        table, options=options, covers=RESTRICTED_COVERS, route_links_max=ROUTE_LINKS_MAX, classes=classes
+    )
 
 
 def start_values(model: pyo.ConcreteModel, state: State) -> dict[int, float]:
@@ -123,7 +142,7 @@ def solve_scope(
     X: np.ndarray | None = None
     clock = MaxRuntime(time_limit)  # the build counts against the limit too
     if supported(data.table):  # the same model as arrays: no Pyomo build and translation
-        mm = scoped_matrix(data.table, scope)
+        mm = scoped_matrix(data.table, scope, data.twin_class)
         res = mm.solve(
             time_limit=clock.left(),
             gap=POLISH_GAP,
@@ -166,7 +185,7 @@ def rens(data: Data, scope: set[int], time_limit: float) -> State | None:
     if not supported(data.table) or not scope:
         return None
     clock = MaxRuntime(time_limit)
-    mm = scoped_matrix(data.table, scope)
+    mm = scoped_matrix(data.table, scope, data.twin_class)
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
     if lp.values is None:
         return None

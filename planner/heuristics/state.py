@@ -110,6 +110,13 @@ class Data:
         """(tiers, K+1) mask: the options on each tier (the unserved column on none)."""
         return self.tier[None, :] == np.arange(len(self.avail))[:, None]
 
+    @cached_property
+    def twin_class(self) -> np.ndarray:
+        """(K,) twin label of each option (:func:`planner.solvers.matrix.twin_classes`)."""
+        from planner.solvers.matrix import twin_classes
+
+        return twin_classes(self.table)
+
     def replicas(self, load: np.ndarray) -> np.ndarray:
         """y = ⌈load / max_utilization⌉: the fewest replicas that carry ``load``."""
         return np.ceil(load / self.umax - CEIL_TOL).clip(min=0)

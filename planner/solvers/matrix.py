@@ -66,6 +66,10 @@ class MatrixModel:
     row_hi: np.ndarray
     seconds: float = 0.0
     col: dict[str, slice] = field(default_factory=dict)
+    # Twin routing (build_matrix's ``classes``): the class of each option of K (positions into
+    # K's classes), or None where every option routes on its own. With classes, P holds one
+    # pair per (type, class), on the class's first option.
+    cls: np.ndarray | None = None
 
     @property
     def columns(self) -> int:
@@ -105,19 +109,41 @@ class MatrixModel:
         return y
 
     def routing(self, values: np.ndarray) -> np.ndarray:
-        """X as the heuristics lay it out: (types × options+1), column K the unserved share."""
+        """X as the heuristics lay it out: (types × options+1), column K the unserved share.
+        With twin classes, a class's share is split over its options in proportion to their
+        replicas (each then carries at most its own capacity: the loads are the same)."""
         t = self.table
         X = np.zeros((len(t.type_ids), len(t.options) + 1))
         X[self.P[:, 0], self.P[:, 1]] = np.clip(values[self.col["x"]], 0.0, None)
         X[self.types, len(t.options)] = np.clip(values[self.col["u"]], 0.0, None)
+        if self.cls is not None:
+            y = np.clip(values[self.col["y"]], 0.0, None)
+            for members in self.twins():
+                rep, w = self.K[members[0]], y[members]
+                if len(members) > 1 and w.sum() > 0:
+                    X[:, self.K[members]] = np.outer(X[:, rep], w / w.sum())
         return X
+
+    def twins(self) -> list[np.ndarray]:
+        """Positions in K of each twin class's options, the class's first option first."""
+        if self.cls is None:
+            return [np.array([k]) for k in range(len(self.K))]
+        order = np.argsort(self.cls, kind="stable")
+        return np.split(order, np.flatnonzero(np.diff(self.cls[order])) + 1)
 
     def start_of(self, y: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Column values of a solution given as y (over the table's options) and X (as :meth:`routing`)."""
         v = np.zeros(self.columns)
         v[self.col["y"]] = y[self.K]
         v[self.col["z"]] = (y[self.K] > 0).astype(float)
-        v[self.col["x"]] = X[self.P[:, 0], self.P[:, 1]]
+        if self.cls is None:
+            v[self.col["x"]] = X[self.P[:, 0], self.P[:, 1]]
+        else:  # a class's share: the sum over its options
+            Xc = np.zeros((X.shape[0], int(self.cls.max()) + 1 if len(self.cls) else 0))
+            np.add.at(Xc.T, self.cls, X[:, self.K].T)
+            pos = np.full(len(self.table.options), -1, dtype=np.int64)
+            pos[self.K] = np.arange(len(self.K))
+            v[self.col["x"]] = Xc[self.P[:, 0], self.cls[pos[self.P[:, 1]]]]
         v[self.col["u"]] = X[self.types, len(self.table.options)]
         return v
 
@@ -129,13 +155,30 @@ def build_matrix(
     route_links: bool = True,
     covers: bool = True,
     route_links_max: int | None = None,
+    classes: np.ndarray | None = None,
 ) -> MatrixModel:
     """The model over every type, restricted to ``options`` when given (a heuristic's scope; then
     nothing is pruned, as in the Pyomo model's scoped form). Without ``route_links`` the
     link_route rows are left out: implied at integrality (capacity forces y ≥ 1 where x > 0), they
     only tighten the LP relaxation's storage term, and they are one row per pair; with
     ``route_links_max`` they are left out of a model with more columns than that. ``covers=False``
-    leaves out the open_cover rows (valid inequalities: only to measure what they do)."""
+    leaves out the open_cover rows (valid inequalities: only to measure what they do).
+
+    ``classes`` (a label per table option; :func:`twin_classes`) routes twins together: options
+    with one label must be twins (the same eligible types with the same load, delay and error:
+    one model at one TP × PP on tiers of one GPU). Then x[i,c] is type i's share on twin class
+    c, carried by the class's first option in P, and the per-option capacity and link_route rows
+    become per class:
+
+        capacity[c]      Σ_i load[i,c]·x[i,c] − U·Σ_{k∈c} y[k] ≤ 0        (c ∈ classes)
+        link_route[i,c]  x[i,c] − Σ_{k∈c} z[k] ≤ 0                      ((i,c) pairs)
+        open_cover[i]    Σ_{c: e[i,c]·(1−ζ_i) ≤ ε_i} Σ_{k∈c} z[k] ≥ 1
+
+    An exact reformulation, not a relaxation: any routing over the twins sums to a class
+    routing, and a class routing split over the twins in proportion to their replicas
+    (:meth:`MatrixModel.routing`) loads each at most to its own capacity. It removes the
+    symmetry of shares spread over identical tiers, and the x columns of every twin but one: at
+    fleet-200x40x40, 5,239 options fall into 1,263 classes and 909,048 pairs into 216,551."""
     t0 = time.perf_counter()
     inst = table.instance
     nI = len(table.type_ids)
@@ -158,8 +201,28 @@ def build_matrix(
     pos = np.full(len(table.options), -1, dtype=np.int64)
     pos[K] = np.arange(nK)
     kk = pos[pairs[:, 1]]  # option position of each pair
-    ii = pairs[:, 0]
     M = np.asarray(big_m(table, range(nI)), dtype=float)[K]
+    # Twin classes over K (identity without ``classes``); pairs kept on each class's first option.
+    if classes is not None and len(np.unique(np.asarray(classes)[K])) == nK:
+        classes = None  # no twins in K: the model as without classes, row for row
+    cls = np.arange(nK) if classes is None else np.unique(np.asarray(classes)[K], return_inverse=True)[1].ravel()
+    nC = int(cls.max()) + 1 if nK else 0
+    by_class = np.argsort(cls, kind="stable")  # positions in K, class by class, first option first
+    size = np.bincount(cls, minlength=nC)
+    first = np.cumsum(size) - size  # where each class starts in by_class
+    if classes is not None:
+        lead = kk == by_class[first][cls[kk]]
+        pairs, load, delay, err, kk = pairs[lead], load[lead], delay[lead], err[lead], kk[lead]
+        nP = len(pairs)
+    kc = cls[kk]  # class of each pair
+    ii = pairs[:, 0]
+
+    def members(row: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, option position) for every option of class c[j], per entry j."""
+        count = size[c]
+        rows_ = np.repeat(row, count)
+        offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        return rows_, by_class[np.repeat(first[c], count) + offset]
 
     y0, z0, x0, u0 = 0, nK, 2 * nK, 2 * nK + nP
     n = u0 + nI
@@ -189,13 +252,13 @@ def build_matrix(
         np.ones(nI),
         np.ones(nI),
     )
-    # capacity[k]: Σ load·x − U·y ≤ 0
+    # capacity[k]: Σ load·x − U·y ≤ 0 (per twin class c: Σ load·x − U·Σ_{k∈c} y ≤ 0)
     block(
-        np.concatenate([kk, np.arange(nK)]),
+        np.concatenate([kc, cls]),
         np.concatenate([x0 + np.arange(nP), y0 + np.arange(nK)]),
         np.concatenate([load, np.full(nK, -inst.max_utilization)]),
-        np.full(nK, -np.inf),
-        np.zeros(nK),
+        np.full(nC, -np.inf),
+        np.zeros(nC),
     )
     # accuracy[i]: Σ e·x ≤ ε_i, for limited types with pairs
     eps = np.array([np.inf if q.max_error is None else q.max_error for q in inst.query_types], dtype=float)
@@ -213,7 +276,8 @@ def build_matrix(
             rowof = np.full(nI, -1, dtype=np.int64)
             rowof[covered] = np.arange(len(covered))
             ones = np.ones(len(covered))
-            block(rowof[ii[sel]], z0 + kk[sel], np.ones(int(sel.sum())), ones, np.full(len(covered), np.inf))
+            row_, at = members(rowof[ii[sel]], kc[sel])
+            block(row_, z0 + at, np.ones(len(at)), ones, np.full(len(covered), np.inf))
     # availability[g]: Σ gpus·y ≤ available_g
     tiers = [g for g, spec in enumerate(inst.gpus) if spec.available is not None]
     tier_of = table.tier[K]
@@ -257,10 +321,11 @@ def build_matrix(
     # link_route[i,k]: x − z ≤ 0
     ap = np.arange(nP)
     if route_links:
+        row_, at = members(ap, kc)
         block(
-            np.concatenate([ap, ap]),
-            np.concatenate([x0 + ap, z0 + kk]),
-            np.concatenate([np.ones(nP), -np.ones(nP)]),
+            np.concatenate([ap, row_]),
+            np.concatenate([x0 + ap, z0 + at]),
+            np.concatenate([np.ones(nP), -np.ones(len(at))]),
             np.full(nP, -np.inf),
             np.zeros(nP),
         )
@@ -287,7 +352,26 @@ def build_matrix(
         row_hi=np.concatenate(hi),
         seconds=time.perf_counter() - t0,
         col={"y": slice(y0, z0), "z": slice(z0, x0), "x": slice(x0, u0), "u": slice(u0, n)},
+        cls=None if classes is None else cls,
     )
+
+
+def twin_classes(table: OptionTable) -> np.ndarray:
+    """A label per option of ``table``; options share one where they are twins (build_matrix's
+    ``classes``): the same eligible types with the same load, delay and error, and the same
+    split role and pair (none for colocated options). At fleet scale these are one model's
+    deployment on one GPU across the tiers that rent it (provider, region, spot); table
+    families have none."""
+    P, load, delay, err = table.pair_arrays()
+    order = np.lexsort((P[:, 0], P[:, 1]))
+    edge = np.searchsorted(P[order, 1], np.arange(len(table.options) + 1))
+    labels = np.empty(len(table.options), dtype=np.int64)
+    seen: dict[tuple[object, ...], int] = {}
+    for k, o in enumerate(table.options):
+        at = order[edge[k] : edge[k + 1]]
+        key = (o.role, o.pair, P[at, 0].tobytes(), load[at].tobytes(), delay[at].tobytes(), err[at].tobytes())
+        labels[k] = seen.setdefault(key, len(seen))
+    return labels
 
 
 def solution_of(
@@ -300,7 +384,13 @@ def solution_of(
     u = values[mm.col["u"]]
     replicas = {t.options[int(k)]: float(v) for k, v in zip(mm.K, y, strict=True)}
     routing: dict[str, dict[Option, float]] = {tid: {} for tid in t.type_ids}
-    for (i, k), v in zip(mm.P, x, strict=True):
+    if mm.cls is not None:  # twin classes: each class's share split over its options
+        X = mm.routing(values)
+        P = np.argwhere(X[:, : len(t.options)] > 0)
+        x = X[P[:, 0], P[:, 1]]
+    else:
+        P = mm.P
+    for (i, k), v in zip(P, x, strict=True):
         if v > 0:
             routing[t.type_ids[int(i)]][t.options[int(k)]] = float(v)
     unserved = {t.type_ids[int(i)]: float(v) for i, v in zip(mm.types, u, strict=True)}
