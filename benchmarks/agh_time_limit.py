@@ -35,7 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 PLAN: list[tuple[str, list[int], list[float]]] = [
     ("table-50x20x20", list(range(10)), [1.0, 2.0]),
     ("table-50x20x20", list(range(10, 20)), [1.0, 2.0]),
-    ("fleet-100x30x30", list(range(5)), [5.0]),
+    ("fleet-100x30x30", list(range(10)), [5.0]),
     ("fleet-200x40x40", list(range(3)), [5.0, 10.0]),
 ]
 
