@@ -501,6 +501,10 @@ def test_twin_classes_route_twins_together_with_the_same_optimum() -> None:
         start = twins.start_of(plain.replicas(a.values), plain.routing(a.values))
         c = twins.solve(start=start)
         assert c.objective == pytest.approx(a.objective, rel=2e-6, abs=1e-6), seed
+        # the exact method's arrays backend (which routes twins as classes)
+        exact = solve(table.instance, "milp", table=table, backend="highs-arrays")
+        assert exact.objective == pytest.approx(a.objective, rel=2e-6, abs=1e-6), seed
+        assert check_plan(table.instance, exact).ok, seed
         # restricted to a scope, as the heuristics' RENS and polishes solve it
         scope = np.flatnonzero(table.tier % 3 != 0)
         r1 = build_matrix(table, options=scope).solve()
