@@ -72,8 +72,8 @@ def scoped_matrix(table: OptionTable, scope: set[int], classes: np.ndarray | Non
     the open_cover rows (RESTRICTED_COVERS), and without the link_route rows above
     ROUTE_LINKS_MAX columns; with ``classes`` (``Data.twin_class``), twins in the scope route as
     one class (``build_matrix``'s ``classes``: the same optimum, one x column per type and class).
-    RENS and the polishes pass the classes: see TWIN_ROUTING. The studies of the polish build
-    theirs here too."""
+    RENS and the polishes pass the classes (the comment above says why). The studies of the
+    polish build theirs here too."""
     from planner.solvers.matrix import build_matrix
 
     options = np.array(sorted(scope), dtype=np.int64)

@@ -125,9 +125,9 @@ class MatrixModel:
         return X
 
     def twins(self) -> list[np.ndarray]:
-        """Positions in K of each twin class's options, the class's first option first."""
-        if self.cls is None:
-            return [np.array([k]) for k in range(len(self.K))]
+        """Positions in K of each twin class's options, the class's first option first (a model
+        built with classes)."""
+        assert self.cls is not None
         order = np.argsort(self.cls, kind="stable")
         return np.split(order, np.flatnonzero(np.diff(self.cls[order])) + 1)
 
@@ -203,9 +203,11 @@ def build_matrix(
     kk = pos[pairs[:, 1]]  # option position of each pair
     M = np.asarray(big_m(table, range(nI)), dtype=float)[K]
     # Twin classes over K (identity without ``classes``); pairs kept on each class's first option.
-    if classes is not None and len(np.unique(np.asarray(classes)[K])) == nK:
-        classes = None  # no twins in K: the model as without classes, row for row
-    cls = np.arange(nK) if classes is None else np.unique(np.asarray(classes)[K], return_inverse=True)[1].ravel()
+    cls = np.arange(nK)
+    if classes is not None:
+        cls = np.unique(np.asarray(classes)[K], return_inverse=True)[1].ravel()
+        if len(cls) == 0 or cls.max() + 1 == nK:
+            classes, cls = None, np.arange(nK)  # no twins in K: the model as without classes, row for row
     nC = int(cls.max()) + 1 if nK else 0
     by_class = np.argsort(cls, kind="stable")  # positions in K, class by class, first option first
     size = np.bincount(cls, minlength=nC)
