@@ -115,13 +115,24 @@ def render(df: pd.DataFrame, note: str = "") -> str:
     )
 
 
+def existing_note(page: Path) -> str:
+    """The note paragraph of a page :func:`render` wrote ("" if none), so that a rerun keeps it."""
+    if not page.exists():
+        return ""
+    paragraphs = page.read_text().split("\n\n")
+    note = paragraphs[2] if len(paragraphs) > 3 else ""
+    return "" if note.startswith("|") else note
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two seeds per row (a smoke run)")
     ap.add_argument("--label", default="shipped", help="the name of this version's rows")
     ap.add_argument("--out", type=Path, default=RESULTS / "agh_time_limit.md")
     ap.add_argument("--append", action="store_true", help="keep the other labels' rows of the existing CSV")
-    ap.add_argument("--note", default="", help="a paragraph under the title (machine, date, versions)")
+    ap.add_argument(
+        "--note", default=None, help="a paragraph under the title (machine, date, versions); default: the page's own"
+    )
     ap.add_argument("--families", default="", help="comma-separated families of PLAN to run (default: all)")
     args = ap.parse_args()
     families = {f for f in args.families.split(",") if f} or None
@@ -133,7 +144,8 @@ def main() -> None:
     def rerun(old: pd.DataFrame) -> pd.Series:  # this label's rows of the families run now
         return (old.label == args.label) & (old.family.isin(families) if families else True)
 
-    print(write_labelled(df, args.out, lambda d: render(d, args.note), args.append, rerun))
+    note = existing_note(args.out) if args.note is None else args.note
+    print(write_labelled(df, args.out, lambda d: render(d, note), args.append, rerun))
 
 
 if __name__ == "__main__":
