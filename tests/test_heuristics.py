@@ -39,7 +39,12 @@ def check_all(seed: int, density: float = 0.7) -> None:
         assert report.ok, (method, report.violations)
         # A heuristic's plan is feasible, so it can never cost less than the proven optimum ...
         assert exact.status == "optimal", (method, "found a plan where the MILP proved infeasibility")
-        assert plan.objective >= exact.objective * (1 - 1e-7) - 1e-7, method
+        # ... by more than the checker's own tolerances can buy: a plan within them (1e-6 on a
+        # row) may undercut the optimum slightly (seed 10001, density 0.1875: the cheapest-tier
+        # plan's accuracy row 3.2e-7 above its limit, which its solver's round-off allows, buys
+        # 6.9e-7 of the objective; with its replicas fixed the exact model's routing costs the same
+        # as the optimum's).
+        assert plan.objective >= exact.objective * (1 - 1e-6) - 1e-6, method
         # ... and it says optimal only with a bound that proves it.
         if plan.status == "optimal":
             assert plan.bound is not None and plan.gap is not None and plan.gap <= 1e-9
@@ -53,6 +58,7 @@ def test_seeded(seed: int) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(10_000, 10**7), density=st.floats(0.15, 1.0))
 @example(seed=540982, density=0.1875)  # the generator once drew no performance entry here
+@example(seed=10001, density=0.1875)  # a plan within the checker's tolerance under the optimum
 def test_property(seed: int, density: float) -> None:
     check_all(seed, density)
 

@@ -404,7 +404,9 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
     """Under a time limit AGH's first start is the plain slope-scaling one and RENS runs right
     after it; its answer is a start, and no GH pass follows (each ~0.5 s at fleet-200x40x40, where
     a 5-s limit used to end among them, 37–54% above the bound). Without a limit the order is GH
-    first, as before, and every slope start keeps its seed either way."""
+    first, as before, except on a compact table (methods.COMPACT_PAIRS), where the slope starts
+    come first and the GH passes run only if neither finds a plan; every slope start keeps its
+    seed either way."""
     from planner.generate import paper_instance
     from planner.heuristics import methods
 
@@ -431,9 +433,21 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
     monkeypatch.setattr(methods, "rens", rens_spy)
     _, table = _table(paper_instance(12, 10, 10, 0))
     data = Data.from_table(table)
+    assert methods.compact(data)
+    methods.starts(data, 0)
+    assert [e[0] for e in events] == ["slope", "slope"]  # both found plans: no GH pass
+    slope_seeds = list(events)
+    events.clear()
+    monkeypatch.setattr(methods, "slope_scaling", lambda data, **kw: slope_spy(data, **kw) and None)
+    found, _, _ = methods.starts(data, 0)
+    assert [e[0] for e in events[:3]] == ["slope", "slope", "gh"] and found  # no slope plan: GH runs
+    events.clear()
+    monkeypatch.setattr(methods, "slope_scaling", slope_spy)
+    monkeypatch.setattr(methods, "COMPACT_PAIRS", 0)  # as on a fleet table
     methods.starts(data, 0)
     free = list(events)
     assert free[0][0] == "gh" and ("rens", None) not in free
+    assert [e for e in free if e[0] == "slope"] == slope_seeds
     events.clear()
     found_limited, _, _ = methods.starts(data, 0, deadline=methods.MaxRuntime(60.0))
     assert [e[0] for e in events[:2]] == ["slope", "rens"]

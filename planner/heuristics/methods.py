@@ -40,10 +40,28 @@ STARTS_SHARE = 0.5
 # 8.24 -> 4.04%, seed 3 5.93 -> 3.34%, none worse); fleet-100 seeds 0-9 at 5 s and table-50
 # seeds 0-16 at 1 s the same plans but one seed (fleet-100 seed 2 1.62 -> 1.58%).
 SEARCH_SHARE = 0.7
+# A table with at most this many eligible pairs is compact: there AGH runs without a limit the
+# slope starts first and the GH passes only where none finds a plan, and every polish (the first,
+# the re-polish around its answer) solves over the LP neighbourhood of its scope
+# (polish.lp_neighbourhood: the options the restricted LP opens plus the start's; 9-19 of 40-48
+# options on table-50x20x20) instead of the whole scope. Measured 2026-12-07, alone, one process,
+# against the whole scopes with the GH passes first: untimed table-50x20x20 seeds 0-19 median
+# 2.5 -> 0.97 s, gap to the best bound median 0.00 -> 0.33%, mean 0.46 -> 0.45%, p95 1.63 -> 1.40%
+# (max 2.19 -> 1.50%); at 1 s 0.90 -> 0.54% median, p95 5.27 -> 2.14%; at 2 s median 0.23 ->
+# 0.36%, p95 2.41 -> 1.48%, ending at 1.34 s median. On the fleet families the whole scopes and
+# the GH passes' options matter: fleet-100x30x30 seeds 0-9 untimed median 0.51 -> 0.93% (p95 1.27
+# -> 4.00%), fleet-200x40x40 seeds 0-1 0.55 -> 1.36%; with the neighbourhood but the GH passes
+# first 0.65% and 0.78%. table-50x20x20 has ~50k pairs, fleet-100x30x30 ~227k.
+COMPACT_PAIRS = 100_000
 # A start this many times the best one's cost is not worth a local search: a greedy start beside
 # the fluid ones rarely wins after the search; under a time limit, neither does a fluid start
 # beside RENS's answer.
 SEARCH_WITHIN = 1.2
+
+
+def compact(data: Data) -> bool:
+    """Is the table compact (COMPACT_PAIRS)?"""
+    return int(data.ok[:, : data.K].sum()) <= COMPACT_PAIRS
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -177,7 +195,7 @@ def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) 
     """The restricted MILP around ``state`` (its options, each type's two cheapest, the open
     options' siblings), or None unless it costs less than ``state``."""
     scope = cheapest_per_type(data, 2) | siblings(data, state)
-    again = polish_restricted(data, [state], extra=scope, time_limit=time_limit, log=log)
+    again = polish_restricted(data, [state], extra=scope, time_limit=time_limit, log=log, neighbourhood=compact(data))
     return again if again is not None and again.cost < state.cost - 1e-9 else None
 
 
@@ -233,6 +251,8 @@ def starts(
 
     Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
     seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search.
+    Without a deadline on a compact table (COMPACT_PAIRS) the slope starts come first and the GH
+    passes run only where neither finds a plan.
 
     Under a finite ``deadline`` the plain slope start comes first, RENS
     (:func:`planner.heuristics.polish.rens`) runs right after the first start that finds a plan,
@@ -248,7 +268,8 @@ def starts(
     gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
     # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order
     slopes = [("slope", None, 0.0 if j == 0 else 0.5, seed * 1000 + len(gh) + j) for j in range(slope_starts)]
-    builders = [*slopes[:1], *gh, *slopes[1:]] if timed else [*gh, *slopes]
+    quick = not timed and compact(data)  # the slope starts first, GH only where they find no plan
+    builders = [*slopes[:1], *gh, *slopes[1:]] if timed else [*slopes, *gh] if quick else [*gh, *slopes]
     share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if deadline and timed else None
     halt = AnyOf([MaxIterations(len(builders)), *(criteria or []), *([share] if share else [])])
     built: list[tuple[str, State]] = []
@@ -257,6 +278,8 @@ def starts(
     rens_ran = False
     answer: State | None = None
     for kind, order, jitter, rng_seed in builders:
+        if kind == "gh" and quick and built:
+            continue  # on a compact table the polish does the work; a GH pass costs ~50 ms there
         if kind == "gh" and answer is not None:
             continue  # RENS's plan beats every GH pass by far (fleet-100x30x30 seed 0: $3.8k, GH $5.8-6.3k)
         if kind == "gh":
@@ -374,7 +397,9 @@ def solve_agh(
             quick = rens(data, scope_of(data, first, extra), clock.left(POLISH_S))
             if quick is not None and quick.cost < first[0].cost - 1e-9:
                 first = [quick, *first]
-        polished = polish_restricted(data, first, extra=extra, time_limit=clock.left(POLISH_S), log=limits)
+        polished = polish_restricted(
+            data, first, extra=extra, time_limit=clock.left(POLISH_S), log=limits, neighbourhood=compact(data)
+        )
         if quick is not None and (polished is None or quick.cost < polished.cost - 1e-9):
             polished = quick  # the polish ran out of time before it had its start's plan back
         for _ in range(POLISH_ROUNDS - 1):  # re-polish around the new best with a fresh scope
