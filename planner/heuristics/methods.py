@@ -42,17 +42,25 @@ STARTS_SHARE = 0.5
 SEARCH_SHARE = 0.7
 # A table with at most this many eligible pairs is compact: there AGH runs without a limit the
 # slope starts first and the GH passes only where none finds a plan, and every polish (the first,
-# the re-polish around its answer) solves over the LP neighbourhood of its scope
-# (polish.lp_neighbourhood: the options the restricted LP opens plus the start's; 9-19 of 40-48
-# options on table-50x20x20) instead of the whole scope. Measured 2026-12-07, alone, one process,
-# against the whole scopes with the GH passes first: untimed table-50x20x20 seeds 0-19 median
-# 2.5 -> 0.97 s, gap to the best bound median 0.00 -> 0.33%, mean 0.46 -> 0.45%, p95 1.63 -> 1.40%
-# (max 2.19 -> 1.50%); at 1 s 0.90 -> 0.54% median, p95 5.27 -> 2.14%; at 2 s median 0.23 ->
-# 0.36%, p95 2.41 -> 1.48%, ending at 1.34 s median. On the fleet families the whole scopes and
-# the GH passes' options matter: fleet-100x30x30 seeds 0-9 untimed median 0.51 -> 0.93% (p95 1.27
-# -> 4.00%), fleet-200x40x40 seeds 0-1 0.55 -> 1.36%; with the neighbourhood but the GH passes
-# first 0.65% and 0.78%. table-50x20x20 has ~50k pairs, fleet-100x30x30 ~227k.
+# the re-polish around its answer) whose scope has at least NEIGHBOURHOOD_PAIRS eligible pairs
+# solves over the LP neighbourhood of its scope (polish.lp_neighbourhood: the options the
+# restricted LP opens plus the start's; 9-19 of 40-48 options on table-50x20x20) instead of the
+# whole scope. Measured 2026-12-07, alone, one process, against the whole scopes with the GH
+# passes first: untimed table-50x20x20 seeds 0-19 median 2.5 -> 0.94 s, gap to the best bound
+# median 0.00 -> 0.33%, mean 0.46 -> 0.45%, p95 1.63 -> 1.40% (max 2.19 -> 1.50%); at 1 s 0.90 ->
+# 0.54% median, p95 5.27 -> 2.14%; at 2 s median 0.23 -> 0.36%, p95 2.41 -> 1.48%, ending at
+# 1.34 s median. On the fleet families the whole scopes and the GH passes' options matter:
+# fleet-100x30x30 seeds 0-9 untimed median 0.51 -> 0.93% (p95 1.27 -> 4.00%), fleet-200x40x40
+# seeds 0-1 0.55 -> 1.36%; with the neighbourhood but the GH passes first 0.65% and 0.78%.
+# table-50x20x20 has ~50k pairs, fleet-100x30x30 ~227k.
 COMPACT_PAIRS = 100_000
+# Below this many eligible pairs in its scope a polish keeps the whole scope: it is fast there
+# (table-20x20x20's first polishes, 766-791 pairs: under 1.7 s) and the LP's support is a poor
+# guide when few replicas are rounded: model-6x6x10 seed 3 0.00 -> 26.8% (the LP opens 5 of the
+# 40 options, the optimum others), table-20x20x20 seeds 1-2 0.00 -> 2.52% and 0.11 -> 1.10%.
+# table-50x20x20's polishes have 1,304-2,081 pairs. Starting with the slope starts alone did
+# no harm there (table-20 seed 3 0.87 -> 0.00%, seeds 1-2 unchanged).
+NEIGHBOURHOOD_PAIRS = 1000
 # A start this many times the best one's cost is not worth a local search: a greedy start beside
 # the fluid ones rarely wins after the search; under a time limit, neither does a fluid start
 # beside RENS's answer.
@@ -62,6 +70,11 @@ SEARCH_WITHIN = 1.2
 def compact(data: Data) -> bool:
     """Is the table compact (COMPACT_PAIRS)?"""
     return int(data.ok[:, : data.K].sum()) <= COMPACT_PAIRS
+
+
+def neighbourhood_from(data: Data) -> int | None:
+    """The polishes' ``neighbourhood_from``: NEIGHBOURHOOD_PAIRS on a compact table, else None."""
+    return NEIGHBOURHOOD_PAIRS if compact(data) else None
 
 
 def fewest_choices_first(data: Data) -> list[int]:
@@ -195,7 +208,9 @@ def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) 
     """The restricted MILP around ``state`` (its options, each type's two cheapest, the open
     options' siblings), or None unless it costs less than ``state``."""
     scope = cheapest_per_type(data, 2) | siblings(data, state)
-    again = polish_restricted(data, [state], extra=scope, time_limit=time_limit, log=log, neighbourhood=compact(data))
+    again = polish_restricted(
+        data, [state], extra=scope, time_limit=time_limit, log=log, neighbourhood_from=neighbourhood_from(data)
+    )
     return again if again is not None and again.cost < state.cost - 1e-9 else None
 
 
@@ -398,7 +413,12 @@ def solve_agh(
             if quick is not None and quick.cost < first[0].cost - 1e-9:
                 first = [quick, *first]
         polished = polish_restricted(
-            data, first, extra=extra, time_limit=clock.left(POLISH_S), log=limits, neighbourhood=compact(data)
+            data,
+            first,
+            extra=extra,
+            time_limit=clock.left(POLISH_S),
+            log=limits,
+            neighbourhood_from=neighbourhood_from(data),
         )
         if quick is not None and (polished is None or quick.cost < polished.cost - 1e-9):
             polished = quick  # the polish ran out of time before it had its start's plan back

@@ -111,21 +111,22 @@ def polish(
     improving_limit: int = 2,
     time_limit: float = 10.0,
     log: list[str] | None = None,
-    neighbourhood: bool = False,
+    neighbourhood_from: int | None = None,
 ) -> State | None:
     """The restricted MILP's best solution as a state, or None if it found none.
 
     The scope is every option open in ``states`` plus ``extra`` (options the fluid rounds used),
-    cut to :func:`lp_neighbourhood` when ``neighbourhood``; the search starts from the best of
-    ``states`` and stops after ``improving_limit`` improving solutions (a deterministic work
-    limit; ``time_limit`` is only a safety net).
+    cut to :func:`lp_neighbourhood` where it has at least ``neighbourhood_from`` eligible (type,
+    option) pairs; the search starts from the best of ``states`` and stops after
+    ``improving_limit`` improving solutions (a deterministic work limit; ``time_limit`` is only a
+    safety net).
     """
     union = scope_of(data, states, extra)
     if not union:
         return None
     best = min(states, key=lambda s: s.cost) if states else None
     clock = MaxRuntime(time_limit)
-    if neighbourhood:
+    if neighbourhood_from is not None and int(data.ok[:, sorted(union)].sum()) >= neighbourhood_from:
         union = lp_neighbourhood(data, union, best, clock.left())
     return solve_scope(data, union, clock.left(), best, improving_limit, log)[1]
 
