@@ -457,6 +457,51 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
     assert all(s.feasible() for s in found_limited)
 
 
+def test_lp_neighbourhood_holds_the_scope_lp_optimum_and_the_start() -> None:
+    """The LP neighbourhood (polish.lp_neighbourhood) holds the scope LP's support and the
+    start's open options: the restricted LP over it has the whole scope's LP optimum, and a
+    polish over it starts from the start and ends no dearer."""
+    from planner.generate import paper_instance
+    from planner.heuristics import methods, polish
+
+    _, table = _table(paper_instance(12, 10, 10, 0))
+    data = Data.from_table(table)
+    found, touched, _ = methods.starts(data, 0)
+    first, extra = methods.polish_scope(found, touched)
+    scope = polish.scope_of(data, first, extra)
+    nb = polish.lp_neighbourhood(data, scope, first[0])
+    start_open = {int(k) for k in np.flatnonzero(first[0].y[: data.K] > 0)}
+    assert start_open <= nb <= scope and len(nb) < len(scope)
+
+    def lp(options: set[int]) -> float:
+        res = polish.scoped_matrix(table, options, data.twin_class).solve(relax=True)
+        assert res.objective is not None
+        return res.objective
+
+    assert lp(nb) == pytest.approx(lp(scope), rel=1e-7)
+    state = polish.polish(data, first, extra=extra, neighbourhood_from=0)
+    assert state is not None and state.feasible() and state.cost <= first[0].cost + 1e-9
+
+
+def test_agh_over_lp_neighbourhoods_finds_checked_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every polish over its LP neighbourhood (NEIGHBOURHOOD_PAIRS = 0: the bench's small
+    families never reach the threshold), AGH still finds a plan exactly where the MILP does, the
+    checker accepts it, and it never undercuts the proven optimum."""
+    from planner.heuristics import methods
+    from tests.conftest import make_instance
+
+    monkeypatch.setattr(methods, "NEIGHBOURHOOD_PAIRS", 0)
+    for seed in range(100, 115):
+        inst = make_instance(random_table_instance(seed), name=f"r{seed}")
+        table = build_option_table(inst)
+        exact = solve(inst, "milp", table=table, gap=1e-9)
+        plan = solve(inst, "agh", table=table, seed=seed)
+        assert plan.has_solution == (exact.status == "optimal"), seed
+        if plan.has_solution:
+            assert check_plan(inst, plan, table).ok, seed
+            assert plan.objective >= exact.objective * (1 - 1e-6) - 1e-6, seed
+
+
 def test_rens_plans_are_plans_of_the_full_model() -> None:
     """RENS (AGH's quick step under a time limit) answers with plans the checker accepts and
     never below the proven optimum, over the whole table and over a small scope."""

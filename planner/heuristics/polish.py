@@ -183,7 +183,12 @@ def lp_neighbourhood(data: Data, scope: set[int], start: State | None, time_limi
     variables where the incumbent and the LP agree, keeping only the fixings at zero (replica
     counts, being loads, rarely agree elsewhere). ``scope`` itself where the LP finds nothing.
     On table-50×20×20 it keeps 9-19 of a polish's 40-48 options; see COMPACT_PAIRS in
-    :mod:`planner.heuristics.methods` for where AGH uses it and why only there."""
+    :mod:`planner.heuristics.methods` for where AGH uses it and why only there. A table the
+    arrays cannot state (shared-pool rows, split pairs) keeps its whole ``scope``."""
+    from planner.solvers.matrix import supported
+
+    if not supported(data.table):
+        return scope
     mm = scoped_matrix(data.table, scope, data.twin_class)
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
     if lp.values is None:
