@@ -119,9 +119,13 @@ def existing_note(page: Path) -> str:
     """The note paragraph of a page :func:`render` wrote ("" if none), so that a rerun keeps it."""
     if not page.exists():
         return ""
-    paragraphs = page.read_text().split("\n\n")
-    note = paragraphs[2] if len(paragraphs) > 3 else ""
-    return "" if note.startswith("|") else note
+    paragraphs = page.read_text().split("\n\n")[2:]  # after the title and the fixed paragraph
+    note = []
+    for p in paragraphs:
+        if p.startswith("|"):  # the results table
+            break
+        note.append(p)
+    return "\n\n".join(note)
 
 
 def main() -> None:

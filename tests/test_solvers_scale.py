@@ -481,6 +481,17 @@ def test_lp_neighbourhood_holds_the_scope_lp_optimum_and_the_start() -> None:
     assert lp(nb) == pytest.approx(lp(scope), rel=1e-7)
     state = polish.polish(data, first, extra=extra, neighbourhood_from=0)
     assert state is not None and state.feasible() and state.cost <= first[0].cost + 1e-9
+    # Without a start (every start stalled) the scope is not cut: the LP's support alone may
+    # hold no plan, or a dear one.
+    cut: list[set[int]] = []
+    real = polish.lp_neighbourhood
+    try:
+        polish.lp_neighbourhood = lambda *a, **k: cut.append(set()) or real(*a, **k)  # type: ignore[assignment]
+        alone = polish.polish(data, [], extra=scope, neighbourhood_from=0)
+    finally:
+        polish.lp_neighbourhood = real
+    whole = polish.polish(data, [], extra=scope)
+    assert not cut and alone is not None and whole is not None and alone.cost == pytest.approx(whole.cost)
 
 
 def test_agh_over_lp_neighbourhoods_finds_checked_plans(monkeypatch: pytest.MonkeyPatch) -> None:

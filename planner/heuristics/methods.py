@@ -68,8 +68,12 @@ SEARCH_WITHIN = 1.2
 
 
 def compact(data: Data) -> bool:
-    """Is the table compact (COMPACT_PAIRS)?"""
-    return int(data.ok[:, : data.K].sum()) <= COMPACT_PAIRS
+    """Is the table compact (COMPACT_PAIRS)? Never where the arrays cannot state its model
+    (shared-pool rows, split pairs): the neighbourhood needs them, and neither change was
+    measured there."""
+    from planner.solvers.matrix import supported
+
+    return supported(data.table) and int(data.ok[:, : data.K].sum()) <= COMPACT_PAIRS
 
 
 def neighbourhood_from(data: Data) -> int | None:
@@ -277,8 +281,8 @@ def starts(
     local searches at SEARCH_SHARE.
     Why: at fleet scale the GH passes take ~0.5 s each, and a 5-s limit used to end among them
     with a plan 37–54% above the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s
-    (``benchmarks/results/agh_time_limit.md``). Without a deadline the order and the plans are as
-    before."""
+    (``benchmarks/results/agh_time_limit.md``). Without a deadline the order is the one above
+    (GH first, or on a compact table the slope starts first)."""
     timed = deadline is not None and math.isfinite(deadline.seconds)
     gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
     # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order

@@ -126,7 +126,13 @@ def polish(
         return None
     best = min(states, key=lambda s: s.cost) if states else None
     clock = MaxRuntime(time_limit)
-    if neighbourhood_from is not None and int(data.ok[:, sorted(union)].sum()) >= neighbourhood_from:
+    # Without a start (every start stalled) the LP's support alone may hold no plan, or a dear one:
+    # such a polish keeps its whole scope.
+    if (
+        best is not None
+        and neighbourhood_from is not None
+        and int(data.ok[:, sorted(union)].sum()) >= neighbourhood_from
+    ):
         union = lp_neighbourhood(data, union, best, clock.left())
     return solve_scope(data, union, clock.left(), best, improving_limit, log)[1]
 
@@ -181,7 +187,8 @@ def lp_neighbourhood(data: Data, scope: set[int], start: State | None, time_limi
     in ``start``: the neighbourhood of RINS (Danna, Rothberg & Le Pape, *Exploring relaxation
     induced neighborhoods to improve MIP solutions*, Math. Prog. 2005), which fixes the integer
     variables where the incumbent and the LP agree, keeping only the fixings at zero (replica
-    counts, being loads, rarely agree elsewhere). ``scope`` itself where the LP finds nothing.
+    counts, being loads, rarely agree elsewhere). ``scope`` itself where the LP has no optimum
+    (infeasible, or cut short by ``time_limit``).
     On table-50×20×20 it keeps 9-19 of a polish's 40-48 options; see COMPACT_PAIRS in
     :mod:`planner.heuristics.methods` for where AGH uses it and why only there. A table the
     arrays cannot state (shared-pool rows, split pairs) keeps its whole ``scope``."""
@@ -191,9 +198,10 @@ def lp_neighbourhood(data: Data, scope: set[int], start: State | None, time_limi
         return scope
     mm = scoped_matrix(data.table, scope, data.twin_class)
     lp = mm.solve(relax=True, time_limit=time_limit, options=POLISH_HIGHS)
-    if lp.values is None:
+    if lp.status != "optimal" or lp.values is None:  # infeasible, or cut short by the clock
         return scope
-    out = {int(k) for k in mm.K[lp.values[mm.col["y"]] > 1e-6]}
+    opened = (lp.values[mm.col["y"]] > 1e-6) | (lp.values[mm.col["z"]] > 1e-6)
+    out = {int(k) for k in mm.K[opened]}
     if start is not None:
         out |= {int(k) for k in np.flatnonzero(start.y[: data.K] > 0)}
     return out
