@@ -287,8 +287,8 @@ def starts(
     gh = [("gh", order, 0.0, 0) for order in orders(data, seed, random_starts)]
     # each slope start keeps its seed (seed·1000 + its place after the GH passes) in either order
     slopes = [("slope", None, 0.0 if j == 0 else 0.5, seed * 1000 + len(gh) + j) for j in range(slope_starts)]
-    quick = not timed and compact(data)  # the slope starts first, GH only where they find no plan
-    builders = [*slopes[:1], *gh, *slopes[1:]] if timed else [*slopes, *gh] if quick else [*gh, *slopes]
+    slopes_first = not timed and compact(data)  # GH only where the slope starts find no plan
+    builders = [*slopes[:1], *gh, *slopes[1:]] if timed else [*slopes, *gh] if slopes_first else [*gh, *slopes]
     share = MaxRuntime(deadline.seconds * STARTS_SHARE, start=deadline.start) if deadline and timed else None
     halt = AnyOf([MaxIterations(len(builders)), *(criteria or []), *([share] if share else [])])
     built: list[tuple[str, State]] = []
@@ -297,7 +297,7 @@ def starts(
     rens_ran = False
     answer: State | None = None
     for kind, order, jitter, rng_seed in builders:
-        if kind == "gh" and quick and built:
+        if kind == "gh" and slopes_first and built:
             continue  # on a compact table the polish does the work; a GH pass costs ~50 ms there
         if kind == "gh" and answer is not None:
             continue  # RENS's plan beats every GH pass by far (fleet-100x30x30 seed 0: $3.8k, GH $5.8-6.3k)
