@@ -171,7 +171,7 @@ def polish_model(family: str, seed: int) -> tuple[MatrixModel, np.ndarray, float
     where every start stalled (AGH then repairs instead of polishing)."""
     _, table, _ = timed_instance(FAMILIES[family], seed)
     data = Data.from_table(table)
-    found, touched, _ = starts(data, seed)
+    found, touched, _, _ = starts(data, seed)
     if not found:
         return None
     first, extra = polish_scope(found, touched)

@@ -340,7 +340,7 @@ def main() -> None:
         _, table, _ = timed_instance(FAMILIES[FAMILY], seed)
         data = Data.from_table(table)
         t0 = time.perf_counter()
-        found, touched, _ = starts(data, seed)
+        found, touched, _, _ = starts(data, seed)
         t_starts = time.perf_counter() - t0
         if not found:  # every start stalled: AGH goes to the feasibility repair, not the polish
             skipped.append(seed)

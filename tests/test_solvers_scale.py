@@ -439,7 +439,7 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
     slope_seeds = list(events)
     events.clear()
     monkeypatch.setattr(methods, "slope_scaling", lambda data, **kw: slope_spy(data, **kw) and None)
-    found, _, _ = methods.starts(data, 0)
+    found, _, _, _ = methods.starts(data, 0)
     assert [e[0] for e in events[:3]] == ["slope", "slope", "gh"] and found  # no slope plan: GH runs
     events.clear()
     monkeypatch.setattr(methods, "slope_scaling", slope_spy)
@@ -449,12 +449,63 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
     assert free[0][0] == "gh" and ("rens", None) not in free
     assert [e for e in free if e[0] == "slope"] == slope_seeds
     events.clear()
-    found_limited, _, _ = methods.starts(data, 0, deadline=methods.MaxRuntime(60.0))
+    found_limited, _, _, _ = methods.starts(data, 0, deadline=methods.MaxRuntime(60.0))
     assert [e[0] for e in events[:2]] == ["slope", "rens"]
     assert answers[0] < float("inf") and ("gh", None) not in events  # no GH pass after RENS's plan
     assert [e for e in events if e[0] == "slope"] == [e for e in free if e[0] == "slope"]
     assert answers and found_limited[0].cost <= answers[0] + 1e-9  # RENS's answer was one of the starts
     assert all(s.feasible() for s in found_limited)
+
+
+def test_a_crowded_limit_leaves_out_the_slope_start_that_cannot_end_in_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under a limit whose constructions' share (STARTS_SHARE) the first slope start and RENS
+    use up, on a table that is not compact, the second slope start is left out and ``starts``
+    says the limit is crowded (CROWDED_RENS); with time to spare, or without a limit, or on a
+    compact table, both slope starts run and it is not."""
+    import time
+
+    from planner.generate import paper_instance
+    from planner.heuristics import methods
+
+    slopes: list[int] = []
+    real = methods.slope_scaling
+
+    def slow_slope(data, **kw):  # type: ignore[no-untyped-def]
+        slopes.append(kw["seed"])
+        time.sleep(0.5)  # as at fleet scale, where one slope start is ~1.0-1.5 s of a 5-s limit
+        return real(data, **kw)
+
+    monkeypatch.setattr(methods, "slope_scaling", slow_slope)
+    _, table = _table(paper_instance(12, 10, 10, 0))
+    data = Data.from_table(table)
+    assert methods.compact(data)
+    _, _, _, crowded = methods.starts(data, 0, deadline=methods.MaxRuntime(1.6))
+    assert not crowded  # compact: never crowded
+    monkeypatch.setattr(methods, "COMPACT_PAIRS", 0)  # as on a fleet table
+    for limit, want in ((1.6, True), (60.0, False), (float("inf"), False)):
+        slopes.clear()
+        found, _, _, crowded = methods.starts(data, 0, deadline=methods.MaxRuntime(limit))
+        assert crowded is want and len(slopes) == (1 if want else 2), limit
+        assert found and all(s.feasible() for s in found)
+    # AGH then runs RENS once more before the polish, over the second polish's scope
+    scopes: list[set[int]] = []
+    real_rens = methods.rens
+
+    def rens_spy(data, scope, time_limit):  # type: ignore[no-untyped-def]
+        scopes.append(set(scope))
+        return real_rens(data, scope, time_limit)
+
+    monkeypatch.setattr(methods, "rens", rens_spy)
+    plan = methods.solve_agh(table, seed=0, time_limit=1.6)
+    assert plan.has_solution and check_plan(table.instance, plan, table).ok
+    assert any(methods.cheapest_per_type(data, 2) <= sc for sc in scopes)
+    monkeypatch.setattr(methods, "CROWDED_RENS", False)
+    slopes.clear()
+    scopes.clear()
+    _, _, _, crowded = methods.starts(data, 0, deadline=methods.MaxRuntime(1.6))
+    assert not crowded
+    methods.solve_agh(table, seed=0, time_limit=1.6)
+    assert not any(methods.cheapest_per_type(data, 2) <= sc for sc in scopes)
 
 
 def test_lp_neighbourhood_holds_the_scope_lp_optimum_and_the_start() -> None:
@@ -466,7 +517,7 @@ def test_lp_neighbourhood_holds_the_scope_lp_optimum_and_the_start() -> None:
 
     _, table = _table(paper_instance(12, 10, 10, 0))
     data = Data.from_table(table)
-    found, touched, _ = methods.starts(data, 0)
+    found, touched, _, _ = methods.starts(data, 0)
     first, extra = methods.polish_scope(found, touched)
     scope = polish.scope_of(data, first, extra)
     nb = polish.lp_neighbourhood(data, scope, first[0])

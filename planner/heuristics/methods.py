@@ -61,6 +61,20 @@ COMPACT_PAIRS = 100_000
 # table-50x20x20's polishes have 1,304-2,081 pairs. Starting with the slope starts alone did
 # no harm there (table-20 seed 3 0.87 -> 0.00%, seeds 1-2 unchanged).
 NEIGHBOURHOOD_PAIRS = 1000
+# Under a time limit on a table that is not compact, the limit is crowded when the constructions
+# cannot all run within STARTS_SHARE of it: the loop stops with a slope start still to come, or a
+# slope start after RENS's answer would end past the share (it is predicted to take as long as
+# the first one did). Then that slope start is left out (its plan, 2.3x RENS's answer at
+# fleet-200x40x40 seed 5, is never searched: 1.1 s of a 5-s limit for nothing) and, before the
+# first polish, RENS runs once more around the best start (its options, each type's two cheapest,
+# the open options' siblings: the second polish's scope, where the polish itself has no time
+# left to finish). Measured 2026-12-07/08, alone, one run per seed, against the order without
+# it: fleet-200x40x40 at 5 s seeds 0-5,7 median gap to the best bound 2.98 -> 1.93%, mean 3.35 ->
+# 2.42% (seed 5 6.71 -> 1.93%, seed 0 2.60 -> 0.79%; seed 7 2.98 -> 4.09%); fleet-100x30x30
+# seeds 0-9 at 5 s and table-50x20x20 seeds 0-19 at 1 s the same plans (the limit is not
+# crowded there). Leaving out the slope start on every fleet table instead cost fleet-100
+# (median 0.51 -> 0.77%): there it ends within the share and its local search pays.
+CROWDED_RENS = True
 # A start this many times the best one's cost is not worth a local search: a greedy start beside
 # the fluid ones rarely wins after the search; under a time limit, neither does a fluid start
 # beside RENS's answer.
@@ -208,12 +222,22 @@ def _plan(
     return plan
 
 
+def _around(data: Data, state: State) -> set[int]:
+    """The options around ``state`` beyond its own: each type's two cheapest and the open
+    options' siblings."""
+    return cheapest_per_type(data, 2) | siblings(data, state)
+
+
 def _polish_around(data: Data, state: State, time_limit: float, log: list[str]) -> State | None:
     """The restricted MILP around ``state`` (its options, each type's two cheapest, the open
     options' siblings), or None unless it costs less than ``state``."""
-    scope = cheapest_per_type(data, 2) | siblings(data, state)
     again = polish_restricted(
-        data, [state], extra=scope, time_limit=time_limit, log=log, neighbourhood_from=neighbourhood_from(data)
+        data,
+        [state],
+        extra=_around(data, state),
+        time_limit=time_limit,
+        log=log,
+        neighbourhood_from=neighbourhood_from(data),
     )
     return again if again is not None and again.cost < state.cost - 1e-9 else None
 
@@ -264,9 +288,10 @@ def starts(
     slope_starts: int = 2,
     criteria: list[StoppingCriterion] | None = None,
     deadline: MaxRuntime | None = None,
-) -> tuple[list[State], Counter[int], str]:
+) -> tuple[list[State], Counter[int], str, bool]:
     """AGH's starts after their local search, cheapest first; the options the fluid rounds routed
-    to (round counts: the polish's extra scope); and why a start stalled ("" if none did).
+    to (round counts: the polish's extra scope); why a start stalled ("" if none did); and whether
+    the time limit is crowded (CROWDED_RENS: never without a limit or on a compact table).
 
     Starts: GH in several type orders, then slope-scaling fluid starts (one plain, the others with
     seeded jitter); ``criteria`` may end the construction early, ``deadline`` the local search.
@@ -278,7 +303,8 @@ def starts(
     over the options it opened and the POLISH_EXTRA the fluid rounds used most (RENS's answer is
     one more start, after which no GH pass runs: none came within 20% of it), starts 20% above
     the best are kept unsearched, the constructions stop at STARTS_SHARE of the deadline and the
-    local searches at SEARCH_SHARE.
+    local searches at SEARCH_SHARE. Where the limit is crowded (CROWDED_RENS), a slope start
+    after RENS's answer that would end past STARTS_SHARE is left out.
     Why: at fleet scale the GH passes take ~0.5 s each, and a 5-s limit used to end among them
     with a plan 37–54% above the bound (fleet-200x40x40), where slope + RENS reach 6–10% in ~3 s
     (``benchmarks/results/agh_time_limit.md``). Without a deadline the order is the one above
@@ -296,15 +322,23 @@ def starts(
     why = ""
     rens_ran = False
     answer: State | None = None
-    for kind, order, jitter, rng_seed in builders:
+    watch = CROWDED_RENS and share is not None and not compact(data)  # can the limit be crowded?
+    crowded = False
+    slope_s = 0.0  # the first slope start's seconds: what another one is predicted to take
+    for at, (kind, order, jitter, rng_seed) in enumerate(builders):
         if kind == "gh" and slopes_first and built:
             continue  # on a compact table the polish does the work; a GH pass costs ~50 ms there
         if kind == "gh" and answer is not None:
             continue  # RENS's plan beats every GH pass by far (fleet-100x30x30 seed 0: $3.8k, GH $5.8-6.3k)
+        if watch and kind == "slope" and answer is not None and share is not None and slope_s > share.left():
+            crowded = True  # it would end past the constructions' share (CROWDED_RENS)
+            continue
         if kind == "gh":
             state, reason = construct(data, order)
         else:
+            began = time.perf_counter()
             state = slope_scaling(data, jitter=jitter, seed=rng_seed, touched=touched)
+            slope_s = slope_s or time.perf_counter() - began
             reason = "slope scaling found no feasible routing"
         if state is None:
             why = why or reason
@@ -317,6 +351,7 @@ def starts(
             if answer is not None:
                 built.append(("slope", answer))  # searched like a fluid start
         if halt(min((s.cost for _, s in built), default=float("inf"))):
+            crowded = crowded or (watch and any(b[0] == "slope" for b in builders[at + 1 :]))
             break
     # Local search on every fluid start, and on the best greedy one unless it trails the best fluid
     # start by more than SEARCH_WITHIN (then it rarely wins after the search).
@@ -337,7 +372,7 @@ def starts(
         search_deadline = MaxRuntime(deadline.seconds * SEARCH_SHARE, start=deadline.start)
     searched = [local_search(s, deadline=search_deadline) for s in todo]
     found = sorted([*searched, *kept], key=lambda s: s.cost)
-    return found, touched, why
+    return found, touched, why, crowded
 
 
 def polish_scope(found: list[State], touched: Counter[int]) -> tuple[list[State], set[int]]:
@@ -392,7 +427,8 @@ def solve_agh(
     repair) gets what is left of it, not the whole (the feasibility repair at least 0.1 s); with
     a limit, RENS (:func:`planner.heuristics.polish.rens`) runs right after the first start
     (:func:`starts`) and again before the first polish, whose start it improves in case the
-    polish is cut short.
+    polish is cut short; where the limit is crowded (CROWDED_RENS), once more around the best
+    start, over the second polish's scope.
     """
     t0 = time.perf_counter()
     clock = MaxRuntime(math.inf if time_limit is None else time_limit, start=t0)
@@ -402,7 +438,7 @@ def solve_agh(
         criteria.append(stop)
     if time_limit is not None:
         criteria.append(clock)
-    found, touched, why = starts(data, seed, random_starts, slope_starts, criteria, clock)
+    found, touched, why, crowded = starts(data, seed, random_starts, slope_starts, criteria, clock)
     limits: list[str] = []  # what ended on the clock rather than on its work limit
     best = found[0] if found else None
     if polish and (found or touched) and clock.passed:
@@ -416,6 +452,11 @@ def solve_agh(
             quick = rens(data, scope_of(data, first, extra), clock.left(POLISH_S))
             if quick is not None and quick.cost < first[0].cost - 1e-9:
                 first = [quick, *first]
+            if crowded and not clock.passed:  # RENS over the second polish's scope (CROWDED_RENS)
+                around = rens(data, scope_of(data, first[:1], _around(data, first[0])), clock.left(POLISH_S))
+                if around is not None and around.cost < first[0].cost - 1e-9:
+                    quick = around
+                    first = [around, *first]
         polished = polish_restricted(
             data,
             first,
