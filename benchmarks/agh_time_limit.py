@@ -31,12 +31,15 @@ from planner.heuristics.methods import solve_agh
 from planner.options import OptionTable
 
 RESULTS = Path(__file__).parent / "results"
-# (family, seeds, limits in seconds): table-50 on the bench's seeds and the held-out ones
+# (family, seeds, limits in seconds): table-50 on the bench's seeds and the held-out ones; fleet-200
+# at 5 s (the limit) on the bench's ten seeds (seed 6 is infeasible: no bound, no row), at
+# 10 s on the first three
 PLAN: list[tuple[str, list[int], list[float]]] = [
     ("table-50x20x20", list(range(10)), [1.0, 2.0]),
     ("table-50x20x20", list(range(10, 20)), [1.0, 2.0]),
     ("fleet-100x30x30", list(range(10)), [5.0]),
-    ("fleet-200x40x40", list(range(3)), [5.0, 10.0]),
+    ("fleet-200x40x40", list(range(10)), [5.0]),
+    ("fleet-200x40x40", list(range(3)), [10.0]),
 ]
 
 
