@@ -73,7 +73,9 @@ NEIGHBOURHOOD_PAIRS = 1000
 # 2.42% (seed 5 6.71 -> 1.93%, seed 0 2.60 -> 0.79%; seed 7 2.98 -> 4.09%); fleet-100x30x30
 # seeds 0-9 at 5 s and table-50x20x20 seeds 0-19 at 1 s the same plans (the limit is not
 # crowded there). Leaving out the slope start on every fleet table instead cost fleet-100
-# (median 0.51 -> 0.77%): there it ends within the share and its local search pays.
+# (median 0.51 -> 0.77%): there it ends within the share and its local search pays. On the
+# bench's nine feasible fleet-200 seeds (results/agh_time_limit.md, 80bd55b -> c8d4a90; seeds 8
+# and 9 new to this rule) at 5 s: median 3.17 -> 1.93%, max 15.5 -> 8.1%.
 CROWDED_RENS = True
 # A start this many times the best one's cost is not worth a local search: a greedy start beside
 # the fluid ones rarely wins after the search; under a time limit, neither does a fluid start
