@@ -422,9 +422,9 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
         events.append(("slope", kw["seed"]))
         return real[1](data, **kw)
 
-    def rens_spy(data, scope, time_limit):  # type: ignore[no-untyped-def]
+    def rens_spy(data, scope, time_limit, start=None):  # type: ignore[no-untyped-def]
         events.append(("rens", None))
-        state = real[2](data, scope, time_limit)
+        state = real[2](data, scope, time_limit, start)
         answers.append(state.cost if state is not None else float("inf"))
         return state
 
@@ -491,9 +491,9 @@ def test_a_crowded_limit_leaves_out_the_slope_start_that_cannot_end_in_time(monk
     scopes: list[set[int]] = []
     real_rens = methods.rens
 
-    def rens_spy(data, scope, time_limit):  # type: ignore[no-untyped-def]
+    def rens_spy(data, scope, time_limit, start=None):  # type: ignore[no-untyped-def]
         scopes.append(set(scope))
-        return real_rens(data, scope, time_limit)
+        return real_rens(data, scope, time_limit, start)
 
     monkeypatch.setattr(methods, "rens", rens_spy)
     plan = methods.solve_agh(table, seed=0, time_limit=1.6)
@@ -506,6 +506,43 @@ def test_a_crowded_limit_leaves_out_the_slope_start_that_cannot_end_in_time(monk
     assert not crowded
     methods.solve_agh(table, seed=0, time_limit=1.6)
     assert not any(methods.cheapest_per_type(data, 2) <= sc for sc in scopes)
+
+
+def test_rens_falls_back_on_a_box_that_holds_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where neither RENS box holds a plan (⌊y_LP⌋..⌈y_LP⌉, then 0..⌈y_LP⌉), RENS with a start
+    solves 0 ≤ y ≤ max(⌈y_LP⌉, y_start), which holds the start: it returns a feasible state no
+    dearer than the start; without a start it returns None. The boxes that exclude the start are
+    made infeasible here (as fleet-200x40x40 seed 9's were, by its GPU limits); the last one is
+    solved for real."""
+    from planner.generate import paper_instance
+    from planner.heuristics import methods, polish
+    from planner.solvers.backends import BackendResult
+    from planner.solvers.matrix import MatrixModel
+
+    _, table = _table(paper_instance(12, 10, 10, 0))
+    data = Data.from_table(table)
+    found, touched, _, _ = methods.starts(data, 0)
+    start = found[0]
+    scope = polish.scope_of(data, [start], methods.top_touched(touched))
+    boxes: list[bool] = []  # per MILP solve: did its box hold the start's counts?
+    real = MatrixModel.solve
+
+    def solve(self, **kw):  # type: ignore[no-untyped-def]
+        if kw.get("relax") or kw.get("bounds") is None:
+            return real(self, **kw)
+        lo, hi = kw["bounds"]
+        ys = start.y[self.K]
+        holds = bool(np.all(lo[self.col["y"]] <= ys) and np.all(ys <= hi[self.col["y"]]))
+        boxes.append(holds)
+        return real(self, **kw) if holds else BackendResult("infeasible", None, None, 0.0, "INFEASIBLE")
+
+    monkeypatch.setattr(MatrixModel, "solve", solve)
+    got = polish.rens(data, scope, 60.0, start)
+    assert got is not None and got.feasible() and got.cost <= start.cost + 1e-6
+    assert boxes == [False, False, True]  # the LP boxes leave the start out on this table
+    boxes.clear()
+    assert polish.rens(data, scope, 60.0) is None or boxes[-1]  # without a start: two boxes at most
+    assert len(boxes) <= 2
 
 
 def test_lp_neighbourhood_holds_the_scope_lp_optimum_and_the_start() -> None:

@@ -349,7 +349,7 @@ def starts(
         if timed and built and not rens_ran and deadline is not None and not deadline.passed:
             rens_ran = True  # once, after the first start that found a plan
             scope = scope_of(data, [built[0][1]], top_touched(touched))
-            answer = rens(data, scope, deadline.left(POLISH_S))
+            answer = rens(data, scope, deadline.left(POLISH_S), built[0][1])
             if answer is not None:
                 built.append(("slope", answer))  # searched like a fluid start
         if halt(min((s.cost for _, s in built), default=float("inf"))):
@@ -451,11 +451,11 @@ def solve_agh(
         if time_limit is not None and first:
             # Under a time limit the polish is often cut short in HiGHS's root (cut rounds, before
             # its sub-MIPs find a plan) and keeps its start; RENS (0.1-0.6 s) is a better start.
-            quick = rens(data, scope_of(data, first, extra), clock.left(POLISH_S))
+            quick = rens(data, scope_of(data, first, extra), clock.left(POLISH_S), first[0])
             if quick is not None and quick.cost < first[0].cost - 1e-9:
                 first = [quick, *first]
             if crowded and not clock.passed:  # RENS over the second polish's scope (CROWDED_RENS)
-                around = rens(data, scope_of(data, first[:1], _around(data, first[0])), clock.left(POLISH_S))
+                around = rens(data, scope_of(data, first[:1], _around(data, first[0])), clock.left(POLISH_S), first[0])
                 if around is not None and around.cost < first[0].cost - 1e-9:
                     quick = around
                     first = [around, *first]
