@@ -64,8 +64,8 @@ NEIGHBOURHOOD_PAIRS = 1000
 # Under a time limit on a table that is not compact, the limit is crowded when the constructions
 # cannot all run within STARTS_SHARE of it: the loop stops with a slope start still to come, or a
 # slope start after RENS's answer would end past the share (it is predicted to take as long as
-# the first one did). Then that slope start is left out (its plan, 2.3x RENS's answer at
-# fleet-200x40x40 seed 5, is never searched: 1.1 s of a 5-s limit for nothing) and, before the
+# the first one did). Then that slope start is left out (at fleet-200x40x40 seed 0 it took 1.1 s
+# of a 5-s limit, and its plan, 1.5x RENS's answer, was kept unsearched) and, before the
 # first polish, RENS runs once more around the best start (its options, each type's two cheapest,
 # the open options' siblings: the second polish's scope, where the polish itself has no time
 # left to finish). Measured 2026-12-07/08, alone, one run per seed, against the order without
