@@ -45,7 +45,6 @@ import planner.heuristics.methods as agh
 import planner.heuristics.polish as polish
 from planner.bench import markdown_table
 from planner.fileio import write_atomic
-from planner.heuristics.repair import cheapest_per_type, siblings
 from planner.heuristics.search import local_search
 from planner.heuristics.state import Data, State, state_of
 from planner.heuristics.stopping import MaxRuntime
@@ -61,14 +60,10 @@ PLAN: list[tuple[str, list[int], list[float | None]]] = [
 ]
 
 
-def _neighbours(data: Data, state: State) -> set[int]:
-    """AGH's second-round extra scope (methods._polish_around): each type's two cheapest options
-    and the open options' siblings."""
-    return cheapest_per_type(data, 2) | siblings(data, state)
-
-
 def _around(data: Data, best: State) -> set[int]:
-    return polish.scope_of(data, [best], _neighbours(data, best))
+    """AGH's second-round scope (methods._polish_around): ``best``'s options, each type's two
+    cheapest and the open options' siblings."""
+    return polish.scope_of(data, [best], agh._around(data, best))
 
 
 def box_polish(data: Data, states: list[State], extra: set[int] | None = None, **kw: object) -> State | None:
@@ -127,7 +122,7 @@ def _no_links(only_big: bool) -> Callable[..., MatrixModel]:
 def _small_first(found: list[State], touched: object) -> tuple[list[State], set[int]]:
     if not found:
         return found, set()
-    return found[:1], _neighbours(found[0].d, found[0])
+    return found[:1], agh._around(found[0].d, found[0])
 
 
 # variant -> (module, attribute, replacement)
