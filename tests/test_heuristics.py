@@ -178,3 +178,96 @@ def test_generator_is_deterministic_and_sized() -> None:
     for doc in (a, m):
         inst = make_instance(doc, name=doc["name"])
         assert solve(inst, "agh").status in ("feasible", "no_solution", "optimal")
+
+
+def _fluid_data(seed: int):  # type: ignore[no-untyped-def]
+    """A synthetic :class:`Data` for the fluid routing: 12 options over 4 models (an option's
+    error is its model's), with ties in error across models and in price across options."""
+    import numpy as np
+
+    from planner.heuristics.state import Data
+
+    rng = np.random.default_rng(seed)
+    n, K, M = 8, 12, 4
+    model_of = rng.integers(0, M, K)
+    model_err = rng.choice([0.05, 0.1, 0.1, 0.2], size=(n, M))  # repeated values: ties in error
+    ok = np.zeros((n, K + 1), dtype=bool)
+    ok[:, :K] = rng.random((n, K)) < 0.7
+    L = np.zeros((n, K + 1))
+    L[:, :K] = np.where(ok[:, :K], rng.choice([0.5, 1.0, 2.0], size=(n, K)), 0.0)  # repeated: ties in price
+    D = np.zeros((n, K + 1))
+    D[:, :K] = np.where(ok[:, :K], rng.choice([0.0, 0.1], size=(n, K)), 0.0)
+    D[:, K] = 5.0
+    E = np.zeros((n, K + 1))
+    E[:, :K] = np.where(ok[:, :K], model_err[:, model_of], 0.0)
+    zeta = rng.choice([0.0, 0.2, 1.0], size=n)
+    ok[:, K] = zeta > 0
+    eps = rng.choice([0.08, 0.1, 0.15, np.inf], size=n)
+    return Data(
+        table=None,  # type: ignore[arg-type]
+        n=n,
+        K=K,
+        L=L,
+        D=D,
+        E=E,
+        ok=ok,
+        rental=np.append(rng.choice([1.0, 2.0], size=K), 0.0),
+        storage=np.zeros(K + 1),
+        gpus=np.append(np.ones(K, dtype=int), 0),
+        tier=np.append(np.zeros(K, dtype=int), -1),
+        umax=0.8,
+        eps=eps,
+        zeta=zeta,
+        lam=np.ones(n),
+        avail=np.array([np.inf]),
+        budget=np.inf,
+        model_of=model_of,
+        upgrades=tuple(() for _ in range(K)),
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fluid_routing_over_the_models_is_each_types_lp_optimum(seed: int) -> None:
+    """The slope starts' routing (:func:`planner.heuristics.fluid.route`, fronts over models) gives
+    each type the optimum of its LP min Σ c_k x_k + ζ·unserved s.t. Σ x_k + u = 1,
+    Σ e_k x_k ≤ ε, u ∈ {0, ζ}, found here by brute force over every option and pair of options
+    (an optimum of two rows has at most two options)."""
+    import itertools
+    import math
+
+    import numpy as np
+
+    from planner.heuristics.fluid import route
+
+    d = _fluid_data(seed)
+    K = d.K
+    slope = np.random.default_rng(seed + 1).choice([1.0, 1.5, 3.0], size=K)
+    C = np.where(d.ok[:, :K], slope * d.L[:, :K] + d.D[:, :K], math.inf)
+    best = np.full(d.n, math.inf)
+    for i in range(d.n):
+        for u in {0.0, float(d.zeta[i])}:
+            if u >= 1.0:
+                best[i] = min(best[i], d.D[i, K])
+                continue
+            eps = d.eps[i] / (1 - u)
+            ks = np.flatnonzero(d.ok[i, :K])
+            for a in ks:
+                if d.E[i, a] <= eps + 1e-12:
+                    best[i] = min(best[i], (1 - u) * C[i, a] + u * d.D[i, K])
+            for a, b in itertools.permutations(ks, 2):
+                if d.E[i, a] < eps < d.E[i, b]:
+                    t = (eps - d.E[i, a]) / (d.E[i, b] - d.E[i, a])
+                    best[i] = min(best[i], (1 - u) * ((1 - t) * C[i, a] + t * C[i, b]) + u * d.D[i, K])
+    X = route(d, slope)
+    if X is None:  # some type has no routing at all
+        assert not np.isfinite(best).all()
+        return
+    for i in range(d.n):
+        row = X[i]
+        assert row.sum() == pytest.approx(1.0)
+        assert np.all(row[:K][~d.ok[i, :K]] == 0)
+        assert row[:K] @ d.E[i, :K] <= d.eps[i] + 1e-9
+        assert row[K] in (0.0, pytest.approx(d.zeta[i]))
+        used = row[:K] > 0
+        got = float(row[:K][used] @ C[i, used] + row[K] * d.D[i, K])
+        assert got == pytest.approx(best[i], rel=1e-12, abs=1e-12), (i, got, best[i])

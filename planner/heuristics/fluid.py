@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,6 +61,12 @@ def type_lp(
     # Lower convex hull of the front (monotone chain), then the segment that straddles eps.
     hull: list[int] = []
     for k in front:
+        if hull and e[hull[-1]] >= e[k]:
+            # The same error, and (on a Pareto front) a lower cost: the point before it is not on
+            # the lower hull. The cross product below cannot drop the hull's first point, which
+            # then won every limit at exactly its error over the cheaper one (a front by error,
+            # then option index, as the slope starts took it until 2026-12-08).
+            hull.pop()
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             cross = (e[b] - e[a]) * (c[k] - c[a]) - (c[b] - c[a]) * (e[k] - e[a])
@@ -76,54 +83,107 @@ def type_lp(
     return {int(hull[0]): 1.0}
 
 
-def error_order(data: Data) -> np.ndarray:
-    """Per type, options by rising error then index (errors never change, so sort once)."""
-    K = data.K
-    E = np.where(data.ok[:, :K], data.E[:, :K], math.inf)
-    return np.stack([np.lexsort((np.arange(K), E[i])) for i in range(data.n)])
+@dataclass(frozen=True)
+class ByModel:
+    """A table's prices laid out model by model, for :func:`route`.
+
+    An option's error on a type is its model's (``Data.E``), so on a type's Pareto front (rising
+    error, falling cost) only each model's cheapest option can sit where the front's lower hull
+    (:func:`type_lp`) is concerned, and the front over the table's models (40 at
+    fleet-200x40x40) stands in for the one over its options (5,239 there). One reduction per
+    round takes each model's least price on every type; the fronts of the types that mix two
+    options (~140 of 200 there) were half of slope scaling's time over the options.
+    """
+
+    perm: np.ndarray  # (K,) options by model, rising index within a model (a stable sort)
+    pos: np.ndarray  # (K,) where each option sits in ``perm``
+    starts: np.ndarray  # (M,) where each model's options begin in ``perm``
+    stops: np.ndarray  # (M,) ... and end
+    L: np.ndarray  # (n, K) load in ``perm``'s order
+    D: np.ndarray  # (n, K) delay in ``perm``'s order; inf where the pair is not eligible
+    err: np.ndarray  # (n, M) error of each model on each type; inf where none of its options is eligible
+    by_err: np.ndarray  # (n, M) each type's models by rising error, ties by model index
+
+    @classmethod
+    def of(cls, d: Data) -> ByModel:
+        K = d.K
+        perm = np.argsort(d.model_of, kind="stable")
+        pos = np.empty(K, dtype=np.int64)
+        pos[perm] = np.arange(K)
+        _, starts = np.unique(d.model_of[perm], return_index=True)
+        stops = np.append(starts[1:], K)
+        ok = d.ok[:, :K][:, perm]
+        err = np.minimum.reduceat(np.where(ok, d.E[:, :K][:, perm], math.inf), starts, axis=1)
+        models = np.arange(len(starts))
+        by_err = np.stack([np.lexsort((models, err[i])) for i in range(d.n)])
+        D = np.where(ok, d.D[:, :K][:, perm], math.inf)
+        return cls(perm, pos, starts, stops, d.L[:, :K][:, perm], D, err, by_err)
+
+    def prices(self, slope: np.ndarray) -> np.ndarray:
+        """(n, K) c[i,k] = slope_k·L[i,k] + D[i,k] in ``perm``'s order, inf where not eligible."""
+        C = self.L * slope[self.perm][None, :]
+        C += self.D  # L is 0 where the pair is not eligible, so the inf there stays
+        return C
+
+    def first(self, C: np.ndarray, i: int, g: int, at_most: float | None = None) -> int:
+        """The lowest-index option of model ``g`` whose price ``C[i]`` is at most ``at_most``
+        (or finite: eligible)."""
+        a, b = self.starts[g], self.stops[g]
+        hit = np.isfinite(C[i, a:b]) if at_most is None else C[i, a:b] <= at_most
+        return int(self.perm[a + int(np.argmax(hit))])
 
 
-def fronts(C: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
-    """Pareto fronts (rising error, falling cost) of every type at once from the error order."""
-    cs = np.take_along_axis(C, order, axis=1)
-    runmin = np.minimum.accumulate(cs, axis=1)
-    keep = np.isfinite(cs)
-    keep[:, 1:] &= cs[:, 1:] < runmin[:, :-1] - 1e-15
-    return [order[i][keep[i]] for i in range(C.shape[0])]
+def cheapest(bm: ByModel, C: np.ndarray, gmin: np.ndarray) -> np.ndarray:
+    """Per type, the option of least price ``C``, ties (within 1e-15) to the lower error, then
+    the lower index: the last point of its Pareto front; -1 where no price is finite."""
+    cmin = gmin.min(axis=1)
+    tie = np.isfinite(gmin) & (cmin[:, None] + 1e-15 >= gmin)
+    e_tie = np.where(tie, bm.err, math.inf)
+    cand = tie & (e_tie == e_tie.min(axis=1)[:, None])
+    low = np.full(C.shape[0], -1, dtype=np.int64)
+    for i in np.flatnonzero(np.isfinite(cmin)):
+        low[i] = min(bm.first(C, int(i), int(g), cmin[i] + 1e-15) for g in np.flatnonzero(cand[i]))
+    return low
 
 
-def cheapest(C: np.ndarray, E: np.ndarray) -> np.ndarray:
-    """Per row, the last point of its Pareto front (:func:`fronts`): the least cost, ties (within
-    the fronts' 1e-15) to the lower error, then the lower index; -1 where no cost is finite."""
-    cmin = C.min(axis=1)
-    tie = np.isfinite(C) & (cmin[:, None] + 1e-15 >= C)
-    e_tie = np.where(tie, E, math.inf)
-    first = np.argmax(tie & (e_tie == e_tie.min(axis=1)[:, None]), axis=1)
-    return np.where(np.isfinite(cmin), first, -1)
+def fronts(bm: ByModel, C: np.ndarray, gmin: np.ndarray, rows: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
+    """The Pareto fronts (rising error, falling price) of the types ``rows`` under prices ``C``,
+    taken over the models: per type (prices, errors, models) of each model whose least price
+    falls below every price before it, by rising error, then model index. Models of equal error
+    may all sit on it, the cheapest last (:func:`type_lp`'s hull keeps that one). The options
+    behind its points: :func:`option_at`."""
+    order = bm.by_err[rows]
+    G = np.take_along_axis(gmin[rows], order, axis=1)
+    Es = np.take_along_axis(bm.err[rows], order, axis=1)
+    keep = np.isfinite(G)
+    run = np.minimum.accumulate(G, axis=1)
+    keep[:, 1:] &= G[:, 1:] < run[:, :-1] - 1e-15
+    return {i: (G[r, keep[r]], Es[r, keep[r]], order[r][keep[r]]) for r, i in enumerate(rows.tolist()) if keep[r].any()}
 
 
-def route(data: Data, slope: np.ndarray, order: np.ndarray | None = None) -> np.ndarray | None:
+def option_at(bm: ByModel, C: np.ndarray, gmin: np.ndarray, i: int, point: int) -> int:
+    """The option behind a point (model) of :func:`fronts`: the lowest index at its least price
+    among the models of equal error and least price."""
+    v, e = gmin[i, point], bm.err[i, point]
+    return min(bm.first(C, i, int(g), v) for g in np.flatnonzero((gmin[i] == v) & (bm.err[i] == e)))
+
+
+def route(data: Data, slope: np.ndarray, bm: ByModel | None = None) -> np.ndarray | None:
     """Per-type LP routing under linear option prices ``slope`` ($ per unit of load).
 
-    Most types' LP is their cheapest option alone (its error within the limit): that is read off
-    one vectorised argmin, and only the other types build their Pareto front and hull
-    (:func:`type_lp`) — at fleet-200x40x40 (5,239 options) the fronts of every type were half of
-    slope scaling's time."""
+    Most types' LP is their cheapest option alone (its error within the limit); the others mix
+    the two options that straddle their limit on the lower hull of their front (:func:`type_lp`),
+    a front taken over the models (:class:`ByModel`)."""
     d = data
     K = d.K
+    bm = d.by_model if bm is None else bm
     X = np.zeros((d.n, K + 1))
-    E = d.E[:, :K]
-    with np.errstate(invalid="ignore"):
-        C = np.where(d.ok[:, :K], slope[None, :] * d.L[:, :K] + d.D[:, :K], math.inf)
-    low = cheapest(C, E)
-    # The types whose cheapest option breaks their error limit (with nothing unserved, the
-    # tightest case) mix two options: their fronts, all at once.
-    e_low = np.take_along_axis(E, np.maximum(low, 0)[:, None], axis=1)[:, 0]
-    mixed = np.flatnonzero((low >= 0) & (e_low > d.eps + 1e-12))
-    front: dict[int, np.ndarray] = {}
-    if len(mixed):
-        rows = (error_order(d) if order is None else order)[mixed]
-        front = dict(zip(mixed.tolist(), fronts(C[mixed], rows), strict=True))
+    C = bm.prices(slope)
+    gmin = np.minimum.reduceat(C, bm.starts, axis=1)
+    low = cheapest(bm, C, gmin)
+    e_low = np.take_along_axis(d.E[:, :K], np.maximum(low, 0)[:, None], axis=1)[:, 0]
+    mixed = np.flatnonzero((low >= 0) & (e_low > d.eps + 1e-12))  # the cheapest breaks the limit
+    hull = fronts(bm, C, gmin, mixed) if len(mixed) else {}
     for i in range(d.n):
         best: tuple[float, dict[int, float], float] | None = None
         for u in {0.0, float(d.zeta[i])}:
@@ -136,13 +196,22 @@ def route(data: Data, slope: np.ndarray, order: np.ndarray | None = None) -> np.
             k0 = int(low[i])
             if k0 < 0:
                 continue  # no eligible option (type_lp's empty front)
-            if E[i, k0] <= eps + 1e-12:
+            if d.E[i, k0] <= eps + 1e-12:
                 mix: dict[int, float] | None = {k0: 1.0}
+                price = {k0: float(C[i, bm.pos[k0]])}
             else:
-                mix = type_lp(C[i], E[i], d.ok[i, :K], eps, front[i])
+                if i not in hull:
+                    continue
+                cs, es, pts = hull[i]
+                local = type_lp(cs, es, np.ones(len(cs), dtype=bool), eps, np.arange(len(cs)))
+                if local is None:
+                    continue
+                at = {j: option_at(bm, C, gmin, i, int(pts[j])) for j in local}
+                mix = {at[j]: x for j, x in local.items()}
+                price = {at[j]: float(cs[j]) for j in local}
             if mix is None:
                 continue
-            cost = (1.0 - u) * sum(C[i, k] * x for k, x in mix.items()) + u * d.D[i, K]
+            cost = (1.0 - u) * sum(price[k] * x for k, x in mix.items()) + u * d.D[i, K]
             if best is None or cost < best[0]:
                 best = (cost, mix, u)
         if best is None:
@@ -152,6 +221,17 @@ def route(data: Data, slope: np.ndarray, order: np.ndarray | None = None) -> np.
             X[i, k] = (1.0 - u) * x
         X[i, K] = u
     return X
+
+
+def _key(X: np.ndarray) -> bytes:
+    """A routing's identity as its entries rounded to 1e-9: where they are not zero and what they
+    are (shares are never negative). The whole rounded matrix as bytes (8 MB at
+    fleet-200x40x40) cost a hash of ~5 ms per round."""
+    flat = X.ravel()
+    nz = np.flatnonzero(flat)
+    r = np.round(flat[nz], 9)
+    keep = r != 0.0
+    return nz[keep].tobytes() + r[keep].tobytes()
 
 
 def slope_scaling(
@@ -171,12 +251,12 @@ def slope_scaling(
     tier_price = np.ones(len(d.avail))
     best: State | None = None
     seen: set[bytes] = set()
-    order = error_order(d)
+    bm = d.by_model
     for _ in range(rounds):
-        X = route(d, slope * tier_price[d.tier[:K]], order)
+        X = route(d, slope * tier_price[d.tier[:K]], bm)
         if X is None:
             return best
-        key = np.round(X, 9).tobytes()
+        key = _key(X)
         s = State(d, X)
         if touched is not None:
             touched.update(int(k) for k in np.flatnonzero(s.y[:K] > 0))  # Counter: one per round

@@ -22,10 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from planner.options import OptionTable
+
+if TYPE_CHECKING:
+    from planner.heuristics.fluid import ByModel
 
 TOL = 1e-9
 CEIL_TOL = 1e-9  # load within this of an integer number of replicas needs no extra replica
@@ -116,6 +120,14 @@ class Data:
         from planner.solvers.matrix import twin_classes
 
         return twin_classes(self.table)
+
+    @cached_property
+    def by_model(self) -> ByModel:
+        """The prices' layout model by model for the slope-scaling starts
+        (:class:`planner.heuristics.fluid.ByModel`), built once per table."""
+        from planner.heuristics.fluid import ByModel
+
+        return ByModel.of(self)
 
     def replicas(self, load: np.ndarray) -> np.ndarray:
         """y = ⌈load / max_utilization⌉: the fewest replicas that carry ``load``."""
