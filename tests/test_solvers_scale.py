@@ -458,10 +458,10 @@ def test_agh_under_a_time_limit_builds_the_slope_start_and_rens_first(monkeypatc
 
 
 def test_a_crowded_limit_leaves_out_the_slope_start_that_cannot_end_in_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Under a limit whose constructions' share (STARTS_SHARE) the first slope start and RENS
-    use up, on a table that is not compact, the second slope start is left out and ``starts``
-    says the limit is crowded (CROWDED_RENS); with time to spare, or without a limit, or on a
-    compact table, both slope starts run and it is not."""
+    """Under a limit of which the first slope start and RENS use more than CROWDED_AT (half the
+    constructions' share, STARTS_SHARE), on a table that is not compact, the second slope start
+    is left out and ``starts`` says the limit is crowded (CROWDED_RENS); with time to spare, or
+    without a limit, or on a compact table, both slope starts run and it is not."""
     import time
 
     from planner.generate import paper_instance
@@ -472,7 +472,7 @@ def test_a_crowded_limit_leaves_out_the_slope_start_that_cannot_end_in_time(monk
 
     def slow_slope(data, **kw):  # type: ignore[no-untyped-def]
         slopes.append(kw["seed"])
-        time.sleep(0.5)  # as at fleet scale, where one slope start is ~1.0-1.5 s of a 5-s limit
+        time.sleep(0.5)  # as at fleet scale, where a slope start and RENS take 1.2-2.8 s of a 5-s limit
         return real(data, **kw)
 
     monkeypatch.setattr(methods, "slope_scaling", slow_slope)
