@@ -121,8 +121,12 @@ class ByModel:
 
     def prices(self, slope: np.ndarray) -> np.ndarray:
         """(n, K) c[i,k] = slope_k·L[i,k] + D[i,k] in ``perm``'s order, inf where not eligible."""
-        C = self.L * slope[self.perm][None, :]
-        C += self.D  # L is 0 where the pair is not eligible, so the inf there stays
+        s = slope[self.perm]
+        with np.errstate(invalid="ignore", over="ignore"):
+            C = self.L * s[None, :]
+            C += self.D  # L is 0 where the pair is not eligible, so the inf there stays ...
+        if not np.isfinite(s).all():  # ... unless a slope is infinite (0·inf): never seen, but cheap to keep
+            C[np.isinf(self.D)] = math.inf
         return C
 
     def first(self, C: np.ndarray, i: int, g: int, at_most: float | None = None) -> int:
