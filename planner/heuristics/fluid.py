@@ -129,12 +129,10 @@ class ByModel:
             C[np.isinf(self.D)] = math.inf
         return C
 
-    def first(self, C: np.ndarray, i: int, g: int, at_most: float | None = None) -> int:
-        """The lowest-index option of model ``g`` whose price ``C[i]`` is at most ``at_most``
-        (or finite: eligible)."""
+    def first(self, C: np.ndarray, i: int, g: int, at_most: float) -> int:
+        """The lowest-index option of model ``g`` whose price ``C[i]`` is at most ``at_most``."""
         a, b = self.starts[g], self.stops[g]
-        hit = np.isfinite(C[i, a:b]) if at_most is None else C[i, a:b] <= at_most
-        return int(self.perm[a + int(np.argmax(hit))])
+        return int(self.perm[a + int(np.argmax(C[i, a:b] <= at_most))])
 
 
 def cheapest(bm: ByModel, C: np.ndarray, gmin: np.ndarray) -> np.ndarray:

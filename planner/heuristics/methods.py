@@ -339,7 +339,7 @@ def starts(
             continue  # on a compact table the polish does the work; a GH pass costs ~50 ms there
         if kind == "gh" and answer is not None:
             continue  # RENS's plan beats every GH pass by far (fleet-100x30x30 seed 0: $3.8k, GH $5.8-6.3k)
-        if watch and kind == "slope" and answer is not None and deadline is not None and late:
+        if watch and late and kind == "slope" and answer is not None:
             crowded = True  # RENS's answer came after CROWDED_AT of the limit (CROWDED_RENS)
             continue
         if kind == "gh":
